@@ -1,0 +1,123 @@
+"""The ``cost-sync`` command: parses arguments, loads settings, configures logging, runs one verb.
+
+Exit codes: 0 done; 1 the work failed (nothing was written); 2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from cost_sync import __version__, logs
+from cost_sync.db import connect
+from cost_sync.errors import ConfigError, CostSyncError
+from cost_sync.migrate import check, migrate, rollback
+from cost_sync.settings import Settings, load_settings
+
+Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+
+
+def _common() -> argparse.ArgumentParser:
+    # SUPPRESS: an option given before the verb is not reset by the verb's own parser.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="TOML settings file (default: $COST_SYNC_CONFIG); COST_SYNC_* variables override it",
+    )
+    common.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=argparse.SUPPRESS,
+        help="log verbosity on stderr (default: info)",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, verbs included."""
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="cost-sync",
+        parents=[common],
+        description="Keep vps_instances.approximate_cost true from Hostwinds prices.",
+    )
+    parser.add_argument("--version", action="version", version=f"cost-sync {__version__}")
+    verbs = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p_migrate = verbs.add_parser(
+        "migrate",
+        parents=[common],
+        help="apply the SQL migrations in sql/ (each once, recorded with a checksum)",
+        description="Apply pending migrations, or check or roll them back.",
+    )
+    mode = p_migrate.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing; exit 0 when every migration is applied and verifies, else 1",
+    )
+    mode.add_argument(
+        "--rollback",
+        metavar="VERSION",
+        help="run one migration's rollback file (e.g. 0001) and forget it in the ledger",
+    )
+    p_migrate.set_defaults(handler=_migrate)
+    return parser
+
+
+def _require_database(settings: Settings) -> str:
+    if settings.database.url is None:
+        raise ConfigError("setting database.url: required (set COST_SYNC_DATABASE_URL)")
+    return settings.database.url.get_secret_value()
+
+
+async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    dsn = _require_database(settings)
+    conn = await connect(dsn, timeout=settings.database.connect_timeout_seconds)
+    try:
+        if args.check:
+            problems = await check(conn)
+            for problem in problems:
+                print(f"missing: {problem}")
+            print("schema verified" if not problems else f"{len(problems)} problem(s)")
+            return 1 if problems else 0
+        if args.rollback:
+            name = await rollback(conn, args.rollback)
+            print(f"rolled back {name}")
+            return 0
+        names = await migrate(conn)
+        print("\n".join(f"applied {name}" for name in names) or "up to date: nothing to apply")
+        return 0
+    finally:
+        await conn.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run cost-sync with ``argv`` (default: the process's arguments); return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 0
+    try:
+        settings = load_settings(getattr(args, "config", None))
+        logs.configure(level=getattr(args, "log_level", "info"))
+        return asyncio.run(handler(args, settings))
+    except CostSyncError as exc:
+        print(f"cost-sync: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("cost-sync: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Every error cost-sync raises on purpose descends from :class:`CostSyncError`.
+
+::
+
+    CostSyncError                     exit code 1 unless said otherwise
+    ├── ConfigError                   a bad setting or usage; exit code 2
+    ├── DatabaseError                 PostgreSQL could not be reached or refused a statement
+    │   ├── MigrationError            a migration failed or an applied file changed
+    │   └── LockTimeout               another run is in progress
+    └── HostwindsError                Hostwinds could not give an answer cost-sync can use
+        ├── HostwindsAuthError        the key was refused: never retried
+        ├── HostwindsTransientError   5xx, 429, timeout, non-JSON body: retried, then raised
+        ├── HostwindsResponseError    a well-formed error envelope or a body of the wrong shape
+        └── ForbiddenActionError      an action outside the read-only allow-list; nothing was sent
+
+An error's message is meant for an operator: it names what failed and never carries a secret
+(the API key, a database password, a raw Hostwinds body).
+"""
+
+from __future__ import annotations
+
+
+class CostSyncError(Exception):
+    """cost-sync could not do what was asked."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        """The operator-facing message."""
+        return str(self)
+
+
+class ConfigError(CostSyncError):
+    """A setting or a command-line argument is not valid."""
+
+    exit_code = 2
+
+
+class DatabaseError(CostSyncError):
+    """PostgreSQL could not be reached or refused a statement."""
+
+
+class MigrationError(DatabaseError):
+    """A migration could not be applied."""
+
+
+class LockTimeout(DatabaseError):
+    """Another run is in progress."""
+
+
+class HostwindsError(CostSyncError):
+    """Hostwinds could not give an answer cost-sync can use."""
+
+
+class HostwindsAuthError(HostwindsError):
+    """Hostwinds refused the API key (expired, or this host's IPv4 address is not on the key's allow-list)."""
+
+
+class HostwindsTransientError(HostwindsError):
+    """Hostwinds did not answer usefully after every retry."""
+
+
+class HostwindsResponseError(HostwindsError):
+    """Hostwinds answered with an error or a body cost-sync does not understand."""
+
+
+class ForbiddenActionError(HostwindsError):
+    """That Hostwinds action is not on cost-sync's read-only allow-list; nothing was sent."""

@@ -1,0 +1,178 @@
+"""Apply ``sql/`` migrations in order, each once, each in its own transaction, with a checksum.
+
+Files named ``NNNN_purpose.sql`` are migrations; ``rollback/`` and ``verify/`` hold a file of the
+same name each; ``ledger.sql`` creates the ledger table. An applied file whose content changed is
+refused before anything runs: migrations are immutable, a change is a new file. Concurrent runs
+are serialised by a PostgreSQL advisory lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import asyncpg
+import structlog
+
+from cost_sync.errors import MigrationError
+
+log = structlog.get_logger(__name__)
+
+#: Advisory lock key serialising `cost-sync migrate` runs (ASCII "cs-migr").
+MIGRATE_LOCK_KEY = 0x63732D6D696772
+_NAME = re.compile(r"^(?P<version>\d{4})_[a-z0-9_]+\.sql$")
+_RAISED = re.compile(r'invalid input syntax for type integer: "cost-sync: (?P<message>.*)"', re.S)
+
+
+def sql_dir() -> Path:
+    """The folder holding cost-sync's SQL: inside the installed package, else the checkout's."""
+    packaged = Path(str(resources.files("cost_sync"))) / "sql"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "sql"
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One migration file, its rollback and verification companions, and its checksum."""
+
+    name: str
+    version: str
+    sql: str
+    checksum: str
+    rollback: str | None
+    verify: str | None
+
+
+def _companion(folder: Path, filename: str) -> str | None:
+    path = folder / filename
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
+def discover(folder: Path | None = None) -> list[Migration]:
+    """Every migration in ``folder`` (default :func:`sql_dir`) in version order."""
+    folder = folder or sql_dir()
+    found: list[Migration] = []
+    for path in sorted(folder.glob("*.sql")):
+        if path.name == "ledger.sql":
+            continue
+        match = _NAME.match(path.name)
+        if match is None:
+            raise MigrationError(
+                f"{path.name}: migrations are named NNNN_purpose.sql (lower case, digits, _)"
+            )
+        text = path.read_text(encoding="utf-8")
+        found.append(
+            Migration(
+                name=path.stem,
+                version=match["version"],
+                sql=text,
+                checksum=hashlib.sha256(text.encode()).hexdigest(),
+                rollback=_companion(folder / "rollback", path.name),
+                verify=_companion(folder / "verify", path.name),
+            )
+        )
+    versions = [m.version for m in found]
+    duplicates = sorted({v for v in versions if versions.count(v) > 1})
+    if duplicates:
+        raise MigrationError(f"two migrations share version {duplicates[0]}")
+    return found
+
+
+def _ledger_sql(folder: Path | None = None) -> str:
+    return ((folder or sql_dir()) / "ledger.sql").read_text(encoding="utf-8")
+
+
+async def applied(conn: asyncpg.Connection) -> dict[str, str]:
+    """Applied migration name -> checksum; empty when the ledger does not exist yet."""
+    if await conn.fetchval("SELECT to_regclass('cost_sync_migrations')") is None:
+        return {}
+    rows = await conn.fetch("SELECT name, checksum FROM cost_sync_migrations")
+    return {row["name"]: row["checksum"] for row in rows}
+
+
+def _changed(migrations: list[Migration], done: dict[str, str]) -> list[str]:
+    return [
+        f"{m.name}.sql was applied with checksum {done[m.name][:12]}, the file now has "
+        f"{m.checksum[:12]}: applied migrations are immutable, add a new file instead"
+        for m in migrations
+        if m.name in done and done[m.name] != m.checksum
+    ]
+
+
+def _explain(migration: Migration, exc: asyncpg.PostgresError) -> MigrationError:
+    raised = _RAISED.search(str(exc))
+    reason = raised["message"] if raised else f"{type(exc).__name__}: {exc}"
+    return MigrationError(f"{migration.name}.sql failed, nothing of it was applied: {reason}")
+
+
+async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None = None) -> list[str]:
+    """Apply every pending migration in order; return the names applied (empty: up to date)."""
+    migrations = discover() if migrations is None else migrations
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK_KEY)
+    try:
+        await conn.execute(_ledger_sql())
+        done = await applied(conn)
+        changed = _changed(migrations, done)
+        if changed:
+            raise MigrationError(changed[0])
+        names: list[str] = []
+        for migration in migrations:
+            if migration.name in done:
+                continue
+            try:
+                async with conn.transaction():
+                    await conn.execute(migration.sql)
+                    await conn.execute(
+                        "INSERT INTO cost_sync_migrations (name, checksum) VALUES ($1, $2)",
+                        migration.name,
+                        migration.checksum,
+                    )
+            except asyncpg.PostgresError as exc:
+                raise _explain(migration, exc) from None
+            log.info("migrate.applied", migration=migration.name)
+            names.append(migration.name)
+        return names
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK_KEY)
+
+
+async def check(conn: asyncpg.Connection, migrations: list[Migration] | None = None) -> list[str]:
+    """What is missing or wrong, one line each; empty when every migration is applied and verifies."""
+    migrations = discover() if migrations is None else migrations
+    done = await applied(conn)
+    problems = [f"{m.name}.sql is not applied" for m in migrations if m.name not in done]
+    problems += _changed(migrations, done)
+    for migration in migrations:
+        if migration.verify is None:
+            continue
+        for row in await conn.fetch(migration.verify):
+            if not row["ok"]:
+                problems.append(f"{migration.name}: {row['check']}: found {row['found']}")
+    return problems
+
+
+async def rollback(conn: asyncpg.Connection, version: str, migrations: list[Migration] | None = None) -> str:
+    """Run one migration's rollback file and forget it in the ledger, in one transaction."""
+    migrations = discover() if migrations is None else migrations
+    matching = [m for m in migrations if version in (m.version, m.name)]
+    if not matching:
+        raise MigrationError(f"no migration {version!r} (known: {', '.join(m.version for m in migrations)})")
+    migration = matching[0]
+    if migration.rollback is None:
+        raise MigrationError(f"{migration.name}.sql has no rollback file")
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK_KEY)
+    try:
+        await conn.execute(_ledger_sql())
+        async with conn.transaction():
+            await conn.execute(migration.rollback)
+            await conn.execute("DELETE FROM cost_sync_migrations WHERE name = $1", migration.name)
+    except asyncpg.PostgresError as exc:
+        raise MigrationError(f"rollback of {migration.name}.sql failed: {exc}") from None
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK_KEY)
+    log.info("migrate.rolled_back", migration=migration.name)
+    return migration.name

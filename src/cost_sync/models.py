@@ -1,0 +1,183 @@
+"""Frozen value types that cross module boundaries; no I/O, no behaviour beyond validation.
+
+Money is ``Decimal`` everywhere. Raw price cells from Hostwinds are kept as their exact JSON text
+(``PriceCell``) so that :mod:`cost_sync.pricing` alone decides what counts as "not offered",
+"invalid" or a price, and can say why.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+class Cycle(StrEnum):
+    """A Hostwinds billing cycle, by its normalised name."""
+
+    MONTHLY = "monthly"
+    QUARTERLY = "quarterly"
+    SEMIANNUALLY = "semiannually"
+    ANNUALLY = "annually"
+    BIENNIALLY = "biennially"
+    TRIENNIALLY = "triennially"
+    HOURLY = "hourly"
+
+    @property
+    def months(self) -> int:
+        """Months one cycle covers; hourly is priced on the monthly ceiling, so 1."""
+        return _MONTHS[self]
+
+
+_MONTHS: dict[Cycle, int] = {
+    Cycle.MONTHLY: 1,
+    Cycle.QUARTERLY: 3,
+    Cycle.SEMIANNUALLY: 6,
+    Cycle.ANNUALLY: 12,
+    Cycle.BIENNIALLY: 24,
+    Cycle.TRIENNIALLY: 36,
+    Cycle.HOURLY: 1,
+}
+
+#: The cycles a price list or a cycle-price answer can carry a price for (hourly has none).
+PRICED_CYCLES: tuple[Cycle, ...] = tuple(c for c in Cycle if c is not Cycle.HOURLY)
+
+
+class PriceSource(StrEnum):
+    """Where an estimate's price came from, in order of precedence."""
+
+    OVERRIDE = "override"
+    CYCLE_PRICES = "cycle_prices"
+    PRICE_LIST = "price_list"
+
+
+class UnpricedReason(StrEnum):
+    """Why a row in scope got no estimate; its stored value is then left as it was."""
+
+    NO_IDENTIFIER = "no_identifier"
+    NOT_FOUND = "not_found"
+    UNKNOWN_CYCLE = "unknown_cycle"
+    PLAN_NOT_FOUND = "plan_not_found"
+    CYCLE_NOT_OFFERED = "cycle_not_offered"
+    INVALID_PRICE = "invalid_price"
+    OUT_OF_RANGE = "out_of_range"
+
+
+#: The exact text of one price cell as Hostwinds sent it (a JSON number is kept as its Decimal
+#: text, a string as is, an object with no recognised price field as its JSON text).
+PriceCell = str
+
+
+def _blank_to_none(value: Any) -> Any:
+    if isinstance(value, str) and value.strip() == "":
+        return None
+    return value
+
+
+def _to_bool(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "y"}
+    return value
+
+
+OptStr = Annotated[str | None, BeforeValidator(_blank_to_none)]
+OptInt = Annotated[int | None, BeforeValidator(_blank_to_none)]
+Flag = Annotated[bool, BeforeValidator(_to_bool)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
+
+
+class Instance(_Frozen):
+    """One Hostwinds instance, whitelisted: no password, no configkey, nothing cost-sync ignores."""
+
+    serviceid: int
+    server_uuid: OptStr = None
+    product_id: OptInt = None
+    product_name: OptStr = None
+    billingcycle: OptStr = None
+    hourly: Flag = False
+    disk_type: OptStr = None
+    status: OptStr = None
+
+
+class Plan(_Frozen):
+    """One row of ``get_price_list``: a plan id and its per-cycle price cells."""
+
+    id: int
+    name: OptStr = None
+    prices: Mapping[Cycle, PriceCell] = Field(default_factory=dict)
+
+
+class VpsRow(_Frozen):
+    """One ``vps_instances`` row in scope, as cost-sync reads it."""
+
+    id: uuid.UUID
+    hostwinds_instance_id: str | None
+    status: str | None
+    approximate_cost: Decimal | None
+
+
+class Estimate(_Frozen):
+    """A monthly USD estimate and how it was reached."""
+
+    monthly: Decimal
+    source: PriceSource
+    cycle: Cycle | None = None
+    cycle_price: Decimal | None = None
+    months: int | None = None
+    hourly_ceiling: bool = False
+    product_id: int | None = None
+    product_name: str | None = None
+
+
+class Unpriced(_Frozen):
+    """No estimate, with a named reason and a human detail (never a raw body, never a secret)."""
+
+    reason: UnpricedReason
+    detail: str = ""
+
+
+class RowOutcome(_Frozen):
+    """What one run decided for one row in scope."""
+
+    row: VpsRow
+    instance: Instance | None
+    result: Estimate | Unpriced
+
+    @property
+    def changed(self) -> bool:
+        """True when the row gets a new stored value."""
+        return isinstance(self.result, Estimate) and self.result.monthly != self.row.approximate_cost
+
+
+class RunReport(_Frozen):
+    """The outcome of one run, as logged, printed and stored in the run ledger."""
+
+    run_id: uuid.UUID
+    trigger: str
+    outcome: str
+    dry_run: bool = False
+    started_at: datetime
+    finished_at: datetime
+    rows_in_scope: int = 0
+    matched: int = 0
+    priced_by_source: dict[str, int] = Field(default_factory=dict)
+    unchanged: int = 0
+    updated: int = 0
+    unpriced_by_reason: dict[str, int] = Field(default_factory=dict)
+    hostwinds_calls: dict[str, int] = Field(default_factory=dict)
+    total_before: Decimal = Decimal("0.00")
+    total_after: Decimal = Decimal("0.00")
+    error: str | None = None
+
+    @property
+    def duration_seconds(self) -> float:
+        """Wall time of the run."""
+        return (self.finished_at - self.started_at).total_seconds()

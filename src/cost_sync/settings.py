@@ -1,0 +1,271 @@
+"""Typed settings: ``COST_SYNC_*`` environment variables over an optional TOML file over defaults.
+
+A setting is named by its TOML path (``hostwinds.url``). Its environment variable is
+``COST_SYNC_<SECTION>_<KEY>`` (``COST_SYNC_HOSTWINDS_URL``, ``COST_SYNC_DATABASE_URL``,
+``COST_SYNC_ADMIN_TOKEN``), except the ``[sync]`` section whose keys need no section
+(``COST_SYNC_SCHEDULE``, ``COST_SYNC_STATUSES``). Every problem is reported as one
+:class:`~cost_sync.errors.ConfigError` naming the setting, before any I/O, and secrets (the API
+key, the database URL's password, the admin token) never appear in a repr or an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from cost_sync.errors import ConfigError
+
+ENV_PREFIX = "COST_SYNC_"
+CONFIG_ENV = "COST_SYNC_CONFIG"
+#: Variables with the prefix that are not settings (so they are not reported as unknown).
+NON_SETTING_ENV = frozenset({CONFIG_ENV})
+NON_SETTING_ENV_PREFIXES = ("COST_SYNC_TEST_", "COST_SYNC_BENCH_")
+
+DEFAULT_HOSTWINDS_URL = "https://clients.hostwinds.com/cloud/api.php"
+KNOWN_STATUSES = ("active", "provisioning", "scheduled_decommission", "decommissioned")
+MAX_AMOUNT = Decimal("999999.99")
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def _cron(value: str) -> str:
+    try:
+        CronTrigger.from_crontab(value, timezone="UTC")
+    except ValueError as exc:
+        raise ValueError(f"not a valid 5-field cron expression ({exc})") from None
+    return value
+
+
+def _amount(value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        raise ValueError('must be an amount in USD such as "12.50"')
+    try:
+        amount = Decimal(str(value).strip())
+    except ArithmeticError:
+        raise ValueError('must be an amount in USD such as "12.50"') from None
+    if not amount.is_finite() or amount < 0:
+        raise ValueError("must be a non-negative amount")
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -2 and amount != amount.quantize(Decimal("0.01")):
+        raise ValueError("must have at most 2 decimals")
+    if amount > MAX_AMOUNT:
+        raise ValueError(f"must be at most {MAX_AMOUNT}")
+    return amount.quantize(Decimal("0.01"))
+
+
+def _listen(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9464")
+    return value
+
+
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+Amount = Annotated[Decimal, BeforeValidator(_amount)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HostwindsSettings(_Section):
+    """``[hostwinds]``: where and how politely to ask Hostwinds."""
+
+    url: HttpUrl = DEFAULT_HOSTWINDS_URL
+    api_key: SecretStr | None = None
+    managed: bool = False
+    requests_per_second: float = Field(default=2.0, ge=0)
+    max_concurrency: int = Field(default=4, ge=1, le=64)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    attempts: int = Field(default=4, ge=1, le=10)
+    currency: str = "USD"
+
+    @field_validator("currency")
+    @classmethod
+    def _usd_only(cls, value: str) -> str:
+        if value != "USD":
+            raise ValueError("only USD is supported: approximate_cost is documented as USD")
+        return value
+
+
+class DatabaseSettings(_Section):
+    """``[database]``: the PostgreSQL that holds ``vps_instances``."""
+
+    url: SecretStr | None = None
+    lock_timeout_seconds: float = Field(default=30.0, ge=0)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            scheme = urlsplit(value.get_secret_value()).scheme
+            if scheme not in {"postgres", "postgresql"}:
+                raise ValueError("must be a postgresql:// URL")
+        return value
+
+
+class SyncSettings(_Section):
+    """``[sync]``: when to run and which rows are in scope."""
+
+    schedule: Annotated[str, AfterValidator(_cron)] = "17 * * * *"
+    statuses: Annotated[list[str], BeforeValidator(_comma_list)] = Field(
+        default_factory=lambda: ["active", "provisioning", "scheduled_decommission"]
+    )
+    jitter_seconds: int = Field(default=0, ge=0)
+    misfire_grace_seconds: int = Field(default=300, ge=1)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+
+    @field_validator("statuses")
+    @classmethod
+    def _known_statuses(cls, value: list[str]) -> list[str]:
+        unknown = [s for s in value if s not in KNOWN_STATUSES]
+        if unknown:
+            raise ValueError(f"unknown status {unknown[0]!r} (known: {', '.join(KNOWN_STATUSES)})")
+        if not value:
+            raise ValueError("must name at least one status")
+        return value
+
+
+class AdminSettings(_Section):
+    """``[admin]``: the daemon's HTTP endpoint and how to reach it."""
+
+    listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:9464"
+    token: SecretStr | None = None
+    url: HttpUrl | None = None
+
+
+class Settings(BaseSettings):
+    """All of cost-sync's settings, validated."""
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
+    hostwinds: HostwindsSettings = Field(default_factory=HostwindsSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
+    #: Finance overrides: ``hostwinds_instance_id`` -> monthly USD.
+    overrides: dict[str, Amount] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only what :func:`load_settings` hands in: it has already merged env over file."""
+        return (init_settings,)
+
+
+#: Section -> its environment-variable stem (``[sync]`` keys stand alone).
+_SECTION_ENV = {"hostwinds": "HOSTWINDS_", "database": "DATABASE_", "admin": "ADMIN_", "sync": ""}
+_SECTIONS: dict[str, type[_Section]] = {
+    "hostwinds": HostwindsSettings,
+    "database": DatabaseSettings,
+    "sync": SyncSettings,
+    "admin": AdminSettings,
+}
+
+
+def env_names() -> dict[str, tuple[str, str]]:
+    """Every settings environment variable -> (section, key)."""
+    return {
+        f"{ENV_PREFIX}{stem}{key.upper()}": (section, key)
+        for section, stem in _SECTION_ENV.items()
+        for key in _SECTIONS[section].model_fields
+    }
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            # parse_float=Decimal: an override written as 12.50 stays exact.
+            return tomllib.load(fh, parse_float=Decimal)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: not found") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot be read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+
+
+def _env_values(environ: Mapping[str, str]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    names = env_names()
+    values: dict[str, dict[str, Any]] = {}
+    origin: dict[str, str] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in NON_SETTING_ENV:
+            continue
+        if name.startswith(NON_SETTING_ENV_PREFIXES):
+            continue
+        if name not in names:
+            raise ConfigError(f"environment variable {name}: not a cost-sync setting")
+        section, key = names[name]
+        values.setdefault(section, {})[key] = raw
+        origin[f"{section}.{key}"] = name
+    return values, origin
+
+
+def _describe(error: Mapping[str, Any], origin: Mapping[str, str], source: str) -> str:
+    loc = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "not a cost-sync setting"
+    where = f" (from {origin[loc]})" if loc in origin else f" (in {source})" if source else ""
+    return f"setting {loc}{where}: {message}"
+
+
+def load_settings(config_path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from the TOML file (if any) and the environment; raise ConfigError if bad."""
+    environ = os.environ if environ is None else environ
+    if config_path is None and environ.get(CONFIG_ENV):
+        config_path = Path(environ[CONFIG_ENV])
+    data: dict[str, Any] = _read_toml(config_path) if config_path is not None else {}
+    env, origin = _env_values(environ)
+    for section, keys in env.items():
+        current = data.get(section)
+        if current is not None and not isinstance(current, dict):
+            raise ConfigError(f"setting {section}: must be a table, e.g. [{section}]")
+        data[section] = {**(current or {}), **keys}
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        # include_input=False: a rejected value may be a secret.
+        first = exc.errors(include_input=False, include_url=False)[0]
+        raise ConfigError(_describe(first, origin, str(config_path) if config_path else "")) from None
