@@ -1,0 +1,246 @@
+"""Pure pricing: Hostwinds price cells and cycles in, a monthly USD estimate or a reason out.
+
+Guarantees: no I/O, no logging, no clock, no float. Every estimate is a positive ``Decimal`` with
+exactly two decimals, at most :data:`MAX_MONTHLY`, rounded once, half-up. Anything missing, not
+offered, unparsable or out of range yields :class:`~cost_sync.models.Unpriced` with a reason,
+never a zero and never a guess. No function here raises on text that came from Hostwinds.
+"""
+
+from __future__ import annotations
+
+import decimal
+import re
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+
+from cost_sync.models import (
+    Cycle,
+    Estimate,
+    Instance,
+    Plan,
+    PriceCell,
+    PriceSource,
+    Unpriced,
+    UnpricedReason,
+    VpsRow,
+)
+
+__all__ = [
+    "MAX_MONTHLY",
+    "estimate_instance",
+    "index_instances",
+    "match_instance",
+    "monthly_from_cycle",
+    "normalise_cycle",
+    "parse_price_cell",
+    "price_row",
+]
+
+MAX_MONTHLY = Decimal("999999.99")
+
+_CENT = Decimal("0.01")
+_HALF_CENT = Decimal("0.005")
+_CYCLES_BY_NAME: dict[str, Cycle] = {c.value: c for c in Cycle}
+_SEPARATORS = re.compile(r"[\s_-]+")
+# ASCII only: Decimal() alone would also take "1_000", "NaN" and non-ASCII digits such as "١٢".
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_NOT_OFFERED_VALUES = (Decimal(-1), Decimal(0))
+_DETAIL_TEXT_MAX = 40
+# Half-up rounding makes monthly_from_cycle(p, m) > MAX_MONTHLY exactly when
+# p >= (MAX_MONTHLY + half a cent) * m; these few-digit products are exact.
+_MAX_CYCLE_PRICE: dict[Cycle, Decimal] = {c: (MAX_MONTHLY + _HALF_CENT) * c.months for c in Cycle}
+
+
+def normalise_cycle(billingcycle: str | None, *, hourly: bool = False) -> Cycle | None:
+    """Return the cycle ``billingcycle`` names (hourly if flagged), or None if it is unknown."""
+    if hourly:
+        return Cycle.HOURLY
+    if billingcycle is None:
+        return None
+    # "Bi-Annually" normalises to "biannually", which is deliberately not a known name.
+    return _CYCLES_BY_NAME.get(_SEPARATORS.sub("", billingcycle).lower())
+
+
+def parse_price_cell(cell: PriceCell | None) -> Decimal | UnpricedReason:
+    """Return a positive price exactly as written, or why the cell is not one; never raises."""
+    if cell is None:
+        return UnpricedReason.CYCLE_NOT_OFFERED
+    text = cell.strip()
+    if text == "":
+        return UnpricedReason.CYCLE_NOT_OFFERED
+    if _NUMBER.fullmatch(text) is None:
+        return UnpricedReason.INVALID_PRICE
+    try:
+        value = Decimal(text)
+    except decimal.InvalidOperation:  # an exponent beyond what Decimal can hold
+        return UnpricedReason.INVALID_PRICE
+    if value in _NOT_OFFERED_VALUES:
+        return UnpricedReason.CYCLE_NOT_OFFERED
+    if value < 0:
+        return UnpricedReason.INVALID_PRICE
+    return value
+
+
+def monthly_from_cycle(price: Decimal, months: int) -> Decimal:
+    """Return ``price / months`` rounded once, half-up, to cents."""
+    if months < 1 or not price.is_finite():
+        raise ValueError("monthly_from_cycle needs a finite price and months >= 1")
+    # Enough digits to keep at least the thousandths, independent of the caller's context.
+    context = decimal.Context(
+        prec=max(price.adjusted(), 0) + 8,
+        rounding=decimal.ROUND_DOWN,
+        Emax=decimal.MAX_EMAX,
+        Emin=decimal.MIN_EMIN,
+        traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow],
+    )
+    # ROUND_DOWN below the thousandths cannot move the quotient across a half cent, so the
+    # quantize below rounds exactly as if the quotient were exact: one rounding, in effect.
+    quotient = context.divide(price, Decimal(months))
+    # HALF_UP: Finance rounds cents this way.
+    return quotient.quantize(_CENT, rounding=decimal.ROUND_HALF_UP, context=context)
+
+
+def index_instances(
+    instances: Iterable[Instance],
+) -> tuple[dict[int, Instance], dict[str, Instance]]:
+    """Return the instances keyed by serviceid and by lower-case server_uuid (if they have one)."""
+    by_serviceid: dict[int, Instance] = {}
+    by_uuid: dict[str, Instance] = {}
+    for instance in instances:
+        by_serviceid[instance.serviceid] = instance
+        if instance.server_uuid:
+            by_uuid[instance.server_uuid.lower()] = instance
+    return by_serviceid, by_uuid
+
+
+def match_instance(
+    hostwinds_instance_id: str | None,
+    *,
+    by_serviceid: Mapping[int, Instance],
+    by_uuid: Mapping[str, Instance],
+) -> Instance | None:
+    """Return the instance an id names: ASCII digits by serviceid, anything else by server_uuid."""
+    if hostwinds_instance_id is None:
+        return None
+    key = hostwinds_instance_id.strip()
+    if key == "":
+        return None
+    if key.isascii() and key.isdigit():
+        try:
+            return by_serviceid.get(int(key))
+        except ValueError:  # more digits than int() converts: no serviceid is that long
+            return None
+    return by_uuid.get(key.lower())
+
+
+def estimate_instance(
+    instance: Instance,
+    *,
+    cycle_prices: Mapping[Cycle, PriceCell] | None,
+    plan: Plan | None,
+) -> Estimate | Unpriced:
+    """Return the monthly estimate of one instance from its cycle prices, else its plan's price."""
+    cycle = normalise_cycle(instance.billingcycle, hourly=instance.hourly)
+    if cycle is None:
+        return Unpriced(
+            reason=UnpricedReason.UNKNOWN_CYCLE,
+            detail=f"instance {instance.serviceid} has no billing cycle"
+            if instance.billingcycle is None
+            else f"billing cycle {_quote(instance.billingcycle)} is not a known cycle",
+        )
+    # Hourly has no API-visible rate: the plan's monthly price is the ceiling.
+    priced_cycle = Cycle.MONTHLY if cycle is Cycle.HOURLY else cycle
+
+    price: Decimal | None = None
+    source = PriceSource.CYCLE_PRICES
+    cell = cycle_prices.get(priced_cycle) if cycle_prices is not None else None
+    parsed = parse_price_cell(cell)
+    if isinstance(parsed, Decimal):
+        price = parsed
+    elif parsed is UnpricedReason.INVALID_PRICE:
+        # Fail closed: the per-service price is the most specific; a wrong number is worse
+        # than none, so a garbled one must not be papered over by the price list.
+        return Unpriced(
+            reason=parsed,
+            detail=f"service {instance.serviceid} '{priced_cycle}' price is not a price ({_quote(cell)})",
+        )
+
+    if price is None:
+        source = PriceSource.PRICE_LIST
+        if plan is None:
+            return Unpriced(
+                reason=UnpricedReason.PLAN_NOT_FOUND,
+                detail=f"instance {instance.serviceid} has no product_id"
+                if instance.product_id is None
+                else f"no price-list plan {instance.product_id}",
+            )
+        cell = plan.prices.get(priced_cycle)
+        parsed = parse_price_cell(cell)
+        if not isinstance(parsed, Decimal):
+            verb = "has no" if parsed is UnpricedReason.CYCLE_NOT_OFFERED else "has an invalid"
+            return Unpriced(
+                reason=parsed,
+                detail=f"plan {plan.id} {verb} '{priced_cycle}' price ({_quote(cell)})",
+            )
+        price = parsed
+
+    # Checked before dividing so that a huge price (Decimal takes "1e999999") costs nothing.
+    if price >= _MAX_CYCLE_PRICE[priced_cycle]:
+        return Unpriced(
+            reason=UnpricedReason.OUT_OF_RANGE,
+            detail=f"'{priced_cycle}' price {_quote(cell)} is over {MAX_MONTHLY} a month",
+        )
+    months = priced_cycle.months
+    monthly = monthly_from_cycle(price, months)
+    if monthly == 0:
+        # Never store zero for a real plan.
+        return Unpriced(
+            reason=UnpricedReason.INVALID_PRICE,
+            detail=f"'{priced_cycle}' price {_quote(cell)} is under a cent a month",
+        )
+    return Estimate(
+        monthly=monthly,
+        source=source,
+        cycle=cycle,
+        cycle_price=price,
+        months=months,
+        hourly_ceiling=cycle is Cycle.HOURLY,
+        product_id=instance.product_id,
+        product_name=instance.product_name or (plan.name if plan is not None else None),
+    )
+
+
+def price_row(
+    row: VpsRow,
+    instance: Instance | None,
+    *,
+    override: Decimal | None,
+    cycle_prices: Mapping[Cycle, PriceCell] | None,
+    plan: Plan | None,
+) -> Estimate | Unpriced:
+    """Return one row's estimate: a Finance override first, else its matched instance's price."""
+    if override is not None:
+        return Estimate(
+            monthly=override,
+            source=PriceSource.OVERRIDE,
+            product_id=instance.product_id if instance is not None else None,
+            product_name=instance.product_name if instance is not None else None,
+        )
+    instance_id = (row.hostwinds_instance_id or "").strip()
+    if instance_id == "":
+        return Unpriced(reason=UnpricedReason.NO_IDENTIFIER, detail="no hostwinds_instance_id")
+    if instance is None:
+        return Unpriced(
+            reason=UnpricedReason.NOT_FOUND,
+            detail=f"no Hostwinds instance {_quote(instance_id)}",
+        )
+    return estimate_instance(instance, cycle_prices=cycle_prices, plan=plan)
+
+
+def _quote(text: str | None) -> str:
+    """Quote text from Hostwinds for a detail, cut short so a detail stays short."""
+    if text is None:
+        return "missing"
+    if len(text) > _DETAIL_TEXT_MAX:
+        text = text[: _DETAIL_TEXT_MAX - 3] + "..."
+    return repr(text)
