@@ -12,11 +12,12 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from cost_sync import __version__, logs
+from cost_sync import __version__, logs, render
 from cost_sync.db import connect
 from cost_sync.errors import ConfigError, CostSyncError
 from cost_sync.migrate import check, migrate, rollback
 from cost_sync.settings import Settings, load_settings
+from cost_sync.sync import RunResult, open_resources, run_once
 
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keep vps_instances.approximate_cost true from Hostwinds prices.",
     )
     parser.add_argument("--version", action="version", version=f"cost-sync {__version__}")
+    once = parser.add_argument_group("one-shot sync")
+    once.add_argument("--once", action="store_true", help="run one sync now and exit")
+    _sync_options(once)
     verbs = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p_migrate = verbs.add_parser(
@@ -70,6 +74,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_migrate.set_defaults(handler=_migrate)
     return parser
+
+
+def _sync_options(group: argparse._ActionsContainer) -> None:
+    group.add_argument(
+        "--instance",
+        action="append",
+        metavar="ID",
+        default=None,
+        help="limit the run to this row (repeatable): a hostwinds_instance_id, a Hostwinds serviceid "
+        "or server_uuid, or the row's id",
+    )
+    group.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="compute everything, write nothing; print each change and the fleet's total before and after",
+    )
+    group.add_argument("--json", action="store_true", help="print the run report as JSON on stdout")
+
+
+def print_result(result: RunResult, *, as_json: bool) -> None:
+    """Show a finished run: JSON for scripts, else a summary, the changes (dry run), unpriced rows."""
+    if as_json:
+        print(render.as_json(result.report, result.outcomes))
+        return
+    lines = render.summary(result.report)
+    if result.report.dry_run:
+        lines += render.changes(result.outcomes)
+    lines += render.unpriced_rows(result.outcomes)
+    print("\n".join(lines))
+
+
+async def _once(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_resources(settings) as (client, pool):
+        result = await run_once(
+            client=client,
+            pool=pool,
+            settings=settings,
+            trigger="once",
+            targets=args.instance,
+            dry_run=args.dry_run,
+        )
+    print_result(result, as_json=args.json)
+    return 0
 
 
 def _require_database(settings: Settings) -> str:
@@ -104,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler | None = getattr(args, "handler", None)
+    if handler is None and args.once:
+        handler = _once
+    elif handler is None and (args.instance or args.dry_run or args.json):
+        parser.error("--instance, --dry-run and --json go with --once")
     if handler is None:
         parser.print_help()
         return 0

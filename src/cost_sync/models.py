@@ -79,6 +79,13 @@ def _blank_to_none(value: Any) -> Any:
     return value
 
 
+def _no_bool(value: Any) -> Any:
+    # pydantic's lax mode would read a JSON true as 1: an id is never a boolean.
+    if isinstance(value, bool):
+        raise ValueError("must be an integer id, not a boolean")
+    return _blank_to_none(value)
+
+
 def _to_bool(value: Any) -> Any:
     if isinstance(value, str):
         return value.strip().lower() in {"1", "true", "yes", "y"}
@@ -86,7 +93,8 @@ def _to_bool(value: Any) -> Any:
 
 
 OptStr = Annotated[str | None, BeforeValidator(_blank_to_none)]
-OptInt = Annotated[int | None, BeforeValidator(_blank_to_none)]
+OptInt = Annotated[int | None, BeforeValidator(_no_bool)]
+Id = Annotated[int, BeforeValidator(_no_bool)]
 Flag = Annotated[bool, BeforeValidator(_to_bool)]
 
 
@@ -97,7 +105,7 @@ class _Frozen(BaseModel):
 class Instance(_Frozen):
     """One Hostwinds instance, whitelisted: no password, no configkey, nothing cost-sync ignores."""
 
-    serviceid: int
+    serviceid: Id
     server_uuid: OptStr = None
     product_id: OptInt = None
     product_name: OptStr = None
@@ -170,11 +178,15 @@ class RunReport(_Frozen):
     matched: int = 0
     priced_by_source: dict[str, int] = Field(default_factory=dict)
     unchanged: int = 0
+    #: Rows whose value differs from the estimate (what a dry run would update).
+    changed: int = 0
     updated: int = 0
     unpriced_by_reason: dict[str, int] = Field(default_factory=dict)
     hostwinds_calls: dict[str, int] = Field(default_factory=dict)
     total_before: Decimal = Decimal("0.00")
     total_after: Decimal = Decimal("0.00")
+    phase_seconds: dict[str, float] = Field(default_factory=dict)
+    instances: list[str] | None = None
     error: str | None = None
 
     @property

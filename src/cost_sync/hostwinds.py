@@ -1,0 +1,459 @@
+"""The Hostwinds Cloud API client: read-only, polite, retried, and whitelisted at the boundary.
+
+Guarantees:
+
+- Only actions in :data:`READ_ONLY_ACTIONS` are sent; any other raises
+  :class:`~cost_sync.errors.ForbiddenActionError` before a byte leaves the host.
+- The API key travels only in the form body. It is never in a URL, a log line, an exception
+  message or the client's ``repr``.
+- Bodies are parsed with ``Decimal`` for every JSON number: no float ever holds a price.
+- Raw bodies never leave this module. Callers get :class:`~cost_sync.models.Instance`,
+  :class:`~cost_sync.models.Plan` and ``{Cycle: PriceCell}``; passwords and config keys are
+  dropped here, and error messages carry field locations, never field values.
+- Errors are detected by the body whatever the HTTP status. Failures map onto the
+  :mod:`cost_sync.errors` tree::
+
+      HostwindsAuthError        the key was refused; never retried
+      HostwindsTransientError   timeout, transport error, 429, 5xx or a non-JSON body,
+                                after ``attempts`` tries with bounded, jittered backoff
+      HostwindsResponseError    an error envelope, another HTTP status, or a body of the wrong shape
+      ForbiddenActionError      an action outside the allow-list; nothing was sent
+
+- Request starts are spaced to at most ``requests_per_second`` across all concurrent callers, with
+  at most ``max_concurrency`` requests in flight. The client never closes the ``httpx.AsyncClient``
+  it was handed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeAlias
+
+import httpx
+import structlog
+from pydantic import ValidationError
+
+from cost_sync.errors import (
+    ForbiddenActionError,
+    HostwindsAuthError,
+    HostwindsError,
+    HostwindsResponseError,
+    HostwindsTransientError,
+)
+from cost_sync.models import PRICED_CYCLES, Cycle, Instance, Plan, PriceCell
+
+__all__ = [
+    "AUTH_ERROR_MESSAGE",
+    "DEFAULT_URL",
+    "READ_ONLY_ACTIONS",
+    "HostwindsClient",
+    "is_transient",
+    "price_cell_text",
+]
+
+READ_ONLY_ACTIONS = frozenset(
+    {
+        "get_instances",
+        "get_instance",
+        "get_price_list",
+        "get_billingcycle_prices",
+        "check_upgrade_order",
+    }
+)
+DEFAULT_URL = "https://clients.hostwinds.com/cloud/api.php"
+AUTH_ERROR_MESSAGE = (
+    "Hostwinds refused the API key (expired, or this host's IPv4 address is not on the key's allow-list)"
+)
+
+_log = structlog.get_logger(__name__)
+
+_MESSAGE_MAX = 200
+_CELL_FIELDS = ("price", "total", "amount")
+_CYCLES_BY_KEY: dict[str, Cycle] = {c.value: c for c in PRICED_CYCLES}
+_RESERVED_PARAMS = frozenset({"action", "API"})
+
+
+class _BodyNotJSON(Exception):
+    """A successful HTTP status carried a body that is not JSON (typically an HTML error page)."""
+
+    def __init__(self, status_code: int) -> None:
+        super().__init__(f"a body that is not JSON (HTTP {status_code})")
+        self.status_code = status_code
+
+
+#: What one HTTP attempt produced, before it is judged.
+_Outcome: TypeAlias = httpx.Response | httpx.HTTPError | _BodyNotJSON
+
+
+def is_transient(outcome: httpx.Response | BaseException) -> bool:
+    """True when an attempt may succeed if repeated: timeout, transport error, 429, 5xx, non-JSON."""
+    if isinstance(outcome, httpx.Response):
+        return outcome.status_code == 429 or outcome.status_code >= 500
+    return isinstance(outcome, httpx.TimeoutException | httpx.TransportError | _BodyNotJSON)
+
+
+def price_cell_text(value: object) -> PriceCell:
+    """The exact text of one price cell, so that only pricing decides what it means."""
+    if isinstance(value, Mapping):
+        texts = {
+            _scalar_text(value[name])
+            for name in _CELL_FIELDS
+            if value.get(name) is not None and not isinstance(value[name], Mapping | list)
+        }
+        if len(texts) == 1:
+            return texts.pop()
+        # No price field, or fields that disagree: keep the JSON so pricing reports it as invalid.
+        return _json_text(value)
+    return _scalar_text(value)
+
+
+class HostwindsClient:
+    """An async client for the read-only part of the Hostwinds Cloud API."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        api_key: str,
+        *,
+        url: str = DEFAULT_URL,
+        requests_per_second: float | None = 2.0,
+        max_concurrency: int = 4,
+        attempts: int = 4,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 8.0,
+        retry_after_max: float = 60.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self._http = http
+        self._api_key = api_key
+        self._url = url
+        self._interval = (
+            1.0 / requests_per_second if requests_per_second and requests_per_second > 0 else None
+        )
+        self._next_start = 0.0
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._attempts = attempts
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._retry_after_max = retry_after_max
+        self._sleep = sleep
+        self._calls: collections.Counter[str] = collections.Counter()
+        #: (action, outcome) -> HTTP requests sent; outcome is ok, error, auth_error or transient.
+        self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def __repr__(self) -> str:
+        return f"HostwindsClient(url={self._url!r})"
+
+    @property
+    def calls(self) -> dict[str, int]:
+        """Logical calls made per action, retries not counted."""
+        return dict(self._calls)
+
+    async def call(self, action: str, **params: str | int) -> Any:
+        """Send one allowed action and return its answer, unwrapped from ``{"success": ...}``."""
+        if action not in READ_ONLY_ACTIONS:
+            raise ForbiddenActionError(
+                f"{action!r} is not on cost-sync's read-only allow-list; nothing was sent"
+            )
+        if _RESERVED_PARAMS & params.keys():
+            raise ValueError("action and API are set by the client, not passed as parameters")
+        self._calls[action] += 1
+        form = {"action": action, "API": self._api_key}
+        form.update({name: _param_text(value) for name, value in params.items()})
+
+        for attempt in range(1, self._attempts + 1):
+            outcome, body = await self._attempt(form)
+            if _is_error_envelope(body):
+                error = self._envelope_error(action, body)
+                kind = "auth_error" if isinstance(error, HostwindsAuthError) else "error"
+                self.requests[action, kind] += 1
+                raise error
+            if is_transient(outcome):
+                self.requests[action, "transient"] += 1
+                cause = _describe(outcome)
+                if attempt == self._attempts:
+                    raise HostwindsTransientError(
+                        f"{action}: Hostwinds did not answer after {self._attempts} attempts (last: {cause})"
+                    ) from (outcome if isinstance(outcome, httpx.HTTPError) else None)
+                delay = self._delay(attempt, outcome)
+                _log.warning(
+                    "hostwinds.retry", action=action, attempt=attempt, cause=cause, delay=round(delay, 3)
+                )
+                await self._sleep(delay)
+                continue
+            if not isinstance(outcome, httpx.Response) or not outcome.is_success:
+                self.requests[action, "error"] += 1
+                if isinstance(outcome, httpx.HTTPError):
+                    raise HostwindsResponseError(
+                        f"{action}: the request failed ({_describe(outcome)})"
+                    ) from outcome
+                raise HostwindsResponseError(f"{action}: Hostwinds answered {_describe(outcome)}")
+            self.requests[action, "ok"] += 1
+            if isinstance(body, dict) and "success" in body:
+                return body["success"]
+            return body
+        raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
+
+    async def get_instances(self) -> list[Instance]:
+        """Every instance on the account, whitelisted."""
+        action = "get_instances"
+        items = _items(action, await self.call(action), single_key="serviceid")
+        return [_instance(action, item, f"item {index}: ") for index, item in enumerate(items)]
+
+    async def get_instance(self, serviceid: int) -> Instance:
+        """One instance by its service id, whitelisted; a different service in the answer is an error."""
+        action = "get_instance"
+        items = _items(action, await self.call(action, serviceid=serviceid), single_key="serviceid")
+        if len(items) != 1:
+            raise HostwindsResponseError(
+                f"{action}: expected one instance for service {serviceid}, got {len(items)}"
+            )
+        instance = _instance(action, items[0], "")
+        if instance.serviceid != serviceid:
+            raise HostwindsResponseError(
+                f"{action}: asked for service {serviceid}, got service {instance.serviceid}"
+            )
+        return instance
+
+    async def get_price_list(self, *, managed: bool, drive_type: str | None) -> dict[int, Plan]:
+        """The plans Hostwinds lists for these options, by plan id, with their per-cycle price cells."""
+        action = "get_price_list"
+        params: dict[str, str | int] = {"managed": int(managed)}
+        if drive_type is not None:
+            params["drive_type"] = drive_type
+        rows = _items(action, await self.call(action, **params), single_key="id")
+        plans: dict[int, Plan] = {}
+        for index, row in enumerate(rows):
+            plan = _plan(action, index, row)
+            if plans.get(plan.id, plan) != plan:
+                raise HostwindsResponseError(f"{action}: two different rows for plan {plan.id}")
+            plans[plan.id] = plan
+        return plans
+
+    async def get_billingcycle_prices(self, serviceid: int) -> dict[Cycle, PriceCell]:
+        """One service's price cell per billing cycle; {} when Hostwinds has no data for it."""
+        action = "get_billingcycle_prices"
+        answer = await self.call(action, serviceid=serviceid)
+        if answer is None or (isinstance(answer, dict | list) and not answer):
+            return {}
+        where = f"service {serviceid}: "
+        if not isinstance(answer, dict):
+            raise HostwindsResponseError(
+                f"{action}: {where}expected an object of cycle prices, got {_kind(answer)}"
+            )
+        cells = _cycle_cells(action, where, answer)
+        if not cells:
+            # A non-empty answer in an unknown shape must not silently become "no data".
+            raise HostwindsResponseError(f"{action}: {where}the answer names no billing cycle")
+        return cells
+
+    async def _attempt(self, form: dict[str, str]) -> tuple[_Outcome, Any]:
+        """One HTTP request under the rate limit: its outcome and its JSON body (None if none)."""
+        async with self._semaphore:
+            await self._throttle()
+            try:
+                response = await self._http.post(self._url, data=form)
+            except httpx.HTTPError as exc:
+                return exc, None
+        try:
+            return response, _loads(response.text)
+        except ValueError:
+            if response.is_success:
+                return _BodyNotJSON(response.status_code), None
+            return response, None
+
+    async def _throttle(self) -> None:
+        """Wait for this request's start slot, so starts are at least one interval apart."""
+        if self._interval is None:
+            return
+        now = asyncio.get_running_loop().time()
+        # No await between reading and reserving the slot, so concurrent callers cannot share one.
+        start = max(now, self._next_start)
+        self._next_start = start + self._interval
+        if start > now:
+            await self._sleep(start - now)
+
+    def _delay(self, attempt: int, outcome: _Outcome) -> float:
+        """Seconds to wait before the next attempt: Retry-After if given, else full-jitter backoff."""
+        if isinstance(outcome, httpx.Response):
+            retry_after = _retry_after_seconds(outcome.headers.get("Retry-After"))
+            if retry_after is not None:
+                return min(retry_after, self._retry_after_max)
+        ceiling = min(self._backoff_max, self._backoff_initial * 2 ** (attempt - 1))
+        return random.uniform(0.0, ceiling)
+
+    def _envelope_error(self, action: str, body: Any) -> HostwindsError:
+        """The error an error envelope stands for; the key and control characters are scrubbed."""
+        items = body if isinstance(body, list) else [body]
+        errors = [i for i in items if isinstance(i, dict) and i.get("result") == "error"]
+        if any(_is_auth_error(item) for item in errors):
+            return HostwindsAuthError(AUTH_ERROR_MESSAGE)
+        first = errors[0]
+        message = self._scrub(first.get("message")) or "no message"
+        code = self._scrub(first.get("ERROR"))
+        suffix = f" (code {code[:20]})" if code else ""
+        return HostwindsResponseError(
+            f"{action}: Hostwinds answered an error: {message[:_MESSAGE_MAX]}{suffix}"
+        )
+
+    def _scrub(self, value: object) -> str:
+        if value is None:
+            return ""
+        text = " ".join(str(value).split())
+        if self._api_key:
+            text = text.replace(self._api_key, "[redacted]")
+        return text
+
+
+def _loads(text: str) -> Any:
+    # parse_constant too: NaN/Infinity become Decimals that pricing rejects, never floats.
+    return json.loads(text, parse_float=Decimal, parse_constant=Decimal)
+
+
+def _param_text(value: str | int) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def _is_error_envelope(body: Any) -> bool:
+    items = body if isinstance(body, list) else [body]
+    return any(isinstance(item, dict) and item.get("result") == "error" for item in items)
+
+
+def _is_auth_error(item: dict[str, Any]) -> bool:
+    message = str(item.get("message") or "").strip().lower()
+    action = str(item.get("action") or "").strip().lower()
+    return message.startswith("not authorized") or action == "authorization"
+
+
+def _describe(outcome: _Outcome) -> str:
+    """A short cause for logs and messages: a status or an exception type, never a body."""
+    if isinstance(outcome, httpx.Response):
+        return f"HTTP {outcome.status_code}"
+    if isinstance(outcome, _BodyNotJSON):
+        return str(outcome)
+    if isinstance(outcome, httpx.TimeoutException):
+        return f"timeout ({type(outcome).__name__})"
+    return type(outcome).__name__
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date), None if absent or unreadable."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _kind(value: object) -> str:
+    """The JSON type of a value, for messages that must not show the value itself."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | Decimal):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _items(action: str, container: Any, *, single_key: str) -> list[Any]:
+    """The items of a list, or the values of an object keyed by id; one bare item as a list of one."""
+    if isinstance(container, list):
+        return container
+    if isinstance(container, dict):
+        if single_key in container:
+            return [container]
+        return list(container.values())
+    raise HostwindsResponseError(f"{action}: expected a list or an object of items, got {_kind(container)}")
+
+
+def _validation_summary(exc: ValidationError) -> str:
+    """Pydantic's errors as ``loc: msg`` only: the input values (a password!) never appear."""
+    parts = []
+    for error in exc.errors(include_url=False, include_context=False, include_input=False):
+        loc = ".".join(str(part) for part in error["loc"])
+        parts.append(f"{loc}: {error['msg']}" if loc else error["msg"])
+    return "; ".join(parts)[:_MESSAGE_MAX]
+
+
+def _instance(action: str, item: Any, where: str) -> Instance:
+    try:
+        return Instance.model_validate(item)
+    except ValidationError as exc:
+        # from None: the chained ValidationError's text shows input values, passwords included.
+        raise HostwindsResponseError(f"{action}: {where}{_validation_summary(exc)}") from None
+
+
+def _plan(action: str, index: int, row: Any) -> Plan:
+    where = f"row {index}: "
+    if not isinstance(row, dict):
+        raise HostwindsResponseError(f"{action}: {where}expected an object, got {_kind(row)}")
+    fields: dict[str, Any] = {"prices": _cycle_cells(action, where, row)}
+    if "id" in row:
+        if isinstance(row["id"], bool):
+            raise HostwindsResponseError(f"{action}: {where}id: a boolean is not a plan id")
+        fields["id"] = row["id"]
+    if isinstance(row.get("name"), str):
+        fields["name"] = row["name"]
+    try:
+        return Plan.model_validate(fields)
+    except ValidationError as exc:
+        raise HostwindsResponseError(f"{action}: {where}{_validation_summary(exc)}") from None
+
+
+def _cycle_cells(action: str, where: str, mapping: Mapping[str, Any]) -> dict[Cycle, PriceCell]:
+    """The price cell of every key that names a priced cycle; other keys (promo, mtotal...) ignored."""
+    cells: dict[Cycle, PriceCell] = {}
+    for key, value in mapping.items():
+        cycle = _CYCLES_BY_KEY.get(_normalise_key(str(key)))
+        if cycle is None:
+            continue
+        text = price_cell_text(value)
+        if cells.get(cycle, text) != text:
+            raise HostwindsResponseError(f"{action}: {where}two different {cycle} prices")
+        cells[cycle] = text
+    return cells
+
+
+def _normalise_key(key: str) -> str:
+    return "".join(ch for ch in key.lower() if ch not in "-_ \t")
+
+
+def _scalar_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return _json_text(value)
+    return str(value)
+
+
+def _json_text(value: object) -> str:
+    return json.dumps(value, default=str, sort_keys=True)

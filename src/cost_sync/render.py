@@ -1,0 +1,118 @@
+"""Text and JSON views of a run for people and scripts; pure formatting, no I/O."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from cost_sync.models import Estimate, RowOutcome, RunReport, Unpriced
+
+
+def money(value: Decimal | None) -> str:
+    """``$1,234.50``, or ``-`` for an unknown value."""
+    return "-" if value is None else f"${value:,.2f}"
+
+
+def _counts(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in counts.items())
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A plain left-aligned text table."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return lines
+
+
+def _row_name(outcome: RowOutcome) -> str:
+    return outcome.row.hostwinds_instance_id or str(outcome.row.id)
+
+
+def summary(report: RunReport) -> list[str]:
+    """The run's counts as a short two-column table."""
+    priced = sum(report.priced_by_source.values())
+    unpriced = sum(report.unpriced_by_reason.values())
+    calls = sum(report.hostwinds_calls.values())
+    head = "dry run (nothing written)" if report.dry_run else report.outcome
+    lines = [f"cost-sync run {report.run_id} ({report.trigger}): {head} in {report.duration_seconds:.2f} s"]
+    pairs = [
+        ("rows in scope", str(report.rows_in_scope), ""),
+        ("matched at Hostwinds", str(report.matched), ""),
+        ("priced", str(priced), _counts(report.priced_by_source)),
+        (
+            "updated" if not report.dry_run else "would update",
+            str(report.changed if report.dry_run else report.updated),
+            "",
+        ),
+        ("unchanged", str(report.unchanged), ""),
+        ("unpriced (value kept)", str(unpriced), _counts(report.unpriced_by_reason)),
+        ("Hostwinds calls", str(calls), _counts(report.hostwinds_calls)),
+        ("fleet monthly total", f"{money(report.total_before)} -> {money(report.total_after)}", ""),
+    ]
+    for label, value, detail in pairs:
+        lines.append(f"  {label:<22} {value:>6}" + (f"  ({detail})" if detail else ""))
+    return lines
+
+
+def unpriced_rows(outcomes: Sequence[RowOutcome]) -> list[str]:
+    """The unpriced rows with their reasons, or nothing when every row was priced."""
+    rows = [
+        [_row_name(o), o.result.reason.value, o.result.detail]
+        for o in outcomes
+        if isinstance(o.result, Unpriced)
+    ]
+    if not rows:
+        return []
+    return ["", "unpriced rows (their stored value is left as it was):"] + [
+        "  " + line for line in table(["instance", "reason", "detail"], rows)
+    ]
+
+
+def changes(outcomes: Sequence[RowOutcome]) -> list[str]:
+    """Each changed row: old -> new and where the price came from."""
+    rows = [
+        [_row_name(o), money(o.row.approximate_cost), money(o.result.monthly), o.result.source.value]
+        for o in outcomes
+        if isinstance(o.result, Estimate) and o.changed
+    ]
+    if not rows:
+        return ["", "no changes"]
+    return ["", f"changes ({len(rows)}):"] + [
+        "  " + line for line in table(["instance", "old", "new", "source"], rows)
+    ]
+
+
+def as_json(report: RunReport, outcomes: Sequence[RowOutcome]) -> str:
+    """The RunReport as JSON (money as strings), with the changed and unpriced rows."""
+    data: dict[str, Any] = report.model_dump(mode="json")
+    data["duration_seconds"] = round(report.duration_seconds, 3)
+    data["changes"] = [
+        {
+            "id": str(o.row.id),
+            "hostwinds_instance_id": o.row.hostwinds_instance_id,
+            "old": None if o.row.approximate_cost is None else str(o.row.approximate_cost),
+            "new": str(o.result.monthly),
+            "source": o.result.source.value,
+            "cycle": o.result.cycle.value if o.result.cycle else None,
+            "cycle_price": None if o.result.cycle_price is None else str(o.result.cycle_price),
+            "hourly_ceiling": o.result.hourly_ceiling,
+        }
+        for o in outcomes
+        if isinstance(o.result, Estimate) and o.changed
+    ]
+    data["unpriced"] = [
+        {
+            "id": str(o.row.id),
+            "hostwinds_instance_id": o.row.hostwinds_instance_id,
+            "reason": o.result.reason.value,
+            "detail": o.result.detail,
+        }
+        for o in outcomes
+        if isinstance(o.result, Unpriced)
+    ]
+    return json.dumps(data, indent=2)
