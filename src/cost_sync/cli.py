@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from cost_sync import __version__, logs, render
+from cost_sync import __version__, admin, logs, render
+from cost_sync.daemon import Daemon
 from cost_sync.db import connect
 from cost_sync.errors import ConfigError, CostSyncError
 from cost_sync.migrate import check, migrate, rollback
@@ -50,10 +52,46 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keep vps_instances.approximate_cost true from Hostwinds prices.",
     )
     parser.add_argument("--version", action="version", version=f"cost-sync {__version__}")
-    once = parser.add_argument_group("one-shot sync")
+    once = parser.add_argument_group("one-shot sync (without --once, cost-sync runs the daemon)")
     once.add_argument("--once", action="store_true", help="run one sync now and exit")
     _sync_options(once)
+    _daemon_options(parser)
     verbs = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p_run = verbs.add_parser(
+        "run",
+        parents=[common],
+        help="run the daemon: scheduled syncs and the admin endpoint (the default)",
+        description="Run the daemon until SIGTERM or SIGINT.",
+    )
+    _daemon_options(p_run)
+    p_run.set_defaults(handler=_daemon)
+
+    p_resync = verbs.add_parser(
+        "resync",
+        parents=[common],
+        help="price the named instances now, e.g. after a plan upgrade",
+        description="Sync the named instances now: through the daemon when COST_SYNC_ADMIN_URL is set "
+        "(waiting for the outcome), else in this process. Serialised with every other run.",
+    )
+    targets = p_resync.add_mutually_exclusive_group(required=True)
+    targets.add_argument(
+        "--instance",
+        action="append",
+        metavar="ID",
+        help="a row to sync (repeatable): hostwinds_instance_id, Hostwinds serviceid or server_uuid, "
+        "or row id",
+    )
+    targets.add_argument("--all", action="store_true", help="the whole fleet instead")
+    p_resync.add_argument("--json", action="store_true", help="print the run report as JSON on stdout")
+    p_resync.add_argument(
+        "--wait",
+        type=float,
+        default=900.0,
+        metavar="SECONDS",
+        help="how long to wait for the daemon's run to finish (default: 900)",
+    )
+    p_resync.set_defaults(handler=_resync)
 
     p_migrate = verbs.add_parser(
         "migrate",
@@ -93,6 +131,15 @@ def _sync_options(group: argparse._ActionsContainer) -> None:
     group.add_argument("--json", action="store_true", help="print the run report as JSON on stdout")
 
 
+def _daemon_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-initial-sync",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="daemon: wait for the schedule instead of syncing at start-up",
+    )
+
+
 def print_result(result: RunResult, *, as_json: bool) -> None:
     """Show a finished run: JSON for scripts, else a summary, the changes (dry run), unpriced rows."""
     if as_json:
@@ -117,6 +164,31 @@ async def _once(args: argparse.Namespace, settings: Settings) -> int:
         )
     print_result(result, as_json=args.json)
     return 0
+
+
+async def _daemon(args: argparse.Namespace, settings: Settings) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with open_resources(settings) as (client, pool):
+        await Daemon(settings, client, pool).serve(
+            stop, initial_sync=not getattr(args, "no_initial_sync", False)
+        )
+    return 0
+
+
+async def _resync(args: argparse.Namespace, settings: Settings) -> int:
+    targets = None if args.all else args.instance
+    if settings.admin.url is None:
+        async with open_resources(settings) as (client, pool):
+            result = await run_once(
+                client=client, pool=pool, settings=settings, trigger="resync", targets=targets
+            )
+        print_result(result, as_json=args.json)
+        return 0
+    record = await admin.resync(settings, targets, wait=args.wait)
+    return admin.show(record, as_json=args.json)
 
 
 def _require_database(settings: Settings) -> str:
@@ -156,8 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif handler is None and (args.instance or args.dry_run or args.json):
         parser.error("--instance, --dry-run and --json go with --once")
     if handler is None:
-        parser.print_help()
-        return 0
+        handler = _daemon
     try:
         settings = load_settings(getattr(args, "config", None))
         logs.configure(level=getattr(args, "log_level", "info"))

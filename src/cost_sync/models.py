@@ -187,6 +187,8 @@ class RunReport(_Frozen):
     total_after: Decimal = Decimal("0.00")
     phase_seconds: dict[str, float] = Field(default_factory=dict)
     instances: list[str] | None = None
+    #: Targets that named no row in scope (a daemon run syncs the others), with the reason.
+    unknown_instances: dict[str, str] = Field(default_factory=dict)
     error: str | None = None
 
     @property

@@ -79,8 +79,8 @@ def _amount(value: Any) -> Decimal:
 
 def _listen(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9464")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9464 (port 0: any free port)")
     return value
 
 

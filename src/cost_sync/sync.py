@@ -65,8 +65,8 @@ def resolve_targets(
     identities: Iterable[tuple[uuid.UUID, str | None, str | None]],
     instances: Sequence[Instance],
     statuses: Sequence[str],
-) -> set[uuid.UUID]:
-    """Row ids named by ``--instance`` arguments; ConfigError naming any that match no row in scope.
+) -> tuple[set[uuid.UUID], dict[str, str]]:
+    """Row ids named by ``--instance`` arguments, and why each argument naming no row in scope fails.
 
     An argument may be a row's ``id``, its ``hostwinds_instance_id``, or a Hostwinds ``serviceid``
     or ``server_uuid`` of the instance a row matches.
@@ -74,6 +74,7 @@ def resolve_targets(
     by_serviceid, by_uuid = pricing.index_instances(instances)
     rows = list(identities)
     chosen: set[uuid.UUID] = set()
+    problems: dict[str, str] = {}
     for target in targets:
         key = target.strip()
         instance = pricing.match_instance(key, by_serviceid=by_serviceid, by_uuid=by_uuid)
@@ -87,16 +88,14 @@ def resolve_targets(
                 and pricing.match_instance(hw_id, by_serviceid=by_serviceid, by_uuid=by_uuid) is instance
             )
         ]
+        in_scope = [row_id for row_id, status in hits if status in statuses]
         if not hits:
-            raise ConfigError(f"--instance {target}: matches no vps_instances row")
-        outside = [(row_id, status) for row_id, status in hits if status not in statuses]
-        if len(outside) == len(hits):
-            row_id, status = outside[0]
-            raise ConfigError(
-                f"--instance {target}: row {row_id} has status {status!r}, which is not in scope"
-            )
-        chosen.update(row_id for row_id, status in hits if status in statuses)
-    return chosen
+            problems[target] = "matches no vps_instances row"
+        elif not in_scope:
+            row_id, status = hits[0]
+            problems[target] = f"row {row_id} has status {status!r}, which is not in scope"
+        chosen.update(in_scope)
+    return chosen, problems
 
 
 async def _fetch_cycle_prices(
@@ -213,8 +212,14 @@ async def run_once(
     targets: Sequence[str] | None = None,
     dry_run: bool = False,
     run_id: uuid.UUID | None = None,
+    strict_targets: bool = True,
 ) -> RunResult:
-    """Run one sync and return its result; on failure record a failed run, write nothing, raise."""
+    """Run one sync and return its result; on failure record a failed run, write nothing, raise.
+
+    With ``strict_targets`` a target naming no row in scope is a ConfigError before anything is
+    written; without it (triggers coalesced by the daemon) such targets are listed in the report's
+    ``unknown_instances`` and the rest are synced.
+    """
     run_id = run_id or uuid.uuid4()
     started = datetime.now(UTC)
     phases: defaultdict[str, float] = defaultdict(float)
@@ -239,6 +244,7 @@ async def run_once(
                         targets=targets,
                         dry_run=dry_run,
                         phases=phases,
+                        strict_targets=strict_targets,
                     )
                 except (CostSyncError, asyncpg.PostgresError, OSError, asyncio.CancelledError) as exc:
                     if not dry_run and not isinstance(exc, ConfigError):
@@ -267,6 +273,7 @@ async def _run_locked(
     targets: Sequence[str] | None,
     dry_run: bool,
     phases: defaultdict[str, float],
+    strict_targets: bool,
 ) -> RunResult:
     statuses = settings.sync.statuses
     calls_before = Counter(client.calls)
@@ -280,9 +287,12 @@ async def _run_locked(
     instances = await client.get_instances()
     phases["hostwinds"] += time.perf_counter() - t0
 
+    unknown: dict[str, str] = {}
     if targets:
         t0 = time.perf_counter()
-        chosen = resolve_targets(targets, await store.read_identities(conn), instances, statuses)
+        chosen, unknown = resolve_targets(targets, await store.read_identities(conn), instances, statuses)
+        if unknown and strict_targets:
+            raise ConfigError("; ".join(f"--instance {t}: {why}" for t, why in unknown.items()))
         rows = [row for row in rows if row.id in chosen]
         phases["database"] += time.perf_counter() - t0
 
@@ -333,7 +343,7 @@ async def _run_locked(
             calls=Counter(client.calls) - calls_before,
             phases=phases,
             instances=targets,
-        )
+        ).model_copy(update={"unknown_instances": unknown})
 
     if dry_run:
         final = report(0)

@@ -1,0 +1,422 @@
+"""The long-running daemon: scheduled syncs, the admin HTTP endpoint, coalesced triggers, clean stop.
+
+Wiring only: runs are :func:`cost_sync.sync.run_once`. Inside the process one run happens at a
+time; triggers that arrive while a run is in flight coalesce into one follow-up run covering their
+union (the whole fleet if any asked for it). Across processes the run's advisory lock serialises.
+On SIGTERM/SIGINT the scheduler stops, an in-flight run gets ``shutdown_grace_seconds`` to finish
+and is then cancelled (its transaction rolls back), and the HTTP endpoint closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import asyncpg
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from cost_sync import schedule
+from cost_sync.errors import CostSyncError
+from cost_sync.hostwinds import HostwindsClient
+from cost_sync.httpserve import AppServer
+from cost_sync.models import RunReport
+from cost_sync.settings import Settings
+from cost_sync.sync import run_once
+
+log = structlog.get_logger(__name__)
+
+#: Finished runs kept for ``GET /runs/{id}``.
+RUNS_KEPT = 500
+MAX_INSTANCES_PER_REQUEST = 1000
+
+
+class RunState(StrEnum):
+    """Where a requested run is."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass
+class RunRecord:
+    """One run as the daemon tracks it: what was asked, where it is, how it ended."""
+
+    run_id: uuid.UUID
+    trigger: str
+    instances: list[str] | None
+    state: RunState = RunState.QUEUED
+    requests: int = 1
+    report: RunReport | None = None
+    error: str | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    def merge(self, instances: list[str] | None) -> None:
+        """Widen this queued run to also cover ``instances`` (None: the whole fleet)."""
+        self.requests += 1
+        if self.instances is None or instances is None:
+            self.instances = None
+        else:
+            self.instances += [i for i in instances if i not in self.instances]
+
+    def as_json(self) -> dict[str, Any]:
+        """The record for ``GET /runs/{id}``."""
+        return {
+            "run_id": str(self.run_id),
+            "trigger": self.trigger,
+            "state": self.state.value,
+            "instances": self.instances,
+            "requests": self.requests,
+            "error": self.error,
+            "report": self.report.model_dump(mode="json") if self.report else None,
+        }
+
+
+Execute = Callable[[RunRecord], Awaitable[RunReport]]
+
+
+class Runner:
+    """Runs one sync at a time and coalesces the triggers that arrive meanwhile into one follow-up."""
+
+    def __init__(self, execute: Execute) -> None:
+        self._execute = execute
+        self._pending: RunRecord | None = None
+        self._current: RunRecord | None = None
+        self._driver: asyncio.Task[None] | None = None
+        self._closed = False
+        self.runs: OrderedDict[uuid.UUID, RunRecord] = OrderedDict()
+
+    @property
+    def busy(self) -> bool:
+        """True while a run is in flight or queued."""
+        return self._current is not None or self._pending is not None
+
+    def request(self, instances: list[str] | None, trigger: str) -> RunRecord:
+        """Queue a run (or widen the queued one); return the record that will carry it out."""
+        if self._closed:
+            raise CostSyncError("the daemon is shutting down")
+        if self._pending is None:
+            self._pending = RunRecord(uuid.uuid4(), trigger, list(instances) if instances else None)
+            self._remember(self._pending)
+        else:
+            self._pending.merge(instances)
+        record = self._pending
+        if self._driver is None or self._driver.done():
+            self._driver = asyncio.create_task(self._drive(), name="cost-sync-runner")
+        return record
+
+    def get(self, run_id: uuid.UUID) -> RunRecord | None:
+        """A known run by id."""
+        return self.runs.get(run_id)
+
+    def _remember(self, record: RunRecord) -> None:
+        self.runs[record.run_id] = record
+        while len(self.runs) > RUNS_KEPT:
+            self.runs.popitem(last=False)
+
+    async def _drive(self) -> None:
+        while self._pending is not None:
+            record, self._pending = self._pending, None
+            self._current = record
+            record.state = RunState.RUNNING
+            try:
+                record.report = await self._execute(record)
+                record.state = RunState.SUCCEEDED
+            except asyncio.CancelledError:
+                record.state, record.error = RunState.FAILED, "cancelled at shutdown; nothing was written"
+                raise
+            except CostSyncError as exc:
+                record.state, record.error = RunState.FAILED, str(exc)
+            except Exception as exc:  # a bug must not stop the daemon: log it, fail the run
+                log.exception("daemon.run_crashed", run_id=str(record.run_id))
+                record.state, record.error = RunState.FAILED, f"internal error: {type(exc).__name__}"
+            finally:
+                self._current = None
+                record.done.set()
+
+    async def close(self, grace: float) -> bool:
+        """Refuse new runs, drop the queued one, give the in-flight run ``grace`` s; True if it finished."""
+        self._closed = True
+        if self._pending is not None:
+            self._pending.state, self._pending.error = RunState.FAILED, "not started: the daemon stopped"
+            self._pending.done.set()
+            self._pending = None
+        if self._driver is None or self._driver.done():
+            return True
+        done, _ = await asyncio.wait({self._driver}, timeout=grace)
+        if done:
+            return True
+        self._driver.cancel()
+        await asyncio.gather(self._driver, return_exceptions=True)
+        return False
+
+
+class _HostwindsRequests(Collector):
+    """Exposes the client's request counters at scrape time."""
+
+    def __init__(self, client: HostwindsClient) -> None:
+        self._client = client
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "cost_sync_hostwinds_requests",
+            "HTTP requests sent to Hostwinds, by action and outcome.",
+            labels=["action", "outcome"],
+        )
+        for (action, outcome), count in sorted(self._client.requests.items()):
+            family.add_metric([action, outcome], count)
+        yield family
+
+
+class Metrics:
+    """The daemon's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self, client: HostwindsClient) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.runs = Counter(
+            "cost_sync_runs", "Runs by trigger and outcome.", ["trigger", "outcome"], registry=r
+        )
+        self.last_success = Gauge(
+            "cost_sync_last_success_timestamp_seconds", "When the last successful run finished.", registry=r
+        )
+        self.duration = Histogram(
+            "cost_sync_run_duration_seconds",
+            "Wall time of runs.",
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+            registry=r,
+        )
+        self.rows_updated = Counter("cost_sync_rows_updated", "vps_instances rows updated.", registry=r)
+        self.by_source = Gauge(
+            "cost_sync_instances_priced",
+            "Rows priced in the last full run, by price source.",
+            ["source"],
+            registry=r,
+        )
+        self.by_reason = Gauge(
+            "cost_sync_instances_unpriced",
+            "Rows left unpriced in the last full run, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        r.register(_HostwindsRequests(client))
+
+    def observe(self, trigger: str, report: RunReport | None, *, full: bool) -> None:
+        """Count one finished run (report None: it failed)."""
+        self.runs.labels(trigger=trigger, outcome="succeeded" if report else "failed").inc()
+        if report is None:
+            return
+        self.duration.observe(report.duration_seconds)
+        self.rows_updated.inc(report.updated)
+        self.last_success.set(report.finished_at.timestamp())
+        if full:
+            self.by_source.clear()
+            self.by_reason.clear()
+            for source, count in report.priced_by_source.items():
+                self.by_source.labels(source=source).set(count)
+            for reason, count in report.unpriced_by_reason.items():
+                self.by_reason.labels(reason=reason).set(count)
+
+
+class Daemon:
+    """Scheduler, admin endpoint and runner around one Hostwinds client and one database pool."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: HostwindsClient,
+        pool: asyncpg.Pool,
+        *,
+        trigger: BaseTrigger | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.pool = pool
+        self.cron = schedule.cron_trigger(settings.sync.schedule)
+        self.trigger = trigger or self.cron
+        self.runner = Runner(self._execute)
+        self.metrics = Metrics(client)
+        self.scheduler: AsyncIOScheduler | None = None
+        #: ``http://host:port`` of the admin endpoint once it listens.
+        self.admin_url: str | None = None
+
+    async def _execute(self, record: RunRecord) -> RunReport:
+        try:
+            result = await run_once(
+                client=self.client,
+                pool=self.pool,
+                settings=self.settings,
+                trigger=record.trigger,
+                targets=record.instances,
+                run_id=record.run_id,
+                strict_targets=False,
+            )
+        except BaseException:
+            self.metrics.observe(record.trigger, None, full=record.instances is None)
+            raise
+        self.metrics.observe(record.trigger, result.report, full=record.instances is None)
+        return result.report
+
+    async def _scheduled(self) -> None:
+        record = self.runner.request(None, "schedule")
+        await record.done.wait()
+
+    # -- admin HTTP ---------------------------------------------------------------------------
+
+    def app(self) -> Starlette:
+        """The admin endpoint: /healthz, /readyz, /metrics, POST /resync, GET /runs/{id}."""
+        return Starlette(
+            routes=[
+                Route("/healthz", self._healthz),
+                Route("/readyz", self._readyz),
+                Route("/metrics", self._metrics),
+                Route("/resync", self._resync, methods=["POST"]),
+                Route("/runs/{run_id}", self._run),
+            ]
+        )
+
+    async def _healthz(self, _: Request) -> Response:
+        alive = self.scheduler is not None and self.scheduler.running
+        return JSONResponse({"alive": alive}, status_code=200 if alive else 503)
+
+    async def _readyz(self, _: Request) -> Response:
+        try:
+            async with self.pool.acquire(timeout=2) as conn:
+                last = await conn.fetchval(
+                    "SELECT max(finished) FROM cost_sync_runs WHERE outcome = 'succeeded'", timeout=2
+                )
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            reason = f"database does not answer ({type(exc).__name__})"
+            return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+        stale = schedule.is_stale(last, self.cron, datetime.now(UTC))
+        if stale:
+            return JSONResponse({"ready": False, "reason": stale}, status_code=503)
+        return JSONResponse({"ready": True, "last_success": last.isoformat()})
+
+    async def _metrics(self, _: Request) -> Response:
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def _authorised(self, request: Request) -> bool:
+        token = self.settings.admin.token
+        assert token is not None
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        # compare_digest: the time taken says nothing about how much of the token matched.
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            value.strip().encode(), token.get_secret_value().encode()
+        )
+
+    async def _resync(self, request: Request) -> Response:
+        if self.settings.admin.token is None:
+            return JSONResponse(
+                {"error": "resync is disabled: no admin token is configured (COST_SYNC_ADMIN_TOKEN)"},
+                status_code=404,
+            )
+        if not self._authorised(request):
+            return JSONResponse(
+                {"error": "missing or wrong bearer token"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return JSONResponse({"error": "the body must be JSON"}, status_code=400)
+        instances = body.get("instances") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or (
+            "instances" in body
+            and not (
+                isinstance(instances, list)
+                and 0 < len(instances) <= MAX_INSTANCES_PER_REQUEST
+                and all(isinstance(i, str) and i.strip() for i in instances)
+            )
+        ):
+            return JSONResponse(
+                {"error": 'expected {"instances": ["id", ...]} (1 to 1000 non-empty strings) or {}'},
+                status_code=400,
+            )
+        try:
+            record = self.runner.request(instances, "resync")
+        except CostSyncError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503)
+        log.info("daemon.resync_requested", run_id=str(record.run_id), instances=instances)
+        return JSONResponse(
+            {"run_id": str(record.run_id), "state": record.state.value, "location": f"/runs/{record.run_id}"},
+            status_code=202,
+        )
+
+    async def _run(self, request: Request) -> Response:
+        try:
+            run_id = uuid.UUID(request.path_params["run_id"])
+        except ValueError:
+            return JSONResponse({"error": "not a run id"}, status_code=404)
+        record = self.runner.get(run_id)
+        if record is None:
+            return JSONResponse({"error": "no such run (or it is too old to be kept)"}, status_code=404)
+        return JSONResponse(record.as_json())
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def serve(self, stop: asyncio.Event, *, initial_sync: bool = True) -> bool:
+        """Run until ``stop`` is set; return True if no run had to be cancelled on the way out."""
+        host, _, port = self.settings.admin.listen.rpartition(":")
+        server = AppServer(self.app(), host=host.strip("[]"), port=int(port))
+        # Created here, inside the running loop: APScheduler 3.11 binds to it on start().
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        sync = self.settings.sync
+        self.scheduler.add_job(
+            self._scheduled,
+            self.trigger,
+            id="sync",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=sync.misfire_grace_seconds,
+            jitter=sync.jitter_seconds or None,
+        )
+        await server.start()
+        self.admin_url = server.base_url
+        self.scheduler.start()
+        log.info(
+            "daemon.started",
+            admin=server.base_url,
+            schedule=sync.schedule,
+            next_run=str(self.scheduler.get_job("sync").next_run_time),
+        )
+        try:
+            if initial_sync:
+                self.runner.request(None, "startup")
+            await stop.wait()
+        finally:
+            log.info(
+                "daemon.stopping", run_in_flight=self.runner.busy, grace_seconds=sync.shutdown_grace_seconds
+            )
+            self.scheduler.shutdown(wait=False)
+            finished = await self.runner.close(sync.shutdown_grace_seconds)
+            await server.stop()
+            log.info("daemon.stopped", in_flight_run_cancelled=not finished)
+        return finished

