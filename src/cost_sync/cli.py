@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from cost_sync import __version__, admin, logs, render
+from cost_sync import __version__, admin, logs, render, sandbox
 from cost_sync.daemon import Daemon
 from cost_sync.db import connect
 from cost_sync.errors import ConfigError, CostSyncError
@@ -92,6 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long to wait for the daemon's run to finish (default: 900)",
     )
     p_resync.set_defaults(handler=_resync)
+
+    p_sandbox = verbs.add_parser(
+        "sandbox",
+        parents=[common],
+        help="serve a SANDBOX Hostwinds API (made-up data) on 127.0.0.1 for tests and trials",
+        description="Serve a SANDBOX Hostwinds Cloud API from a fleet file (default: the demo fleet) "
+        "until Ctrl-C. Point cost-sync at it with COST_SYNC_HOSTWINDS_URL and its API key.",
+    )
+    fleet = p_sandbox.add_mutually_exclusive_group()
+    fleet.add_argument(
+        "--fleet", type=Path, metavar="FILE", help="fleet file, .toml or .json (docs/sandbox.md)"
+    )
+    fleet.add_argument("--generate", type=int, metavar="N", help="a generated fleet of N instances instead")
+    p_sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p_sandbox.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080; 0: any)")
+    p_sandbox.set_defaults(handler=_sandbox)
 
     p_migrate = verbs.add_parser(
         "migrate",
@@ -189,6 +205,37 @@ async def _resync(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     record = await admin.resync(settings, targets, wait=args.wait)
     return admin.show(record, as_json=args.json)
+
+
+async def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        if args.generate is not None:
+            fleet = sandbox.generate_fleet(args.generate)
+        else:
+            fleet = sandbox.load_fleet(args.fleet or sandbox.DEMO_FLEET_PATH)
+    except sandbox.FleetFileError as exc:
+        raise ConfigError(str(exc)) from None
+    server = sandbox.SandboxServer(fleet, host=args.host, port=args.port)
+    try:
+        await server.start()
+    except OSError as exc:
+        raise ConfigError(exc.strerror or str(exc)) from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(
+        f"SANDBOX Hostwinds API (made-up data, not Hostwinds) listening on {server.url}\n"
+        f"  {len(fleet.instances)} instances, {len(fleet.plans)} price-list rows\n"
+        f"  COST_SYNC_HOSTWINDS_URL={server.url} COST_SYNC_HOSTWINDS_API_KEY={fleet.api_key}\n"
+        "  Ctrl-C to stop",
+        flush=True,
+    )
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+    return 0
 
 
 def _require_database(settings: Settings) -> str:

@@ -93,7 +93,16 @@ def _comma_list(value: Any) -> Any:
     return value
 
 
+def _blank_is_unset(value: Any) -> Any:
+    # COST_SYNC_ADMIN_TOKEN= (empty, as compose files leave it) means "not set", never "empty secret".
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
+Secret = Annotated[SecretStr | None, BeforeValidator(_blank_is_unset)]
+OptHttpUrl = Annotated[HttpUrl | None, BeforeValidator(_blank_is_unset)]
 Amount = Annotated[Decimal, BeforeValidator(_amount)]
 
 
@@ -105,7 +114,7 @@ class HostwindsSettings(_Section):
     """``[hostwinds]``: where and how politely to ask Hostwinds."""
 
     url: HttpUrl = DEFAULT_HOSTWINDS_URL
-    api_key: SecretStr | None = None
+    api_key: Secret = None
     managed: bool = False
     requests_per_second: float = Field(default=2.0, ge=0)
     max_concurrency: int = Field(default=4, ge=1, le=64)
@@ -124,7 +133,7 @@ class HostwindsSettings(_Section):
 class DatabaseSettings(_Section):
     """``[database]``: the PostgreSQL that holds ``vps_instances``."""
 
-    url: SecretStr | None = None
+    url: Secret = None
     lock_timeout_seconds: float = Field(default=30.0, ge=0)
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
 
@@ -164,8 +173,8 @@ class AdminSettings(_Section):
     """``[admin]``: the daemon's HTTP endpoint and how to reach it."""
 
     listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:9464"
-    token: SecretStr | None = None
-    url: HttpUrl | None = None
+    token: Secret = None
+    url: OptHttpUrl = None
 
 
 class Settings(BaseSettings):
