@@ -93,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_resync.set_defaults(handler=_resync)
 
+    p_demo = verbs.add_parser(
+        "demo",
+        parents=[common],
+        help="run the whole job on embedded PostgreSQL and a SANDBOX Hostwinds; no key, no server",
+        description="Start an embedded PostgreSQL and the SANDBOX Hostwinds API (made-up prices), "
+        "seed a sample fleet, sync twice, print what was priced and how. Cleans up on exit.",
+    )
+    p_demo.add_argument(
+        "--keep", action="store_true", help="leave the database and sandbox running until Ctrl-C"
+    )
+    p_demo.set_defaults(handler=_demo)
+
     p_sandbox = verbs.add_parser(
         "sandbox",
         parents=[common],
@@ -207,6 +219,12 @@ async def _resync(args: argparse.Namespace, settings: Settings) -> int:
     return admin.show(record, as_json=args.json)
 
 
+async def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from cost_sync.demo import run_demo
+
+    return await run_demo(keep=args.keep)
+
+
 async def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.generate is not None:
@@ -278,7 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = _daemon
     try:
         settings = load_settings(getattr(args, "config", None))
-        logs.configure(level=getattr(args, "log_level", "info"))
+        # The demo prints its own tables; its log lines would only repeat them.
+        default_level = "error" if handler is _demo else "info"
+        logs.configure(level=getattr(args, "log_level", default_level))
         return asyncio.run(handler(args, settings))
     except CostSyncError as exc:
         print(f"cost-sync: error: {exc}", file=sys.stderr)

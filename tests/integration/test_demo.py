@@ -1,0 +1,53 @@
+"""`cost-sync demo`: the whole job on an embedded PostgreSQL and the sandbox, then a clean exit."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import psutil
+import pytest
+
+from cost_sync.demo import DEMO_ROWS, run_demo
+
+pytestmark = pytest.mark.db
+
+#: What each demo row must show (the demo fleet's header lists the arithmetic).
+EXPECTED = {
+    "1234568": ("$9.99", "price_list"),
+    "582595e5-c2c2-44fa-afd0-4b10d4643731": ("$17.99", "cycle_prices"),
+    "1234573": ("$39.99", "hourly ceiling"),
+    "1234575": ("$42.00", "override"),
+    "1234576": ("$4.99", "unknown_cycle"),
+    "1234577": ("cycle_not_offered",),
+    "7654321": ("$12.00", "not_found"),
+    "1234579": ("$4.24", "out of scope"),
+}
+
+
+async def test_demo_prices_the_sample_fleet_and_cleans_up() -> None:
+    """The demo prints every row with its source, a steady second run, and leaves nothing running."""
+    lines: list[str] = []
+    assert await run_demo(keep=False, out=lines.append) == 0
+    text = "\n".join(lines)
+    workdir = Path(re.search(r"embedded PostgreSQL in (\S+),", text)[1])  # type: ignore[index]
+
+    rows = {
+        line.split()[0]: line
+        for line in text.splitlines()
+        if line and line.split()[0] in {r[0] for r in DEMO_ROWS}
+    }
+    assert set(rows) == {r[0] for r in DEMO_ROWS}
+    for instance, shown in EXPECTED.items():
+        for token in shown:
+            assert token in rows[instance], (instance, token)
+    assert "$0.00" not in rows["1234577"]
+    assert "Second run on the same prices: 0 rows written" in text
+
+    assert not workdir.exists()
+    leftovers = [
+        p
+        for p in psutil.process_iter(["name", "cmdline"])
+        if p.info["name"] == "postgres" and str(workdir) in " ".join(p.info["cmdline"] or [])
+    ]
+    assert leftovers == []
