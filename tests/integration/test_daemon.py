@@ -7,6 +7,7 @@ import contextlib
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import respx
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client.parser import text_string_to_metric_families
 
+from cost_sync import cli
 from cost_sync.daemon import Daemon
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.migrate import migrate
@@ -242,3 +244,57 @@ async def test_readyz_follows_the_database(
             await wait_for(ready, timeout=10)
     finally:
         await pool.close()
+
+
+async def test_resync_command_asks_the_daemon_and_reports_its_outcome(
+    hostwinds: FakeHostwinds,
+    mocked: respx.MockRouter,
+    pool: asyncpg.Pool,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`cost-sync resync` goes through COST_SYNC_ADMIN_URL: exit 0 when done, 2 for an unknown row."""
+    hostwinds.instances = [instance(1), instance(2)]
+    await seed(pool, [("1", "active", None), ("2", "active", None)])
+    async with start(pool, daemon_settings(token=TOKEN)) as d:
+        assert d.daemon.admin_url is not None
+        monkeypatch.setenv("COST_SYNC_ADMIN_URL", d.daemon.admin_url)
+        monkeypatch.setenv("COST_SYNC_ADMIN_TOKEN", TOKEN)
+        assert await asyncio.to_thread(cli.main, ["resync", "--instance", "2"]) == 0
+        assert "updated" in capsys.readouterr().out
+        assert await asyncio.to_thread(cli.main, ["resync", "--instance", "424242"]) == 2
+        assert "424242" in capsys.readouterr().err
+        monkeypatch.setenv("COST_SYNC_ADMIN_TOKEN", "wrong")
+        assert await asyncio.to_thread(cli.main, ["resync", "--instance", "2"]) == 1
+        assert "refused the admin token" in capsys.readouterr().err
+    costs = {
+        r[0]: r[1]
+        for r in await pool.fetch("SELECT hostwinds_instance_id, approximate_cost FROM vps_instances")
+    }
+    assert costs == {"1": None, "2": Decimal("9.99")}
+    runs = await pool.fetch("SELECT trigger, instances FROM cost_sync_runs ORDER BY started")
+    assert [(r["trigger"], r["instances"]) for r in runs] == [("resync", ["2"]), ("resync", ["424242"])]
+
+
+async def test_resync_command_without_daemon_runs_locally(
+    hostwinds: FakeHostwinds,
+    mocked: respx.MockRouter,
+    pool: asyncpg.Pool,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without COST_SYNC_ADMIN_URL, `cost-sync resync` syncs the named rows in its own process."""
+    hostwinds.instances = [instance(1), instance(2)]
+    await seed(pool, [("1", "active", None), ("2", "active", None)])
+    monkeypatch.delenv("COST_SYNC_ADMIN_URL", raising=False)
+    monkeypatch.setenv("COST_SYNC_DATABASE_URL", db_url)
+    monkeypatch.setenv("COST_SYNC_HOSTWINDS_API_KEY", API_KEY)
+    monkeypatch.setenv("COST_SYNC_HOSTWINDS_URL", URL)
+    assert await asyncio.to_thread(cli.main, ["resync", "--instance", "1"]) == 0
+    assert await asyncio.to_thread(cli.main, ["resync", "--instance", "nope"]) == 2
+    costs = {
+        r[0]: r[1]
+        for r in await pool.fetch("SELECT hostwinds_instance_id, approximate_cost FROM vps_instances")
+    }
+    assert costs == {"1": Decimal("9.99"), "2": None}
