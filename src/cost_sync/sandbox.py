@@ -25,32 +25,30 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import dataclasses
-import errno
 import hmac
 import json
 import math
 import random
 import re
-import socket
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, NoReturn, Self, get_args
+from typing import Any, Literal, Self, get_args
 from urllib.parse import parse_qs
 
 import structlog
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cost_sync.httpserve import AppServer
 
 __all__ = [
     "API_PATH",
@@ -119,7 +117,6 @@ _503_PAGE = (
     b"<!-- cost-sync SANDBOX: injected 503 --></body></html>\n"
 )
 _JSON = "application/json"
-_STARTUP_TIMEOUT = 10.0
 
 
 class FleetFileError(ValueError):
@@ -533,16 +530,6 @@ class _SandboxHeader:
         await self.app(scope, receive, send_labelled)
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to its host process; it stops when told to."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # uvicorn would take over SIGINT/SIGTERM; an embedded sandbox must not steal Ctrl-C from
-        # the test run or `cost-sync demo`. It stops through stop() or the cancellation of serve().
-        yield
-
-
 class SandboxServer:
     """The SANDBOX Hostwinds Cloud API on a real socket; an async context manager."""
 
@@ -559,9 +546,7 @@ class SandboxServer:
         self.faults: Faults = faults if faults is not None else Faults()
         #: action -> API requests received (faulted, refused and unauthorised ones included).
         self.requests: collections.Counter[str] = collections.Counter()
-        self._server: _EmbeddedServer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._bound_port: int | None = None
+        self._server: AppServer | None = None
         self._handlers: dict[str, Callable[[dict[str, str]], Response]] = {
             "get_instances": self._get_instances,
             "get_instance": self._get_instance,
@@ -582,7 +567,7 @@ class SandboxServer:
         )
 
     def __repr__(self) -> str:
-        where = self.url if self._bound_port is not None else f"{self._host}:{self._port} (not started)"
+        where = self.url if self._server is not None else f"{self._host}:{self._port} (not started)"
         return f"SandboxServer({where}, {self._fleet!r})"
 
     @property
@@ -603,9 +588,9 @@ class SandboxServer:
     @property
     def port(self) -> int:
         """The port listened on (the real one when constructed with port 0); valid after start()."""
-        if self._bound_port is None:
+        if self._server is None:
             raise RuntimeError("the sandbox server is not started")
-        return self._bound_port
+        return self._server.port
 
     @property
     def base_url(self) -> str:
@@ -620,31 +605,14 @@ class SandboxServer:
 
     async def start(self) -> None:
         """Bind, start serving, and return once connections are accepted."""
-        if self._task is not None:
+        if self._server is not None:
             raise RuntimeError("the sandbox server is already started")
-        sock = _bind(self._host, self._port)
-        self._bound_port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            host=self._host,
-            port=self._bound_port,
-            log_config=None,  # keep cost-sync's logging configuration
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            interface="asgi3",
-            ws="none",
-            server_header=False,
-            timeout_graceful_shutdown=2,
-        )
-        server = _EmbeddedServer(config)
+        try:
+            server = AppServer(self.app, host=self._host, port=self._port, name="sandbox-hostwinds")
+        except OSError as exc:
+            raise OSError(exc.errno, f"sandbox: {exc.strerror}") from None
+        await server.start()
         self._server = server
-        self._task = asyncio.create_task(server.serve(sockets=[sock]), name="sandbox-hostwinds")
-        deadline = asyncio.get_running_loop().time() + _STARTUP_TIMEOUT
-        while not server.started:
-            if self._task.done() or asyncio.get_running_loop().time() > deadline:
-                await self._abandon_start(sock)
-            await asyncio.sleep(0.002)
         _log.info(
             "sandbox.started",
             url=self.url,
@@ -654,37 +622,19 @@ class SandboxServer:
             note=_SANDBOX_NOTE,
         )
 
-    async def _abandon_start(self, sock: socket.socket) -> NoReturn:
-        task, self._task, self._server = self._task, None, None
-        cause: BaseException | None = None
-        if task is not None:
-            if task.done():
-                cause = None if task.cancelled() else task.exception()
-            else:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        sock.close()
-        raise RuntimeError(f"sandbox: the server on {self._host}:{self._bound_port} did not start") from cause
-
     async def stop(self) -> None:
         """Stop accepting, finish what is in flight (2 s at most), and release the port."""
-        task, server = self._task, self._server
-        if task is None or server is None:
-            return
-        server.should_exit = True
-        try:
-            await task
-        finally:
-            self._task = None
-            self._server = None
-            _log.info("sandbox.stopped", url=self.url)
+        server, self._server = self._server, None
+        if server is not None:
+            url = server.base_url + API_PATH
+            await server.stop()
+            _log.info("sandbox.stopped", url=url)
 
     async def wait(self) -> None:
         """Wait until the server stops (stop() from elsewhere, or a crash, which is raised)."""
-        if self._task is None:
+        if self._server is None:
             raise RuntimeError("the sandbox server is not started")
-        await asyncio.shield(self._task)
+        await self._server.wait()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -832,28 +782,6 @@ async def serve(fleet: Fleet, *, host: str, port: int, faults: Faults | None = N
 # ----------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` (port 0: a free one); a failure names the address."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except socket.gaierror as exc:
-        raise OSError(f"sandbox: cannot resolve host {host!r} to listen on: {exc}") from exc
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            message = f"sandbox: port {port} on {host} is already in use; choose another --port"
-        else:
-            message = f"sandbox: cannot listen on {host}:{port}: {exc.strerror or exc}"
-        raise OSError(exc.errno, message) from exc
-    return sock
 
 
 def _parse_form(body: bytes) -> dict[str, str]:
