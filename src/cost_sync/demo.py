@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -157,7 +158,12 @@ async def run_demo(*, keep: bool, out: Print = print) -> int:
             out(f"  database: COST_SYNC_DATABASE_URL='{dsn}'")
             out(f"  sandbox:  COST_SYNC_HOSTWINDS_URL={sandbox.url}")
             out(f"            COST_SYNC_HOSTWINDS_API_KEY={fleet.api_key}")
-            await asyncio.Event().wait()
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+            out("Stopping: the demo database and sandbox are being deleted.")
         return 0
     finally:
         if sandbox is not None:

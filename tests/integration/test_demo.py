@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import signal
+import sys
 from pathlib import Path
 
+import asyncpg
 import psutil
 import pytest
 
@@ -51,3 +55,34 @@ async def test_demo_prices_the_sample_fleet_and_cleans_up() -> None:
         if p.info["name"] == "postgres" and str(workdir) in " ".join(p.info["cmdline"] or [])
     ]
     assert leftovers == []
+
+
+async def test_demo_keep_serves_until_ctrl_c_then_cleans_up() -> None:
+    """`cost-sync demo --keep` keeps its database reachable until SIGINT, then exits 0 and deletes it."""
+    demo = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("cost-sync")),
+        "demo",
+        "--keep",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert demo.stdout is not None
+    seen: list[str] = []
+    try:
+        while not any("COST_SYNC_DATABASE_URL=" in line for line in seen):
+            line = await asyncio.wait_for(demo.stdout.readline(), timeout=60)
+            assert line, "the demo ended before printing how to connect"
+            seen.append(line.decode())
+        dsn = re.search(r"COST_SYNC_DATABASE_URL='([^']+)'", "".join(seen))[1]  # type: ignore[index]
+        conn = await asyncpg.connect(dsn)
+        assert await conn.fetchval("SELECT count(*) FROM cost_sync_runs WHERE outcome = 'succeeded'") == 2
+        await conn.close()
+        demo.send_signal(signal.SIGINT)
+        rest, _ = await asyncio.wait_for(demo.communicate(), timeout=30)
+    finally:
+        if demo.returncode is None:
+            demo.kill()
+    assert demo.returncode == 0
+    workdir = Path(re.search(r"embedded PostgreSQL in (\S+),", "".join(seen))[1])  # type: ignore[index]
+    assert not workdir.exists()
+    assert "deleted" in rest.decode()
