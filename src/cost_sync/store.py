@@ -183,5 +183,5 @@ async def fleet_total(conn: Conn, statuses: Sequence[str]) -> Decimal:
 
 
 def database_error(exc: BaseException) -> DatabaseError:
-    """An operator-facing DatabaseError for a failed statement."""
-    return DatabaseError(f"PostgreSQL refused the run's writes: {type(exc).__name__}: {exc}")
+    """An operator-facing DatabaseError for a failed statement or a lost connection."""
+    return DatabaseError(f"the run failed in PostgreSQL: {type(exc).__name__}: {exc}")

@@ -223,6 +223,7 @@ async def run_once(
     run_id = run_id or uuid.uuid4()
     started = datetime.now(UTC)
     phases: defaultdict[str, float] = defaultdict(float)
+    calls_before = Counter(client.calls)
     structlog.contextvars.bind_contextvars(run_id=str(run_id), trigger=trigger)
     try:
         async with pool.acquire() as conn:
@@ -245,13 +246,15 @@ async def run_once(
                         dry_run=dry_run,
                         phases=phases,
                         strict_targets=strict_targets,
+                        calls_before=calls_before,
                     )
-                except (CostSyncError, asyncpg.PostgresError, OSError, asyncio.CancelledError) as exc:
+                except (Exception, asyncio.CancelledError) as exc:
                     if not dry_run and not isinstance(exc, ConfigError):
-                        await _record_failure(pool, run_id, trigger, started, exc, client.calls, targets)
+                        calls = Counter(client.calls) - calls_before
+                        await _record_failure(pool, run_id, trigger, started, exc, calls, targets)
                     raise
         return result
-    except asyncpg.PostgresError as exc:
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
         error = store.database_error(exc)
         log.error("sync.failed", error=str(error))
         raise error from None
@@ -274,9 +277,9 @@ async def _run_locked(
     dry_run: bool,
     phases: defaultdict[str, float],
     strict_targets: bool,
+    calls_before: Counter[str],
 ) -> RunResult:
     statuses = settings.sync.statuses
-    calls_before = Counter(client.calls)
     managed = settings.hostwinds.managed
 
     t0 = time.perf_counter()

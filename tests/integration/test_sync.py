@@ -12,7 +12,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from cost_sync import cli
-from cost_sync.errors import ConfigError, HostwindsAuthError, HostwindsTransientError, LockTimeout
+from cost_sync.errors import (
+    ConfigError,
+    DatabaseError,
+    HostwindsAuthError,
+    HostwindsTransientError,
+    LockTimeout,
+)
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.settings import Settings
 from cost_sync.store import SYNC_LOCK_KEY
@@ -339,3 +345,20 @@ async def test_cli_once_json_and_exit_codes(
         assert "424242" in capsys.readouterr().err
         assert await asyncio.to_thread(cli.main, ["--once", "--dry-run"]) == 0
         assert "no changes" in capsys.readouterr().out
+
+
+async def test_database_error_during_write_rolls_back_everything(
+    hostwinds: FakeHostwinds, client: HostwindsClient, pool: asyncpg.Pool
+) -> None:
+    """A statement failing mid-write leaves values unchanged, records the failure, raises DatabaseError."""
+    fleet(hostwinds)
+    await seed(pool, ROWS)
+    before = await values(pool)
+    # The history table going missing makes the run's single write statement fail.
+    await pool.execute("ALTER TABLE cost_sync_history RENAME TO cost_sync_history_gone")
+    with pytest.raises(DatabaseError, match="UndefinedTable"):
+        await run_once(client=client, pool=pool, settings=settings())
+    assert await values(pool) == before
+    run = await pool.fetchrow("SELECT outcome, updated, error FROM cost_sync_runs")
+    assert (run["outcome"], run["updated"]) == ("failed", 0)
+    assert "cost_sync_history" in run["error"]
