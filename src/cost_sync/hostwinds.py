@@ -267,7 +267,8 @@ class HostwindsClient:
             except httpx.HTTPError as exc:
                 return exc, None
         try:
-            return response, _loads(response.text)
+            # The bytes, not .text: a large answer is then not kept twice (bytes and str).
+            return response, _loads(response.content)
         except ValueError:
             if response.is_success:
                 return _BodyNotJSON(response.status_code), None
@@ -316,9 +317,21 @@ class HostwindsClient:
         return text
 
 
-def _loads(text: str) -> Any:
+def _loads(body: bytes | str) -> Any:
     # parse_constant too: NaN/Infinity become Decimals that pricing rejects, never floats.
-    return json.loads(text, parse_float=Decimal, parse_constant=Decimal)
+    return json.loads(body, parse_float=Decimal, parse_constant=Decimal, object_hook=_whitelist)
+
+
+_INSTANCE_FIELDS = frozenset(Instance.model_fields)
+
+
+def _whitelist(obj: dict[str, Any]) -> dict[str, Any]:
+    # Instance objects are cut to the fields cost-sync reads as they are parsed, so the root
+    # password and configkey are dropped at once and a 100,000-instance answer never holds every
+    # field of every instance in memory at the same time.
+    if "serviceid" in obj:
+        return {key: value for key, value in obj.items() if key in _INSTANCE_FIELDS}
+    return obj
 
 
 def _param_text(value: str | int) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -123,7 +124,12 @@ class Plan(_Frozen):
     prices: Mapping[Cycle, PriceCell] = Field(default_factory=dict)
 
 
-class VpsRow(_Frozen):
+# The per-row types below are made by cost-sync itself, once per row per run (100,000 at a time):
+# frozen slotted dataclasses, not validated models, so a large fleet costs little time and memory.
+
+
+@dataclass(frozen=True, slots=True)
+class VpsRow:
     """One ``vps_instances`` row in scope, as cost-sync reads it."""
 
     id: uuid.UUID
@@ -132,7 +138,8 @@ class VpsRow(_Frozen):
     approximate_cost: Decimal | None
 
 
-class Estimate(_Frozen):
+@dataclass(frozen=True, slots=True)
+class Estimate:
     """A monthly USD estimate and how it was reached."""
 
     monthly: Decimal
@@ -145,14 +152,16 @@ class Estimate(_Frozen):
     product_name: str | None = None
 
 
-class Unpriced(_Frozen):
+@dataclass(frozen=True, slots=True)
+class Unpriced:
     """No estimate, with a named reason and a human detail (never a raw body, never a secret)."""
 
     reason: UnpricedReason
     detail: str = ""
 
 
-class RowOutcome(_Frozen):
+@dataclass(frozen=True, slots=True)
+class RowOutcome:
     """What one run decided for one row in scope."""
 
     row: VpsRow

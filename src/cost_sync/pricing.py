@@ -9,6 +9,7 @@ never a zero and never a guess. No function here raises on text that came from H
 from __future__ import annotations
 
 import decimal
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
@@ -46,9 +47,18 @@ _SEPARATORS = re.compile(r"[\s_-]+")
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _NOT_OFFERED_VALUES = (Decimal(-1), Decimal(0))
 _DETAIL_TEXT_MAX = 40
+# Module-level names for the members the per-row path uses: an enum attribute lookup per use adds
+# up over 100,000 rows.
+_MONTHLY, _HOURLY = Cycle.MONTHLY, Cycle.HOURLY
+_CYCLE_PRICES, _PRICE_LIST = PriceSource.CYCLE_PRICES, PriceSource.PRICE_LIST
+_INVALID_PRICE = UnpricedReason.INVALID_PRICE
 # Half-up rounding makes monthly_from_cycle(p, m) > MAX_MONTHLY exactly when
 # p >= (MAX_MONTHLY + half a cent) * m; these few-digit products are exact.
 _MAX_CYCLE_PRICE: dict[Cycle, Decimal] = {c: (MAX_MONTHLY + _HALF_CENT) * c.months for c in Cycle}
+
+
+# The pure functions below are cached: a fleet repeats a handful of spellings and prices across
+# thousands of instances, and a cache hit costs a fraction of parsing again.
 
 
 def normalise_cycle(billingcycle: str | None, *, hourly: bool = False) -> Cycle | None:
@@ -61,6 +71,13 @@ def normalise_cycle(billingcycle: str | None, *, hourly: bool = False) -> Cycle 
     return _CYCLES_BY_NAME.get(_SEPARATORS.sub("", billingcycle).lower())
 
 
+@functools.lru_cache(maxsize=1024)
+def _cycle_of(billingcycle: str | None, hourly: bool) -> Cycle | None:
+    # Positional arguments: the cache key of a keyword call costs more to build.
+    return normalise_cycle(billingcycle, hourly=hourly)
+
+
+@functools.lru_cache(maxsize=8192)
 def parse_price_cell(cell: PriceCell | None) -> Decimal | UnpricedReason:
     """Return a positive price exactly as written, or why the cell is not one; never raises."""
     if cell is None:
@@ -81,23 +98,30 @@ def parse_price_cell(cell: PriceCell | None) -> Decimal | UnpricedReason:
     return value
 
 
+@functools.lru_cache(maxsize=8192)
 def monthly_from_cycle(price: Decimal, months: int) -> Decimal:
     """Return ``price / months`` rounded once, half-up, to cents."""
     if months < 1 or not price.is_finite():
         raise ValueError("monthly_from_cycle needs a finite price and months >= 1")
     # Enough digits to keep at least the thousandths, independent of the caller's context.
-    context = decimal.Context(
-        prec=max(price.adjusted(), 0) + 8,
-        rounding=decimal.ROUND_DOWN,
-        Emax=decimal.MAX_EMAX,
-        Emin=decimal.MIN_EMIN,
-        traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow],
-    )
+    context = _context(max(price.adjusted(), 0) + 8)
     # ROUND_DOWN below the thousandths cannot move the quotient across a half cent, so the
     # quantize below rounds exactly as if the quotient were exact: one rounding, in effect.
     quotient = context.divide(price, Decimal(months))
     # HALF_UP: Finance rounds cents this way.
     return quotient.quantize(_CENT, rounding=decimal.ROUND_HALF_UP, context=context)
+
+
+@functools.lru_cache(maxsize=64)
+def _context(precision: int) -> decimal.Context:
+    # Cached: building a Context per price costs more than the division it serves.
+    return decimal.Context(
+        prec=precision,
+        rounding=decimal.ROUND_DOWN,
+        Emax=decimal.MAX_EMAX,
+        Emin=decimal.MIN_EMIN,
+        traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow],
+    )
 
 
 def index_instances(
@@ -140,7 +164,7 @@ def estimate_instance(
     plan: Plan | None,
 ) -> Estimate | Unpriced:
     """Return the monthly estimate of one instance from its cycle prices, else its plan's price."""
-    cycle = normalise_cycle(instance.billingcycle, hourly=instance.hourly)
+    cycle = _cycle_of(instance.billingcycle, instance.hourly)
     if cycle is None:
         return Unpriced(
             reason=UnpricedReason.UNKNOWN_CYCLE,
@@ -149,15 +173,15 @@ def estimate_instance(
             else f"billing cycle {_quote(instance.billingcycle)} is not a known cycle",
         )
     # Hourly has no API-visible rate: the plan's monthly price is the ceiling.
-    priced_cycle = Cycle.MONTHLY if cycle is Cycle.HOURLY else cycle
+    priced_cycle = _MONTHLY if cycle is _HOURLY else cycle
 
     price: Decimal | None = None
-    source = PriceSource.CYCLE_PRICES
+    source = _CYCLE_PRICES
     cell = cycle_prices.get(priced_cycle) if cycle_prices is not None else None
     parsed = parse_price_cell(cell)
     if isinstance(parsed, Decimal):
         price = parsed
-    elif parsed is UnpricedReason.INVALID_PRICE:
+    elif parsed is _INVALID_PRICE:
         # Fail closed: the per-service price is the most specific; a wrong number is worse
         # than none, so a garbled one must not be papered over by the price list.
         return Unpriced(
@@ -166,7 +190,7 @@ def estimate_instance(
         )
 
     if price is None:
-        source = PriceSource.PRICE_LIST
+        source = _PRICE_LIST
         if plan is None:
             return Unpriced(
                 reason=UnpricedReason.PLAN_NOT_FOUND,
@@ -204,7 +228,7 @@ def estimate_instance(
         cycle=cycle,
         cycle_price=price,
         months=months,
-        hourly_ceiling=cycle is Cycle.HOURLY,
+        hourly_ceiling=cycle is _HOURLY,
         product_id=instance.product_id,
         product_name=instance.product_name or (plan.name if plan is not None else None),
     )

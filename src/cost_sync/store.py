@@ -168,6 +168,9 @@ async def write_estimates(
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)
+    # asyncpg prepares and caches statements; after five executions PostgreSQL may switch to a
+    # generic plan that cannot see the arrays' sizes and joins them badly. Plan each run afresh.
+    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
     status = await conn.execute(_WRITE, run_id, *columns, list(statuses))
     # "INSERT 0 <n>": one history row per updated row.
     return int(status.rsplit(" ", 1)[-1])

@@ -173,6 +173,45 @@ def _report(
     )
 
 
+Match = tuple[VpsRow, Instance | None]
+
+
+def match_rows(rows: Sequence[VpsRow], instances: Sequence[Instance]) -> list[Match]:
+    """Pair every row with the Hostwinds instance its ``hostwinds_instance_id`` names, if any."""
+    by_serviceid, by_uuid = pricing.index_instances(instances)
+    return [
+        (row, pricing.match_instance(row.hostwinds_instance_id, by_serviceid=by_serviceid, by_uuid=by_uuid))
+        for row in rows
+    ]
+
+
+def price_matched(
+    matches: Sequence[Match],
+    *,
+    overrides: Mapping[str, Decimal],
+    cycle_prices: Mapping[int, Mapping[Cycle, PriceCell]],
+    price_lists: Mapping[PriceListKey, Mapping[int, Plan]],
+    managed: bool,
+) -> list[RowOutcome]:
+    """Decide every matched row: pick its price source, estimate. Pure."""
+    outcomes = []
+    no_plans: Mapping[int, Plan] = {}
+    for row, instance in matches:
+        plan = None
+        if instance is not None and instance.product_id is not None:
+            plan = price_lists.get((managed, instance.disk_type), no_plans).get(instance.product_id)
+        override = overrides.get((row.hostwinds_instance_id or "").strip()) if overrides else None
+        result = pricing.price_row(
+            row,
+            instance,
+            override=override,
+            cycle_prices=cycle_prices.get(instance.serviceid) if instance else None,
+            plan=plan,
+        )
+        outcomes.append(RowOutcome(row, instance, result))
+    return outcomes
+
+
 def price_rows(
     rows: Sequence[VpsRow],
     instances: Sequence[Instance],
@@ -183,24 +222,13 @@ def price_rows(
     managed: bool,
 ) -> list[RowOutcome]:
     """Decide every row: match it to its instance, pick its price source, estimate. Pure."""
-    by_serviceid, by_uuid = pricing.index_instances(instances)
-    outcomes = []
-    for row in rows:
-        instance = pricing.match_instance(
-            row.hostwinds_instance_id, by_serviceid=by_serviceid, by_uuid=by_uuid
-        )
-        plan = None
-        if instance is not None and instance.product_id is not None:
-            plan = price_lists.get((managed, instance.disk_type), {}).get(instance.product_id)
-        result = pricing.price_row(
-            row,
-            instance,
-            override=overrides.get((row.hostwinds_instance_id or "").strip()),
-            cycle_prices=cycle_prices.get(instance.serviceid) if instance else None,
-            plan=plan,
-        )
-        outcomes.append(RowOutcome(row=row, instance=instance, result=result))
-    return outcomes
+    return price_matched(
+        match_rows(rows, instances),
+        overrides=overrides,
+        cycle_prices=cycle_prices,
+        price_lists=price_lists,
+        managed=managed,
+    )
 
 
 async def run_once(
@@ -299,13 +327,15 @@ async def _run_locked(
         rows = [row for row in rows if row.id in chosen]
         phases["database"] += time.perf_counter() - t0
 
-    by_serviceid, by_uuid = pricing.index_instances(instances)
-    matched: dict[int, Instance] = {}
-    for row in rows:
-        hw_id = (row.hostwinds_instance_id or "").strip()
-        instance = pricing.match_instance(hw_id, by_serviceid=by_serviceid, by_uuid=by_uuid)
-        if instance is not None and hw_id not in settings.overrides:
-            matched[instance.serviceid] = instance
+    t0 = time.perf_counter()
+    matches = match_rows(rows, instances)
+    # Overridden rows need no Hostwinds price: ask only for the others.
+    matched = {
+        instance.serviceid: instance
+        for row, instance in matches
+        if instance is not None and (row.hostwinds_instance_id or "").strip() not in settings.overrides
+    }
+    phases["pricing"] += time.perf_counter() - t0
 
     t0 = time.perf_counter()
     cycle_prices, price_lists = await asyncio.gather(
@@ -315,9 +345,8 @@ async def _run_locked(
     phases["hostwinds"] += time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    outcomes = price_rows(
-        rows,
-        instances,
+    outcomes = price_matched(
+        matches,
         overrides=settings.overrides,
         cycle_prices=cycle_prices,
         price_lists=price_lists,
