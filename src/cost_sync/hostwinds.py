@@ -47,7 +47,7 @@ from cost_sync.errors import (
     HostwindsResponseError,
     HostwindsTransientError,
 )
-from cost_sync.models import PRICED_CYCLES, Cycle, Instance, Plan, PriceCell
+from cost_sync.models import INSTANCE_FIELDS, PRICED_CYCLES, Cycle, Instance, Plan, PriceCell, parse_instance
 
 __all__ = [
     "AUTH_ERROR_MESSAGE",
@@ -173,7 +173,7 @@ class HostwindsClient:
         form.update({name: _param_text(value) for name, value in params.items()})
 
         for attempt in range(1, self._attempts + 1):
-            outcome, body = await self._attempt(form)
+            outcome, body = await self._attempt(form, instances=action in _INSTANCE_ACTIONS)
             if _is_error_envelope(body):
                 error = self._envelope_error(action, body)
                 kind = "auth_error" if isinstance(error, HostwindsAuthError) else "error"
@@ -258,7 +258,7 @@ class HostwindsClient:
             raise HostwindsResponseError(f"{action}: {where}the answer names no billing cycle")
         return cells
 
-    async def _attempt(self, form: dict[str, str]) -> tuple[_Outcome, Any]:
+    async def _attempt(self, form: dict[str, str], *, instances: bool) -> tuple[_Outcome, Any]:
         """One HTTP request under the rate limit: its outcome and its JSON body (None if none)."""
         async with self._semaphore:
             await self._throttle()
@@ -268,7 +268,7 @@ class HostwindsClient:
                 return exc, None
         try:
             # The bytes, not .text: a large answer is then not kept twice (bytes and str).
-            return response, _loads(response.content)
+            return response, _loads(response.content, instances=instances)
         except ValueError:
             if response.is_success:
                 return _BodyNotJSON(response.status_code), None
@@ -317,21 +317,27 @@ class HostwindsClient:
         return text
 
 
-def _loads(body: bytes | str) -> Any:
+def _loads(body: bytes | str, *, instances: bool = False) -> Any:
     # parse_constant too: NaN/Infinity become Decimals that pricing rejects, never floats.
-    return json.loads(body, parse_float=Decimal, parse_constant=Decimal, object_hook=_whitelist)
+    hook = _instance_hook if instances else None
+    return json.loads(body, parse_float=Decimal, parse_constant=Decimal, object_hook=hook)
 
 
-_INSTANCE_FIELDS = frozenset(Instance.model_fields)
+_INSTANCE_ACTIONS = frozenset({"get_instances", "get_instance"})
 
 
-def _whitelist(obj: dict[str, Any]) -> dict[str, Any]:
-    # Instance objects are cut to the fields cost-sync reads as they are parsed, so the root
-    # password and configkey are dropped at once and a 100,000-instance answer never holds every
-    # field of every instance in memory at the same time.
-    if "serviceid" in obj:
-        return {key: value for key, value in obj.items() if key in _INSTANCE_FIELDS}
-    return obj
+def _instance_hook(obj: dict[str, Any]) -> Any:
+    # Each instance object becomes an Instance as soon as it is parsed: the root password and
+    # configkey are dropped at once, and a 100,000-instance answer never holds every field of
+    # every instance in memory at the same time. One that does not validate stays a (whitelisted)
+    # dict, so that _instance() reports it with its position.
+    if "serviceid" not in obj:
+        return obj
+    fields = {key: value for key, value in obj.items() if key in INSTANCE_FIELDS}
+    try:
+        return parse_instance(fields)
+    except ValidationError:
+        return fields
 
 
 def _param_text(value: str | int) -> str:
@@ -399,6 +405,8 @@ def _items(action: str, container: Any, *, single_key: str) -> list[Any]:
     """The items of a list, or the values of an object keyed by id; one bare item as a list of one."""
     if isinstance(container, list):
         return container
+    if isinstance(container, Instance):
+        return [container]
     if isinstance(container, dict):
         if single_key in container:
             return [container]
@@ -416,8 +424,12 @@ def _validation_summary(exc: ValidationError) -> str:
 
 
 def _instance(action: str, item: Any, where: str) -> Instance:
+    if isinstance(item, Instance):
+        return item
+    if not isinstance(item, dict):
+        raise HostwindsResponseError(f"{action}: {where}expected an object, got {_kind(item)}")
     try:
-        return Instance.model_validate(item)
+        return parse_instance(item)
     except ValidationError as exc:
         # from None: the chained ValidationError's text shows input values, passwords included.
         raise HostwindsResponseError(f"{action}: {where}{_validation_summary(exc)}") from None
