@@ -33,7 +33,6 @@ CREATE INDEX IF NOT EXISTS idx_cost_sync_runs_started_succeeded
     ON cost_sync_runs (started DESC) WHERE outcome = 'succeeded';
 
 CREATE TABLE IF NOT EXISTS cost_sync_history (
-    id BIGINT GENERATED ALWAYS AS IDENTITY CONSTRAINT pk_cost_sync_history PRIMARY KEY,
     run_id UUID NOT NULL,
     vps_instance_id UUID NOT NULL,
     hostwinds_instance_id VARCHAR(255),
@@ -47,7 +46,10 @@ CREATE TABLE IF NOT EXISTS cost_sync_history (
     hourly_ceiling BOOLEAN NOT NULL DEFAULT false,
     product_id INTEGER,
     product_name TEXT,
-    created TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT NOW()
+    created TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT NOW(),
+    -- A run changes an instance at most once: (run, instance) is the key, and serves "what did
+    -- this run change" without an index of its own.
+    CONSTRAINT pk_cost_sync_history PRIMARY KEY (run_id, vps_instance_id)
 );
 
 COMMENT ON TABLE cost_sync_history IS
@@ -55,4 +57,3 @@ COMMENT ON TABLE cost_sync_history IS
 
 CREATE INDEX IF NOT EXISTS idx_cost_sync_history_vps_instance_id
     ON cost_sync_history (vps_instance_id, created DESC);
-CREATE INDEX IF NOT EXISTS idx_cost_sync_history_run_id ON cost_sync_history (run_id);

@@ -41,34 +41,35 @@ ORDER BY id
 
 _READ_ALL_IDS = "SELECT id, hostwinds_instance_id, status FROM vps_instances"
 
-# One statement: the CTEs share one snapshot, so `old` sees the values before `changed` updates
-# them, and each history row records exactly the change made.
+# One statement. `prior` is read in the statement's snapshot, so it holds the values from before
+# the UPDATE, and RETURNING hands each changed row's old and new value to the history INSERT.
+# What a history row says of the price (source, cycle, cycle price, months, product) repeats
+# across a fleet, so each distinct "basis" is sent once and rows refer to it by position.
 _WRITE = """
-WITH new AS (
+WITH basis AS (
     SELECT *
-    FROM unnest($2::uuid[], $3::numeric[], $4::text[], $5::text[], $6::numeric[], $7::int[],
-                $8::bool[], $9::int[], $10::text[])
-         AS n(id, cost, source, cycle, cycle_price, months, hourly_ceiling, product_id, product_name)
+    FROM unnest($5::text[], $6::text[], $7::numeric[], $8::int[], $9::bool[], $10::int[], $11::text[])
+         WITH ORDINALITY
+         AS b(source, cycle, cycle_price, months, hourly_ceiling, product_id, product_name, position)
 ),
-old AS (
-    SELECT v.id, v.hostwinds_instance_id, v.approximate_cost
-    FROM vps_instances v JOIN new USING (id)
+new AS (
+    SELECT * FROM unnest($2::uuid[], $3::numeric[], $4::int[]) AS n(id, cost, basis)
 ),
 changed AS (
     UPDATE vps_instances v
     SET approximate_cost = new.cost, updated = now()
-    FROM new
+    FROM new JOIN vps_instances prior ON prior.id = new.id
     WHERE v.id = new.id
       AND v.approximate_cost IS DISTINCT FROM new.cost
-      AND v.status = ANY($11::text[])
-    RETURNING v.id
+      AND v.status = ANY($12::text[])
+    RETURNING v.id, prior.hostwinds_instance_id, prior.approximate_cost AS old_cost, new.cost, new.basis
 )
 INSERT INTO cost_sync_history (run_id, vps_instance_id, hostwinds_instance_id, old_cost, new_cost,
                                source, cycle, cycle_price, months, hourly_ceiling, product_id,
                                product_name)
-SELECT $1, changed.id, old.hostwinds_instance_id, old.approximate_cost, new.cost, new.source,
-       new.cycle, new.cycle_price, new.months, new.hourly_ceiling, new.product_id, new.product_name
-FROM changed JOIN old USING (id) JOIN new USING (id)
+SELECT $1, c.id, c.hostwinds_instance_id, c.old_cost, c.cost, b.source, b.cycle, b.cycle_price,
+       b.months, b.hourly_ceiling, b.product_id, b.product_name
+FROM changed c JOIN basis b ON b.position = c.basis
 """
 
 _INSERT_RUN = """
@@ -153,11 +154,12 @@ async def write_estimates(
     priced = [(o.row, o.result) for o in outcomes if isinstance(o.result, Estimate) and o.changed]
     if not priced:
         return 0
-    columns: tuple[list[object], ...] = tuple([] for _ in range(9))
+    ids: list[uuid.UUID] = []
+    costs: list[Decimal] = []
+    refs: list[int] = []
+    bases: dict[tuple[object, ...], int] = {}
     for row, est in priced:
-        values = (
-            row.id,
-            est.monthly,
+        basis = (
             est.source.value,
             est.cycle.value if est.cycle else None,
             est.cycle_price,
@@ -166,23 +168,17 @@ async def write_estimates(
             est.product_id,
             est.product_name,
         )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
+        ids.append(row.id)
+        costs.append(est.monthly)
+        # Positions count from 1, as WITH ORDINALITY does.
+        refs.append(bases.setdefault(basis, len(bases) + 1))
+    basis_columns = [list(column) for column in zip(*bases, strict=True)]
     # asyncpg prepares and caches statements; after five executions PostgreSQL may switch to a
     # generic plan that cannot see the arrays' sizes and joins them badly. Plan each run afresh.
     await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-    status = await conn.execute(_WRITE, run_id, *columns, list(statuses))
+    status = await conn.execute(_WRITE, run_id, ids, costs, refs, *basis_columns, list(statuses))
     # "INSERT 0 <n>": one history row per updated row.
     return int(status.rsplit(" ", 1)[-1])
-
-
-async def fleet_total(conn: Conn, statuses: Sequence[str]) -> Decimal:
-    """Sum of ``approximate_cost`` over the rows in scope (unknown values count as nothing)."""
-    total = await conn.fetchval(
-        "SELECT coalesce(sum(approximate_cost), 0) FROM vps_instances WHERE status = ANY($1::text[])",
-        list(statuses),
-    )
-    return Decimal(total)
 
 
 def database_error(exc: BaseException) -> DatabaseError:
