@@ -149,7 +149,7 @@ async def write_estimates(
 ) -> int:
     """Store every changed estimate and its history row in one statement; return rows updated.
 
-    Must run inside the caller's transaction, after the run's ledger row exists.
+    Must run inside the caller's transaction, which also writes the run's ledger row.
     """
     priced = [(o.row, o.result) for o in outcomes if isinstance(o.result, Estimate) and o.changed]
     if not priced:

@@ -380,34 +380,27 @@ async def _run_locked(
                 detail=outcome.result.detail,
             )
 
-    def report(updated: int) -> RunReport:
-        return _report(
-            run_id=run_id,
-            trigger=trigger,
-            started=started,
-            outcomes=outcomes,
-            updated=updated,
-            dry_run=dry_run,
-            calls=Counter(client.calls) - calls_before,
-            phases=phases,
-            instances=targets,
-        ).model_copy(update={"unknown_instances": unknown})
+    draft = _report(
+        run_id=run_id,
+        trigger=trigger,
+        started=started,
+        outcomes=outcomes,
+        updated=0,
+        dry_run=dry_run,
+        calls=Counter(client.calls) - calls_before,
+        phases=phases,
+        instances=targets,
+    ).model_copy(update={"unknown_instances": unknown})
 
     if dry_run:
-        final = report(0)
+        final = draft
     else:
         t0 = time.perf_counter()
         async with conn.transaction():
-            pending = report(0)
-            await store.insert_run(conn, pending, instances=targets)
             updated = await store.write_estimates(conn, run_id, outcomes, statuses=statuses)
-            final = report(updated)
-            await conn.execute(
-                "UPDATE cost_sync_runs SET updated = $2, finished = $3 WHERE id = $1",
-                run_id,
-                final.updated,
-                final.finished_at,
-            )
+            # The ledger row goes in last, with the final count, in the same transaction.
+            final = draft.model_copy(update={"updated": updated, "finished_at": datetime.now(UTC)})
+            await store.insert_run(conn, final, instances=targets)
         phases["database"] += time.perf_counter() - t0
         final = final.model_copy(update={"phase_seconds": {k: round(v, 4) for k, v in phases.items()}})
 
