@@ -1,0 +1,237 @@
+"""Where a cold sync's database phase goes: the evidence behind docs/performance.md.
+
+    python bench/explain_write.py [--n 10000] [--database-url URL]
+
+Not part of the benchmark's figures; an investigation tool. In a fresh database seeded as the
+benchmark seeds it, it computes one cold run's outcomes (a dry run against an in-process sandbox),
+then shows:
+
+1. the read: ``store.read_rows``'s query alone vs the whole function (the rest builds the rows);
+2. the cost of sending the write's parameters vs the floor's two arrays (a statement that only
+   counts NULLs among them);
+3. ``EXPLAIN (ANALYZE, BUFFERS)`` of the write floor and of cost-sync's write statement, each in a
+   transaction rolled back;
+4. ``store.write_estimates`` executed 8 times on one connection (reset in between): PostgreSQL plans
+   a cached prepared statement with its parameters 5 times, then may switch to a generic plan; the
+   timings show whether executions 6 to 8 keep their time. Then the write's generic plan
+   (``EXPLAIN`` under ``plan_cache_mode = force_generic_plan``): what a cached plan would do.
+
+The statements are captured as ``cost_sync.store`` sends them (a recording stand-in for the
+connection), so the tool follows the store's SQL as it changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+import pgdb
+from child import FLOOR, RESET
+from cost_sync import logs, store
+from cost_sync.models import Estimate, RowOutcome, RunReport
+from cost_sync.sandbox import SANDBOX_API_KEY, SandboxServer
+from cost_sync.settings import Settings
+from cost_sync.sync import open_resources, run_once
+from fleet import generate_fleet, seed_rows
+
+Statement = tuple[str, tuple[Any, ...]]
+
+
+class Recorder:
+    """Stands in for a connection: forwards each call and records its SQL and arguments."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.statements: list[Statement] = []
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """As ``Connection.fetch``."""
+        self.statements.append((sql, args))
+        return await self.conn.fetch(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        """As ``Connection.fetchval``."""
+        self.statements.append((sql, args))
+        return await self.conn.fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        """As ``Connection.execute``."""
+        self.statements.append((sql, args))
+        return await self.conn.execute(sql, *args)
+
+
+def final_values(outcomes: Sequence[RowOutcome]) -> tuple[list[uuid.UUID], list[Decimal]]:
+    """The ids and new values of the rows a cold run changes: what the floor writes."""
+    changed = [(o.row.id, o.result.monthly) for o in outcomes if isinstance(o.result, Estimate) and o.changed]
+    return [row_id for row_id, _ in changed], [cost for _, cost in changed]
+
+
+async def _median_ms(action: Callable[[], Awaitable[object]], times: int = 5) -> float:
+    seconds = []
+    for _ in range(times):
+        started = time.perf_counter()
+        await action()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds) * 1000
+
+
+async def _reset(conn: asyncpg.Connection) -> None:
+    await conn.execute(RESET)
+    await conn.execute("VACUUM ANALYZE vps_instances")
+
+
+async def _ledger_row(conn: Any, run_id: uuid.UUID) -> None:
+    now = datetime.now(UTC)
+    report = RunReport(run_id=run_id, trigger="explain", outcome="succeeded", started_at=now, finished_at=now)
+    await store.insert_run(conn, report)
+
+
+async def capture_write(
+    conn: asyncpg.Connection, outcomes: Sequence[RowOutcome], statuses: Sequence[str]
+) -> list[Statement]:
+    """The statements ``store.write_estimates`` sends for ``outcomes`` (run and rolled back)."""
+    recorder = Recorder(conn)
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        run_id = uuid.uuid4()
+        await _ledger_row(conn, run_id)
+        await store.write_estimates(recorder, run_id, outcomes, statuses=statuses)  # type: ignore[arg-type]
+    finally:
+        await transaction.rollback()
+    return recorder.statements
+
+
+async def _send_only(conn: asyncpg.Connection, sql: str, args: Sequence[Any]) -> float:
+    """Median ms of a statement that receives ``sql``'s parameters and only counts their NULLs."""
+    parameters = (await conn.prepare(sql)).get_parameters()
+    types = [await conn.fetchval("SELECT format_type($1::oid, NULL)", p.oid) for p in parameters]
+    counting = "SELECT num_nulls(" + ", ".join(f"${i}::{t}" for i, t in enumerate(types, 1)) + ")"
+    return await _median_ms(lambda: conn.fetchval(counting, *args))
+
+
+async def _explain(
+    conn: asyncpg.Connection, title: str, before: Sequence[Statement], sql: str, args: Any
+) -> None:
+    await _reset(conn)
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        await _ledger_row(conn, uuid.uuid4())
+        for statement, statement_args in before:
+            await conn.execute(statement, *statement_args)
+        plan = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)
+    finally:
+        await transaction.rollback()
+    print(f"\n== 3. EXPLAIN (ANALYZE, BUFFERS): {title}")
+    print("\n".join(record[0] for record in plan))
+
+
+async def findings(conn: asyncpg.Connection, outcomes: list[RowOutcome], statuses: list[str]) -> None:
+    """Print the four findings (see the module docstring)."""
+    recorder = Recorder(conn)
+    await store.read_rows(recorder, statuses)  # type: ignore[arg-type]
+    read_sql, read_args = recorder.statements[-1]
+    query = await _median_ms(lambda: conn.fetch(read_sql, *read_args))
+    whole = await _median_ms(lambda: store.read_rows(conn, statuses))
+    print("\n== 1. the read (median of 5)")
+    print(f"store.read_rows: {whole:.1f} ms, of which its query {query:.1f} ms")
+
+    statements = await capture_write(conn, outcomes, statuses)
+    *before, (write_sql, write_args) = statements
+    ids, costs = final_values(outcomes)
+    print("\n== 2. sending the parameters only (median of 5)")
+    print(
+        f"the write's {len(write_args)} parameters: {await _send_only(conn, write_sql, write_args):.1f} ms; "
+        f"the floor's 2 arrays: {await _send_only(conn, FLOOR, (ids, costs)):.1f} ms"
+    )
+    if before:
+        print("statements the store sends before its write: " + "; ".join(sql for sql, _ in before))
+
+    await _explain(conn, "write floor", [], FLOOR, (ids, costs))
+    await _explain(conn, "cost-sync's write", before, write_sql, write_args)
+
+    print("\n== 4. store.write_estimates, 8 times on one connection")
+    for execution in range(1, 9):
+        await _reset(conn)
+        run_id = uuid.uuid4()
+        started = time.perf_counter()
+        async with conn.transaction():
+            await _ledger_row(conn, run_id)
+            written = await store.write_estimates(conn, run_id, outcomes, statuses=statuses)
+        print(f"execution {execution}: {(time.perf_counter() - started) * 1000:.0f} ms ({written:,} rows)")
+    try:
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        await conn.execute(f"PREPARE generic_write AS {write_sql}")
+        nulls = ", ".join(["NULL"] * len(write_args))
+        plan = await conn.fetch(f"EXPLAIN EXECUTE generic_write({nulls})")
+        await conn.execute("DEALLOCATE generic_write")
+    except asyncpg.PostgresError as exc:
+        print(f"\n(no generic plan to show: {exc})")
+        return
+    finally:
+        await conn.execute("RESET plan_cache_mode")
+    print("\n== 4. the write's generic plan (EXPLAIN under plan_cache_mode = force_generic_plan)")
+    print("\n".join(record[0] for record in plan))
+
+
+async def investigate(server_url: str, n: int) -> None:
+    """Seed a database for ``n`` instances, compute a cold run's outcomes, print the findings."""
+    fleet = generate_fleet(n)
+    name = f"cost_sync_explain_{os.getpid()}_{n}"
+    url = await pgdb.create(server_url, name, seed_rows(fleet))
+    try:
+        async with SandboxServer(fleet) as sandbox:
+            settings = Settings.model_validate(
+                {
+                    "hostwinds": {
+                        "url": sandbox.url,
+                        "api_key": SANDBOX_API_KEY,
+                        "requests_per_second": 0,
+                        "max_concurrency": 16,
+                    },
+                    "database": {"url": url},
+                }
+            )
+            async with open_resources(settings) as (client, pool):
+                result = await run_once(client=client, pool=pool, settings=settings, dry_run=True)
+        del fleet
+        print(f"N = {n:,}: {len(final_values(result.outcomes)[0]):,} rows change in a cold run")
+        conn = await asyncpg.connect(url)
+        try:
+            await findings(conn, result.outcomes, list(settings.sync.statuses))
+        finally:
+            await conn.close()
+    finally:
+        await pgdb.drop(server_url, name)
+
+
+def main() -> int:
+    """Parse the command line and investigate."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=10_000, help="fleet size (default: 10000)")
+    parser.add_argument("--database-url", metavar="URL", help="as for bench/run.py")
+    args = parser.parse_args()
+    logs.configure(level="error")
+
+    async def go() -> None:
+        async with pgdb.server(args.database_url) as server:
+            await investigate(server.url, args.n)
+
+    asyncio.run(go())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
