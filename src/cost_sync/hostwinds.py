@@ -374,7 +374,7 @@ def _retry_after_seconds(value: str | None) -> float | None:
         return None
     text = value.strip()
     if text.isdigit():
-        return float(text)
+        return float(text)  # float-ok: seconds, not money
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError):

@@ -481,7 +481,7 @@ class Faults:
             if name == "latency_seconds":
                 if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                     raise ValueError("latency_seconds must be a number")
-                values[name] = _non_negative(name, float(value))
+                values[name] = _non_negative(name, float(value))  # float-ok: seconds
             elif name == "auth_error":
                 if not isinstance(value, bool):
                     raise ValueError("auth_error must be true or false")
