@@ -193,10 +193,14 @@ def _gc_paused() -> Iterator[None]:
 def match_rows(rows: Sequence[VpsRow], instances: Sequence[Instance]) -> list[Match]:
     """Pair every row with the Hostwinds instance its ``hostwinds_instance_id`` names, if any."""
     by_serviceid, by_uuid = pricing.index_instances(instances)
-    return [
-        (row, pricing.match_instance(row.hostwinds_instance_id, by_serviceid=by_serviceid, by_uuid=by_uuid))
-        for row in rows
-    ]
+    with _gc_paused():
+        return [
+            (
+                row,
+                pricing.match_instance(row.hostwinds_instance_id, by_serviceid=by_serviceid, by_uuid=by_uuid),
+            )
+            for row in rows
+        ]
 
 
 def price_matched(
