@@ -178,17 +178,27 @@ async def measure_size(server: Server, n: int, *, repeat: int, workdir: Path) ->
 
 
 def _git() -> dict[str, Any]:
+    """The commit, and what identifies the source the benchmark runs: the src/ and sql/ trees."""
+
     def git(*args: str) -> str:
         return subprocess.run(
             ["git", *args], cwd=BENCH_DIR, capture_output=True, text=True, check=False
         ).stdout.strip()
 
-    # Uncommitted changes to what the benchmark runs (src/, sql/): a digest, so that any edit shows.
+    # Uncommitted changes to src/ and sql/ as a digest, so that any edit shows.
     diff = git("diff", "HEAD", "--", "src", "sql")
     return {
         "commit": git("rev-parse", "HEAD") or None,
+        "src_tree": git("rev-parse", "HEAD:src") or None,
+        "sql_tree": git("rev-parse", "HEAD:sql") or None,
         "uncommitted_diff_sha256": hashlib.sha256(diff.encode()).hexdigest()[:16] if diff else None,
     }
+
+
+def same_source(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """True when src/ and sql/ are the same (a commit touching only bench/ or docs/ does not count)."""
+    keys = ("src_tree", "sql_tree", "uncommitted_diff_sha256")
+    return all(before.get(key) == after.get(key) for key in keys)
 
 
 def machine() -> dict[str, Any]:
@@ -336,10 +346,10 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(
             f"WARNING: other benchmark processes ran at the same time ({sorted(others)}): timings are skewed"
         )
-    if git_at_end != host["git"]:
+    if not same_source(host["git"], git_at_end):
         print(
-            f"WARNING: cost-sync's source changed during the run ({host['git']} -> {git_at_end}): "
-            "the figures may mix two versions; run again"
+            f"WARNING: cost-sync's src/ or sql/ changed during the run ({host['git']['commit']} -> "
+            f"{git_at_end['commit']}): the figures may mix two versions; run again"
         )
     print(
         f"machine: {host['nproc']} CPU ({host['cpu']}), {host['memory_gb']} GB RAM; "
