@@ -256,14 +256,8 @@ async def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _require_database(settings: Settings) -> str:
-    if settings.database.url is None:
-        raise ConfigError("setting database.url: required (set COST_SYNC_DATABASE_URL)")
-    return settings.database.url.get_secret_value()
-
-
 async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    dsn = _require_database(settings)
+    dsn = settings.database_dsn()
     conn = await connect(dsn, timeout=settings.database.connect_timeout_seconds)
     try:
         if args.check:

@@ -189,6 +189,12 @@ class Settings(BaseSettings):
     #: Finance overrides: ``hostwinds_instance_id`` -> monthly USD.
     overrides: dict[str, Amount] = Field(default_factory=dict)
 
+    def database_dsn(self) -> str:
+        """The database URL, which every command that touches PostgreSQL requires."""
+        if self.database.url is None:
+            raise ConfigError("setting database.url: required (set COST_SYNC_DATABASE_URL)")
+        return self.database.url.get_secret_value()
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -55,11 +55,6 @@ class RunResult:
         """Rows whose stored value this run changes (or, dry, would change)."""
         return [o for o in self.outcomes if o.changed]
 
-    @property
-    def unpriced(self) -> list[RowOutcome]:
-        """Rows in scope left without an estimate, with their reasons."""
-        return [o for o in self.outcomes if isinstance(o.result, Unpriced)]
-
 
 def resolve_targets(
     targets: Sequence[str],
@@ -462,8 +457,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[tuple[HostwindsCli
     api_key = settings.hostwinds.api_key
     if api_key is None:
         raise ConfigError("setting hostwinds.api_key: required (set COST_SYNC_HOSTWINDS_API_KEY)")
-    if settings.database.url is None:
-        raise ConfigError("setting database.url: required (set COST_SYNC_DATABASE_URL)")
+    dsn = settings.database_dsn()
     hw = settings.hostwinds
     # local_address 0.0.0.0: Hostwinds keys are bound to an IPv4 allow-list, so never call over IPv6.
     transport = httpx.AsyncHTTPTransport(local_address="0.0.0.0", retries=0)  # noqa: S104
@@ -474,7 +468,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[tuple[HostwindsCli
         headers={"User-Agent": f"cost-sync/{__version__}"},
     ) as http:
         pool = await create_pool(
-            settings.database.url.get_secret_value(),
+            dsn,
             timeout=settings.database.connect_timeout_seconds,
         )
         try:
