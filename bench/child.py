@@ -95,6 +95,10 @@ FROM vps_instances
 FINAL_VALUES = """
 SELECT id, approximate_cost FROM vps_instances WHERE approximate_cost IS NOT NULL ORDER BY id
 """
+#: How old the cached prices are on average (seconds; NULL when the cache is empty).
+CACHE_AGE = """
+SELECT avg(extract(epoch FROM clock_timestamp() - observed))::float8 FROM cost_sync_price_observations
+"""
 _MB = 1024 * 1024
 #: The database URL (it may hold a password) and the sandbox's API key reach the child in its
 #: environment, not its command line; the key so, too, that the child need not import the sandbox
@@ -151,6 +155,7 @@ async def timed_sync(
     await conn.execute("DROP TABLE IF EXISTS bench_ctid")
     await conn.execute("CREATE TEMP TABLE bench_ctid AS SELECT id, ctid::text AS c FROM vps_instances")
     history_before = await _history_rows(conn)
+    age = await conn.fetchval(CACHE_AGE)
     started = time.perf_counter()
     result = await run_once(client=client, pool=pool, settings=settings, trigger="bench")
     wall = time.perf_counter() - started
@@ -174,6 +179,8 @@ async def timed_sync(
         hostwinds_calls=dict(report.hostwinds_calls),
         history_rows_added=await _history_rows(conn) - history_before,
         rows_rewritten=int(rewritten),
+        price_cache=report.price_cache.model_dump(),
+        cache_age_seconds=None if age is None else float(age),  # float-ok: seconds
     )
 
 
@@ -294,6 +301,7 @@ async def measure(
         naive_same_values=naive_same,
         rss_start_mb=rss_start,
         peak_rss_mb=peak,
+        max_price_age_seconds=settings.sync.max_price_age_seconds,
     )
 
 

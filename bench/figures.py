@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from typing import TypedDict
+from typing import Any, TypedDict
 
 #: The three phases of a run, as ``RunReport.phase_seconds`` names them.
 PHASES = ("hostwinds", "pricing", "database")
@@ -36,6 +36,12 @@ class RunFigures(TypedDict):
     history_rows_added: int
     #: vps_instances rows whose physical tuple (ctid) changed during the run: rows written.
     rows_rewritten: int
+    #: ``RunReport.price_cache``: hits, asked, reasons (new/changed/stale/forced), failed, pending.
+    price_cache: dict[str, Any]
+    #: Mean age of the cached observations when the run started (None: the cache was empty). A
+    #: service comes due for refresh once per max age, so a run at this age expects about
+    #: ``services x age / max age`` stale asks.
+    cache_age_seconds: float | None
 
 
 class SizeFigures(TypedDict):
@@ -65,6 +71,8 @@ class SizeFigures(TypedDict):
     rss_start_mb: float
     #: Peak RSS of the child over the cost-sync runs (VmHWM, MB).
     peak_rss_mb: float
+    #: ``[sync] max_price_age_seconds`` of the runs.
+    max_price_age_seconds: float
 
 
 def median(values: Sequence[float]) -> float:
