@@ -30,6 +30,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -39,8 +40,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cost_sync import schedule
-from cost_sync.errors import CostSyncError
+from cost_sync import __version__, schedule
+from cost_sync.db import database_errors
+from cost_sync.errors import ConfigError, CostSyncError, DatabaseError
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.httpserve import AppServer
 from cost_sync.models import RunReport
@@ -224,6 +226,18 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.in_progress = Gauge(
+            "cost_sync_run_in_progress", "1 while a run is in flight, else 0.", registry=r
+        )
+        build = Gauge(
+            "cost_sync_build_info",
+            "The running cost-sync build; the value is always 1.",
+            ["version"],
+            registry=r,
+        )
+        build.labels(version=__version__).set(1)
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
+        ProcessCollector(registry=r)
         r.register(_HostwindsRequests(client))
 
     def observe(self, trigger: str, report: RunReport | None, *, full: bool) -> None:
@@ -266,6 +280,7 @@ class Daemon:
         self.admin_url: str | None = None
 
     async def _execute(self, record: RunRecord) -> RunReport:
+        self.metrics.in_progress.set(1)
         try:
             result = await run_once(
                 client=self.client,
@@ -279,6 +294,8 @@ class Daemon:
         except BaseException:
             self.metrics.observe(record.trigger, None, full=record.instances is None)
             raise
+        finally:
+            self.metrics.in_progress.set(0)
         self.metrics.observe(record.trigger, result.report, full=record.instances is None)
         return result.report
 
@@ -306,13 +323,13 @@ class Daemon:
 
     async def _readyz(self, _: Request) -> Response:
         try:
-            async with self.pool.acquire(timeout=2) as conn:
-                last = await conn.fetchval(
-                    "SELECT max(finished) FROM cost_sync_runs WHERE outcome = 'succeeded'", timeout=2
-                )
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            reason = f"database does not answer ({type(exc).__name__})"
-            return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+            with database_errors("database does not answer"):
+                async with self.pool.acquire(timeout=2) as conn:
+                    last = await conn.fetchval(
+                        "SELECT max(finished) FROM cost_sync_runs WHERE outcome = 'succeeded'", timeout=2
+                    )
+        except DatabaseError as exc:
+            return JSONResponse({"ready": False, "reason": str(exc)}, status_code=503)
         stale = schedule.is_stale(last, self.cron, datetime.now(UTC))
         if stale:
             return JSONResponse({"ready": False, "reason": stale}, status_code=503)
@@ -383,31 +400,40 @@ class Daemon:
     # -- life cycle ---------------------------------------------------------------------------
 
     async def serve(self, stop: asyncio.Event, *, initial_sync: bool = True) -> bool:
-        """Run until ``stop`` is set; return True if no run had to be cancelled on the way out."""
+        """Run until ``stop`` is set; return True if no run had to be cancelled on the way out.
+
+        Whatever was started (endpoint, scheduler, runs) is stopped on every way out, an error or a
+        cancellation included. A taken admin port is a ConfigError naming the setting.
+        """
         host, _, port = self.settings.admin.listen.rpartition(":")
-        server = AppServer(self.app(), host=host.strip("[]"), port=int(port))
-        # Created here, inside the running loop: APScheduler 3.11 binds to it on start().
-        self.scheduler = AsyncIOScheduler(timezone=UTC)
         sync = self.settings.sync
-        self.scheduler.add_job(
-            self._scheduled,
-            self.trigger,
-            id="sync",
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=sync.misfire_grace_seconds,
-            jitter=sync.jitter_seconds or None,
-        )
-        await server.start()
-        self.admin_url = server.base_url
-        self.scheduler.start()
-        log.info(
-            "daemon.started",
-            admin=server.base_url,
-            schedule=sync.schedule,
-            next_run=str(self.scheduler.get_job("sync").next_run_time),
-        )
+        server: AppServer | None = None
+        finished = True
         try:
+            try:
+                server = AppServer(self.app(), host=host.strip("[]"), port=int(port))
+            except OSError as exc:
+                raise ConfigError(f"setting admin.listen: {exc.strerror or exc}") from None
+            # Created here, inside the running loop: APScheduler 3.11 binds to it on start().
+            self.scheduler = AsyncIOScheduler(timezone=UTC)
+            self.scheduler.add_job(
+                self._scheduled,
+                self.trigger,
+                id="sync",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=sync.misfire_grace_seconds,
+                jitter=sync.jitter_seconds or None,
+            )
+            await server.start()
+            self.admin_url = server.base_url
+            self.scheduler.start()
+            log.info(
+                "daemon.started",
+                admin=server.base_url,
+                schedule=sync.schedule,
+                next_run=str(self.scheduler.get_job("sync").next_run_time),
+            )
             if initial_sync:
                 self.runner.request(None, "startup")
             await stop.wait()
@@ -415,8 +441,12 @@ class Daemon:
             log.info(
                 "daemon.stopping", run_in_flight=self.runner.busy, grace_seconds=sync.shutdown_grace_seconds
             )
-            self.scheduler.shutdown(wait=False)
-            finished = await self.runner.close(sync.shutdown_grace_seconds)
-            await server.stop()
+            if self.scheduler is not None and self.scheduler.running:
+                self.scheduler.shutdown(wait=False)
+            try:
+                finished = await self.runner.close(sync.shutdown_grace_seconds)
+            finally:
+                if server is not None:
+                    await server.stop()
             log.info("daemon.stopped", in_flight_run_cancelled=not finished)
         return finished
