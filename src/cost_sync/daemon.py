@@ -407,13 +407,13 @@ class Daemon:
         """
         host, _, port = self.settings.admin.listen.rpartition(":")
         sync = self.settings.sync
-        server: AppServer | None = None
+        try:
+            # Binding starts nothing: on failure there is nothing to stop.
+            server = AppServer(self.app(), host=host.strip("[]"), port=int(port))
+        except OSError as exc:
+            raise ConfigError(f"setting admin.listen: {exc.strerror or exc}") from None
         finished = True
         try:
-            try:
-                server = AppServer(self.app(), host=host.strip("[]"), port=int(port))
-            except OSError as exc:
-                raise ConfigError(f"setting admin.listen: {exc.strerror or exc}") from None
             # Created here, inside the running loop: APScheduler 3.11 binds to it on start().
             self.scheduler = AsyncIOScheduler(timezone=UTC)
             self.scheduler.add_job(
@@ -446,7 +446,6 @@ class Daemon:
             try:
                 finished = await self.runner.close(sync.shutdown_grace_seconds)
             finally:
-                if server is not None:
-                    await server.stop()
+                await server.stop()
             log.info("daemon.stopped", in_flight_run_cancelled=not finished)
         return finished
