@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import socket
 import tempfile
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -19,8 +20,9 @@ import respx
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client.parser import text_string_to_metric_families
 
-from cost_sync import cli
+from cost_sync import __version__, cli
 from cost_sync.daemon import Daemon
+from cost_sync.errors import ConfigError
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.migrate import migrate
 from cost_sync.settings import Settings
@@ -102,11 +104,9 @@ async def test_scheduler_fires_and_metrics_count_runs(
             return await pool.fetchval("SELECT count(*) FROM cost_sync_runs WHERE trigger = 'schedule'") >= 1
 
         await wait_for(ran, timeout=5)
-        assert (
-            await pool.fetchval("SELECT approximate_cost FROM vps_instances WHERE hostwinds_instance_id='1'")
-            == 9.99
-            or True
-        )
+        # The scheduled run priced row 1 (plan 101, Monthly) and left the unknown row 999 as it was.
+        costs = dict(await pool.fetch("SELECT hostwinds_instance_id, approximate_cost FROM vps_instances"))
+        assert costs == {"1": Decimal("9.99"), "999": Decimal("1.00")}
         ready = await d.http.get("/readyz")
         assert ready.status_code == 200, ready.text
         metrics = {
@@ -122,6 +122,10 @@ async def test_scheduler_fires_and_metrics_count_runs(
             >= 1
         )
         assert metrics[("cost_sync_last_success_timestamp_seconds", ())] > 0
+        assert metrics[("cost_sync_build_info", (("version", __version__),))] == 1
+        assert metrics[("cost_sync_run_in_progress", ())] in {0, 1}
+        assert metrics[("process_cpu_seconds_total", ())] > 0
+        assert metrics[("process_resident_memory_bytes", ())] > 0
 
 
 async def test_resync_requires_the_token(
@@ -298,3 +302,79 @@ async def test_resync_command_without_daemon_runs_locally(
         for r in await pool.fetch("SELECT hostwinds_instance_id, approximate_cost FROM vps_instances")
     }
     assert costs == {"1": Decimal("9.99"), "2": None}
+
+
+async def test_in_progress_gauge_is_one_during_a_run(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
+) -> None:
+    """cost_sync_run_in_progress is 1 while a run waits on Hostwinds and 0 once it is done."""
+    hostwinds.instances = [instance(1)]
+    await seed(pool, [("1", "active", None)])
+    gate, blocked = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        if b"get_instances" in request.content:
+            blocked.set()
+            await gate.wait()
+        return hostwinds(request)
+
+    mocked.post(URL).mock(side_effect=slow)
+
+    async def gauge(d: Running) -> float:
+        text = (await d.http.get("/metrics")).text
+        for family in text_string_to_metric_families(text):
+            if family.name == "cost_sync_run_in_progress":
+                return float(family.samples[0].value)
+        raise AssertionError("no cost_sync_run_in_progress")
+
+    async with start(pool, daemon_settings(), initial_sync=True) as d:
+        await asyncio.wait_for(blocked.wait(), timeout=5)
+        assert await gauge(d) == 1
+        gate.set()
+
+        async def idle() -> bool:
+            return not d.daemon.runner.busy
+
+        await wait_for(idle)
+        assert await gauge(d) == 0
+
+
+async def test_taken_admin_port_is_a_config_error_and_starts_nothing(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
+) -> None:
+    """Daemon.serve on a port in use raises ConfigError naming admin.listen; no scheduler is left running."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        async with httpx.AsyncClient() as http:
+            client = HostwindsClient(http, API_KEY, url=URL, requests_per_second=None)
+            daemon = Daemon(Settings(admin={"listen": f"127.0.0.1:{port}"}), client, pool)  # type: ignore[arg-type]
+            with pytest.raises(ConfigError, match=rf"admin\.listen: port {port} .*already in use"):
+                await daemon.serve(asyncio.Event())
+    assert daemon.scheduler is None or not daemon.scheduler.running
+    assert not daemon.runner.busy
+
+
+async def test_cancelling_serve_stops_everything_and_propagates(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
+) -> None:
+    """A cancelled Daemon.serve stops its scheduler and endpoint, frees the port, and stays cancelled."""
+    async with httpx.AsyncClient() as http:
+        client = HostwindsClient(http, API_KEY, url=URL, requests_per_second=None)
+        daemon = Daemon(daemon_settings(), client, pool)
+        task = asyncio.create_task(daemon.serve(asyncio.Event(), initial_sync=False))
+        for _ in range(250):
+            if daemon.admin_url is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert daemon.admin_url is not None
+        port = int(daemon.admin_url.rsplit(":", 1)[1])
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert daemon.scheduler is not None
+    assert not daemon.scheduler.running
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))
