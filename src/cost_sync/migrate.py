@@ -16,7 +16,6 @@ import hashlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import asyncpg
@@ -24,6 +23,9 @@ import structlog
 
 from cost_sync.db import database_errors
 from cost_sync.errors import LockTimeout, MigrationError
+from cost_sync.sqlfiles import sql_dir
+
+__all__ = ["MIGRATE_LOCK_KEY", "Migration", "applied", "check", "discover", "migrate", "rollback", "sql_dir"]
 
 log = structlog.get_logger(__name__)
 
@@ -34,14 +36,6 @@ LOCK_TIMEOUT_SECONDS = 30.0
 _LOCK_POLL_SECONDS = 0.2
 _NAME = re.compile(r"^(?P<version>\d{4})_[a-z0-9_]+\.sql$")
 _RAISED = re.compile(r'invalid input syntax for type integer: "cost-sync: (?P<message>.*)"', re.S)
-
-
-def sql_dir() -> Path:
-    """The folder holding cost-sync's SQL: inside the installed package, else the checkout's."""
-    packaged = Path(str(resources.files("cost_sync"))) / "sql"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parents[2] / "sql"
 
 
 @dataclass(frozen=True)
