@@ -45,8 +45,10 @@ from cost_sync.db import database_errors
 from cost_sync.errors import ConfigError, CostSyncError, DatabaseError
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.httpserve import AppServer
-from cost_sync.models import RunReport
+from cost_sync.matching import resolve_targets
+from cost_sync.models import Instance, RunReport
 from cost_sync.settings import Settings
+from cost_sync.store import Store
 from cost_sync.sync import run_once
 
 log = structlog.get_logger(__name__)
@@ -278,6 +280,9 @@ class Daemon:
         self.scheduler: AsyncIOScheduler | None = None
         #: ``http://host:port`` of the admin endpoint once it listens.
         self.admin_url: str | None = None
+        #: Hostwinds instances the runs so far matched to rows, by serviceid: lets POST /resync
+        #: recognise a serviceid or server_uuid that a row reaches only through its instance.
+        self.known_instances: dict[int, Instance] = {}
 
     async def _execute(self, record: RunRecord) -> RunReport:
         self.metrics.in_progress.set(1)
@@ -297,7 +302,24 @@ class Daemon:
         finally:
             self.metrics.in_progress.set(0)
         self.metrics.observe(record.trigger, result.report, full=record.instances is None)
+        matched = {o.instance.serviceid: o.instance for o in result.outcomes if o.instance is not None}
+        if record.instances is None:
+            self.known_instances = matched
+        else:
+            self.known_instances.update(matched)
         return result.report
+
+    async def unknown_targets(self, targets: list[str]) -> dict[str, str]:
+        """Each target that names no row in scope, with why (as ``--once --instance`` says it).
+
+        A target is a row's id or ``hostwinds_instance_id`` (trimmed, case-insensitive), or the
+        serviceid or server_uuid of an instance an earlier run matched to a row in scope.
+        """
+        identities = await Store(self.pool).read_identities()
+        _, unknown = resolve_targets(
+            targets, identities, list(self.known_instances.values()), self.settings.sync.statuses
+        )
+        return unknown
 
     async def _scheduled(self) -> None:
         record = self.runner.request(None, "schedule")
@@ -377,6 +399,20 @@ class Daemon:
                 {"error": 'expected {"instances": ["id", ...]} (1 to 1000 non-empty strings) or {}'},
                 status_code=400,
             )
+        if instances:
+            try:
+                unknown = await self.unknown_targets(instances)
+            except DatabaseError as exc:
+                return JSONResponse({"error": f"cannot check the instances: {exc}"}, status_code=503)
+            if unknown:
+                # Refused before anything is queued: the caller named rows that are not there.
+                return JSONResponse(
+                    {
+                        "error": "; ".join(f"{target}: {why}" for target, why in unknown.items()),
+                        "unknown_instances": unknown,
+                    },
+                    status_code=400,
+                )
         try:
             record = self.runner.request(instances, "resync")
         except CostSyncError as exc:

@@ -268,7 +268,9 @@ async def test_resync_command_asks_the_daemon_and_reports_its_outcome(
         assert await asyncio.to_thread(cli.main, ["resync", "--instance", "2"]) == 0
         assert "updated" in capsys.readouterr().out
         assert await asyncio.to_thread(cli.main, ["resync", "--instance", "424242"]) == 2
-        assert "424242" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "424242: matches no vps_instances row" in err
+        assert len([line for line in err.splitlines() if ": error: " in line]) == 1
         monkeypatch.setenv("COST_SYNC_ADMIN_TOKEN", "wrong")
         assert await asyncio.to_thread(cli.main, ["resync", "--instance", "2"]) == 1
         assert "refused the admin token" in capsys.readouterr().err
@@ -278,7 +280,8 @@ async def test_resync_command_asks_the_daemon_and_reports_its_outcome(
     }
     assert costs == {"1": None, "2": Decimal("9.99")}
     runs = await pool.fetch("SELECT trigger, instances FROM cost_sync_runs ORDER BY started")
-    assert [(r["trigger"], r["instances"]) for r in runs] == [("resync", ["2"]), ("resync", ["424242"])]
+    # The unknown id was refused before anything was queued: no run for it.
+    assert [(r["trigger"], r["instances"]) for r in runs] == [("resync", ["2"])]
 
 
 async def test_resync_command_without_daemon_runs_locally(
@@ -378,3 +381,60 @@ async def test_cancelling_serve_stops_everything_and_propagates(
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", port))
+
+
+async def test_resync_with_unknown_ids_is_refused_before_anything_is_queued(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
+) -> None:
+    """POST /resync naming rows that are not there (or out of scope) answers 400 naming each; no run."""
+    hostwinds.instances = [instance(1), instance(2)]
+    await seed(pool, [("1", "active", None), ("2", "decommissioned", None)])
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with start(pool, daemon_settings(token=TOKEN)) as d:
+        answer = await d.http.post("/resync", json={"instances": ["1", " 9999999 ", "2"]}, headers=headers)
+        assert answer.status_code == 400
+        unknown = answer.json()["unknown_instances"]
+        assert set(unknown) == {" 9999999 ", "2"}
+        assert "matches no vps_instances row" in unknown[" 9999999 "]
+        assert "not in scope" in unknown["2"]
+        assert "9999999" in answer.json()["error"]
+        assert not d.daemon.runner.busy
+        assert d.daemon.runner.runs == {}
+    assert await pool.fetchval("SELECT count(*) FROM cost_sync_runs") == 0
+
+
+async def test_resync_accepts_row_ids_and_ids_in_any_case(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
+) -> None:
+    """A row's own id, or its hostwinds_instance_id in another case with spaces, is accepted (202)."""
+    uuid_1 = str(instance(1)["server_uuid"])
+    hostwinds.instances = [instance(1), instance(2)]
+    await seed(pool, [(uuid_1, "active", None), ("2", "active", None)])
+    row_2 = await pool.fetchval("SELECT id::text FROM vps_instances WHERE hostwinds_instance_id = '2'")
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    gate = asyncio.Event()
+
+    async def held(request: httpx.Request) -> httpx.Response:
+        if b"get_instances" in request.content:
+            await gate.wait()
+        return hostwinds(request)
+
+    mocked.post(URL).mock(side_effect=held)
+    async with start(pool, daemon_settings(token=TOKEN)) as d:
+        by_row = await d.http.post(
+            "/resync", json={"instances": [row_2, f" {uuid_1.upper()} "]}, headers=headers
+        )
+        assert by_row.status_code == 202, by_row.text
+        # Until a run has matched it, the daemon cannot know that serviceid 1 is the row keyed by
+        # its uuid ...
+        early = await d.http.post("/resync", json={"instances": ["1"]}, headers=headers)
+        assert early.status_code == 400
+        gate.set()
+
+        async def finished() -> bool:
+            return not d.daemon.runner.busy
+
+        await wait_for(finished)
+        # ... after a run that matched it, it does.
+        late = await d.http.post("/resync", json={"instances": ["1"]}, headers=headers)
+        assert late.status_code == 202, late.text
