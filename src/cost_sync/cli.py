@@ -133,6 +133,12 @@ def _sync_options(group: argparse._ActionsContainer) -> None:
         help="compute everything, write nothing; print each change and the fleet's total before and after",
     )
     _json_option(group, "the run report")
+    group.add_argument(
+        "--full",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="ask Hostwinds every instance's price afresh instead of using cached prices",
+    )
 
 
 def _daemon_options(parser: argparse._ActionsContainer) -> None:
@@ -177,6 +183,11 @@ def _verb_resync(verbs: Any, common: argparse.ArgumentParser) -> None:
         "or row id",
     )
     targets.add_argument("--all", action="store_true", help="the whole fleet instead")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="with --all: ask Hostwinds every instance's price afresh (named instances always are)",
+    )
     _json_option(p, "the run report")
     p.add_argument(
         "--wait",
@@ -310,10 +321,11 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _once(args: argparse.Namespace, settings: Settings) -> int:
+    from cost_sync import progress
     from cost_sync.sync import open_resources, run_once
 
     settings.require("hostwinds.api_key", "database.url")
-    async with open_resources(settings) as (client, pool):
+    async with open_resources(settings) as (client, pool), progress.terminal_bar() as bar:
         result = await run_once(
             client=client,
             pool=pool,
@@ -321,6 +333,8 @@ async def _once(args: argparse.Namespace, settings: Settings) -> int:
             trigger="once",
             targets=getattr(args, "instance", None),
             dry_run=getattr(args, "dry_run", False),
+            full=getattr(args, "full", False),
+            progress=bar,
         )
     print_result(result, as_json=args.json)
     return 0
@@ -341,20 +355,29 @@ async def _daemon(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _resync(args: argparse.Namespace, settings: Settings) -> int:
     targets = None if args.all else args.instance
+    # Named instances are asked afresh: that is the after-upgrade case.
+    full = args.full or targets is not None
     if settings.admin.url is None:
+        from cost_sync import progress
         from cost_sync.sync import open_resources, run_once
 
         settings.require("hostwinds.api_key", "database.url")
-        async with open_resources(settings) as (client, pool):
+        async with open_resources(settings) as (client, pool), progress.terminal_bar() as bar:
             result = await run_once(
-                client=client, pool=pool, settings=settings, trigger="resync", targets=targets
+                client=client,
+                pool=pool,
+                settings=settings,
+                trigger="resync",
+                targets=targets,
+                full=full,
+                progress=bar,
             )
         print_result(result, as_json=args.json)
         return 0
     from cost_sync import admin
 
     settings.require("admin.token")
-    record = await admin.resync(settings, targets, wait=args.wait)
+    record = await admin.resync(settings, targets, wait=args.wait, full=full)
     return admin.show(record, as_json=args.json)
 
 
@@ -485,9 +508,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(plain(args, parser))
         handler: Handler = getattr(args, "handler", None) or _run
         if handler is _run and not getattr(args, "once", False):
-            given = [name for name in ("instance", "dry_run", "json") if hasattr(args, name)]
+            given = [name for name in ("instance", "dry_run", "json", "full") if hasattr(args, name)]
             if given:
-                raise UsageError(parser, "--instance, --dry-run and --json go with --once")
+                raise UsageError(parser, "--instance, --dry-run, --json and --full go with --once")
         args.json = getattr(args, "json", False)
         return _execute(handler, args, as_json=as_json)
     except UsageError as exc:

@@ -162,7 +162,9 @@ async def run_demo(*, keep: bool, as_json: bool = False, out: Print = print) -> 
             show("")
             show(
                 f"Second run on the same prices: {second.report.updated} rows written, "
-                f"{second.report.unchanged} unchanged (a steady state writes nothing)."
+                f"{second.report.unchanged} unchanged (a steady state writes nothing); "
+                f"{second.report.price_cache.hits} per-service prices from the cache, "
+                f"{second.report.price_cache.asked} asked again."
             )
             if as_json:
                 runs = [json.loads(render.as_json(r.report, r.outcomes)) for r in (first, second)]

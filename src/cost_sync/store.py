@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from functools import cache
 from typing import TYPE_CHECKING, Protocol, TypeAlias
@@ -189,13 +189,11 @@ class Store:
                 [o.run_id for o in observations],
             )
 
-    async def oldest_observation_age(self) -> float | None:
-        """Seconds since the oldest cached observation was made; None when the cache is empty."""
+    async def oldest_observation(self) -> datetime | None:
+        """When the oldest cached observation was made; None when the cache is empty."""
         with _mapped():
             oldest: datetime | None = await self._pool.fetchval(self._q["oldest_observation"])
-        if oldest is None:
-            return None
-        return max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+        return oldest
 
     async def commit_run(
         self,
