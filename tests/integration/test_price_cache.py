@@ -18,6 +18,7 @@ from cost_sync import cli
 from cost_sync.errors import HostwindsTransientError
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.settings import Settings
+from cost_sync.store import Store
 from cost_sync.sync import run_once
 from tests.integration.conftest import API_KEY, URL, FakeHostwinds, instance, seed, values
 from tests.integration.test_daemon import TOKEN, daemon_settings, start
@@ -251,3 +252,17 @@ async def test_daemon_serves_a_resync_between_catch_up_runs(fleet: FakeHostwinds
     assert triggers[:2] == ["startup", "resync"]
     assert "catchup" in triggers[2:]
     assert all(v is not None for v in (await values(pool)).values())
+
+
+async def test_run_lock_lets_the_blocks_own_errors_through(pool: asyncpg.Pool) -> None:
+    """An OSError raised while holding the run lock stays an OSError, and the lock is released."""
+    store = Store(pool)
+    with pytest.raises(OSError, match="from the run"):
+        async with store.lock(timeout=1):
+            raise OSError("from the run")
+    async with store.lock(timeout=0.5):
+        held = await pool.fetchval(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+            " WHERE l.locktype = 'advisory' AND d.datname = current_database()"
+        )
+        assert held == 1
