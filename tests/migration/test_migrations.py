@@ -14,8 +14,8 @@ import pytest
 import pytest_asyncio
 
 from cost_sync import cli
-from cost_sync.errors import MigrationError
-from cost_sync.migrate import applied, check, discover, migrate, rollback, sql_dir
+from cost_sync.errors import LockTimeout, MigrationError
+from cost_sync.migrate import MIGRATE_LOCK_KEY, applied, check, discover, migrate, rollback, sql_dir
 from tests.conftest import FIXTURE_TABLE, Databases
 
 pytestmark = pytest.mark.db
@@ -221,6 +221,23 @@ async def test_concurrent_migrations_are_serialised(fresh_url: str) -> None:
     finally:
         await first.close()
         await second.close()
+
+
+async def test_migration_lock_wait_is_bounded(fresh_url: str) -> None:
+    """While another session holds the migration lock, migrate gives up after lock_timeout, clearly."""
+    holder, waiter = await asyncpg.connect(fresh_url), await asyncpg.connect(fresh_url)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK_KEY)
+        with pytest.raises(LockTimeout, match="another `cost-sync migrate`"):
+            await migrate(waiter, lock_timeout=0.3)
+        with pytest.raises(LockTimeout):
+            await rollback(waiter, "0001", lock_timeout=0.3)
+        assert await applied(waiter) == {}
+        await holder.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK_KEY)
+        assert await migrate(waiter, lock_timeout=0.3) == [m.name for m in discover()]
+    finally:
+        await holder.close()
+        await waiter.close()
 
 
 async def test_cli_check_exit_codes(
