@@ -177,6 +177,23 @@ class AdminSettings(_Section):
     url: OptHttpUrl = None
 
 
+def _status_names(value: list[str]) -> list[str]:
+    if any(not item.strip() for item in value):
+        raise ValueError("a status name cannot be empty")
+    return value
+
+
+StatusNames = Annotated[list[str], BeforeValidator(_comma_list), AfterValidator(_status_names)]
+
+
+class AttributionSettings(_Section):
+    """``[attribution]``: how a VPS's cost is shared among tenants, and whether syncs record it."""
+
+    enabled: bool = False
+    assignment_statuses: StatusNames = Field(default_factory=lambda: ["active", "warming"], min_length=1)
+    idle_ip_statuses: StatusNames = Field(default_factory=lambda: ["idle"])
+
+
 class Settings(BaseSettings):
     """All of cost-sync's settings, validated."""
 
@@ -186,6 +203,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    attribution: AttributionSettings = Field(default_factory=AttributionSettings)
     #: Finance overrides: ``hostwinds_instance_id`` -> monthly USD.
     overrides: dict[str, Amount] = Field(default_factory=dict)
 
@@ -209,12 +227,19 @@ class Settings(BaseSettings):
 
 
 #: Section -> its environment-variable stem (``[sync]`` keys stand alone).
-_SECTION_ENV = {"hostwinds": "HOSTWINDS_", "database": "DATABASE_", "admin": "ADMIN_", "sync": ""}
+_SECTION_ENV = {
+    "hostwinds": "HOSTWINDS_",
+    "database": "DATABASE_",
+    "admin": "ADMIN_",
+    "attribution": "ATTRIBUTION_",
+    "sync": "",
+}
 _SECTIONS: dict[str, type[_Section]] = {
     "hostwinds": HostwindsSettings,
     "database": DatabaseSettings,
     "sync": SyncSettings,
     "admin": AdminSettings,
+    "attribution": AttributionSettings,
 }
 
 
