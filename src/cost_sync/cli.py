@@ -13,9 +13,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from cost_sync import __version__, admin, logs, render, sandbox
+from cost_sync import __version__, admin, attribution_render, attribution_store, logs, render, sandbox
 from cost_sync.daemon import Daemon
-from cost_sync.db import connect
+from cost_sync.db import connect, create_pool
 from cost_sync.errors import ConfigError, CostSyncError
 from cost_sync.migrate import check, migrate, rollback
 from cost_sync.settings import Settings, load_settings
@@ -121,6 +121,26 @@ def build_parser() -> argparse.ArgumentParser:
     p_sandbox.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080; 0: any)")
     p_sandbox.set_defaults(handler=_sandbox)
 
+    p_attribution = verbs.add_parser(
+        "attribution",
+        parents=[common],
+        help="each tenant's share of the fleet's monthly cost, to the cent, and the unallocated rest",
+        description="Split each VPS's approximate_cost over its SMTP IPs and each IP's share over the "
+        "tenants assigned to it (docs/attribution.md). Reads only, unless --write.",
+    )
+    output = p_attribution.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON (amounts as strings)")
+    output.add_argument("--csv", action="store_true", help="print CSV")
+    p_attribution.add_argument(
+        "--by", choices=["tenant", "vps"], default="tenant", help="one line per tenant (default) or per VPS"
+    )
+    p_attribution.add_argument(
+        "--write",
+        action="store_true",
+        help="also replace the cost_sync_tenant_costs snapshot that the cost_sync_tenant_monthly view reads",
+    )
+    p_attribution.set_defaults(handler=_attribution)
+
     p_migrate = verbs.add_parser(
         "migrate",
         parents=[common],
@@ -190,6 +210,7 @@ async def _once(args: argparse.Namespace, settings: Settings) -> int:
             targets=args.instance,
             dry_run=args.dry_run,
         )
+        await attribution_store.after_sync(pool, settings, result.report.run_id, dry_run=args.dry_run)
     print_result(result, as_json=args.json)
     return 0
 
@@ -213,6 +234,7 @@ async def _resync(args: argparse.Namespace, settings: Settings) -> int:
             result = await run_once(
                 client=client, pool=pool, settings=settings, trigger="resync", targets=targets
             )
+            await attribution_store.after_sync(pool, settings, result.report.run_id, dry_run=False)
         print_result(result, as_json=args.json)
         return 0
     record = await admin.resync(settings, targets, wait=args.wait)
@@ -253,6 +275,28 @@ async def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
         await stop.wait()
     finally:
         await server.stop()
+    return 0
+
+
+async def _attribution(args: argparse.Namespace, settings: Settings) -> int:
+    pool = await create_pool(
+        settings.database_dsn(), timeout=settings.database.connect_timeout_seconds, max_size=2
+    )
+    try:
+        report = await attribution_store.compute(pool, settings, snapshot=args.write)
+        if args.write:
+            await attribution_store.store_snapshot(pool, report)
+    finally:
+        await pool.close()
+    if args.json:
+        print(attribution_render.as_json(report, args.by))
+    elif args.csv:
+        print(attribution_render.as_csv(report, args.by), end="")
+    else:
+        lines = attribution_render.text(report, args.by)
+        if args.write:
+            lines.append("snapshot written to cost_sync_tenant_costs (view cost_sync_tenant_monthly)")
+        print("\n".join(lines))
     return 0
 
 

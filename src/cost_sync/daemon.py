@@ -10,6 +10,7 @@ and is then cancelled (its transaction rolls back), and the HTTP endpoint closes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import uuid
@@ -39,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cost_sync import schedule
+from cost_sync import attribution_store, schedule
 from cost_sync.errors import CostSyncError
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.httpserve import AppServer
@@ -280,6 +281,9 @@ class Daemon:
             self.metrics.observe(record.trigger, None, full=record.instances is None)
             raise
         self.metrics.observe(record.trigger, result.report, full=record.instances is None)
+        with contextlib.suppress(CostSyncError):
+            # The sync is committed whatever happens here; after_sync logs its own failure.
+            await attribution_store.after_sync(self.pool, self.settings, result.report.run_id, dry_run=False)
         return result.report
 
     async def _scheduled(self) -> None:

@@ -6,6 +6,7 @@
     ├── ConfigError                   a bad setting or usage; exit code 2
     ├── DatabaseError                 PostgreSQL could not be reached or refused a statement
     │   ├── MigrationError            a migration failed or an applied file changed
+    │   ├── MissingSchemaError        tables or columns cost-sync reads are missing; exit code 2
     │   └── LockTimeout               another run is in progress
     └── HostwindsError                Hostwinds could not give an answer cost-sync can use
         ├── HostwindsAuthError        the key was refused: never retried
@@ -46,6 +47,12 @@ class DatabaseError(CostSyncError):
 
 class MigrationError(DatabaseError):
     """A migration could not be applied."""
+
+
+class MissingSchemaError(DatabaseError):
+    """Tables or columns cost-sync needs are missing; nothing was written."""
+
+    exit_code = 2
 
 
 class LockTimeout(DatabaseError):
