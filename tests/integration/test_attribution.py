@@ -7,6 +7,7 @@ import csv
 import io
 import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -384,3 +385,66 @@ async def test_enabled_sync_with_missing_tables_reports_it_after_committing(
         assert await conn.fetchval("SELECT outcome FROM cost_sync_runs") == "succeeded"
     finally:
         await conn.close()
+
+
+def docs_sql(marker: str) -> str:
+    """The SQL block that follows ``<!-- marker -->`` in docs/attribution.md."""
+    text = (Path(__file__).parents[2] / "docs" / "attribution.md").read_text()
+    after = text.split(f"<!-- {marker} -->", 1)[1]
+    return after.split("```sql", 1)[1].split("```", 1)[0]
+
+
+async def test_docs_example_drafted_view_against_cost_sync(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/attribution.md's example: the drafted view charges each tenant $32.02; cost-sync splits $20.01."""
+    acme, beta, cobalt = uid(0xA1), uid(0xA2), uid(0xA3)
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute((FIXTURES / "tenants.sql").read_text())
+        for n, cost in ((1, "10.01"), (2, "6.00"), (3, "4.00")):
+            await conn.execute(
+                "INSERT INTO vps_instances (id, hostwinds_instance_id, status, approximate_cost)"
+                " VALUES ($1, $2, 'active', $3::numeric)",
+                uid(n),
+                "ABC"[n - 1],
+                cost,
+            )
+        for tenant, name in ((acme, "Acme"), (beta, "Beta"), (cobalt, "Cobalt")):
+            await conn.execute("INSERT INTO tenants (id, name) VALUES ($1, $2)", tenant, name)
+            await conn.execute(
+                "INSERT INTO domains (id, tenant_id, domain) VALUES ($1, $1, $2)", tenant, f"{name}.example"
+            )
+        for ip, vps_n, status, tenants in (
+            (uid(0x11), 1, "active", [acme, beta]),
+            (uid(0x12), 1, "active", [cobalt]),
+            (uid(0x13), 2, "active", [acme]),
+            (uid(0x14), 2, "idle", []),
+        ):
+            await conn.execute(
+                "INSERT INTO smtp_ip_addresses (id, vps_instance_id, ip_address, status)"
+                " VALUES ($1, $2, '192.0.2.1', $3)",
+                ip,
+                uid(vps_n),
+                status,
+            )
+            for tenant in tenants:
+                await conn.execute(
+                    "INSERT INTO domain_ip_assignments (domain_id, smtp_ip_address_id) VALUES ($1, $2)",
+                    tenant,
+                    ip,
+                )
+        drafted = await conn.fetch(docs_sql("drafted-bi-view"))
+        assert [(r[0], r[1]) for r in drafted] == [(n, D("32.02")) for n in ("Acme", "Beta", "Cobalt")]
+
+        assert (await attribution(monkeypatch, capsys, db_url, "--write"))[0] == 0
+        dashboard = await conn.fetch(docs_sql("dashboard-query"))
+    finally:
+        await conn.close()
+    assert [(r["tenant"], r["total"]) for r in dashboard] == [
+        ("Acme", D("5.51")),
+        ("Cobalt", D("5.00")),
+        ("Beta", D("2.50")),
+        ("unallocated (idle capacity)", D("7.00")),
+    ]
+    assert sum(r["total"] for r in dashboard) == D("20.01")
