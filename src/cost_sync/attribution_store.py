@@ -93,6 +93,8 @@ WHERE v.status = ANY($1::text[]) AND a.status = ANY($2::text[]) AND d.tenant_id 
 
 _READ_TENANT_NAMES = "SELECT id::text AS id, name FROM tenants WHERE id::text = ANY($1::text[])"
 
+_NEWER_EXISTS = "SELECT EXISTS (SELECT 1 FROM cost_sync_tenant_costs WHERE computed_at > $1)"
+
 _INSERT_SNAPSHOT = """
 INSERT INTO cost_sync_tenant_costs (snapshot_id, run_id, computed_at, bucket, tenant_ref, tenant_name,
                                     vps_instance_id, hostwinds_instance_id, vps_cost, ip_cost,
@@ -143,7 +145,10 @@ def _schema_error(missing: list[str]) -> MissingSchemaError:
         if any("cost_sync_" in m for m in missing)
         else ""
     )
-    return MissingSchemaError(f"tenant attribution needs what the database lacks: {', '.join(missing)}{hint}")
+    return MissingSchemaError(
+        f"tenant attribution needs what the database lacks (or this user cannot read): "
+        f"{', '.join(missing)}{hint}"
+    )
 
 
 def _database_error(exc: BaseException) -> DatabaseError:
@@ -179,11 +184,14 @@ async def _read(conn: Conn, settings: Settings) -> Report:
     if has_names and allocation.tenant_ids:
         for r in await conn.fetch(_READ_TENANT_NAMES, list(allocation.tenant_ids)):
             names[r["id"]] = r["name"]
+    # The database's clock, at the start of this transaction: the moment the picture shows, and
+    # comparable across the processes that may write snapshots.
+    generated_at: datetime = await conn.fetchval("SELECT now()")
     return Report(
         allocation=allocation,
         tenant_names=names,
         statuses=tuple(statuses),
-        generated_at=datetime.now(UTC),
+        generated_at=generated_at.astimezone(UTC),
     )
 
 
@@ -205,7 +213,10 @@ async def compute(pool: asyncpg.Pool, settings: Settings, *, snapshot: bool = Fa
 
 
 async def store_snapshot(pool: asyncpg.Pool, report: Report, *, run_id: uuid.UUID | None = None) -> int:
-    """Replace cost_sync_tenant_costs with ``report``'s lines in one transaction; return rows written."""
+    """Replace cost_sync_tenant_costs with ``report``'s lines in one transaction; return rows written.
+
+    A stored snapshot newer than ``report`` is kept (0 rows written).
+    """
     lines = attribution.snapshot_lines(report.allocation)
     vps_by_id = {a.vps.id: a.vps for a in report.allocation.vps}
     columns: list[list[object]] = [[] for _ in range(9)]
@@ -226,6 +237,11 @@ async def store_snapshot(pool: asyncpg.Pool, report: Report, *, run_id: uuid.UUI
     try:
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", SNAPSHOT_LOCK_KEY)
+            # Two writers (a daemon run and `attribution --write`) may read, then write in the
+            # other order: the picture read last wins, an older one never replaces it.
+            if await conn.fetchval(_NEWER_EXISTS, report.generated_at):
+                log.info("attribution.snapshot_skipped", reason="a newer snapshot is stored")
+                return 0
             await conn.execute("DELETE FROM cost_sync_tenant_costs")
             await conn.execute(_INSERT_SNAPSHOT, uuid.uuid4(), run_id, report.generated_at, *columns)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:

@@ -210,8 +210,8 @@ async def _once(args: argparse.Namespace, settings: Settings) -> int:
             targets=args.instance,
             dry_run=args.dry_run,
         )
+        print_result(result, as_json=args.json)
         await attribution_store.after_sync(pool, settings, result.report.run_id, dry_run=args.dry_run)
-    print_result(result, as_json=args.json)
     return 0
 
 
@@ -234,8 +234,8 @@ async def _resync(args: argparse.Namespace, settings: Settings) -> int:
             result = await run_once(
                 client=client, pool=pool, settings=settings, trigger="resync", targets=targets
             )
+            print_result(result, as_json=args.json)
             await attribution_store.after_sync(pool, settings, result.report.run_id, dry_run=False)
-        print_result(result, as_json=args.json)
         return 0
     record = await admin.resync(settings, targets, wait=args.wait)
     return admin.show(record, as_json=args.json)

@@ -14,8 +14,9 @@ import asyncpg
 import pytest
 import respx
 
-from cost_sync import cli
+from cost_sync import attribution_store, cli
 from cost_sync.migrate import rollback, sql_dir
+from cost_sync.settings import Settings
 from tests.integration.conftest import API_KEY, URL, FakeHostwinds, instance
 
 pytestmark = pytest.mark.db
@@ -378,7 +379,9 @@ async def test_enabled_sync_with_missing_tables_reports_it_after_committing(
     with respx.mock(assert_all_mocked=True) as mock:
         mock.post(URL).mock(side_effect=hostwinds)
         assert await asyncio.to_thread(cli.main, ["--once"]) == 2
-    assert "table smtp_ip_addresses" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "table smtp_ip_addresses" in captured.err
+    assert "succeeded" in captured.out  # the committed run's report comes first
     conn = await asyncpg.connect(db_url)
     try:
         assert await conn.fetchval("SELECT approximate_cost FROM vps_instances") == D("9.99")
@@ -448,3 +451,23 @@ async def test_docs_example_drafted_view_against_cost_sync(
         ("unallocated (idle capacity)", D("7.00")),
     ]
     assert sum(r["total"] for r in dashboard) == D("20.01")
+
+
+async def test_an_older_picture_never_replaces_a_newer_snapshot(db_url: str) -> None:
+    """Two writers that read, then write in the other order: the snapshot read last stays."""
+    await seed_platform(db_url)
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
+    assert pool is not None
+    try:
+        settings = Settings()
+        older = await attribution_store.compute(pool, settings, snapshot=True)
+        await pool.execute("UPDATE vps_instances SET approximate_cost = 20.00 WHERE id = $1", V_BARE)
+        newer = await attribution_store.compute(pool, settings, snapshot=True)
+        assert await attribution_store.store_snapshot(pool, newer) > 0
+        assert await attribution_store.store_snapshot(pool, older) == 0
+        bare = await pool.fetchval(
+            "SELECT vps_cost FROM cost_sync_tenant_costs WHERE vps_instance_id = $1", V_BARE
+        )
+        assert bare == D("20.00")
+    finally:
+        await pool.close()
