@@ -110,6 +110,13 @@ class VpsAllocation:
         """The tenants' lines, then the unallocated one."""
         return (*self.tenants, self.unallocated)
 
+    @property
+    def has_unallocated(self) -> bool:
+        """Whether the unallocated line holds something (an amount, an idle IP) or no tenant takes
+        any of the VPS: then it is reported and stored, so every VPS in scope appears."""
+        rest = self.unallocated
+        return not self.tenants or bool(rest.ip_count or rest.ip_cost or (rest.vps_cost or ZERO))
+
 
 @dataclass(frozen=True)
 class Allocation:
@@ -191,8 +198,11 @@ def split(amount: Decimal, keys: Sequence[str]) -> dict[str, Decimal]:
         raise ValueError("keys must be distinct")
     if not amount.is_finite():
         raise ValueError("cannot split a non-finite amount")
-    exponent = amount.normalize().as_tuple().exponent
+    exponent = amount.as_tuple().exponent
     assert isinstance(exponent, int)
+    if exponent < -2:
+        # Trailing zeros (4.9900) do not make an amount finer than cents.
+        exponent = int(amount.normalize().as_tuple().exponent)
     places = max(2, -exponent)
     # scaleb is exact: the amount as a whole number of its smallest unit.
     units = int(amount.scaleb(places))
@@ -301,15 +311,13 @@ def allocate(
 
 
 def snapshot_lines(allocation: Allocation) -> list[Line]:
-    """The lines a snapshot stores: every tenant line, and a VPS's unallocated line when it holds
-    something (an amount, an idle IP) or when no tenant takes any of the VPS, so that every VPS in
-    scope appears and its lines add up to its cost."""
+    """The lines a snapshot stores: every tenant line, and each unallocated line that
+    :attr:`VpsAllocation.has_unallocated`; per VPS they add up to its cost."""
     lines: list[Line] = []
     for vps in allocation.vps:
         lines += vps.tenants
-        rest = vps.unallocated
-        if not vps.tenants or rest.ip_count or rest.ip_cost or (rest.vps_cost or ZERO):
-            lines.append(rest)
+        if vps.has_unallocated:
+            lines.append(vps.unallocated)
     return lines
 
 

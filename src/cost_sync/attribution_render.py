@@ -8,7 +8,7 @@ import json
 from decimal import Decimal
 from typing import Any, Literal
 
-from cost_sync.attribution import ZERO, Line, Report, VpsAllocation
+from cost_sync.attribution import Line, Report, VpsAllocation
 from cost_sync.render import money, table
 
 By = Literal["tenant", "vps"]
@@ -46,14 +46,7 @@ def _vps_name(allocation: VpsAllocation) -> str:
 
 
 def _unallocated_by_vps(report: Report) -> list[VpsAllocation]:
-    return [
-        a
-        for a in report.allocation.vps
-        if not a.tenants
-        or a.unallocated.ip_count
-        or a.unallocated.ip_cost
-        or (a.unallocated.vps_cost or ZERO)
-    ]
+    return [a for a in report.allocation.vps if a.has_unallocated]
 
 
 def _line_json(line: Line, report: Report) -> dict[str, Any]:
@@ -208,7 +201,7 @@ def as_csv(report: Report, by: By = "tenant") -> str:
     )
     for v in a.vps:
         for line in v.lines:
-            if line.tenant_id is None and v not in _unallocated_by_vps(report):
+            if line.tenant_id is None and not v.has_unallocated:
                 continue
             writer.writerow(
                 [
