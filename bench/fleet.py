@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from cost_sync.hostwinds import price_cell_text
+from cost_sync.matching import PriceListKey
 from cost_sync.models import PRICED_CYCLES, Cycle, Instance, Plan, PriceCell, VpsRow, parse_instance
 from cost_sync.sandbox import Fleet, generate_fleet
-from cost_sync.sync import PriceListKey
 
 __all__ = ["PricingInputs", "Seed", "generate_fleet", "hostwinds_id", "pricing_inputs", "seed_rows"]
 
@@ -59,7 +59,7 @@ def _cells(mapping: Mapping[str, Any]) -> dict[Cycle, PriceCell]:
 
 @dataclass(frozen=True)
 class PricingInputs:
-    """What ``cost_sync.sync.price_rows`` receives in a run over a generated fleet."""
+    """What ``cost_sync.matching.price_rows`` receives in a run over a generated fleet."""
 
     rows: list[VpsRow]
     instances: list[Instance]

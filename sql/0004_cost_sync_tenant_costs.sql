@@ -1,11 +1,10 @@
 -- 0004: cost_sync_tenant_costs, the latest tenant attribution, and cost_sync_tenant_monthly for dashboards.
 --
--- (0003 is taken by another change.) A shared table owned by cost-sync: it names tenants in
--- tenant_ref, never in a column called tenant_id, because NileDB treats a table with a tenant_id
--- column as a tenant table, and one transaction may not write tenant and shared tables; cost-sync's
--- tables are all shared. No foreign key points at vps_instances or tenants: cost-sync never stops
--- the platform from deleting a row, and NileDB allows no foreign key between shared and tenant
--- tables.
+-- A shared table owned by cost-sync: it names tenants in tenant_ref, never in a column called
+-- tenant_id, because NileDB treats a table with a tenant_id column as a tenant table, and one
+-- transaction may not write tenant and shared tables; cost-sync's tables are all shared. No
+-- foreign key points at vps_instances or tenants: cost-sync never stops the platform from deleting
+-- a row, and NileDB allows no foreign key between shared and tenant tables.
 --
 -- cost-sync replaces the table's content as a whole, in one transaction, after each successful sync
 -- (with [attribution] enabled) and on `cost-sync attribution --write`. Each VPS in scope has one

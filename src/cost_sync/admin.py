@@ -19,7 +19,9 @@ _POLL_SECONDS = 0.5
 _FINAL = {"succeeded", "failed"}
 
 
-async def resync(settings: Settings, instances: list[str] | None, *, wait: float) -> dict[str, Any]:
+async def resync(
+    settings: Settings, instances: list[str] | None, *, wait: float, full: bool = False
+) -> dict[str, Any]:
     """POST /resync to the daemon at ``admin.url``, then poll its run until it ends; the run record."""
     url, token = settings.admin.url, settings.admin.token
     if url is None:
@@ -28,7 +30,9 @@ async def resync(settings: Settings, instances: list[str] | None, *, wait: float
         raise ConfigError("setting admin.token: required to ask the daemon (set COST_SYNC_ADMIN_TOKEN)")
     base = url.rstrip("/")
     headers = {"Authorization": f"Bearer {token.get_secret_value()}"}
-    body = {} if instances is None else {"instances": instances}
+    body: dict[str, Any] = {} if instances is None else {"instances": instances}
+    if full:
+        body["full"] = True
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as http:
         try:
             answer = await http.post("/resync", json=body)

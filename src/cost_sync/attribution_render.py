@@ -285,7 +285,7 @@ def text(report: Report, by: By = "tenant") -> list[str]:
             "  " + row
             for row in table(
                 ["vps", "kept value"],
-                [[v.hostwinds_instance_id or v.id, money(v.approximate_cost)] for v in a.unpriced],
+                sorted([v.hostwinds_instance_id or v.id, money(v.approximate_cost)] for v in a.unpriced),
             )
         ]
     if a.has_ip_cost and a.ips_without_cost:

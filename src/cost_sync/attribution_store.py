@@ -19,7 +19,7 @@ import structlog
 
 from cost_sync import attribution
 from cost_sync.attribution import Assignment, Ip, Report, Rules, Vps
-from cost_sync.errors import CostSyncError, DatabaseError, MissingSchemaError
+from cost_sync.errors import DatabaseError, MissingSchemaError
 from cost_sync.settings import Settings
 
 if TYPE_CHECKING:
@@ -264,20 +264,3 @@ async def write_snapshot(pool: asyncpg.Pool, settings: Settings, *, run_id: uuid
     """Attribute the fleet now and replace the snapshot with it; return the rows written."""
     report = await compute(pool, settings, snapshot=True)
     return await store_snapshot(pool, report, run_id=run_id)
-
-
-async def after_sync(
-    pool: asyncpg.Pool, settings: Settings, run_id: uuid.UUID, *, dry_run: bool
-) -> int | None:
-    """After a sync committed: write the snapshot when ``[attribution] enabled`` (never for a dry run).
-
-    Returns the rows written, or None when there was nothing to do. A failure is logged as
-    ``attribution.failed`` and raised: the sync itself stays committed.
-    """
-    if dry_run or not settings.attribution.enabled:
-        return None
-    try:
-        return await write_snapshot(pool, settings, run_id=run_id)
-    except CostSyncError as exc:
-        log.error("attribution.failed", run_id=str(run_id), error=str(exc))
-        raise

@@ -13,7 +13,16 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from cost_sync import __version__, admin, attribution_render, attribution_store, logs, render, sandbox
+from cost_sync import (
+    __version__,
+    admin,
+    attribution_render,
+    attribution_store,
+    logs,
+    progress,
+    render,
+    sandbox,
+)
 from cost_sync.daemon import Daemon
 from cost_sync.db import connect, create_pool
 from cost_sync.errors import ConfigError, CostSyncError
@@ -83,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
         "or row id",
     )
     targets.add_argument("--all", action="store_true", help="the whole fleet instead")
+    p_resync.add_argument(
+        "--full",
+        action="store_true",
+        help="with --all: ask Hostwinds every instance's price afresh (named instances always are)",
+    )
     p_resync.add_argument("--json", action="store_true", help="print the run report as JSON on stdout")
     p_resync.add_argument(
         "--wait",
@@ -177,6 +191,11 @@ def _sync_options(group: argparse._ActionsContainer) -> None:
         help="compute everything, write nothing; print each change and the fleet's total before and after",
     )
     group.add_argument("--json", action="store_true", help="print the run report as JSON on stdout")
+    group.add_argument(
+        "--full",
+        action="store_true",
+        help="ask Hostwinds every instance's price afresh instead of using cached prices",
+    )
 
 
 def _daemon_options(parser: argparse.ArgumentParser) -> None:
@@ -200,8 +219,15 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
     print("\n".join(lines))
 
 
+def _committed(result: RunResult) -> int:
+    """0 for a run that committed, unless the attribution snapshot after it failed: then its error."""
+    if result.attribution_error is not None:
+        raise result.attribution_error
+    return 0
+
+
 async def _once(args: argparse.Namespace, settings: Settings) -> int:
-    async with open_resources(settings) as (client, pool):
+    async with open_resources(settings) as (client, pool), progress.terminal_bar() as bar:
         result = await run_once(
             client=client,
             pool=pool,
@@ -209,10 +235,11 @@ async def _once(args: argparse.Namespace, settings: Settings) -> int:
             trigger="once",
             targets=args.instance,
             dry_run=args.dry_run,
+            full=args.full,
+            progress=bar,
         )
-        print_result(result, as_json=args.json)
-        await attribution_store.after_sync(pool, settings, result.report.run_id, dry_run=args.dry_run)
-    return 0
+    print_result(result, as_json=args.json)
+    return _committed(result)
 
 
 async def _daemon(args: argparse.Namespace, settings: Settings) -> int:
@@ -229,15 +256,22 @@ async def _daemon(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _resync(args: argparse.Namespace, settings: Settings) -> int:
     targets = None if args.all else args.instance
+    # Named instances are asked afresh: that is the after-upgrade case.
+    full = args.full or targets is not None
     if settings.admin.url is None:
-        async with open_resources(settings) as (client, pool):
+        async with open_resources(settings) as (client, pool), progress.terminal_bar() as bar:
             result = await run_once(
-                client=client, pool=pool, settings=settings, trigger="resync", targets=targets
+                client=client,
+                pool=pool,
+                settings=settings,
+                trigger="resync",
+                targets=targets,
+                full=full,
+                progress=bar,
             )
-            print_result(result, as_json=args.json)
-            await attribution_store.after_sync(pool, settings, result.report.run_id, dry_run=False)
-        return 0
-    record = await admin.resync(settings, targets, wait=args.wait)
+        print_result(result, as_json=args.json)
+        return _committed(result)
+    record = await admin.resync(settings, targets, wait=args.wait, full=full)
     return admin.show(record, as_json=args.json)
 
 
@@ -328,8 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None and args.once:
         handler = _once
-    elif handler is None and (args.instance or args.dry_run or args.json):
-        parser.error("--instance, --dry-run and --json go with --once")
+    elif handler is None and (args.instance or args.dry_run or args.json or args.full):
+        parser.error("--instance, --dry-run, --json and --full go with --once")
     if handler is None:
         handler = _daemon
     try:

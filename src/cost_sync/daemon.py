@@ -1,8 +1,11 @@
 """The long-running daemon: scheduled syncs, the admin HTTP endpoint, coalesced triggers, clean stop.
 
 Wiring only: runs are :func:`cost_sync.sync.run_once`. Inside the process one run happens at a
-time; triggers that arrive while a run is in flight coalesce into one follow-up run covering their
-union (the whole fleet if any asked for it). Across processes the run's advisory lock serialises.
+time. Triggers that arrive while a run is in flight coalesce: targeted resyncs into one follow-up
+covering their union, whole-fleet triggers into another, and the targeted one goes first, so ops
+get the price they asked for within about one run's budget. While a whole-fleet run leaves rows
+pending (its time budget ran out), the next one starts at once. Across processes the run's
+advisory lock serialises.
 On SIGTERM/SIGINT the scheduler stops, an in-flight run gets ``shutdown_grace_seconds`` to finish
 and is then cancelled (its transaction rolls back), and the HTTP endpoint closes.
 """
@@ -33,20 +36,21 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cost_sync import attribution_store, schedule
+from cost_sync import schedule
 from cost_sync.errors import CostSyncError
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.httpserve import AppServer
 from cost_sync.models import RunReport
 from cost_sync.settings import Settings
-from cost_sync.sync import run_once
+from cost_sync.store import Store
+from cost_sync.sync import Progress, run_once
 
 log = structlog.get_logger(__name__)
 
@@ -71,15 +75,19 @@ class RunRecord:
     run_id: uuid.UUID
     trigger: str
     instances: list[str] | None
+    #: Ask every service of the run afresh instead of using cached prices.
+    full: bool = False
     state: RunState = RunState.QUEUED
     requests: int = 1
     report: RunReport | None = None
     error: str | None = None
+    progress: Progress = field(default_factory=Progress, repr=False)
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
-    def merge(self, instances: list[str] | None) -> None:
+    def merge(self, instances: list[str] | None, *, full: bool) -> None:
         """Widen this queued run to also cover ``instances`` (None: the whole fleet)."""
         self.requests += 1
+        self.full = self.full or full
         if self.instances is None or instances is None:
             self.instances = None
         else:
@@ -93,6 +101,8 @@ class RunRecord:
             "state": self.state.value,
             "instances": self.instances,
             "requests": self.requests,
+            "full": self.full,
+            "progress": self.progress.as_json() if self.state is RunState.RUNNING else None,
             "error": self.error,
             "report": self.report.model_dump(mode="json") if self.report else None,
         }
@@ -102,11 +112,12 @@ Execute = Callable[[RunRecord], Awaitable[RunReport]]
 
 
 class Runner:
-    """Runs one sync at a time and coalesces the triggers that arrive meanwhile into one follow-up."""
+    """Runs one sync at a time; coalesces triggers into a targeted and a whole-fleet follow-up."""
 
     def __init__(self, execute: Execute) -> None:
         self._execute = execute
-        self._pending: RunRecord | None = None
+        self._targeted: RunRecord | None = None
+        self._fleet: RunRecord | None = None
         self._current: RunRecord | None = None
         self._driver: asyncio.Task[None] | None = None
         self._closed = False
@@ -115,21 +126,30 @@ class Runner:
     @property
     def busy(self) -> bool:
         """True while a run is in flight or queued."""
-        return self._current is not None or self._pending is not None
+        return self._current is not None or self._targeted is not None or self._fleet is not None
 
-    def request(self, instances: list[str] | None, trigger: str) -> RunRecord:
-        """Queue a run (or widen the queued one); return the record that will carry it out."""
+    @property
+    def current(self) -> RunRecord | None:
+        """The run in flight, if any."""
+        return self._current
+
+    def request(self, instances: list[str] | None, trigger: str, *, full: bool = False) -> RunRecord:
+        """Queue a run (or widen the queued one of its kind); return the record that will carry it out."""
         if self._closed:
             raise CostSyncError("the daemon is shutting down")
-        if self._pending is None:
-            self._pending = RunRecord(uuid.uuid4(), trigger, list(instances) if instances else None)
-            self._remember(self._pending)
+        queued = self._fleet if instances is None else self._targeted
+        if queued is None:
+            queued = RunRecord(uuid.uuid4(), trigger, list(instances) if instances else None, full=full)
+            if instances is None:
+                self._fleet = queued
+            else:
+                self._targeted = queued
+            self._remember(queued)
         else:
-            self._pending.merge(instances)
-        record = self._pending
+            queued.merge(instances, full=full)
         if self._driver is None or self._driver.done():
             self._driver = asyncio.create_task(self._drive(), name="cost-sync-runner")
-        return record
+        return queued
 
     def get(self, run_id: uuid.UUID) -> RunRecord | None:
         """A known run by id."""
@@ -140,9 +160,17 @@ class Runner:
         while len(self.runs) > RUNS_KEPT:
             self.runs.popitem(last=False)
 
+    def _next(self) -> RunRecord | None:
+        # Targeted resyncs first: ops asked for those prices and are waiting for them.
+        record: RunRecord | None
+        if self._targeted is not None:
+            record, self._targeted = self._targeted, None
+        else:
+            record, self._fleet = self._fleet, None
+        return record
+
     async def _drive(self) -> None:
-        while self._pending is not None:
-            record, self._pending = self._pending, None
+        while (record := self._next()) is not None:
             self._current = record
             record.state = RunState.RUNNING
             try:
@@ -159,14 +187,26 @@ class Runner:
             finally:
                 self._current = None
                 record.done.set()
+            self._catch_up(record)
+
+    def _catch_up(self, record: RunRecord) -> None:
+        """After a whole-fleet run that left rows pending and made progress, queue the next one now."""
+        report = record.report
+        if self._closed or report is None or record.instances is not None:
+            return
+        cache = report.price_cache
+        if cache.pending and cache.asked:
+            log.info("daemon.catch_up", pending=cache.pending, after_run=str(record.run_id))
+            self.request(None, "catchup")
 
     async def close(self, grace: float) -> bool:
-        """Refuse new runs, drop the queued one, give the in-flight run ``grace`` s; True if it finished."""
+        """Refuse new runs, drop the queued ones, give the in-flight run ``grace`` s; True if it finished."""
         self._closed = True
-        if self._pending is not None:
-            self._pending.state, self._pending.error = RunState.FAILED, "not started: the daemon stopped"
-            self._pending.done.set()
-            self._pending = None
+        for queued in (self._targeted, self._fleet):
+            if queued is not None:
+                queued.state, queued.error = RunState.FAILED, "not started: the daemon stopped"
+                queued.done.set()
+        self._targeted = self._fleet = None
         if self._driver is None or self._driver.done():
             return True
         done, _ = await asyncio.wait({self._driver}, timeout=grace)
@@ -194,12 +234,44 @@ class _HostwindsRequests(Collector):
         yield family
 
 
+class _OldestObservation(Collector):
+    """The age of the oldest cached price observation, computed at scrape time."""
+
+    def __init__(self) -> None:
+        #: When the oldest observation was made, as the last run left the cache; None: empty or unknown.
+        self.oldest: datetime | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        if self.oldest is None:
+            return
+        yield GaugeMetricFamily(
+            "cost_sync_price_observation_oldest_age_seconds",
+            "Age of the oldest cached get_billingcycle_prices answer.",
+            value=max(0.0, (datetime.now(UTC) - self.oldest).total_seconds()),
+        )
+
+
 class Metrics:
     """The daemon's Prometheus metrics, in a registry of its own."""
 
     def __init__(self, client: HostwindsClient) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        self.in_progress = Gauge("cost_sync_run_in_progress", "1 while a run is in flight.", registry=r)
+        self.cache_services = Counter(
+            "cost_sync_price_cache_services",
+            "Services per run by what the price cache did: hit, asked, failed, pending.",
+            ["result"],
+            registry=r,
+        )
+        self.cache_asks = Counter(
+            "cost_sync_price_cache_asks",
+            "Services asked for cycle prices, by reason: new, changed, stale, forced.",
+            ["reason"],
+            registry=r,
+        )
+        self.oldest_observation = _OldestObservation()
+        r.register(self.oldest_observation)
         self.runs = Counter(
             "cost_sync_runs", "Runs by trigger and outcome.", ["trigger", "outcome"], registry=r
         )
@@ -234,6 +306,16 @@ class Metrics:
             return
         self.duration.observe(report.duration_seconds)
         self.rows_updated.inc(report.updated)
+        cache = report.price_cache
+        for result, count in (
+            ("hit", cache.hits),
+            ("asked", cache.asked),
+            ("failed", cache.failed),
+            ("pending", cache.pending),
+        ):
+            self.cache_services.labels(result=result).inc(count)
+        for reason, count in cache.reasons.items():
+            self.cache_asks.labels(reason=reason).inc(count)
         self.last_success.set(report.finished_at.timestamp())
         if full:
             self.by_source.clear()
@@ -258,6 +340,7 @@ class Daemon:
         self.settings = settings
         self.client = client
         self.pool = pool
+        self.store = Store(pool)
         self.cron = schedule.cron_trigger(settings.sync.schedule)
         self.trigger = trigger or self.cron
         self.runner = Runner(self._execute)
@@ -267,23 +350,27 @@ class Daemon:
         self.admin_url: str | None = None
 
     async def _execute(self, record: RunRecord) -> RunReport:
+        self.metrics.in_progress.set(1)
         try:
             result = await run_once(
                 client=self.client,
-                pool=self.pool,
+                store=self.store,
                 settings=self.settings,
                 trigger=record.trigger,
                 targets=record.instances,
+                full=record.full,
                 run_id=record.run_id,
                 strict_targets=False,
+                progress=record.progress,
             )
         except BaseException:
             self.metrics.observe(record.trigger, None, full=record.instances is None)
             raise
+        finally:
+            self.metrics.in_progress.set(0)
         self.metrics.observe(record.trigger, result.report, full=record.instances is None)
         with contextlib.suppress(CostSyncError):
-            # The sync is committed whatever happens here; after_sync logs its own failure.
-            await attribution_store.after_sync(self.pool, self.settings, result.report.run_id, dry_run=False)
+            self.metrics.oldest_observation.oldest = await self.store.oldest_observation()
         return result.report
 
     async def _scheduled(self) -> None:
@@ -352,6 +439,7 @@ class Daemon:
         except ValueError:
             return JSONResponse({"error": "the body must be JSON"}, status_code=400)
         instances = body.get("instances") if isinstance(body, dict) else None
+        full = body.get("full", False) if isinstance(body, dict) else False
         if not isinstance(body, dict) or (
             "instances" in body
             and not (
@@ -364,8 +452,11 @@ class Daemon:
                 {"error": 'expected {"instances": ["id", ...]} (1 to 1000 non-empty strings) or {}'},
                 status_code=400,
             )
+        if not isinstance(full, bool):
+            return JSONResponse({"error": '"full" must be true or false'}, status_code=400)
         try:
-            record = self.runner.request(instances, "resync")
+            # Named instances are asked afresh: that is the after-upgrade case.
+            record = self.runner.request(instances, "resync", full=full or instances is not None)
         except CostSyncError as exc:
             return JSONResponse({"error": str(exc)}, status_code=503)
         log.info("daemon.resync_requested", run_id=str(record.run_id), instances=instances)

@@ -14,6 +14,7 @@ import asyncio
 import shutil
 import signal
 import tempfile
+import uuid
 import warnings
 from collections.abc import Callable
 from decimal import Decimal
@@ -98,17 +99,23 @@ async def _seed_tenants(conn: asyncpg.Connection) -> None:
         await conn.execute((fixtures / name).read_text(encoding="utf-8"))
     domains = {}
     for tenant, domain in DEMO_TENANTS.items():
-        tenant_id = await conn.fetchval("INSERT INTO tenants (name) VALUES ($1) RETURNING id", tenant)
+        # Ids derived from names: the same ids, so the same cent tie-breaks, on every demo run.
+        tenant_id = await conn.fetchval(
+            "INSERT INTO tenants (id, name) VALUES ($1, $2) RETURNING id",
+            uuid.uuid5(uuid.NAMESPACE_DNS, domain),
+            tenant,
+        )
         domains[tenant] = await conn.fetchval(
             "INSERT INTO domains (tenant_id, domain) VALUES ($1, $2) RETURNING id", tenant_id, domain
         )
     for address, vps, status, assignments in DEMO_IPS:
         ip_id = await conn.fetchval(
-            "INSERT INTO smtp_ip_addresses (vps_instance_id, ip_address, status)"
-            " SELECT id, $2, $3 FROM vps_instances WHERE hostwinds_instance_id = $1 RETURNING id",
+            "INSERT INTO smtp_ip_addresses (id, vps_instance_id, ip_address, status)"
+            " SELECT $4, id, $2, $3 FROM vps_instances WHERE hostwinds_instance_id = $1 RETURNING id",
             vps,
             address,
             status,
+            uuid.uuid5(uuid.NAMESPACE_DNS, address),
         )
         for tenant, assignment_status in assignments:
             await conn.execute(
@@ -193,7 +200,6 @@ async def run_demo(*, keep: bool, out: Print = print) -> int:
         )
         async with open_resources(settings) as (client, pool):
             first = await run_once(client=client, pool=pool, settings=settings, trigger="demo")
-            await attribution_store.after_sync(pool, settings, first.report.run_id, dry_run=False)
             out("")
             out("\n".join(await _table(dsn, first.outcomes)))
             out("")
@@ -202,7 +208,9 @@ async def run_demo(*, keep: bool, out: Print = print) -> int:
             out("")
             out(
                 f"Second run on the same prices: {second.report.updated} rows written, "
-                f"{second.report.unchanged} unchanged (a steady state writes nothing)."
+                f"{second.report.unchanged} unchanged (a steady state writes nothing); "
+                f"{second.report.price_cache.hits} per-service prices from the cache, "
+                f"{second.report.price_cache.asked} asked again."
             )
             report = await attribution_store.compute(pool, settings)
             out("")

@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import asyncpg
 import structlog
 
 from cost_sync.errors import MigrationError
+from cost_sync.sqlfiles import sql_dir
+
+__all__ = ["MIGRATE_LOCK_KEY", "Migration", "applied", "check", "discover", "migrate", "rollback", "sql_dir"]
 
 log = structlog.get_logger(__name__)
 
@@ -25,14 +27,6 @@ log = structlog.get_logger(__name__)
 MIGRATE_LOCK_KEY = 0x63732D6D696772
 _NAME = re.compile(r"^(?P<version>\d{4})_[a-z0-9_]+\.sql$")
 _RAISED = re.compile(r'invalid input syntax for type integer: "cost-sync: (?P<message>.*)"', re.S)
-
-
-def sql_dir() -> Path:
-    """The folder holding cost-sync's SQL: inside the installed package, else the checkout's."""
-    packaged = Path(str(resources.files("cost_sync"))) / "sql"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parents[2] / "sql"
 
 
 @dataclass(frozen=True)

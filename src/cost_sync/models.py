@@ -69,6 +69,19 @@ class UnpricedReason(StrEnum):
     CYCLE_NOT_OFFERED = "cycle_not_offered"
     INVALID_PRICE = "invalid_price"
     OUT_OF_RANGE = "out_of_range"
+    #: Hostwinds answered this service's cycle prices with an error or an unreadable body.
+    CYCLE_PRICES_UNAVAILABLE = "cycle_prices_unavailable"
+    #: The run's time budget ran out before this service was asked; the next run continues.
+    PENDING = "pending"
+
+
+class AskReason(StrEnum):
+    """Why a run asks Hostwinds for one service's cycle prices instead of using the cache."""
+
+    NEW = "new"
+    CHANGED = "changed"
+    STALE = "stale"
+    FORCED = "forced"
 
 
 #: The exact text of one price cell as Hostwinds sent it (a JSON number is kept as its Decimal
@@ -141,6 +154,21 @@ class Plan(_Frozen):
     prices: Mapping[Cycle, PriceCell] = Field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What ``get_billingcycle_prices`` answered for one service, and when, as the cache keeps it.
+
+    ``prices`` holds each cycle's exact price text (empty: Hostwinds had no data for the service);
+    ``fingerprint`` is the instance's :func:`cost_sync.matching.fingerprint` when it was asked.
+    """
+
+    serviceid: int
+    prices: Mapping[Cycle, PriceCell]
+    fingerprint: str
+    observed_at: datetime
+    run_id: uuid.UUID
+
+
 # The per-row types below are made by cost-sync itself, once per row per run (100,000 at a time):
 # frozen slotted dataclasses, not validated models, so a large fleet costs little time and memory.
 
@@ -191,6 +219,23 @@ class RowOutcome:
         return isinstance(self.result, Estimate) and self.result.monthly != self.row.approximate_cost
 
 
+class PriceCacheReport(_Frozen):
+    """What the price observation cache did in one run."""
+
+    #: Services priced from a cached observation, without asking Hostwinds.
+    hits: int = 0
+    #: Services asked for their cycle prices (answered or failed).
+    asked: int = 0
+    #: Why services were asked: new, changed, stale, forced.
+    reasons: dict[str, int] = Field(
+        default_factory=lambda: {reason.value: 0 for reason in AskReason},
+    )
+    #: Asked services whose answer was an error or unreadable (their rows are unpriced).
+    failed: int = 0
+    #: Services the run's time budget did not reach (their rows keep their value).
+    pending: int = 0
+
+
 class RunReport(_Frozen):
     """The outcome of one run, as logged, printed and stored in the run ledger."""
 
@@ -215,6 +260,7 @@ class RunReport(_Frozen):
     instances: list[str] | None = None
     #: Targets that named no row in scope (a daemon run syncs the others), with the reason.
     unknown_instances: dict[str, str] = Field(default_factory=dict)
+    price_cache: PriceCacheReport = Field(default_factory=PriceCacheReport)
     error: str | None = None
 
     @property

@@ -28,6 +28,8 @@ from cost_sync.models import (
 
 __all__ = [
     "MAX_MONTHLY",
+    "UNREADABLE_CELL",
+    "cacheable_cell",
     "estimate_instance",
     "index_instances",
     "match_instance",
@@ -55,6 +57,22 @@ _INVALID_PRICE = UnpricedReason.INVALID_PRICE
 # Half-up rounding makes monthly_from_cycle(p, m) > MAX_MONTHLY exactly when
 # p >= (MAX_MONTHLY + half a cent) * m; these few-digit products are exact.
 _MAX_CYCLE_PRICE: dict[Cycle, Decimal] = {c: (MAX_MONTHLY + _HALF_CENT) * c.months for c in Cycle}
+
+
+#: What the observation cache keeps in place of a cell that is not a number: the text Hostwinds
+#: sent there could be anything (an object with a password was seen), so it is not kept.
+UNREADABLE_CELL = "[not a number]"
+
+
+def cacheable_cell(cell: PriceCell) -> PriceCell:
+    """The cell as the cache may keep it: a number or a blank as sent, anything else as a marker.
+
+    The marker parses as an invalid price, so a cached answer prices exactly as the fresh one did.
+    """
+    text = cell.strip()
+    if text == "" or _NUMBER.fullmatch(text) is not None:
+        return cell
+    return UNREADABLE_CELL
 
 
 # The pure functions below are cached: a fleet repeats a handful of spellings and prices across

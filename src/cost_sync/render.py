@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from cost_sync.models import Estimate, RowOutcome, RunReport, Unpriced
+from cost_sync.models import Estimate, RowOutcome, RunReport, Unpriced, UnpricedReason
 
 
 def money(value: Decimal | None) -> str:
@@ -52,19 +52,31 @@ def summary(report: RunReport) -> list[str]:
         ("unchanged", str(report.unchanged), ""),
         ("unpriced (value kept)", str(unpriced), _counts(report.unpriced_by_reason)),
         ("Hostwinds calls", str(calls), _counts(report.hostwinds_calls)),
+        ("cached prices used", str(report.price_cache.hits), ""),
+        (
+            "prices asked",
+            str(report.price_cache.asked),
+            _counts({k: v for k, v in report.price_cache.reasons.items() if v}),
+        ),
         ("fleet monthly total", f"{money(report.total_before)} -> {money(report.total_after)}", ""),
     ]
     for label, value, detail in pairs:
         lines.append(f"  {label:<22} {value:>6}" + (f"  ({detail})" if detail else ""))
+    if report.price_cache.pending:
+        lines.append(
+            f"  {report.price_cache.pending} services pending: the run's time budget ran out before "
+            "they were asked; their rows keep their value and the next run continues"
+        )
     return lines
 
 
 def unpriced_rows(outcomes: Sequence[RowOutcome]) -> list[str]:
     """The unpriced rows with their reasons, or nothing when every row was priced."""
+    # Pending rows are counted in the summary: a budgeted cold run can leave thousands.
     rows = [
         [_row_name(o), o.result.reason.value, o.result.detail]
         for o in outcomes
-        if isinstance(o.result, Unpriced)
+        if isinstance(o.result, Unpriced) and o.result.reason is not UnpricedReason.PENDING
     ]
     if not rows:
         return []

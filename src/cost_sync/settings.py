@@ -157,6 +157,10 @@ class SyncSettings(_Section):
     jitter_seconds: int = Field(default=0, ge=0)
     misfire_grace_seconds: int = Field(default=300, ge=1)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    #: A cached per-service price older than this is asked again (refreshes spread over this window).
+    max_price_age_seconds: float = Field(default=86400.0, gt=0, le=366 * 86400)
+    #: When a run has spent this long, it stops asking Hostwinds, prices what it has and commits.
+    max_run_seconds: float = Field(default=300.0, gt=0, le=86400)
 
     @field_validator("statuses")
     @classmethod

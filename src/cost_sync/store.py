@@ -1,186 +1,298 @@
-"""asyncpg access to ``vps_instances`` and cost-sync's own tables; never opens or closes a pool.
+"""The run's database access: one :class:`Store` over an asyncpg pool, its queries in ``sql/queries/``.
 
 Guarantees: a run's writes (changed values, their history rows, the run's ledger row) happen in one
 transaction, in one statement each; only rows whose value differs are updated (``IS DISTINCT
 FROM``), so a steady-state run writes nothing but its ledger row; a row whose status left the scope
-during the run is not touched. Runs are exclusive across processes through an advisory lock.
+during the run is not touched. Price observations are committed on their own, apart from that
+transaction. Runs are exclusive across processes through an advisory lock. Every database failure
+leaves this module as a :class:`~cost_sync.errors.DatabaseError`; the store never opens or closes
+the pool it is handed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, TypeAlias
+from functools import cache
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 import asyncpg
 
+from cost_sync import attribution_store
 from cost_sync.errors import DatabaseError, LockTimeout
-from cost_sync.models import Estimate, RowOutcome, RunReport, VpsRow
+from cost_sync.models import Cycle, Estimate, Observation, RowOutcome, RunReport, VpsRow
+from cost_sync.settings import Settings
+from cost_sync.sqlfiles import sql_dir
 
 if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
     from asyncpg.pool import PoolConnectionProxy
+
+__all__ = ["SYNC_LOCK_KEY", "Conn", "RunStore", "Store", "database_error", "queries"]
 
 #: Advisory lock key making sync runs exclusive (ASCII "cs-sync").
 SYNC_LOCK_KEY = 0x63732D73796E63
 _LOCK_POLL_SECONDS = 0.2
+#: How long recording a failed run may take: the database may be what failed.
+_RECORD_TIMEOUT_SECONDS = 5.0
 
 #: A connection of its own or one borrowed from a pool.
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
-_READ_ROWS = """
-SELECT id, hostwinds_instance_id, status, approximate_cost
-FROM vps_instances
-WHERE status = ANY($1::text[])
-ORDER BY id
-"""
-
-_READ_ALL_IDS = "SELECT id, hostwinds_instance_id, status FROM vps_instances"
-
-# One statement. `prior` is read in the statement's snapshot, so it holds the values from before
-# the UPDATE, and RETURNING hands each changed row's old and new value to the history INSERT.
-# What a history row says of the price (source, cycle, cycle price, months, product) repeats
-# across a fleet, so each distinct "basis" is sent once and rows refer to it by position.
-_WRITE = """
-WITH basis AS (
-    SELECT *
-    FROM unnest($5::text[], $6::text[], $7::numeric[], $8::int[], $9::bool[], $10::int[], $11::text[])
-         WITH ORDINALITY
-         AS b(source, cycle, cycle_price, months, hourly_ceiling, product_id, product_name, position)
-),
-new AS (
-    SELECT * FROM unnest($2::uuid[], $3::numeric[], $4::int[]) AS n(id, cost, basis)
-),
-changed AS (
-    UPDATE vps_instances v
-    SET approximate_cost = new.cost, updated = now()
-    FROM new JOIN vps_instances prior ON prior.id = new.id
-    WHERE v.id = new.id
-      AND v.approximate_cost IS DISTINCT FROM new.cost
-      AND v.status = ANY($12::text[])
-    RETURNING v.id, prior.hostwinds_instance_id, prior.approximate_cost AS old_cost, new.cost, new.basis
-)
-INSERT INTO cost_sync_history (run_id, vps_instance_id, hostwinds_instance_id, old_cost, new_cost,
-                               source, cycle, cycle_price, months, hourly_ceiling, product_id,
-                               product_name)
-SELECT $1, c.id, c.hostwinds_instance_id, c.old_cost, c.cost, b.source, b.cycle, b.cycle_price,
-       b.months, b.hourly_ceiling, b.product_id, b.product_name
-FROM changed c JOIN basis b ON b.position = c.basis
-"""
-
-_INSERT_RUN = """
-INSERT INTO cost_sync_runs (id, trigger, outcome, started, finished, instances, rows_in_scope,
-                            matched, updated, unchanged, unpriced, priced_by_source,
-                            unpriced_by_reason, hostwinds_calls, error)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13::jsonb, $14::jsonb, $15)
-"""
+_QUERY_NAME = re.compile(r"^-- name: (\w+)\s*$", re.M)
+_CYCLES = {cycle.value: cycle for cycle in Cycle}
 
 
-async def read_rows(conn: Conn, statuses: Sequence[str]) -> list[VpsRow]:
-    """Every ``vps_instances`` row whose status is in scope."""
-    records = await conn.fetch(_READ_ROWS, list(statuses))
-    return [
-        VpsRow(
-            id=r["id"],
-            hostwinds_instance_id=r["hostwinds_instance_id"],
-            status=r["status"],
-            approximate_cost=r["approximate_cost"],
-        )
-        for r in records
-    ]
+@cache
+def queries(group: str = "sync") -> dict[str, str]:
+    """The named queries of ``sql/queries/<group>.sql`` (``-- name: NAME`` starts each one)."""
+    text = (sql_dir() / "queries" / f"{group}.sql").read_text(encoding="utf-8")
+    parts = _QUERY_NAME.split(text)
+    # parts: [preamble, name1, body1, name2, body2, ...]
+    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
-async def read_identities(conn: Conn) -> list[tuple[uuid.UUID, str | None, str | None]]:
-    """(id, hostwinds_instance_id, status) of every row, to resolve ``--instance`` arguments."""
-    return [(r["id"], r["hostwinds_instance_id"], r["status"]) for r in await conn.fetch(_READ_ALL_IDS)]
+def database_error(exc: BaseException) -> DatabaseError:
+    """An operator-facing DatabaseError for a failed statement or a lost connection."""
+    if isinstance(exc, DatabaseError):
+        return exc
+    return DatabaseError(f"the run failed in PostgreSQL: {type(exc).__name__}: {exc}")
 
 
-@asynccontextmanager
-async def run_lock(conn: Conn, *, timeout: float) -> AsyncIterator[None]:
-    """Hold the sync advisory lock; wait up to ``timeout`` seconds, then raise LockTimeout."""
-    deadline = time.monotonic() + timeout
-    while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", SYNC_LOCK_KEY):
-        if time.monotonic() >= deadline:
-            raise LockTimeout(f"another run is in progress (waited {timeout:g} s for it to finish)")
-        await asyncio.sleep(_LOCK_POLL_SECONDS)
+@contextmanager
+def _mapped() -> Iterator[None]:
+    """The one place where asyncpg's and the socket's errors become cost-sync's DatabaseError."""
     try:
         yield
-    finally:
-        if not conn.is_closed():
-            await conn.execute("SELECT pg_advisory_unlock($1)", SYNC_LOCK_KEY)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        raise database_error(exc) from None
+
+
+class RunStore(Protocol):
+    """What a sync run needs of a database; :class:`Store` is the real one."""
+
+    def lock(self, *, timeout: float) -> AbstractAsyncContextManager[None]:
+        """Hold the run lock; wait up to ``timeout`` seconds, then raise LockTimeout."""
+        ...
+
+    async def read_rows(self, statuses: Sequence[str]) -> list[VpsRow]:
+        """Every ``vps_instances`` row whose status is in scope."""
+        ...
+
+    async def read_identities(self) -> list[tuple[uuid.UUID, str | None, str | None]]:
+        """(id, hostwinds_instance_id, status) of every row."""
+        ...
+
+    async def read_observations(self, serviceids: Sequence[int]) -> dict[int, Observation]:
+        """The cached observations of these services."""
+        ...
+
+    async def save_observations(self, observations: Sequence[Observation]) -> None:
+        """Commit a batch of observations now, apart from any run transaction."""
+        ...
+
+    async def commit_run(
+        self,
+        run_id: uuid.UUID,
+        outcomes: Sequence[RowOutcome],
+        *,
+        statuses: Sequence[str],
+        finish: Callable[[int], RunReport],
+    ) -> RunReport:
+        """Write the changed estimates and the ledger row ``finish(updated)`` in one transaction."""
+        ...
+
+    async def record_run(self, report: RunReport) -> None:
+        """Write one ledger row on its own (a failed run's)."""
+        ...
+
+    async def write_attribution(self, settings: Settings, run_id: uuid.UUID) -> int:
+        """After a committed run: replace the tenant attribution snapshot; return rows written."""
+        ...
+
+
+class Store:
+    """The real :class:`RunStore`, on an asyncpg pool it does not own."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._q = queries("sync")
+
+    @asynccontextmanager
+    async def lock(self, *, timeout: float) -> AsyncIterator[None]:
+        """Hold the sync advisory lock on a connection of its own for the block's duration."""
+        deadline = time.monotonic() + timeout
+        with _mapped():
+            async with self._pool.acquire() as conn:
+                while not await conn.fetchval(self._q["try_lock"], SYNC_LOCK_KEY):
+                    if time.monotonic() >= deadline:
+                        raise LockTimeout(
+                            f"another run is in progress (waited {timeout:g} s for it to finish)"
+                        )
+                    await asyncio.sleep(_LOCK_POLL_SECONDS)
+                try:
+                    yield
+                finally:
+                    if not conn.is_closed():
+                        await conn.execute(self._q["unlock"], SYNC_LOCK_KEY)
+
+    async def read_rows(self, statuses: Sequence[str]) -> list[VpsRow]:
+        """Every ``vps_instances`` row whose status is in scope."""
+        with _mapped():
+            records = await self._pool.fetch(self._q["read_rows"], list(statuses))
+        return [
+            VpsRow(
+                id=r["id"],
+                hostwinds_instance_id=r["hostwinds_instance_id"],
+                status=r["status"],
+                approximate_cost=r["approximate_cost"],
+            )
+            for r in records
+        ]
+
+    async def read_identities(self) -> list[tuple[uuid.UUID, str | None, str | None]]:
+        """(id, hostwinds_instance_id, status) of every row, to resolve ``--instance`` arguments."""
+        with _mapped():
+            records = await self._pool.fetch(self._q["read_identities"])
+        return [(r["id"], r["hostwinds_instance_id"], r["status"]) for r in records]
+
+    async def read_observations(self, serviceids: Sequence[int]) -> dict[int, Observation]:
+        """The cached observations of these services (absent: never asked, or forgotten)."""
+        if not serviceids:
+            return {}
+        with _mapped():
+            records = await self._pool.fetch(self._q["read_observations"], list(serviceids))
+        return {
+            r["serviceid"]: Observation(
+                serviceid=r["serviceid"],
+                prices=_prices_from_json(r["prices"]),
+                fingerprint=r["fingerprint"],
+                observed_at=r["observed"],
+                run_id=r["run_id"],
+            )
+            for r in records
+        }
+
+    async def save_observations(self, observations: Sequence[Observation]) -> None:
+        """Upsert a batch of observations in a transaction of its own."""
+        if not observations:
+            return
+        with _mapped():
+            await self._pool.execute(
+                self._q["save_observations"],
+                [o.serviceid for o in observations],
+                [_prices_to_json(o) for o in observations],
+                [o.fingerprint for o in observations],
+                [o.observed_at for o in observations],
+                [o.run_id for o in observations],
+            )
+
+    async def oldest_observation(self) -> datetime | None:
+        """When the oldest cached observation was made; None when the cache is empty."""
+        with _mapped():
+            oldest: datetime | None = await self._pool.fetchval(self._q["oldest_observation"])
+        return oldest
+
+    async def commit_run(
+        self,
+        run_id: uuid.UUID,
+        outcomes: Sequence[RowOutcome],
+        *,
+        statuses: Sequence[str],
+        finish: Callable[[int], RunReport],
+    ) -> RunReport:
+        """Store every changed estimate, its history row and the run's ledger row in one transaction."""
+        with _mapped():
+            async with self._pool.acquire() as conn, conn.transaction():
+                updated = await self._write_estimates(conn, outcomes, statuses=statuses, run_id=run_id)
+                # The ledger row goes in last, with the final count, in the same transaction.
+                report = finish(updated)
+                await self._insert_run(conn, report)
+        return report
+
+    async def record_run(self, report: RunReport) -> None:
+        """Write a ledger row on its own connection, within a few seconds or not at all."""
+        with _mapped():
+            async with self._pool.acquire(timeout=_RECORD_TIMEOUT_SECONDS) as conn:
+                await self._insert_run(conn, report, timeout=_RECORD_TIMEOUT_SECONDS)
+
+    async def write_attribution(self, settings: Settings, run_id: uuid.UUID) -> int:
+        """Replace cost_sync_tenant_costs from the committed state, in a transaction of its own."""
+        return await attribution_store.write_snapshot(self._pool, settings, run_id=run_id)
+
+    async def _insert_run(self, conn: Conn, report: RunReport, *, timeout: float | None = None) -> None:
+        await conn.execute(
+            self._q["insert_run"],
+            report.run_id,
+            report.trigger,
+            report.outcome,
+            report.started_at,
+            report.finished_at,
+            list(report.instances) if report.instances else None,
+            report.rows_in_scope,
+            report.matched,
+            report.updated,
+            report.unchanged,
+            sum(report.unpriced_by_reason.values()),
+            _json(report.priced_by_source),
+            _json(report.unpriced_by_reason),
+            _json(report.hostwinds_calls),
+            report.error,
+            report.price_cache.model_dump_json(),
+            timeout=timeout,
+        )
+
+    async def _write_estimates(
+        self, conn: Conn, outcomes: Sequence[RowOutcome], *, statuses: Sequence[str], run_id: uuid.UUID
+    ) -> int:
+        priced = [(o.row, o.result) for o in outcomes if isinstance(o.result, Estimate) and o.changed]
+        if not priced:
+            return 0
+        ids: list[uuid.UUID] = []
+        costs: list[Decimal] = []
+        refs: list[int] = []
+        bases: dict[tuple[object, ...], int] = {}
+        for row, est in priced:
+            basis = (
+                est.source.value,
+                est.cycle.value if est.cycle else None,
+                est.cycle_price,
+                est.months,
+                est.hourly_ceiling,
+                est.product_id,
+                est.product_name,
+            )
+            ids.append(row.id)
+            costs.append(est.monthly)
+            # Positions count from 1, as WITH ORDINALITY does.
+            refs.append(bases.setdefault(basis, len(bases) + 1))
+        basis_columns = [list(column) for column in zip(*bases, strict=True)]
+        # asyncpg prepares and caches statements; after five executions PostgreSQL may switch to a
+        # generic plan that cannot see the arrays' sizes and joins them badly. Plan each run afresh.
+        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        status = await conn.execute(
+            self._q["write_estimates"], run_id, ids, costs, refs, *basis_columns, list(statuses)
+        )
+        # "INSERT 0 <n>": one history row per updated row.
+        return int(status.rsplit(" ", 1)[-1])
 
 
 def _json(counts: dict[str, int]) -> str:
     return json.dumps(counts, sort_keys=True)
 
 
-async def insert_run(conn: Conn, report: RunReport, *, instances: Sequence[str] | None = None) -> None:
-    """Write the run's ledger row."""
-    await conn.execute(
-        _INSERT_RUN,
-        report.run_id,
-        report.trigger,
-        report.outcome,
-        report.started_at,
-        report.finished_at,
-        list(instances) if instances else None,
-        report.rows_in_scope,
-        report.matched,
-        report.updated,
-        report.unchanged,
-        sum(report.unpriced_by_reason.values()),
-        _json(report.priced_by_source),
-        _json(report.unpriced_by_reason),
-        _json(report.hostwinds_calls),
-        report.error,
-    )
+def _prices_to_json(observation: Observation) -> str:
+    return json.dumps({cycle.value: text for cycle, text in observation.prices.items()}, sort_keys=True)
 
 
-async def write_estimates(
-    conn: Conn,
-    run_id: uuid.UUID,
-    outcomes: Sequence[RowOutcome],
-    *,
-    statuses: Sequence[str],
-) -> int:
-    """Store every changed estimate and its history row in one statement; return rows updated.
-
-    Must run inside the caller's transaction, which also writes the run's ledger row.
-    """
-    priced = [(o.row, o.result) for o in outcomes if isinstance(o.result, Estimate) and o.changed]
-    if not priced:
-        return 0
-    ids: list[uuid.UUID] = []
-    costs: list[Decimal] = []
-    refs: list[int] = []
-    bases: dict[tuple[object, ...], int] = {}
-    for row, est in priced:
-        basis = (
-            est.source.value,
-            est.cycle.value if est.cycle else None,
-            est.cycle_price,
-            est.months,
-            est.hourly_ceiling,
-            est.product_id,
-            est.product_name,
-        )
-        ids.append(row.id)
-        costs.append(est.monthly)
-        # Positions count from 1, as WITH ORDINALITY does.
-        refs.append(bases.setdefault(basis, len(bases) + 1))
-    basis_columns = [list(column) for column in zip(*bases, strict=True)]
-    # asyncpg prepares and caches statements; after five executions PostgreSQL may switch to a
-    # generic plan that cannot see the arrays' sizes and joins them badly. Plan each run afresh.
-    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-    status = await conn.execute(_WRITE, run_id, ids, costs, refs, *basis_columns, list(statuses))
-    # "INSERT 0 <n>": one history row per updated row.
-    return int(status.rsplit(" ", 1)[-1])
-
-
-def database_error(exc: BaseException) -> DatabaseError:
-    """An operator-facing DatabaseError for a failed statement or a lost connection."""
-    return DatabaseError(f"the run failed in PostgreSQL: {type(exc).__name__}: {exc}")
+def _prices_from_json(text: str) -> dict[Cycle, str]:
+    data = json.loads(text)
+    return {_CYCLES[key]: value for key, value in data.items() if key in _CYCLES and isinstance(value, str)}

@@ -1,46 +1,69 @@
-"""One run: fetch from Hostwinds, price every row in scope, write the changes in one transaction.
+"""One run: fetch from Hostwinds what is needed, price every row in scope, write the changes at once.
 
 This is the one place that orchestrates; it hands typed values from module to module and nothing
-reaches back. A run that cannot finish writes nothing but a ``failed`` ledger row, and raises.
+reaches back. A run asks ``get_billingcycle_prices`` only for services with no cached observation,
+another fingerprint, a stale observation, or when forced; it stops asking when its time budget is
+spent and reports the rows it did not reach as ``pending``. Answers are kept in the observation
+cache as they arrive, so a run that fails keeps them; it still writes nothing to ``vps_instances``
+but a ``failed`` ledger row, and raises.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import httpx
 import structlog
 
-from cost_sync import __version__, pricing, store
+from cost_sync import __version__, pricing
 from cost_sync.db import create_pool
-from cost_sync.errors import ConfigError, CostSyncError, DatabaseError
+from cost_sync.errors import ConfigError, CostSyncError, HostwindsResponseError
 from cost_sync.hostwinds import HostwindsClient
+from cost_sync.matching import (
+    PriceListKey,
+    PricePlan,
+    fingerprint,
+    match_rows,
+    plan_asks,
+    price_matched,
+    resolve_targets,
+    wanted_instances,
+)
 from cost_sync.models import (
-    Cycle,
+    AskReason,
     Estimate,
     Instance,
+    Observation,
     Plan,
-    PriceCell,
+    PriceCacheReport,
     RowOutcome,
     RunReport,
     Unpriced,
-    VpsRow,
+    UnpricedReason,
 )
 from cost_sync.settings import Settings
+from cost_sync.store import RunStore, Store
+
+__all__ = ["Progress", "RunResult", "SyncRun", "open_resources", "run_once"]
 
 log = structlog.get_logger(__name__)
 
-PriceListKey = tuple[bool, str | None]
+#: Answers kept in memory before they are committed to the observation cache.
+OBSERVATION_BATCH = 200
+#: Off a terminal, the least time between two ``sync.progress`` log lines.
+PROGRESS_LOG_SECONDS = 10.0
+# Asked first when the budget cannot cover every service: an upgraded plan before a routine refresh.
+_ASK_ORDER = {AskReason.FORCED: 0, AskReason.CHANGED: 1, AskReason.NEW: 2, AskReason.STALE: 3}
 
 
 @dataclass(frozen=True)
@@ -49,6 +72,8 @@ class RunResult:
 
     report: RunReport
     outcomes: list[RowOutcome] = field(default_factory=list)
+    #: Why the tenant attribution snapshot after this committed run could not be written.
+    attribution_error: CostSyncError | None = None
 
     @property
     def changes(self) -> list[RowOutcome]:
@@ -56,399 +81,481 @@ class RunResult:
         return [o for o in self.outcomes if o.changed]
 
 
-def resolve_targets(
-    targets: Sequence[str],
-    identities: Iterable[tuple[uuid.UUID, str | None, str | None]],
-    instances: Sequence[Instance],
-    statuses: Sequence[str],
-) -> tuple[set[uuid.UUID], dict[str, str]]:
-    """Row ids named by ``--instance`` arguments, and why each argument naming no row in scope fails.
+@dataclass
+class Progress:
+    """How far a run's asking has got; read by the terminal bar, ``/runs/{id}`` and the log."""
 
-    An argument may be a row's ``id``, its ``hostwinds_instance_id``, or a Hostwinds ``serviceid``
-    or ``server_uuid`` of the instance a row matches.
-    """
-    by_serviceid, by_uuid = pricing.index_instances(instances)
-    rows = list(identities)
-    chosen: set[uuid.UUID] = set()
-    problems: dict[str, str] = {}
-    for target in targets:
-        key = target.strip()
-        instance = pricing.match_instance(key, by_serviceid=by_serviceid, by_uuid=by_uuid)
-        hits = [
-            (row_id, status)
-            for row_id, hw_id, status in rows
-            if key.lower() == str(row_id)
-            or (hw_id is not None and hw_id.strip().lower() == key.lower())
-            or (
-                instance is not None
-                and pricing.match_instance(hw_id, by_serviceid=by_serviceid, by_uuid=by_uuid) is instance
-            )
-        ]
-        in_scope = [row_id for row_id, status in hits if status in statuses]
-        if not hits:
-            problems[target] = "matches no vps_instances row"
-        elif not in_scope:
-            row_id, status = hits[0]
-            problems[target] = f"row {row_id} has status {status!r}, which is not in scope"
-        chosen.update(in_scope)
-    return chosen, problems
+    to_ask: int = 0
+    asked: int = 0
+    failed: int = 0
+    started: float | None = None
+    #: Called after every answer; None logs ``sync.progress`` at most every PROGRESS_LOG_SECONDS.
+    listener: Callable[[Progress], None] | None = None
+    _logged: float = 0.0
 
+    def rate(self, now: float) -> float | None:
+        """Services asked per second so far."""
+        if self.started is None or now <= self.started or self.asked == 0:
+            return None
+        return self.asked / (now - self.started)
 
-async def _fetch_cycle_prices(
-    client: HostwindsClient, serviceids: Sequence[int], workers: int
-) -> dict[int, dict[Cycle, PriceCell]]:
-    """Per-service cycle prices, fetched by a bounded set of workers (memory stays flat at 100k)."""
-    results: dict[int, dict[Cycle, PriceCell]] = {}
-    pending = iter(serviceids)
+    def eta_seconds(self, now: float) -> float | None:
+        """Seconds until every service is asked at the rate so far."""
+        rate = self.rate(now)
+        return None if rate is None else (self.to_ask - self.asked) / rate
 
-    async def worker() -> None:
-        for serviceid in pending:
-            results[serviceid] = await client.get_billingcycle_prices(serviceid)
+    def as_json(self) -> dict[str, Any]:
+        """The progress for ``/runs/{id}``."""
+        now = time.monotonic()
+        rate, eta = self.rate(now), self.eta_seconds(now)
+        return {
+            "to_ask": self.to_ask,
+            "asked": self.asked,
+            "failed": self.failed,
+            "rate_per_second": None if rate is None else round(rate, 2),
+            "eta_seconds": None if eta is None else round(eta, 1),
+        }
 
-    async with asyncio.TaskGroup() as group:
-        for _ in range(max(1, min(workers, len(serviceids)))):
-            group.create_task(worker())
-    return results
+    def tick(self, *, failed: bool = False) -> None:
+        """Count one answer and tell whoever follows the run."""
+        self.asked += 1
+        self.failed += failed
+        if self.listener is not None:
+            self.listener(self)
+            return
+        now = time.monotonic()
+        if now - self._logged >= PROGRESS_LOG_SECONDS or self.asked == self.to_ask:
+            self._logged = now
+            log.info("sync.progress", **self.as_json())
 
 
-async def _fetch_price_lists(
-    client: HostwindsClient, keys: Iterable[PriceListKey]
-) -> dict[PriceListKey, dict[int, Plan]]:
-    ordered = sorted(set(keys), key=lambda k: (k[0], k[1] or ""))
-    lists = await asyncio.gather(
-        *(client.get_price_list(managed=managed, drive_type=drive) for managed, drive in ordered)
-    )
-    return dict(zip(ordered, lists, strict=True))
+@dataclass
+class _Fetched:
+    price_lists: dict[PriceListKey, dict[int, Plan]] = field(default_factory=dict)
+    answers: dict[int, Observation] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)
+    pending: list[int] = field(default_factory=list)
+
+
+class _ObservationWriter:
+    """Commits answers to the cache in batches as they arrive; a dry run keeps them in memory only."""
+
+    def __init__(self, store: RunStore, *, enabled: bool) -> None:
+        self._store = store
+        self._enabled = enabled
+        self._buffer: list[Observation] = []
+
+    async def add(self, observation: Observation) -> None:
+        self._buffer.append(observation)
+        if len(self._buffer) >= OBSERVATION_BATCH:
+            await self.flush()
+
+    async def flush(self) -> None:
+        batch, self._buffer = self._buffer, []
+        if batch and self._enabled:
+            await self._store.save_observations(batch)
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error a failed TaskGroup stands for: its first cost-sync error, else its first error."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    return next((e for e in leaves if isinstance(e, CostSyncError)), leaves[0])
 
 
 def _count(values: Iterable[str]) -> dict[str, int]:
     return dict(sorted(Counter(values).items()))
 
 
-def _report(
-    *,
-    run_id: uuid.UUID,
-    trigger: str,
-    started: datetime,
-    outcomes: Sequence[RowOutcome],
-    updated: int,
-    dry_run: bool,
-    calls: Mapping[str, int],
-    phases: Mapping[str, float],
-    instances: Sequence[str] | None,
-) -> RunReport:
-    estimates = [o.result for o in outcomes if isinstance(o.result, Estimate)]
-    unpriced = [o.result for o in outcomes if isinstance(o.result, Unpriced)]
-    before = sum((o.row.approximate_cost or Decimal(0) for o in outcomes), Decimal("0.00"))
-    after = sum(
-        (
-            o.result.monthly if isinstance(o.result, Estimate) else (o.row.approximate_cost or Decimal(0))
-            for o in outcomes
-        ),
-        Decimal("0.00"),
-    )
-    return RunReport(
-        run_id=run_id,
-        trigger=trigger,
-        outcome="succeeded",
-        dry_run=dry_run,
-        started_at=started,
-        finished_at=datetime.now(UTC),
-        rows_in_scope=len(outcomes),
-        matched=sum(1 for o in outcomes if o.instance is not None),
-        priced_by_source=_count(e.source.value for e in estimates),
-        unchanged=len(estimates) - sum(1 for o in outcomes if o.changed),
-        changed=sum(1 for o in outcomes if o.changed),
-        updated=updated,
-        unpriced_by_reason=_count(u.reason.value for u in unpriced),
-        hostwinds_calls=dict(sorted(calls.items())),
-        total_before=before,
-        total_after=after,
-        phase_seconds={k: round(v, 4) for k, v in phases.items()},
-        instances=list(instances) if instances else None,
-    )
+class SyncRun:
+    """One sync run from lock to ledger row; :meth:`execute` runs it once."""
 
+    def __init__(
+        self,
+        *,
+        client: HostwindsClient,
+        store: RunStore,
+        settings: Settings,
+        trigger: str = "once",
+        targets: Sequence[str] | None = None,
+        dry_run: bool = False,
+        full: bool = False,
+        run_id: uuid.UUID | None = None,
+        strict_targets: bool = True,
+        progress: Progress | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.settings = settings
+        self.trigger = trigger
+        self.targets = list(targets) if targets else None
+        self.dry_run = dry_run
+        self.full = full
+        self.run_id = run_id or uuid.uuid4()
+        self.strict_targets = strict_targets
+        self.progress = progress or Progress()
+        self._clock = clock
+        self._now = now
+        self.started_at = now()
+        self._deadline = clock() + settings.sync.max_run_seconds
+        self.phases: defaultdict[str, float] = defaultdict(float)
+        self._calls_before = Counter(client.calls)
 
-Match = tuple[VpsRow, Instance | None]
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Add the block's wall time to phase ``name`` (hostwinds, database, pricing)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] += time.perf_counter() - t0
 
+    @property
+    def calls(self) -> dict[str, int]:
+        """Hostwinds calls this run made, per action."""
+        return dict(sorted((Counter(self.client.calls) - self._calls_before).items()))
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector: pricing allocates two acyclic objects per row, and at
-    100,000 rows the collector's passes over every live object took 40% of the pricing time."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+    async def execute(self) -> RunResult:
+        """Run once; on failure record a failed run, write nothing to ``vps_instances``, raise."""
+        structlog.contextvars.bind_contextvars(run_id=str(self.run_id), trigger=self.trigger)
+        try:
+            # A dry run writes nothing, so it need not wait for (or block) a real run.
+            lock = (
+                self.store.lock(timeout=self.settings.database.lock_timeout_seconds)
+                if not self.dry_run
+                else contextlib.nullcontext()
+            )
+            async with lock:
+                try:
+                    result = await self._run()
+                except (Exception, asyncio.CancelledError) as exc:
+                    if not self.dry_run and not isinstance(exc, ConfigError):
+                        await self._record_failure(exc)
+                    raise
+                # Committed: nothing below may turn the run into a failed one. Still under the
+                # run lock, so the snapshot shows exactly this run's prices.
+                return await self._after_commit(result)
+        except CostSyncError as exc:
+            log.error("sync.failed", error=str(exc))
+            raise
+        finally:
+            structlog.contextvars.unbind_contextvars("run_id", "trigger")
 
+    async def _run(self) -> RunResult:
+        settings = self.settings
+        statuses = settings.sync.statuses
+        managed = settings.hostwinds.managed
 
-def match_rows(rows: Sequence[VpsRow], instances: Sequence[Instance]) -> list[Match]:
-    """Pair every row with the Hostwinds instance its ``hostwinds_instance_id`` names, if any."""
-    by_serviceid, by_uuid = pricing.index_instances(instances)
-    with _gc_paused():
-        return [
+        # Instances first: parsing a large answer is the run's memory peak, best met without the rows.
+        with self.phase("hostwinds"):
+            instances = await self.client.get_instances()
+        with self.phase("database"):
+            rows = await self.store.read_rows(statuses)
+
+        unknown: dict[str, str] = {}
+        if self.targets:
+            with self.phase("database"):
+                identities = await self.store.read_identities()
+            chosen, unknown = resolve_targets(self.targets, identities, instances, statuses)
+            if unknown and self.strict_targets:
+                raise ConfigError("; ".join(f"--instance {t}: {why}" for t, why in unknown.items()))
+            rows = [row for row in rows if row.id in chosen]
+
+        with self.phase("pricing"):
+            matches = match_rows(rows, instances)
+            wanted = wanted_instances(matches, settings.overrides)
+        with self.phase("database"):
+            observations = await self.store.read_observations(sorted(wanted))
+        plan = plan_asks(
+            wanted,
+            observations,
+            now=self._now(),
+            max_age_seconds=settings.sync.max_price_age_seconds,
+            managed=managed,
+            full=self.full,
+        )
+
+        with self.phase("hostwinds"):
+            fetched = await self._fetch(wanted, plan)
+
+        cycle_prices = {sid: o.prices for sid, o in plan.hits.items()}
+        cycle_prices.update({sid: o.prices for sid, o in fetched.answers.items()})
+        withheld = {
+            sid: Unpriced(UnpricedReason.CYCLE_PRICES_UNAVAILABLE, f"service {sid}: {why}")
+            for sid, why in fetched.failed.items()
+        }
+        withheld.update(
+            {
+                sid: Unpriced(UnpricedReason.PENDING, "not reached within this run's time budget")
+                for sid in fetched.pending
+            }
+        )
+        with self.phase("pricing"):
+            outcomes = price_matched(
+                matches,
+                overrides=settings.overrides,
+                cycle_prices=cycle_prices,
+                price_lists=fetched.price_lists,
+                managed=managed,
+                withheld=withheld,
+            )
+
+        for outcome in outcomes:
+            if isinstance(outcome.result, Unpriced) and outcome.result.reason is not UnpricedReason.PENDING:
+                log.warning(
+                    "sync.unpriced",
+                    row_id=str(outcome.row.id),
+                    hostwinds_instance_id=outcome.row.hostwinds_instance_id,
+                    reason=outcome.result.reason.value,
+                    detail=outcome.result.detail,
+                )
+        if fetched.pending:
+            log.info(
+                "sync.pending",
+                services=len(fetched.pending),
+                max_run_seconds=settings.sync.max_run_seconds,
+                note="the next run continues where this one stopped",
+            )
+
+        cache = PriceCacheReport(
+            hits=len(plan.hits),
+            asked=len(fetched.answers) + len(fetched.failed),
+            reasons={
+                reason.value: sum(
+                    1
+                    for sid, why in plan.asks.items()
+                    if why is reason and (sid in fetched.answers or sid in fetched.failed)
+                )
+                for reason in AskReason
+            },
+            failed=len(fetched.failed),
+            pending=len(fetched.pending),
+        )
+        draft = self._report(outcomes, unknown=unknown, cache=cache)
+        if self.dry_run:
+            final = draft
+        else:
+            with self.phase("database"):
+                final = await self.store.commit_run(
+                    self.run_id,
+                    outcomes,
+                    statuses=statuses,
+                    finish=lambda updated: draft.model_copy(
+                        update={"updated": updated, "finished_at": self._now()}
+                    ),
+                )
+            final = final.model_copy(update={"phase_seconds": self._phase_seconds()})
+
+        log.info(
+            "sync.finished",
+            dry_run=self.dry_run,
+            rows_in_scope=final.rows_in_scope,
+            matched=final.matched,
+            priced_by_source=final.priced_by_source,
+            unchanged=final.unchanged,
+            updated=final.updated,
+            unpriced_by_reason=final.unpriced_by_reason,
+            hostwinds_calls=final.hostwinds_calls,
+            price_cache=final.price_cache.model_dump(),
+            duration_seconds=round(final.duration_seconds, 3),
+        )
+        return RunResult(report=final, outcomes=outcomes)
+
+    async def _after_commit(self, result: RunResult) -> RunResult:
+        """With ``[attribution] enabled``, write the tenant attribution snapshot of a committed run.
+
+        A failure is logged as ``attribution.failed`` and handed back in the result, never raised.
+        """
+        if self.dry_run or not self.settings.attribution.enabled:
+            return result
+        try:
+            await self.store.write_attribution(self.settings, self.run_id)
+        except CostSyncError as exc:
+            log.error("attribution.failed", error=str(exc))
+            return replace(result, attribution_error=exc)
+        return result
+
+    async def _fetch(self, wanted: Mapping[int, Instance], plan: PricePlan) -> _Fetched:
+        """The price lists and the planned cycle prices, asked side by side until the budget is spent.
+
+        A TaskGroup: when any fetch fails the run, the others are cancelled at once, so nothing
+        keeps calling Hostwinds after the run has failed and released its lock.
+        """
+        fetched = _Fetched()
+        managed = self.settings.hostwinds.managed
+        keys = sorted({(managed, i.disk_type) for i in wanted.values()}, key=lambda k: (k[0], k[1] or ""))
+        order = sorted(plan.asks, key=lambda sid: (_ASK_ORDER[plan.asks[sid]], sid))
+        queue = iter(order)
+        writer = _ObservationWriter(self.store, enabled=not self.dry_run)
+        self.progress.to_ask = len(order)
+        self.progress.started = time.monotonic()
+
+        async def price_list(key: PriceListKey) -> None:
+            fetched.price_lists[key] = await self.client.get_price_list(managed=key[0], drive_type=key[1])
+
+        async def worker() -> None:
+            for serviceid in queue:
+                if self._clock() >= self._deadline:
+                    return
+                await self._ask(serviceid, wanted[serviceid], fetched, writer)
+
+        workers = max(1, min(self.settings.hostwinds.max_concurrency, len(order)))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for key in keys:
+                    group.create_task(price_list(key))
+                for _ in range(workers if order else 0):
+                    group.create_task(worker())
+        except BaseExceptionGroup as failed:
+            raise _first_error(failed) from None
+        finally:
+            # Every answer received is kept, also when the run fails or is cancelled.
+            await self._flush(writer)
+        fetched.pending = [sid for sid in order if sid not in fetched.answers and sid not in fetched.failed]
+        return fetched
+
+    async def _ask(
+        self, serviceid: int, instance: Instance, fetched: _Fetched, writer: _ObservationWriter
+    ) -> None:
+        """Ask one service's cycle prices; an error answer or unreadable body fails that row alone."""
+        try:
+            prices = await self.client.get_billingcycle_prices(serviceid)
+        except HostwindsResponseError as exc:
+            fetched.failed[serviceid] = str(exc)
+            log.warning("sync.cycle_prices_unavailable", serviceid=serviceid, reason=str(exc))
+            self.progress.tick(failed=True)
+            return
+        observation = Observation(
+            serviceid=serviceid,
+            prices={cycle: pricing.cacheable_cell(cell) for cycle, cell in prices.items()},
+            fingerprint=fingerprint(instance, managed=self.settings.hostwinds.managed),
+            observed_at=self._now(),
+            run_id=self.run_id,
+        )
+        fetched.answers[serviceid] = observation
+        await writer.add(observation)
+        self.progress.tick()
+
+    async def _flush(self, writer: _ObservationWriter) -> None:
+        try:
+            # shield: a cancelled run still commits what it has received, within a few seconds.
+            await asyncio.shield(asyncio.wait_for(writer.flush(), timeout=5))
+        except (CostSyncError, TimeoutError) as exc:
+            log.error("sync.observations_not_saved", error=str(exc) or type(exc).__name__)
+
+    def _phase_seconds(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in self.phases.items()}
+
+    def _report(
+        self, outcomes: Sequence[RowOutcome], *, unknown: dict[str, str], cache: PriceCacheReport
+    ) -> RunReport:
+        estimates = [o.result for o in outcomes if isinstance(o.result, Estimate)]
+        unpriced = [o.result for o in outcomes if isinstance(o.result, Unpriced)]
+        changed = sum(1 for o in outcomes if o.changed)
+        before = sum((o.row.approximate_cost or Decimal(0) for o in outcomes), Decimal("0.00"))
+        after = sum(
             (
-                row,
-                pricing.match_instance(row.hostwinds_instance_id, by_serviceid=by_serviceid, by_uuid=by_uuid),
-            )
-            for row in rows
-        ]
+                o.result.monthly if isinstance(o.result, Estimate) else (o.row.approximate_cost or Decimal(0))
+                for o in outcomes
+            ),
+            Decimal("0.00"),
+        )
+        return RunReport(
+            run_id=self.run_id,
+            trigger=self.trigger,
+            outcome="succeeded",
+            dry_run=self.dry_run,
+            started_at=self.started_at,
+            finished_at=self._now(),
+            rows_in_scope=len(outcomes),
+            matched=sum(1 for o in outcomes if o.instance is not None),
+            priced_by_source=_count(e.source.value for e in estimates),
+            unchanged=len(estimates) - changed,
+            changed=changed,
+            updated=0,
+            unpriced_by_reason=_count(u.reason.value for u in unpriced),
+            hostwinds_calls=self.calls,
+            total_before=before,
+            total_after=after,
+            phase_seconds=self._phase_seconds(),
+            instances=self.targets,
+            unknown_instances=unknown,
+            price_cache=cache,
+        )
 
-
-def price_matched(
-    matches: Sequence[Match],
-    *,
-    overrides: Mapping[str, Decimal],
-    cycle_prices: Mapping[int, Mapping[Cycle, PriceCell]],
-    price_lists: Mapping[PriceListKey, Mapping[int, Plan]],
-    managed: bool,
-) -> list[RowOutcome]:
-    """Decide every matched row: pick its price source, estimate. Pure."""
-    outcomes = []
-    no_plans: Mapping[int, Plan] = {}
-    with _gc_paused():
-        for row, instance in matches:
-            plan = None
-            if instance is not None and instance.product_id is not None:
-                plan = price_lists.get((managed, instance.disk_type), no_plans).get(instance.product_id)
-            override = overrides.get((row.hostwinds_instance_id or "").strip()) if overrides else None
-            result = pricing.price_row(
-                row,
-                instance,
-                override=override,
-                cycle_prices=cycle_prices.get(instance.serviceid) if instance else None,
-                plan=plan,
-            )
-            outcomes.append(RowOutcome(row, instance, result))
-    return outcomes
-
-
-def price_rows(
-    rows: Sequence[VpsRow],
-    instances: Sequence[Instance],
-    *,
-    overrides: Mapping[str, Decimal],
-    cycle_prices: Mapping[int, Mapping[Cycle, PriceCell]],
-    price_lists: Mapping[PriceListKey, Mapping[int, Plan]],
-    managed: bool,
-) -> list[RowOutcome]:
-    """Decide every row: match it to its instance, pick its price source, estimate. Pure."""
-    return price_matched(
-        match_rows(rows, instances),
-        overrides=overrides,
-        cycle_prices=cycle_prices,
-        price_lists=price_lists,
-        managed=managed,
-    )
+    async def _record_failure(self, exc: BaseException) -> None:
+        """Record a failed run in its own transaction; best effort (the database may be the failure)."""
+        message = str(exc) if isinstance(exc, CostSyncError) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, asyncio.CancelledError):
+            message = "cancelled (shutdown) before the run could commit"
+        report = RunReport(
+            run_id=self.run_id,
+            trigger=self.trigger,
+            outcome="failed",
+            started_at=self.started_at,
+            finished_at=self._now(),
+            hostwinds_calls=self.calls,
+            instances=self.targets,
+            error=message,
+        )
+        try:
+            await asyncio.shield(self.store.record_run(report))
+        except CostSyncError as err:
+            log.error("sync.failure_not_recorded", error=str(err))
+        except asyncio.CancelledError:
+            # Cancelled again while recording: say so, and let the cancellation go on.
+            log.error("sync.failure_not_recorded", error="cancelled while recording the failure")
+            raise
 
 
 async def run_once(
     *,
     client: HostwindsClient,
-    pool: asyncpg.Pool,
     settings: Settings,
+    pool: asyncpg.Pool | None = None,
+    store: RunStore | None = None,
     trigger: str = "once",
     targets: Sequence[str] | None = None,
     dry_run: bool = False,
+    full: bool = False,
     run_id: uuid.UUID | None = None,
     strict_targets: bool = True,
+    progress: Progress | None = None,
 ) -> RunResult:
     """Run one sync and return its result; on failure record a failed run, write nothing, raise.
 
-    With ``strict_targets`` a target naming no row in scope is a ConfigError before anything is
-    written; without it (triggers coalesced by the daemon) such targets are listed in the report's
-    ``unknown_instances`` and the rest are synced.
+    ``full`` asks every service of the run afresh (``--full``; ``resync --instance`` for the named
+    ones). With ``strict_targets`` a target naming no row in scope is a ConfigError before anything
+    is written; without it (triggers coalesced by the daemon) such targets are listed in the
+    report's ``unknown_instances`` and the rest are synced.
     """
-    run_id = run_id or uuid.uuid4()
-    started = datetime.now(UTC)
-    phases: defaultdict[str, float] = defaultdict(float)
-    calls_before = Counter(client.calls)
-    structlog.contextvars.bind_contextvars(run_id=str(run_id), trigger=trigger)
-    try:
-        async with pool.acquire() as conn:
-            # A dry run writes nothing, so it need not wait for (or block) a real run.
-            lock = (
-                store.run_lock(conn, timeout=settings.database.lock_timeout_seconds)
-                if not dry_run
-                else contextlib.nullcontext()
-            )
-            async with lock:
-                try:
-                    result = await _run_locked(
-                        conn,
-                        client=client,
-                        settings=settings,
-                        run_id=run_id,
-                        trigger=trigger,
-                        started=started,
-                        targets=targets,
-                        dry_run=dry_run,
-                        phases=phases,
-                        strict_targets=strict_targets,
-                        calls_before=calls_before,
-                    )
-                except (Exception, asyncio.CancelledError) as exc:
-                    if not dry_run and not isinstance(exc, ConfigError):
-                        calls = Counter(client.calls) - calls_before
-                        await _record_failure(pool, run_id, trigger, started, exc, calls, targets)
-                    raise
-        return result
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-        error = store.database_error(exc)
-        log.error("sync.failed", error=str(error))
-        raise error from None
-    except CostSyncError as exc:
-        log.error("sync.failed", error=str(exc))
-        raise
-    finally:
-        structlog.contextvars.unbind_contextvars("run_id", "trigger")
-
-
-async def _run_locked(
-    conn: store.Conn,
-    *,
-    client: HostwindsClient,
-    settings: Settings,
-    run_id: uuid.UUID,
-    trigger: str,
-    started: datetime,
-    targets: Sequence[str] | None,
-    dry_run: bool,
-    phases: defaultdict[str, float],
-    strict_targets: bool,
-    calls_before: Counter[str],
-) -> RunResult:
-    statuses = settings.sync.statuses
-    managed = settings.hostwinds.managed
-
-    # Instances first: parsing a large answer is the run's memory peak, best met without the rows.
-    t0 = time.perf_counter()
-    instances = await client.get_instances()
-    phases["hostwinds"] += time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    rows = await store.read_rows(conn, statuses)
-    phases["database"] += time.perf_counter() - t0
-
-    unknown: dict[str, str] = {}
-    if targets:
-        t0 = time.perf_counter()
-        chosen, unknown = resolve_targets(targets, await store.read_identities(conn), instances, statuses)
-        if unknown and strict_targets:
-            raise ConfigError("; ".join(f"--instance {t}: {why}" for t, why in unknown.items()))
-        rows = [row for row in rows if row.id in chosen]
-        phases["database"] += time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    matches = match_rows(rows, instances)
-    # Overridden rows need no Hostwinds price: ask only for the others.
-    matched = {
-        instance.serviceid: instance
-        for row, instance in matches
-        if instance is not None and (row.hostwinds_instance_id or "").strip() not in settings.overrides
-    }
-    phases["pricing"] += time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    cycle_prices, price_lists = await asyncio.gather(
-        _fetch_cycle_prices(client, sorted(matched), settings.hostwinds.max_concurrency),
-        _fetch_price_lists(client, ((managed, i.disk_type) for i in matched.values())),
-    )
-    phases["hostwinds"] += time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    outcomes = price_matched(
-        matches,
-        overrides=settings.overrides,
-        cycle_prices=cycle_prices,
-        price_lists=price_lists,
-        managed=managed,
-    )
-    phases["pricing"] += time.perf_counter() - t0
-
-    for outcome in outcomes:
-        if isinstance(outcome.result, Unpriced):
-            log.warning(
-                "sync.unpriced",
-                row_id=str(outcome.row.id),
-                hostwinds_instance_id=outcome.row.hostwinds_instance_id,
-                reason=outcome.result.reason.value,
-                detail=outcome.result.detail,
-            )
-
-    draft = _report(
-        run_id=run_id,
+    if store is None:
+        if pool is None:
+            raise TypeError("run_once needs a pool or a store")
+        store = Store(pool)
+    run = SyncRun(
+        client=client,
+        store=store,
+        settings=settings,
         trigger=trigger,
-        started=started,
-        outcomes=outcomes,
-        updated=0,
+        targets=targets,
         dry_run=dry_run,
-        calls=Counter(client.calls) - calls_before,
-        phases=phases,
-        instances=targets,
-    ).model_copy(update={"unknown_instances": unknown})
-
-    if dry_run:
-        final = draft
-    else:
-        t0 = time.perf_counter()
-        async with conn.transaction():
-            updated = await store.write_estimates(conn, run_id, outcomes, statuses=statuses)
-            # The ledger row goes in last, with the final count, in the same transaction.
-            final = draft.model_copy(update={"updated": updated, "finished_at": datetime.now(UTC)})
-            await store.insert_run(conn, final, instances=targets)
-        phases["database"] += time.perf_counter() - t0
-        final = final.model_copy(update={"phase_seconds": {k: round(v, 4) for k, v in phases.items()}})
-
-    log.info(
-        "sync.finished",
-        dry_run=dry_run,
-        rows_in_scope=final.rows_in_scope,
-        matched=final.matched,
-        priced_by_source=final.priced_by_source,
-        unchanged=final.unchanged,
-        updated=final.updated,
-        unpriced_by_reason=final.unpriced_by_reason,
-        hostwinds_calls=final.hostwinds_calls,
-        duration_seconds=round(final.duration_seconds, 3),
-    )
-    return RunResult(report=final, outcomes=outcomes)
-
-
-async def _record_failure(
-    pool: asyncpg.Pool,
-    run_id: uuid.UUID,
-    trigger: str,
-    started: datetime,
-    exc: BaseException,
-    calls: Mapping[str, int],
-    targets: Sequence[str] | None,
-) -> None:
-    """Record a failed run in its own transaction; best effort (the database may be the failure)."""
-    message = str(exc) if isinstance(exc, CostSyncError) else f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, asyncio.CancelledError):
-        message = "cancelled (shutdown) before the run could commit"
-    report = RunReport(
+        full=full,
         run_id=run_id,
-        trigger=trigger,
-        outcome="failed",
-        started_at=started,
-        finished_at=datetime.now(UTC),
-        hostwinds_calls=dict(calls),
-        error=message,
+        strict_targets=strict_targets,
+        progress=progress,
     )
-
-    async def record() -> None:
-        async with pool.acquire() as conn:
-            await store.insert_run(conn, report, instances=targets)
-
-    try:
-        await asyncio.shield(asyncio.wait_for(record(), timeout=5))
-    except (asyncpg.PostgresError, OSError, TimeoutError, DatabaseError, asyncio.CancelledError) as err:
-        log.error("sync.failure_not_recorded", error=f"{type(err).__name__}: {err}")
+    return await run.execute()
 
 
 @contextlib.asynccontextmanager

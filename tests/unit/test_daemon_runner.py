@@ -10,7 +10,7 @@ import pytest
 
 from cost_sync.daemon import Runner, RunRecord, RunState
 from cost_sync.errors import CostSyncError
-from cost_sync.models import RunReport
+from cost_sync.models import PriceCacheReport, RunReport
 from cost_sync.schedule import cron_trigger, is_stale, longest_gap
 
 
@@ -49,17 +49,76 @@ async def test_triggers_during_a_run_coalesce_into_one_follow_up() -> None:
     assert follow_ups[0].state is RunState.SUCCEEDED
 
 
-async def test_whole_fleet_request_widens_the_follow_up() -> None:
-    """A whole-fleet trigger merged with targeted ones makes the follow-up a whole-fleet run."""
+async def test_targeted_resync_goes_before_a_queued_whole_fleet_run() -> None:
+    """A resync queued behind a whole-fleet trigger runs first, on its own, then the fleet run."""
     sync = SlowSync()
     runner = Runner(sync)
     runner.request(None, "schedule")
     await sync.started.wait()
-    runner.request(["x"], "resync")
-    follow_up = runner.request(None, "schedule")
+    fleet = runner.request(None, "schedule")
+    targeted = runner.request(["x"], "resync", full=True)
+    assert fleet.run_id != targeted.run_id
     sync.release.set()
-    await follow_up.done.wait()
-    assert sync.covered == [None, None]
+    await fleet.done.wait()
+    assert sync.covered == [None, ["x"], None]
+    assert targeted.full
+    assert not fleet.full
+
+
+def report_with(record: RunRecord, *, pending: int, asked: int) -> RunReport:
+    """A succeeded report whose price cache left ``pending`` services after asking ``asked``."""
+    now = datetime.now(UTC)
+    return RunReport(
+        run_id=record.run_id,
+        trigger=record.trigger,
+        outcome="succeeded",
+        started_at=now,
+        finished_at=now,
+        price_cache=PriceCacheReport(pending=pending, asked=asked),
+    )
+
+
+async def test_whole_fleet_run_leaving_pending_rows_starts_the_next_at_once() -> None:
+    """While a fleet run leaves services pending and makes progress, another starts; resyncs go first."""
+    triggers: list[tuple[str, list[str] | None]] = []
+    runner: Runner
+
+    async def budgeted(record: RunRecord) -> RunReport:
+        triggers.append((record.trigger, record.instances))
+        if len(triggers) == 1:
+            runner.request(["after-upgrade"], "resync", full=True)
+        pending = max(0, 30 - 10 * len([t for t in triggers if t[1] is None]))
+        return report_with(record, pending=pending if record.instances is None else 0, asked=10)
+
+    runner = Runner(budgeted)
+    first = runner.request(None, "startup")
+    await first.done.wait()
+    for _ in range(50):
+        if not runner.busy:
+            break
+        await asyncio.sleep(0.01)
+    assert triggers == [
+        ("startup", None),
+        ("resync", ["after-upgrade"]),
+        ("catchup", None),
+        ("catchup", None),
+    ]
+
+
+async def test_no_catch_up_when_a_run_asked_nothing() -> None:
+    """A fleet run that left services pending without asking any does not start another at once."""
+    calls = 0
+
+    async def stuck(record: RunRecord) -> RunReport:
+        nonlocal calls
+        calls += 1
+        return report_with(record, pending=5, asked=0)
+
+    runner = Runner(stuck)
+    await runner.request(None, "schedule").done.wait()
+    await asyncio.sleep(0.05)
+    assert calls == 1
+    assert not runner.busy
 
 
 async def test_failed_run_is_recorded_and_next_run_still_happens() -> None:

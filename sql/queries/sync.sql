@@ -1,0 +1,74 @@
+-- The queries of one sync run, loaded by name (`-- name: NAME` starts a query) by cost_sync.store.
+-- Every statement a run sends is here; nothing else in cost-sync writes vps_instances.
+
+-- name: read_rows
+-- Every vps_instances row whose status is in scope.
+SELECT id, hostwinds_instance_id, status, approximate_cost
+FROM vps_instances
+WHERE status = ANY($1::text[])
+ORDER BY id;
+
+-- name: read_identities
+-- (id, hostwinds_instance_id, status) of every row, to resolve --instance arguments.
+SELECT id, hostwinds_instance_id, status FROM vps_instances;
+
+-- name: try_lock
+SELECT pg_try_advisory_lock($1);
+
+-- name: unlock
+SELECT pg_advisory_unlock($1);
+
+-- name: read_observations
+-- The cached cycle prices of these services.
+SELECT serviceid, prices::text AS prices, fingerprint, observed, run_id
+FROM cost_sync_price_observations
+WHERE serviceid = ANY($1::bigint[]);
+
+-- name: save_observations
+-- Upsert a batch of answers; an older answer never replaces a newer one.
+INSERT INTO cost_sync_price_observations AS o (serviceid, prices, fingerprint, observed, run_id)
+SELECT * FROM unnest($1::bigint[], $2::jsonb[], $3::text[], $4::timestamptz[], $5::uuid[])
+ON CONFLICT (serviceid) DO UPDATE
+SET prices = excluded.prices, fingerprint = excluded.fingerprint,
+    observed = excluded.observed, run_id = excluded.run_id
+WHERE o.observed <= excluded.observed;
+
+-- name: oldest_observation
+SELECT min(observed) FROM cost_sync_price_observations;
+
+-- name: write_estimates
+-- One statement. `prior` is read in the statement's snapshot, so it holds the values from before
+-- the UPDATE, and RETURNING hands each changed row's old and new value to the history INSERT.
+-- What a history row says of the price (source, cycle, cycle price, months, product) repeats
+-- across a fleet, so each distinct "basis" is sent once and rows refer to it by position.
+WITH basis AS (
+    SELECT *
+    FROM unnest($5::text[], $6::text[], $7::numeric[], $8::int[], $9::bool[], $10::int[], $11::text[])
+         WITH ORDINALITY
+         AS b(source, cycle, cycle_price, months, hourly_ceiling, product_id, product_name, position)
+),
+new AS (
+    SELECT * FROM unnest($2::uuid[], $3::numeric[], $4::int[]) AS n(id, cost, basis)
+),
+changed AS (
+    UPDATE vps_instances v
+    SET approximate_cost = new.cost, updated = now()
+    FROM new JOIN vps_instances prior ON prior.id = new.id
+    WHERE v.id = new.id
+      AND v.approximate_cost IS DISTINCT FROM new.cost
+      AND v.status = ANY($12::text[])
+    RETURNING v.id, prior.hostwinds_instance_id, prior.approximate_cost AS old_cost, new.cost, new.basis
+)
+INSERT INTO cost_sync_history (run_id, vps_instance_id, hostwinds_instance_id, old_cost, new_cost,
+                               source, cycle, cycle_price, months, hourly_ceiling, product_id,
+                               product_name)
+SELECT $1, c.id, c.hostwinds_instance_id, c.old_cost, c.cost, b.source, b.cycle, b.cycle_price,
+       b.months, b.hourly_ceiling, b.product_id, b.product_name
+FROM changed c JOIN basis b ON b.position = c.basis;
+
+-- name: insert_run
+INSERT INTO cost_sync_runs (id, trigger, outcome, started, finished, instances, rows_in_scope,
+                            matched, updated, unchanged, unpriced, priced_by_source,
+                            unpriced_by_reason, hostwinds_calls, error, price_cache)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13::jsonb, $14::jsonb, $15,
+        $16::jsonb);

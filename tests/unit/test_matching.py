@@ -1,0 +1,116 @@
+"""Pure run decisions: fingerprints, spread staleness and what a run asks Hostwinds."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cost_sync.matching import fingerprint, is_stale, plan_asks
+from cost_sync.models import AskReason, Instance, Observation, parse_instance
+from cost_sync.pricing import UNREADABLE_CELL, cacheable_cell, parse_price_cell
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+DAY = 86400.0
+
+
+def inst(serviceid: int = 1, **fields: object) -> Instance:
+    """An instance on plan 101, monthly, ssd, unless told otherwise."""
+    data: dict[str, object] = {
+        "serviceid": serviceid,
+        "product_id": 101,
+        "billingcycle": "Monthly",
+        "hourly": 0,
+        "disk_type": "ssd",
+    }
+    return parse_instance({**data, **fields})
+
+
+def observed(serviceid: int, at: datetime, instance: Instance | None = None) -> Observation:
+    """An observation of ``serviceid`` made at ``at`` with the instance's fingerprint."""
+    return Observation(
+        serviceid=serviceid,
+        prices={},
+        fingerprint=fingerprint(instance or inst(serviceid), managed=False),
+        observed_at=at,
+        run_id=uuid.uuid4(),
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"product_id": 102}, {"billingcycle": "Annually"}, {"hourly": 1}, {"disk_type": "nvme"}],
+    ids=["product_id", "billingcycle", "hourly", "disk_type"],
+)
+def test_each_fingerprint_field_changes_the_fingerprint(change: dict[str, object]) -> None:
+    """A change of plan, cycle, hourly flag or disk type makes another fingerprint."""
+    assert fingerprint(inst(**change), managed=False) != fingerprint(inst(), managed=False)
+
+
+def test_managed_setting_changes_the_fingerprint_and_names_do_not() -> None:
+    """The managed setting is part of the fingerprint; the product name and status are not."""
+    assert fingerprint(inst(), managed=True) != fingerprint(inst(), managed=False)
+    renamed = inst(product_name="renamed", status="SUSPENDED")
+    assert fingerprint(renamed, managed=False) == fingerprint(inst(), managed=False)
+
+
+@given(
+    serviceid=st.integers(min_value=1, max_value=10**9),
+    age=st.floats(min_value=0, max_value=5 * DAY, allow_nan=False),
+)
+def test_no_observation_outlives_the_max_age(serviceid: int, age: float) -> None:
+    """Whatever the service, an observation at least max age old is stale."""
+    if age >= DAY:
+        assert is_stale(T0, T0 + timedelta(seconds=age), max_age_seconds=DAY, serviceid=serviceid)
+
+
+@given(serviceid=st.integers(min_value=1, max_value=10**9))
+def test_a_fresh_observation_is_not_stale(serviceid: int) -> None:
+    """An observation made this instant is never stale."""
+    assert not is_stale(T0, T0, max_age_seconds=DAY, serviceid=serviceid)
+
+
+def test_a_fleet_observed_at_once_comes_due_spread_over_the_max_age() -> None:
+    """1,000 services observed together come due over 24 hourly runs, each once, none over 1.5 x N / 24."""
+    n = 1000
+    due_at: Counter[int] = Counter()
+    for serviceid in range(100_001, 100_001 + n):
+        hour = next(
+            h
+            for h in range(1, 25)
+            if is_stale(T0, T0 + timedelta(hours=h), max_age_seconds=DAY, serviceid=serviceid)
+        )
+        due_at[hour] += 1
+    assert sum(due_at.values()) == n
+    assert max(due_at.values()) <= 1.5 * n / 24
+
+
+def test_plan_asks_names_the_reason_of_each_ask() -> None:
+    """New, changed and stale services are asked with their reason; a fresh unchanged one is a hit."""
+    wanted = {1: inst(1), 2: inst(2, product_id=102), 3: inst(3), 4: inst(4)}
+    observations = {
+        2: observed(2, T0),  # observed on plan 101
+        3: observed(3, T0 - timedelta(days=2)),
+        4: observed(4, T0),
+    }
+    plan = plan_asks(wanted, observations, now=T0, max_age_seconds=DAY, managed=False)
+    assert plan.asks == {1: AskReason.NEW, 2: AskReason.CHANGED, 3: AskReason.STALE}
+    assert set(plan.hits) == {4}
+    forced = plan_asks(wanted, observations, now=T0, max_age_seconds=DAY, managed=False, full=True)
+    assert set(forced.asks.values()) == {AskReason.FORCED}
+    assert forced.hits == {}
+
+
+@pytest.mark.parametrize(
+    ("cell", "kept"),
+    [("9.99", "9.99"), ("", ""), ("-1.00", "-1.00"), ("1e3", "1e3"), ('{"rootpass": "x"}', UNREADABLE_CELL)],
+)
+def test_cache_keeps_numbers_and_blanks_and_nothing_else(cell: str, kept: str) -> None:
+    """Numbers and blanks are cached as sent; other text becomes a marker that still parses as invalid."""
+    assert cacheable_cell(cell) == kept
+    if kept == UNREADABLE_CELL:
+        assert parse_price_cell(kept) == parse_price_cell(cell)

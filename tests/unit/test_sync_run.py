@@ -1,0 +1,337 @@
+"""The run itself on the in-memory store: what it asks Hostwinds, what it keeps, what it writes."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+import respx
+from structlog.testing import capture_logs
+
+from cost_sync.errors import HostwindsAuthError, HostwindsTransientError, MissingSchemaError
+from cost_sync.hostwinds import HostwindsClient
+from cost_sync.memory_store import MemoryStore
+from cost_sync.settings import Settings
+from cost_sync.sync import Progress, RunResult, SyncRun
+from tests.fakes import API_KEY, URL, FakeHostwinds, instance
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+def envelope(message: str) -> Callable[[], httpx.Response]:
+    """An HTTP-200 error envelope with this message."""
+    return lambda: httpx.Response(200, json=[{"result": "error", "action": "x", "message": message}])
+
+
+@pytest.fixture
+def hostwinds() -> FakeHostwinds:
+    """Ten monthly instances on plan 101 (9.99); service 3 has its own 7.49."""
+    fake = FakeHostwinds()
+    fake.instances = [instance(n) for n in range(1, 11)]
+    fake.cycle_prices = {3: {"monthly": "7.49"}}
+    return fake
+
+
+@pytest.fixture
+def store() -> MemoryStore:
+    """Rows naming the ten instances, never priced."""
+    memory = MemoryStore()
+    for n in range(1, 11):
+        memory.add_row(str(n))
+    return memory
+
+
+@pytest_asyncio.fixture
+async def client(hostwinds: FakeHostwinds) -> AsyncIterator[HostwindsClient]:
+    """A real client whose HTTP goes to the fake."""
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    with respx.mock(assert_all_mocked=True) as mock:
+        mock.post(URL).mock(side_effect=hostwinds)
+        async with httpx.AsyncClient() as http:
+            yield HostwindsClient(
+                http, API_KEY, url=URL, requests_per_second=None, attempts=2, sleep=no_sleep
+            )
+
+
+def settings(**sync: Any) -> Settings:
+    """Settings with one worker (a deterministic order of asks) and these [sync] values."""
+    return Settings(hostwinds={"max_concurrency": 1}, sync=sync)  # type: ignore[arg-type]
+
+
+async def run(
+    client: HostwindsClient,
+    store: MemoryStore,
+    *,
+    at: datetime = T0,
+    config: Settings | None = None,
+    clock: Callable[[], float] | None = None,
+    **options: Any,
+) -> RunResult:
+    """One run at wall-clock time ``at``."""
+    extra: dict[str, Any] = {"clock": clock} if clock else {}
+    return await SyncRun(
+        client=client, store=store, settings=config or settings(), now=lambda: at, **options, **extra
+    ).execute()
+
+
+async def test_warm_run_asks_no_per_service_price(
+    hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
+) -> None:
+    """An hour later every row is priced from the cache: only the instance and price lists are asked."""
+    cold = await run(client, store)
+    assert cold.report.price_cache.asked == 10
+    assert cold.report.price_cache.reasons["new"] == 10
+    hostwinds.requests.clear()
+    warm = await run(client, store, at=T0 + timedelta(hours=1))
+    assert hostwinds.requests == {"get_instances": 1, "get_price_list": 1}
+    assert warm.report.price_cache.hits == 10
+    assert warm.report.price_cache.asked == 0
+    assert warm.report.updated == 0
+    assert store.value("3") == Decimal("7.49")
+    assert warm.report.priced_by_source == {"cycle_prices": 1, "price_list": 9}
+
+
+async def test_upgrade_and_cycle_change_are_asked_again_nothing_else(
+    hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
+) -> None:
+    """A new product_id and a new billing cycle change the fingerprint: those two are asked and repriced."""
+    await run(client, store)
+    hostwinds.asked.clear()
+    hostwinds.instances[3] = instance(4, product_id=102)  # upgraded to the 19.99 plan
+    hostwinds.instances[4] = instance(5, cycle="Quarterly")
+    hostwinds.cycle_prices[4] = {"monthly": "19.99"}
+    hostwinds.cycle_prices[5] = {"monthly": "9.99", "quarterly": "26.97"}
+    result = await run(client, store, at=T0 + timedelta(minutes=5))
+    assert sorted(hostwinds.asked) == [4, 5]
+    assert result.report.price_cache.reasons == {"new": 0, "changed": 2, "stale": 0, "forced": 0}
+    assert store.value("4") == Decimal("19.99")
+    assert store.value("5") == Decimal("8.99")
+    assert result.report.updated == 2
+
+
+async def test_short_max_age_refetches_everything(client: HostwindsClient, store: MemoryStore) -> None:
+    """Once the max age has passed, every observation is stale and asked again."""
+    await run(client, store, config=settings(max_price_age_seconds=60))
+    result = await run(
+        client, store, at=T0 + timedelta(seconds=61), config=settings(max_price_age_seconds=60)
+    )
+    assert result.report.price_cache.reasons["stale"] == 10
+    assert result.report.price_cache.hits == 0
+
+
+async def test_full_asks_every_service_afresh(
+    hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
+) -> None:
+    """--full asks every matched service although each has a fresh observation."""
+    await run(client, store)
+    hostwinds.asked.clear()
+    result = await run(client, store, at=T0 + timedelta(minutes=1), full=True)
+    assert sorted(hostwinds.asked) == list(range(1, 11))
+    assert result.report.price_cache.reasons["forced"] == 10
+
+
+async def test_error_answer_for_one_service_unprices_that_row_only(
+    hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
+) -> None:
+    """An error envelope for service 6's cycle prices: row 6 unpriced with the reason, nine priced."""
+    hostwinds.service_faults[6] = envelope("A valid serviceid is required.")
+    with capture_logs() as logs:
+        result = await run(client, store)
+    assert result.report.unpriced_by_reason == {"cycle_prices_unavailable": 1}
+    assert result.report.price_cache.failed == 1
+    assert store.value("6") is None
+    assert store.value("7") == Decimal("9.99")
+    assert 6 not in store.observations
+    warned = [e for e in logs if e["event"] == "sync.cycle_prices_unavailable"]
+    assert warned[0]["serviceid"] == 6
+    assert "valid serviceid" in warned[0]["reason"]
+
+
+async def test_unreadable_body_for_one_service_unprices_that_row_only(
+    hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
+) -> None:
+    """A cycle-price answer in no known shape fails that row alone; the run succeeds."""
+    hostwinds.service_faults[2] = lambda: httpx.Response(200, json={"success": ["not", "cycles"]})
+    result = await run(client, store)
+    assert result.report.unpriced_by_reason == {"cycle_prices_unavailable": 1}
+    assert result.report.outcome == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        (envelope("Not Authorized!"), HostwindsAuthError),
+        (lambda: httpx.Response(503, text="busy"), HostwindsTransientError),
+    ],
+    ids=["auth", "outage"],
+)
+async def test_key_refused_or_outage_on_cycle_prices_fails_the_run_with_its_cause(
+    hostwinds: FakeHostwinds,
+    client: HostwindsClient,
+    store: MemoryStore,
+    fault: Callable[[], httpx.Response],
+    error: type[Exception],
+) -> None:
+    """A refused key or an outage on cycle prices fails the run with that error, not an ExceptionGroup."""
+    hostwinds.service_faults[1] = fault
+    with capture_logs() as logs, pytest.raises(error):
+        await run(client, store)
+    assert all(row.approximate_cost is None for row in store.rows.values())
+    [failed] = store.runs
+    assert failed.outcome == "failed"
+    assert "ExceptionGroup" not in (failed.error or "")
+    assert any(e["event"] == "sync.failed" for e in logs)
+
+
+async def test_outage_halfway_keeps_answers_and_next_run_asks_only_the_rest(
+    hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
+) -> None:
+    """An outage at service 6 fails the run, writes nothing; the next run asks only what was not answered."""
+    hostwinds.service_faults[6] = lambda: httpx.Response(503, text="busy")
+    with pytest.raises(HostwindsTransientError):
+        await run(client, store)
+    answered = set(store.observations)
+    assert answered == {1, 2, 3, 4, 5}
+    assert all(row.approximate_cost is None for row in store.rows.values())
+    del hostwinds.service_faults[6]
+    hostwinds.asked.clear()
+    result = await run(client, store, at=T0 + timedelta(minutes=2))
+    assert sorted(hostwinds.asked) == sorted(set(range(1, 11)) - answered)
+    assert result.report.updated == 10
+
+
+async def test_failed_price_list_stops_the_per_service_fetch(
+    hostwinds: FakeHostwinds, store: MemoryStore
+) -> None:
+    """When the price list fails, no per-service request starts after the failure."""
+    gate = asyncio.Event()
+    plain = hostwinds
+
+    async def slow_price_list_then_fail(request: httpx.Request) -> httpx.Response:
+        answer = plain(request)
+        if b"get_price_list" in request.content:
+            await gate.wait()
+            return envelope("Not Authorized!")()
+        if b"get_billingcycle_prices" in request.content and len(plain.asked) == 3:
+            gate.set()
+        await asyncio.sleep(0)
+        return answer
+
+    with respx.mock(assert_all_mocked=True) as mock:
+        mock.post(URL).mock(side_effect=slow_price_list_then_fail)
+        async with httpx.AsyncClient() as http:
+            client = HostwindsClient(http, API_KEY, url=URL, requests_per_second=None)
+            with pytest.raises(HostwindsAuthError):
+                await run(client, store)
+        asked_at_failure = len(plain.asked)
+        await asyncio.sleep(0.05)
+    assert len(plain.asked) == asked_at_failure
+    assert asked_at_failure < 10
+
+
+async def test_budget_leaves_pending_rows_that_the_next_run_prices(
+    hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
+) -> None:
+    """A budget of four asks commits those, reports six pending, and the next run prices them."""
+    ticks = itertools.count()
+    # The clock reads once at the start and once before each ask: asks 1-4 start before 4.5 s.
+    first = await run(client, store, config=settings(max_run_seconds=4.5), clock=lambda: float(next(ticks)))
+    assert first.report.price_cache.pending == 6
+    assert first.report.unpriced_by_reason == {"pending": 6}
+    assert first.report.updated == 4
+    assert sum(row.approximate_cost is not None for row in store.rows.values()) == 4
+    second = await run(client, store, at=T0 + timedelta(minutes=1))
+    assert second.report.price_cache.reasons["new"] == 6
+    assert second.report.price_cache.hits == 4
+    assert second.report.price_cache.pending == 0
+    assert all(row.approximate_cost is not None for row in store.rows.values())
+
+
+async def test_pending_row_keeps_its_value(hostwinds: FakeHostwinds, client: HostwindsClient) -> None:
+    """A row not reached within the budget keeps its stored value, even when a price list would price it."""
+    store = MemoryStore()
+    store.add_row("1", cost="5.00")
+    result = await run(client, store, config=settings(max_run_seconds=0.5), clock=itertools.count().__next__)
+    assert result.report.price_cache.pending == 1
+    assert store.value("1") == Decimal("5.00")
+
+
+async def test_dry_run_keeps_no_observation(client: HostwindsClient, store: MemoryStore) -> None:
+    """A dry run asks and prices but writes nothing, the cache included."""
+    result = await run(client, store, dry_run=True)
+    assert result.report.changed == 10
+    assert store.observations == {}
+    assert store.runs == []
+
+
+async def test_observations_are_saved_in_batches_and_hold_no_secret(
+    hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
+) -> None:
+    """A cell that is not a number (an object with a password) is cached as a marker, still invalid."""
+    hostwinds.cycle_prices[7] = {"monthly": {"rootpass": "hunter2-NEVER"}}
+    first = await run(client, store)
+    assert "hunter2" not in repr(store.observations)
+    assert first.report.unpriced_by_reason == {"invalid_price": 1}
+    second = await run(client, store, at=T0 + timedelta(minutes=1))
+    assert second.report.unpriced_by_reason == {"invalid_price": 1}
+    assert [o.result for o in first.outcomes] == [o.result for o in second.outcomes]
+
+
+def test_progress_is_logged_at_most_every_ten_seconds() -> None:
+    """Off a terminal, a thousand quick answers make one progress line, plus one when all are asked."""
+    progress = Progress(to_ask=1000, started=0.0)
+    with capture_logs() as logs:
+        for _ in range(1000):
+            progress.tick()
+    lines = [e for e in logs if e["event"] == "sync.progress"]
+    assert [e["asked"] for e in lines] == [1, 1000]
+
+
+def test_progress_listener_replaces_the_log() -> None:
+    """With a listener (the terminal bar), every answer reaches it and nothing is logged."""
+    seen: list[int] = []
+    progress = Progress(to_ask=3, listener=lambda p: seen.append(p.asked))
+    with capture_logs() as logs:
+        for _ in range(3):
+            progress.tick()
+    assert seen == [1, 2, 3]
+    assert logs == []
+
+
+async def test_attribution_snapshot_follows_each_committed_run_when_enabled(
+    client: HostwindsClient, store: MemoryStore
+) -> None:
+    """Enabled: a committed run is followed by one snapshot under its id; a dry run or disabled: none."""
+    enabled = Settings(hostwinds={"max_concurrency": 1}, attribution={"enabled": True})  # type: ignore[arg-type]
+    await run(client, store)
+    await run(client, store, config=enabled, dry_run=True)
+    assert store.attributions == []
+    result = await run(client, store, config=enabled)
+    assert store.attributions == [result.report.run_id]
+    assert result.attribution_error is None
+
+
+async def test_failed_snapshot_leaves_the_committed_run_succeeded(
+    client: HostwindsClient, store: MemoryStore
+) -> None:
+    """A snapshot that fails is logged and handed back; the run's prices and ledger row stand."""
+    store.attribution_fault = MissingSchemaError("tenant attribution needs: table smtp_ip_addresses")
+    enabled = Settings(hostwinds={"max_concurrency": 1}, attribution={"enabled": True})  # type: ignore[arg-type]
+    with capture_logs() as logs:
+        result = await run(client, store, config=enabled)
+    assert result.attribution_error is store.attribution_fault
+    assert [r.outcome for r in store.runs] == ["succeeded"]
+    assert store.value("3") == Decimal("7.49")
+    assert [e["error"] for e in logs if e["event"] == "attribution.failed"] == [str(store.attribution_fault)]
+    assert not [e for e in logs if e["event"] == "sync.failed"]
