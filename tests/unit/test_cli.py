@@ -27,6 +27,7 @@ def test_help_lists_every_verb_and_the_one_shot_flags(capsys: pytest.CaptureFixt
         "resync",
         "demo",
         "sandbox",
+        "attribution",
         "--once",
         "--dry-run",
         "--instance",
@@ -37,7 +38,15 @@ def test_help_lists_every_verb_and_the_one_shot_flags(capsys: pytest.CaptureFixt
 
 @pytest.mark.parametrize(
     "argv",
-    [["--dry-run"], ["--instance", "1"], ["resync"], ["migrate", "--check", "--rollback", "0001"], ["bogus"]],
+    [
+        ["--dry-run"],
+        ["--instance", "1"],
+        ["resync"],
+        ["migrate", "--check", "--rollback", "0001"],
+        ["bogus"],
+        ["attribution", "--json", "--csv"],
+        ["attribution", "--by", "domain"],
+    ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     """Options without the flag they belong to, a missing target or an unknown verb: usage, exit 2."""
