@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from cost_sync import attribution_store
+from cost_sync import attribution_store, logs
 from cost_sync.migrate import migrate, sql_dir
 from cost_sync.settings import Settings
 
@@ -106,6 +106,7 @@ async def main() -> None:
     parser.add_argument("--database-url", required=True, help="a server's maintenance database URL")
     parser.add_argument("--sizes", default="1000,10000", help="comma-separated VPS counts")
     args = parser.parse_args()
+    logs.configure(level="warning")  # the table is the output; log lines would interleave with it
     print(f"{'VPS':>7} {'snapshot rows':>13} {'floor s':>8} {'compute s':>9} {'x floor':>7} {'write s':>8}")
     for n in (int(s) for s in args.sizes.split(",")):
         r = await measure(args.database_url, n)
