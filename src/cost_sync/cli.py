@@ -256,6 +256,28 @@ def _verb_migrate(verbs: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=_migrate)
 
 
+def _verb_attribution(verbs: Any, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
+        "attribution",
+        parents=[common],
+        help="each tenant's share of the fleet's monthly cost, to the cent, and the unallocated rest",
+        description="Split each VPS's approximate_cost over its SMTP IPs and each IP's share over the "
+        "tenants assigned to it (docs/attribution.md). Reads only, unless --write.",
+    )
+    output = p.add_mutually_exclusive_group()
+    _json_option(output, "the attribution (amounts as strings)")
+    output.add_argument("--csv", action="store_true", help="print CSV")
+    p.add_argument(
+        "--by", choices=["tenant", "vps"], default="tenant", help="one line per tenant (default) or per VPS"
+    )
+    p.add_argument(
+        "--write",
+        action="store_true",
+        help="also replace the cost_sync_tenant_costs snapshot that the cost_sync_tenant_monthly view reads",
+    )
+    p.set_defaults(handler=_attribution)
+
+
 def _verb_completion(verbs: Any, common: argparse.ArgumentParser) -> None:
     p = verbs.add_parser(
         "completion",
@@ -275,6 +297,7 @@ VERBS: list[Callable[[Any, argparse.ArgumentParser], None]] = [
     _verb_migrate,
     _verb_demo,
     _verb_sandbox,
+    _verb_attribution,
     _verb_completion,
 ]
 
@@ -314,6 +337,13 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
     print("\n".join(lines))
 
 
+def _committed(result: RunResult) -> int:
+    """0 for a run that committed, unless the attribution snapshot after it failed: then its error."""
+    if result.attribution_error is not None:
+        raise result.attribution_error
+    return 0
+
+
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     if getattr(args, "once", False):
         return await _once(args, settings)
@@ -337,7 +367,7 @@ async def _once(args: argparse.Namespace, settings: Settings) -> int:
             progress=bar,
         )
     print_result(result, as_json=args.json)
-    return 0
+    return _committed(result)
 
 
 async def _daemon(args: argparse.Namespace, settings: Settings) -> int:
@@ -373,7 +403,7 @@ async def _resync(args: argparse.Namespace, settings: Settings) -> int:
                 progress=bar,
             )
         print_result(result, as_json=args.json)
-        return 0
+        return _committed(result)
     from cost_sync import admin
 
     settings.require("admin.token")
@@ -422,6 +452,31 @@ async def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
             await stop.wait()
         finally:
             await server.stop()
+    return 0
+
+
+async def _attribution(args: argparse.Namespace, settings: Settings) -> int:
+    from cost_sync import attribution_render, attribution_store
+    from cost_sync.db import create_pool
+
+    pool = await create_pool(
+        settings.database_dsn(), timeout=settings.database.connect_timeout_seconds, max_size=2
+    )
+    try:
+        report = await attribution_store.compute(pool, settings, snapshot=args.write)
+        if args.write:
+            await attribution_store.store_snapshot(pool, report)
+    finally:
+        await pool.close()
+    if args.json:
+        print(attribution_render.as_json(report, args.by))
+    elif args.csv:
+        print(attribution_render.as_csv(report, args.by), end="")
+    else:
+        lines = attribution_render.text(report, args.by)
+        if args.write:
+            lines.append("snapshot written to cost_sync_tenant_costs (view cost_sync_tenant_monthly)")
+        print("\n".join(lines))
     return 0
 
 

@@ -1,9 +1,10 @@
 """``cost-sync demo``: the whole job on one machine, with nothing to install or configure.
 
 It starts an embedded PostgreSQL in a temporary directory, creates the platform's vps_instances
-table, applies cost-sync's migrations, seeds a sample fleet, starts the SANDBOX Hostwinds API
-(made-up prices) on a free local port, and runs the real sync through httpx against it, twice:
-the second run shows that a steady state writes nothing. Everything it started is stopped and
+table, applies cost-sync's migrations, seeds a sample fleet (with tenants, domains and SMTP IPs),
+starts the SANDBOX Hostwinds API (made-up prices) on a free local port, and runs the real sync
+through httpx against it, twice: the second run shows that a steady state writes nothing; then it
+prints the tenant attribution the first run's snapshot holds. Everything it started is stopped and
 deleted on the way out, Ctrl-C included.
 """
 
@@ -14,12 +15,15 @@ import json
 import shutil
 import sys
 import tempfile
+import uuid
 import warnings
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
-from cost_sync import render
+import asyncpg
+
+from cost_sync import attribution_render, attribution_store, render
 from cost_sync.db import connect
 from cost_sync.errors import ConfigError
 from cost_sync.migrate import migrate, sql_dir
@@ -54,6 +58,28 @@ DEMO_ROWS: list[tuple[str, str, str | None]] = [
 #: Finance overrides for the demo (hostwinds_instance_id -> monthly USD).
 DEMO_OVERRIDES = {"1234575": Decimal("42.00")}
 
+#: Tenants, each with one sending domain.
+DEMO_TENANTS: dict[str, str] = {
+    "Acme Mail": "mail.acme.example",
+    "Beta Outreach": "send.beta.example",
+    "Cobalt Growth": "go.cobalt.example",
+    "Delta Leads": "leads.delta.example",
+}
+#: SMTP IPs: (address, hostwinds_instance_id of its VPS, IP status, [(tenant, assignment status)]).
+#: 1234568 is shared by three tenants over two IPs; 1234567 has an idle IP (its stale assignment
+#: does not count); 1234571 has an IP whose only assignment is paused; 7654321 is unpriced (its kept
+#: value counts, flagged); 1234579 is decommissioned (out of scope); the other VPS have no IP.
+DEMO_IPS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
+    ("192.0.2.10", "1234568", "active", [("Acme Mail", "active"), ("Beta Outreach", "active")]),
+    ("192.0.2.11", "1234568", "active", [("Cobalt Growth", "warming")]),
+    ("192.0.2.20", "1234567", "active", [("Acme Mail", "active")]),
+    ("192.0.2.21", "1234567", "idle", [("Beta Outreach", "active")]),
+    ("192.0.2.30", "1234571", "warming", [("Beta Outreach", "warming")]),
+    ("192.0.2.31", "1234571", "active", [("Delta Leads", "paused")]),
+    ("192.0.2.40", "7654321", "active", [("Delta Leads", "active")]),
+    ("192.0.2.50", "1234579", "active", [("Acme Mail", "active")]),
+]
+
 
 async def _prepare(dsn: str) -> None:
     conn = await connect(dsn)
@@ -65,12 +91,47 @@ async def _prepare(dsn: str) -> None:
             " VALUES ($1, $2, $3::numeric, 'demo')",
             DEMO_ROWS,
         )
+        await _seed_tenants(conn)
     finally:
         await conn.close()
 
 
 def _to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+async def _seed_tenants(conn: asyncpg.Connection) -> None:
+    fixtures = sql_dir() / "fixtures"
+    for name in ("tenants.sql", "smtp_ip_addresses_approximate_cost.sql"):
+        await conn.execute((fixtures / name).read_text(encoding="utf-8"))
+    domains = {}
+    for tenant, domain in DEMO_TENANTS.items():
+        # Ids derived from names: the same ids, so the same cent tie-breaks, on every demo run.
+        tenant_id = await conn.fetchval(
+            "INSERT INTO tenants (id, name) VALUES ($1, $2) RETURNING id",
+            uuid.uuid5(uuid.NAMESPACE_DNS, domain),
+            tenant,
+        )
+        domains[tenant] = await conn.fetchval(
+            "INSERT INTO domains (tenant_id, domain) VALUES ($1, $2) RETURNING id", tenant_id, domain
+        )
+    for address, vps, status, assignments in DEMO_IPS:
+        ip_id = await conn.fetchval(
+            "INSERT INTO smtp_ip_addresses (id, vps_instance_id, ip_address, status)"
+            " SELECT $4, id, $2, $3 FROM vps_instances WHERE hostwinds_instance_id = $1 RETURNING id",
+            vps,
+            address,
+            status,
+            uuid.uuid5(uuid.NAMESPACE_DNS, address),
+        )
+        for tenant, assignment_status in assignments:
+            await conn.execute(
+                "INSERT INTO domain_ip_assignments (domain_id, smtp_ip_address_id, status)"
+                " VALUES ($1, $2, $3)",
+                domains[tenant],
+                ip_id,
+                assignment_status,
+            )
 
 
 def _source(outcome: RowOutcome) -> str:
@@ -156,6 +217,7 @@ async def run_demo(*, keep: bool, as_json: bool = False, out: Print = print) -> 
             hostwinds={"url": sandbox.url, "api_key": fleet.api_key, "requests_per_second": 50},
             database={"url": dsn},
             overrides=DEMO_OVERRIDES,
+            attribution={"enabled": True},
         )
         async with open_resources(settings) as (client, pool):
             first = await run_once(client=client, pool=pool, settings=settings, trigger="demo")
@@ -171,9 +233,25 @@ async def run_demo(*, keep: bool, as_json: bool = False, out: Print = print) -> 
                 f"{second.report.price_cache.hits} per-service prices from the cache, "
                 f"{second.report.price_cache.asked} asked again."
             )
+            report = await attribution_store.compute(pool, settings)
+            show("")
+            show(
+                f"Tenant attribution after the sync ({len(DEMO_TENANTS)} tenants, {len(DEMO_IPS)} SMTP IPs "
+                "at $4.99 each; docs/attribution.md), also in the view cost_sync_tenant_monthly:"
+            )
+            show("\n".join(attribution_render.text(report)))
             if as_json:
                 runs = [json.loads(render.as_json(r.report, r.outcomes)) for r in (first, second)]
-                out(json.dumps({"outcome": "succeeded", "runs": runs}, indent=2))
+                out(
+                    json.dumps(
+                        {
+                            "outcome": "succeeded",
+                            "runs": runs,
+                            "attribution": attribution_render.as_dict(report),
+                        },
+                        indent=2,
+                    )
+                )
         if keep:
             # With --json, stdout holds only the JSON object: how to connect goes to stderr.
             tell: Print = _to_stderr if as_json else out

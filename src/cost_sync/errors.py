@@ -7,6 +7,7 @@
     │   └── FleetFileError            a sandbox fleet file cannot be read (cost_sync.sandbox)
     ├── DatabaseError                 PostgreSQL could not be reached or refused a statement
     │   ├── MigrationError            a migration failed or an applied file changed
+    │   ├── MissingSchemaError        tables or columns cost-sync reads are missing; exit code 2
     │   └── LockTimeout               another run (or migration) holds the lock past the timeout
     └── HostwindsError                Hostwinds could not give an answer cost-sync can use
         ├── HostwindsAuthError        the key was refused: never retried
@@ -48,6 +49,12 @@ class DatabaseError(CostSyncError):
 
 class MigrationError(DatabaseError):
     """A migration could not be applied."""
+
+
+class MissingSchemaError(DatabaseError):
+    """Tables or columns cost-sync needs are missing; nothing was written."""
+
+    exit_code = 2
 
 
 class LockTimeout(DatabaseError):

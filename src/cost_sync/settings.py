@@ -220,6 +220,23 @@ class LogSettings(_Section):
     format: Annotated[Literal["json", "console"] | None, BeforeValidator(_lower_or_unset)] = None
 
 
+def _status_names(value: list[str]) -> list[str]:
+    if any(not item.strip() for item in value):
+        raise ValueError("a status name cannot be empty")
+    return value
+
+
+StatusNames = Annotated[list[str], BeforeValidator(_comma_list), AfterValidator(_status_names)]
+
+
+class AttributionSettings(_Section):
+    """``[attribution]``: how a VPS's cost is shared among tenants, and whether syncs record it."""
+
+    enabled: bool = False
+    assignment_statuses: StatusNames = Field(default_factory=lambda: ["active", "warming"], min_length=1)
+    idle_ip_statuses: StatusNames = Field(default_factory=lambda: ["idle"])
+
+
 class Settings(BaseSettings):
     """All of cost-sync's settings, validated."""
 
@@ -230,6 +247,7 @@ class Settings(BaseSettings):
     sync: SyncSettings = Field(default_factory=SyncSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    attribution: AttributionSettings = Field(default_factory=AttributionSettings)
     #: Finance overrides: ``hostwinds_instance_id`` -> monthly USD.
     overrides: dict[str, Amount] = Field(default_factory=dict)
 
@@ -268,6 +286,7 @@ _SECTION_ENV = {
     "database": "DATABASE_",
     "admin": "ADMIN_",
     "log": "LOG_",
+    "attribution": "ATTRIBUTION_",
     "sync": "",
 }
 _SECTIONS: dict[str, type[_Section]] = {
@@ -276,6 +295,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "sync": SyncSettings,
     "admin": AdminSettings,
     "log": LogSettings,
+    "attribution": AttributionSettings,
 }
 
 

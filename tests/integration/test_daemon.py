@@ -19,12 +19,13 @@ import pytest_asyncio
 import respx
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
 from cost_sync import __version__, cli
 from cost_sync.daemon import Daemon
 from cost_sync.errors import ConfigError
 from cost_sync.hostwinds import HostwindsClient
-from cost_sync.migrate import migrate
+from cost_sync.migrate import migrate, sql_dir
 from cost_sync.settings import Settings
 from tests.conftest import FIXTURE_TABLE
 from tests.integration.conftest import API_KEY, URL, FakeHostwinds, instance, seed
@@ -438,3 +439,48 @@ async def test_resync_accepts_row_ids_and_ids_in_any_case(
         # ... after a run that matched it, it does.
         late = await d.http.post("/resync", json={"instances": ["1"]}, headers=headers)
         assert late.status_code == 202, late.text
+
+
+async def test_daemon_run_writes_the_attribution_snapshot_when_enabled(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
+) -> None:
+    """With [attribution] enabled, the daemon's run is followed by a snapshot carrying its run id."""
+    hostwinds.instances = [instance(1)]
+    await pool.execute((sql_dir() / "fixtures" / "tenants.sql").read_text())
+    await seed(pool, [("1", "active", None)])
+    settings = Settings(admin={"listen": "127.0.0.1:0"}, attribution={"enabled": True})  # type: ignore[arg-type]
+    async with start(pool, settings, initial_sync=True):
+
+        async def snapshot() -> bool:
+            return await pool.fetchval("SELECT count(*) FROM cost_sync_tenant_costs") >= 1
+
+        await wait_for(snapshot, timeout=10)
+    row = await pool.fetchrow("SELECT run_id, bucket, vps_cost FROM cost_sync_tenant_costs")
+    run_id = await pool.fetchval("SELECT id FROM cost_sync_runs WHERE outcome = 'succeeded'")
+    assert (row["run_id"], row["bucket"], row["vps_cost"]) == (run_id, "unallocated", Decimal("9.99"))
+
+
+async def test_daemon_run_stays_succeeded_when_the_snapshot_fails(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
+) -> None:
+    """Without the platform's tenant tables the snapshot fails and is logged; the committed run stands."""
+    hostwinds.instances = [instance(1)]
+    await seed(pool, [("1", "active", None)])
+    settings = Settings(admin={"listen": "127.0.0.1:0"}, attribution={"enabled": True})  # type: ignore[arg-type]
+    with capture_logs() as logs:
+        async with start(pool, settings, initial_sync=True) as d:
+
+            async def ran() -> bool:
+                return await pool.fetchval("SELECT count(*) FROM cost_sync_runs") >= 1
+
+            await wait_for(ran, timeout=10)
+            await wait_for(lambda: _true_when(any(e["event"] == "attribution.failed" for e in logs)))
+            assert (await d.http.get("/readyz")).status_code == 200
+    assert await pool.fetchval("SELECT outcome FROM cost_sync_runs") == "succeeded"
+    assert await pool.fetchval("SELECT approximate_cost FROM vps_instances") == Decimal("9.99")
+    (failed,) = [e for e in logs if e["event"] == "attribution.failed"]
+    assert "table smtp_ip_addresses" in failed["error"]
+
+
+async def _true_when(value: bool) -> bool:
+    return value

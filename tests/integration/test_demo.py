@@ -13,7 +13,7 @@ import asyncpg
 import psutil
 import pytest
 
-from cost_sync.demo import DEMO_ROWS, run_demo
+from cost_sync.demo import DEMO_ROWS, DEMO_TENANTS, run_demo
 
 pytestmark = pytest.mark.db
 
@@ -35,6 +35,8 @@ async def test_demo_prices_the_sample_fleet_and_cleans_up() -> None:
     lines: list[str] = []
     assert await run_demo(keep=False, out=lines.append) == 0
     text = "\n".join(lines)
+    # The attribution printed last names VPS again: the pricing table is what precedes it.
+    text, _, attribution = text.partition("Tenant attribution after the sync")
     workdir = Path(re.search(r"embedded PostgreSQL in (\S+),", text)[1])  # type: ignore[index]
 
     rows = {
@@ -49,6 +51,14 @@ async def test_demo_prices_the_sample_fleet_and_cleans_up() -> None:
     assert "$0.00" not in rows["1234577"]
     assert "Second run on the same prices: 0 rows written" in text
     assert "11 per-service prices from the cache, 0 asked again" in text
+
+    # Delta's only VPS is unpriced (kept $12.00) with one IP at $4.99: 16.99, flagged.
+    delta = next(line for line in attribution.splitlines() if "Delta Leads" in line)
+    assert "$16.99" in delta
+    assert "1 unpriced VPS" in delta
+    assert all(name in attribution for name in DEMO_TENANTS)
+    assert "no SMTP IP" in attribution
+    assert "(balanced)" in attribution
 
     assert not workdir.exists()
     leftovers = [

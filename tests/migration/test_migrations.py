@@ -263,3 +263,24 @@ def test_cli_unreachable_database_names_host_not_password(
     assert "127.0.0.1:1/penguin" in err
     assert "s3cr3t-pw" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+async def test_check_refuses_a_tenant_id_column_on_cost_sync_tables(fresh: asyncpg.Connection) -> None:
+    """NileDB would make a table with tenant_id a tenant table: verification flags one on cost_sync_*."""
+    await migrate(fresh)
+    assert await check(fresh) == []
+    await fresh.execute("ALTER TABLE cost_sync_tenant_costs ADD COLUMN tenant_id UUID")
+    problems = await check(fresh)
+    assert any("tenant_id" in p and "cost_sync_tenant_costs" in p for p in problems)
+
+
+async def test_rollback_of_0004_drops_the_view_and_table_only(fresh: asyncpg.Connection) -> None:
+    """Rolling back 0004 removes cost_sync_tenant_costs and its view; migrate brings them back identical."""
+    await migrate(fresh)
+    migrated = await snapshot(fresh)
+    assert await rollback(fresh, "0004") == "0004_cost_sync_tenant_costs"
+    assert await fresh.fetchval("SELECT to_regclass('cost_sync_tenant_monthly')") is None
+    assert await fresh.fetchval("SELECT to_regclass('cost_sync_tenant_costs')") is None
+    assert await fresh.fetchval("SELECT to_regclass('cost_sync_history')") is not None
+    assert await migrate(fresh) == ["0004_cost_sync_tenant_costs"]
+    assert await snapshot(fresh) == migrated

@@ -30,6 +30,7 @@ def test_help_lists_every_verb_and_the_one_shot_flags(capsys: pytest.CaptureFixt
         "resync",
         "demo",
         "sandbox",
+        "attribution",
         "--once",
         "--dry-run",
         "--instance",
@@ -40,7 +41,15 @@ def test_help_lists_every_verb_and_the_one_shot_flags(capsys: pytest.CaptureFixt
 
 @pytest.mark.parametrize(
     "argv",
-    [["--dry-run"], ["--instance", "1"], ["resync"], ["migrate", "--check", "--rollback", "0001"], ["bogus"]],
+    [
+        ["--dry-run"],
+        ["--instance", "1"],
+        ["resync"],
+        ["migrate", "--check", "--rollback", "0001"],
+        ["bogus"],
+        ["attribution", "--json", "--csv"],
+        ["attribution", "--by", "domain"],
+    ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     """Options without the flag they belong to, a missing target or an unknown verb: usage, exit 2."""
@@ -111,5 +120,5 @@ def test_verbs_register_in_one_list() -> None:
     """Each verb is one registering function in cli.VERBS; the parser offers exactly those verbs."""
     parser = cli.build_parser()
     (verbs,) = [a for a in parser._actions if a.dest == "command"]
-    assert list(verbs.choices) == ["run", "resync", "migrate", "demo", "sandbox", "completion"]
+    assert list(verbs.choices) == ["run", "resync", "migrate", "demo", "sandbox", "attribution", "completion"]
     assert len(cli.VERBS) == len(verbs.choices)

@@ -45,7 +45,7 @@ def test_example_file_documents_every_setting() -> None:
     example = Path(__file__).parents[2] / "config" / "cost-sync.example.toml"
     text = example.read_text()
     settings = load_settings(example, {})
-    for section in ("hostwinds", "database", "sync", "admin", "log"):
+    for section in ("hostwinds", "database", "sync", "admin", "log", "attribution"):
         for key in type(getattr(settings, section)).model_fields:
             assert f"{key} =" in text, f"{section}.{key} is not documented"
 
