@@ -16,7 +16,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -72,6 +72,8 @@ class RunResult:
 
     report: RunReport
     outcomes: list[RowOutcome] = field(default_factory=list)
+    #: Why the tenant attribution snapshot after this committed run could not be written.
+    attribution_error: CostSyncError | None = None
 
     @property
     def changes(self) -> list[RowOutcome]:
@@ -205,7 +207,8 @@ class SyncRun:
         self._clock = clock
         self._now = now
         self.started_at = now()
-        self._deadline = clock() + settings.sync.max_run_seconds
+        #: Set when the run starts its work, after the lock: waiting for another run costs no budget.
+        self._deadline = float("inf")  # float-ok: seconds
         self.phases: defaultdict[str, float] = defaultdict(float)
         self._calls_before = Counter(client.calls)
 
@@ -224,7 +227,11 @@ class SyncRun:
         return dict(sorted((Counter(self.client.calls) - self._calls_before).items()))
 
     async def execute(self) -> RunResult:
-        """Run once; on failure record a failed run, write nothing to ``vps_instances``, raise."""
+        """Run once; on failure record a failed run, write nothing to ``vps_instances``, raise.
+
+        The failure is recorded in the ledger; saying it (once) is the caller's: the command line
+        prints it, the daemon logs ``sync.failed``.
+        """
         structlog.contextvars.bind_contextvars(run_id=str(self.run_id), trigger=self.trigger)
         try:
             # A dry run writes nothing, so it need not wait for (or block) a real run.
@@ -235,19 +242,20 @@ class SyncRun:
             )
             async with lock:
                 try:
-                    return await self._run()
+                    result = await self._run()
                 except (Exception, asyncio.CancelledError) as exc:
                     if not self.dry_run and not isinstance(exc, ConfigError):
                         await self._record_failure(exc)
                     raise
-        except CostSyncError as exc:
-            log.error("sync.failed", error=str(exc))
-            raise
+                # Committed: nothing below may turn the run into a failed one. Still under the
+                # run lock, so the snapshot shows exactly this run's prices.
+                return await self._after_commit(result)
         finally:
             structlog.contextvars.unbind_contextvars("run_id", "trigger")
 
     async def _run(self) -> RunResult:
         settings = self.settings
+        self._deadline = self._clock() + settings.sync.max_run_seconds
         statuses = settings.sync.statuses
         managed = settings.hostwinds.managed
 
@@ -365,6 +373,20 @@ class SyncRun:
             duration_seconds=round(final.duration_seconds, 3),
         )
         return RunResult(report=final, outcomes=outcomes)
+
+    async def _after_commit(self, result: RunResult) -> RunResult:
+        """With ``[attribution] enabled``, write the tenant attribution snapshot of a committed run.
+
+        A failure is logged as ``attribution.failed`` and handed back in the result, never raised.
+        """
+        if self.dry_run or not self.settings.attribution.enabled:
+            return result
+        try:
+            await self.store.write_attribution(self.settings, self.run_id)
+        except CostSyncError as exc:
+            log.error("attribution.failed", error=str(exc))
+            return replace(result, attribution_error=exc)
+        return result
 
     async def _fetch(self, wanted: Mapping[int, Instance], plan: PricePlan) -> _Fetched:
         """The price lists and the planned cycle prices, asked side by side until the budget is spent.
@@ -542,9 +564,10 @@ async def run_once(
 @contextlib.asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[tuple[HostwindsClient, asyncpg.Pool]]:
     """The Hostwinds client and the database pool a run needs; both closed on exit."""
+    # Every missing setting is named at once, not one per attempt.
+    settings.require("hostwinds.api_key", "database.url")
     api_key = settings.hostwinds.api_key
-    if api_key is None:
-        raise ConfigError("setting hostwinds.api_key: required (set COST_SYNC_HOSTWINDS_API_KEY)")
+    assert api_key is not None
     dsn = settings.database_dsn()
     hw = settings.hostwinds
     # local_address 0.0.0.0: Hostwinds keys are bound to an IPv4 allow-list, so never call over IPv6.

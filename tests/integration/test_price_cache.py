@@ -18,6 +18,7 @@ from cost_sync import cli
 from cost_sync.errors import HostwindsTransientError
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.settings import Settings
+from cost_sync.store import Store
 from cost_sync.sync import run_once
 from tests.integration.conftest import API_KEY, URL, FakeHostwinds, instance, seed, values
 from tests.integration.test_daemon import TOKEN, daemon_settings, start
@@ -251,3 +252,69 @@ async def test_daemon_serves_a_resync_between_catch_up_runs(fleet: FakeHostwinds
     assert triggers[:2] == ["startup", "resync"]
     assert "catchup" in triggers[2:]
     assert all(v is not None for v in (await values(pool)).values())
+
+
+async def test_run_lock_lets_the_blocks_own_errors_through(pool: asyncpg.Pool) -> None:
+    """An OSError raised while holding the run lock stays an OSError, and the lock is released."""
+    store = Store(pool)
+    with pytest.raises(OSError, match="from the run"):
+        async with store.lock(timeout=1):
+            raise OSError("from the run")
+    async with store.lock(timeout=0.5):
+        held = await pool.fetchval(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+            " WHERE l.locktype = 'advisory' AND d.datname = current_database()"
+        )
+        assert held == 1
+
+
+@pytest.mark.usefixtures("rows")
+async def test_upgrade_and_cycle_change_are_asked_again_and_priced_right(
+    fleet: FakeHostwinds, client: HostwindsClient, pool: asyncpg.Pool
+) -> None:
+    """A new product_id and a new cycle are asked again and repriced; nothing else is asked."""
+    await run_once(client=client, pool=pool, settings=Settings())
+    fleet.instances[3] = instance(4, product_id=102)
+    fleet.cycle_prices[4] = {"monthly": "19.99"}
+    fleet.instances[4] = instance(5, cycle="Annually")
+    fleet.asked.clear()
+    result = await run_once(client=client, pool=pool, settings=Settings())
+    assert sorted(fleet.asked) == [4, 5]
+    assert result.report.price_cache.reasons["changed"] == 2
+    prices = await values(pool)
+    assert prices["4"] == Decimal("19.99")
+    assert prices["5"] == Decimal("8.75")  # 105 a year
+    assert result.report.updated == 2
+    assert await pool.fetchval(
+        "SELECT fingerprint FROM cost_sync_price_observations WHERE serviceid = 4"
+    ) == ("product_id=102;billingcycle=Monthly;hourly=0;disk_type=ssd;managed=0")
+
+
+@pytest.mark.usefixtures("rows")
+async def test_short_max_age_refetches_every_service(
+    fleet: FakeHostwinds, client: HostwindsClient, pool: asyncpg.Pool
+) -> None:
+    """With a max age shorter than the time since the last answers, every service is asked again."""
+    await run_once(client=client, pool=pool, settings=Settings())
+    await pool.execute("UPDATE cost_sync_price_observations SET observed = observed - interval '2 minutes'")
+    fleet.asked.clear()
+    short = Settings(sync={"max_price_age_seconds": 60})  # type: ignore[arg-type]
+    result = await run_once(client=client, pool=pool, settings=short)
+    assert sorted(fleet.asked) == list(range(1, N + 1))
+    assert result.report.price_cache.reasons["stale"] == N
+
+
+@pytest.mark.usefixtures("rows")
+async def test_error_answer_for_one_service_leaves_one_row_unpriced(
+    fleet: FakeHostwinds, client: HostwindsClient, pool: asyncpg.Pool
+) -> None:
+    """An error envelope for service 5's cycle prices: row 5 keeps its value, the others are written."""
+    fleet.service_faults[5] = lambda: httpx.Response(
+        200, json=[{"result": "error", "action": "get_billingcycle_prices", "message": "No such service"}]
+    )
+    result = await run_once(client=client, pool=pool, settings=Settings())
+    assert result.report.unpriced_by_reason == {"cycle_prices_unavailable": 1}
+    prices = await values(pool)
+    assert prices["5"] is None
+    assert sum(v is not None for v in prices.values()) == N - 1
+    assert await pool.fetchval("SELECT count(*) FROM cost_sync_price_observations WHERE serviceid = 5") == 0
