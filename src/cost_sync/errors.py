@@ -7,6 +7,7 @@
     ├── DatabaseError                 PostgreSQL could not be reached or refused a statement
     │   ├── MigrationError            a migration failed or an applied file changed
     │   └── LockTimeout               another run is in progress
+    ├── GuardRefused                  a run saw too much vanish at Hostwinds and applied nothing
     └── HostwindsError                Hostwinds could not give an answer cost-sync can use
         ├── HostwindsAuthError        the key was refused: never retried
         ├── HostwindsTransientError   5xx, 429, timeout, non-JSON body: retried, then raised
@@ -70,3 +71,7 @@ class HostwindsResponseError(HostwindsError):
 
 class ForbiddenActionError(HostwindsError):
     """That Hostwinds action is not on cost-sync's read-only allow-list; nothing was sent."""
+
+
+class GuardRefused(CostSyncError):
+    """The run saw too many rows or plans vanish since the last good run and applied nothing."""

@@ -134,6 +134,8 @@ class Instance:
     hourly: Flag = False
     disk_type: OptStr = None
     status: OptStr = None
+    #: Hostwinds offers this instance a newer plan (``cost-sync report`` lists these).
+    upgrade_available: Flag = False
 
 
 _INSTANCE = TypeAdapter(Instance)
@@ -219,6 +221,32 @@ class RowOutcome:
         return isinstance(self.result, Estimate) and self.result.monthly != self.row.approximate_cost
 
 
+@dataclass(frozen=True, slots=True)
+class HeldChange:
+    """A change a run proposed but did not apply: it exceeded ``[guard] max_change_ratio``."""
+
+    row_id: uuid.UUID
+    hostwinds_instance_id: str | None
+    old: Decimal | None
+    proposed: Estimate
+    ratio: Decimal
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RowState:
+    """What a run saw of one row: its instance, its plan, why it was unpriced, upgrade offered."""
+
+    row_id: uuid.UUID
+    matched: bool
+    serviceid: int | None = None
+    server_uuid: str | None = None
+    product_id: int | None = None
+    unpriced_reason: str | None = None
+    unpriced_detail: str | None = None
+    upgrade_available: bool = False
+
+
 class PriceCacheReport(_Frozen):
     """What the price observation cache did in one run."""
 
@@ -261,6 +289,10 @@ class RunReport(_Frozen):
     #: Targets that named no row in scope (a daemon run syncs the others), with the reason.
     unknown_instances: dict[str, str] = Field(default_factory=dict)
     price_cache: PriceCacheReport = Field(default_factory=PriceCacheReport)
+    #: Changes this run proposed but held for a person ([guard] max_change_ratio).
+    held: int = 0
+    #: Price-list plans the run's matched instances are on (the next run checks none went missing).
+    plans_in_use: list[int] | None = None
     error: str | None = None
 
     @property

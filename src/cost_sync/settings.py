@@ -181,6 +181,15 @@ class AdminSettings(_Section):
     url: OptHttpUrl = None
 
 
+class GuardSettings(_Section):
+    """``[guard]``: when a run holds a change for a person, or applies nothing at all."""
+
+    #: A change larger than this share of a positive previous value is held, not applied.
+    max_change_ratio: Decimal = Field(default=Decimal("0.5"), ge=0)
+    #: More than this share of rows lost (or of plans gone from the price list): apply nothing.
+    max_unmatched_ratio: Decimal = Field(default=Decimal("0.2"), ge=0, le=1)
+
+
 class Settings(BaseSettings):
     """All of cost-sync's settings, validated."""
 
@@ -190,6 +199,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    guard: GuardSettings = Field(default_factory=GuardSettings)
     #: Finance overrides: ``hostwinds_instance_id`` -> monthly USD.
     overrides: dict[str, Amount] = Field(default_factory=dict)
 
@@ -213,12 +223,19 @@ class Settings(BaseSettings):
 
 
 #: Section -> its environment-variable stem (``[sync]`` keys stand alone).
-_SECTION_ENV = {"hostwinds": "HOSTWINDS_", "database": "DATABASE_", "admin": "ADMIN_", "sync": ""}
+_SECTION_ENV = {
+    "hostwinds": "HOSTWINDS_",
+    "database": "DATABASE_",
+    "admin": "ADMIN_",
+    "guard": "GUARD_",
+    "sync": "",
+}
 _SECTIONS: dict[str, type[_Section]] = {
     "hostwinds": HostwindsSettings,
     "database": DatabaseSettings,
     "sync": SyncSettings,
     "admin": AdminSettings,
+    "guard": GuardSettings,
 }
 
 

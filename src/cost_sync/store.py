@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
@@ -26,7 +27,16 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias
 import asyncpg
 
 from cost_sync.errors import DatabaseError, LockTimeout
-from cost_sync.models import Cycle, Estimate, Observation, RowOutcome, RunReport, VpsRow
+from cost_sync.models import (
+    Cycle,
+    Estimate,
+    HeldChange,
+    Observation,
+    RowOutcome,
+    RowState,
+    RunReport,
+    VpsRow,
+)
 from cost_sync.sqlfiles import sql_dir
 
 if TYPE_CHECKING:
@@ -34,7 +44,7 @@ if TYPE_CHECKING:
 
     from asyncpg.pool import PoolConnectionProxy
 
-__all__ = ["SYNC_LOCK_KEY", "Conn", "RunStore", "Store", "database_error", "queries"]
+__all__ = ["SYNC_LOCK_KEY", "Conn", "LastRun", "RunStore", "Store", "database_error", "queries"]
 
 #: Advisory lock key making sync runs exclusive (ASCII "cs-sync").
 SYNC_LOCK_KEY = 0x63732D73796E63
@@ -74,6 +84,19 @@ def _mapped() -> Iterator[None]:
         raise database_error(exc) from None
 
 
+@dataclass(frozen=True, slots=True)
+class LastRun:
+    """The last successful whole-fleet run, as the guards compare with it."""
+
+    run_id: uuid.UUID
+    finished: datetime
+    plans_in_use: list[int] | None
+
+    def describe(self) -> str:
+        """``run <id> at <time>`` for a message."""
+        return f"run {self.run_id} at {self.finished.isoformat(timespec='seconds')}"
+
+
 class RunStore(Protocol):
     """What a sync run needs of a database; :class:`Store` is the real one."""
 
@@ -97,6 +120,14 @@ class RunStore(Protocol):
         """Commit a batch of observations now, apart from any run transaction."""
         ...
 
+    async def read_row_states(self, row_ids: Sequence[uuid.UUID] | None = None) -> dict[uuid.UUID, RowState]:
+        """What the last runs saw of these rows (None: every row)."""
+        ...
+
+    async def last_good_run(self) -> LastRun | None:
+        """The last successful whole-fleet run, if any."""
+        ...
+
     async def commit_run(
         self,
         run_id: uuid.UUID,
@@ -104,8 +135,15 @@ class RunStore(Protocol):
         *,
         statuses: Sequence[str],
         finish: Callable[[int], RunReport],
+        held: Sequence[HeldChange] = (),
+        decided: Sequence[uuid.UUID] = (),
+        row_states: Sequence[RowState] = (),
     ) -> RunReport:
-        """Write the changed estimates and the ledger row ``finish(updated)`` in one transaction."""
+        """Write the changed estimates and the ledger row ``finish(updated)`` in one transaction.
+
+        ``held`` changes are stored as held (not applied); any other held change of a row in
+        ``decided`` is cleared; ``row_states`` replace the rows' kept states.
+        """
         ...
 
     async def record_run(self, report: RunReport) -> None:
@@ -195,6 +233,35 @@ class Store:
             oldest: datetime | None = await self._pool.fetchval(self._q["oldest_observation"])
         return oldest
 
+    async def read_row_states(self, row_ids: Sequence[uuid.UUID] | None = None) -> dict[uuid.UUID, RowState]:
+        """What the last runs saw of these rows (None: every row)."""
+        with _mapped():
+            records = await self._pool.fetch(
+                self._q["read_row_states"], None if row_ids is None else list(row_ids)
+            )
+        return {
+            r["vps_instance_id"]: RowState(
+                row_id=r["vps_instance_id"],
+                matched=r["matched"],
+                serviceid=r["serviceid"],
+                server_uuid=r["server_uuid"],
+                product_id=r["product_id"],
+                unpriced_reason=r["unpriced_reason"],
+                unpriced_detail=r["unpriced_detail"],
+                upgrade_available=r["upgrade_available"],
+            )
+            for r in records
+        }
+
+    async def last_good_run(self) -> LastRun | None:
+        """The last successful whole-fleet run, if any."""
+        with _mapped():
+            record = await self._pool.fetchrow(self._q["last_good_run"])
+        if record is None:
+            return None
+        plans = record["plans_in_use"]
+        return LastRun(record["id"], record["finished"], None if plans is None else list(plans))
+
     async def commit_run(
         self,
         run_id: uuid.UUID,
@@ -202,11 +269,26 @@ class Store:
         *,
         statuses: Sequence[str],
         finish: Callable[[int], RunReport],
+        held: Sequence[HeldChange] = (),
+        decided: Sequence[uuid.UUID] = (),
+        row_states: Sequence[RowState] = (),
     ) -> RunReport:
-        """Store every changed estimate, its history row and the run's ledger row in one transaction."""
+        """Store every changed estimate, its history row and the run's ledger row in one transaction.
+
+        Held changes are stored instead of applied, held changes the run no longer proposes are
+        cleared, and changed row states are written, all in the same transaction.
+        """
+        held_ids = {h.row_id for h in held}
         with _mapped():
             async with self._pool.acquire() as conn, conn.transaction():
-                updated = await self._write_estimates(conn, outcomes, statuses=statuses, run_id=run_id)
+                updated = await self._write_estimates(
+                    conn,
+                    [o for o in outcomes if o.row.id not in held_ids],
+                    statuses=statuses,
+                    run_id=run_id,
+                )
+                await self._write_held(conn, run_id, held, decided)
+                await self._write_row_states(conn, run_id, row_states)
                 # The ledger row goes in last, with the final count, in the same transaction.
                 report = finish(updated)
                 await self._insert_run(conn, report)
@@ -237,7 +319,54 @@ class Store:
             _json(report.hostwinds_calls),
             report.error,
             report.price_cache.model_dump_json(),
+            report.held,
+            report.plans_in_use,
             timeout=timeout,
+        )
+
+    async def _write_held(
+        self, conn: Conn, run_id: uuid.UUID, held: Sequence[HeldChange], decided: Sequence[uuid.UUID]
+    ) -> None:
+        # The held table is small (usually empty): read it rather than send every decided id.
+        kept = {r[0] for r in await conn.fetch(self._q["held_ids"])}
+        proposed = {h.row_id for h in held}
+        cleared = [row_id for row_id in decided if row_id in kept and row_id not in proposed]
+        if cleared:
+            await conn.execute(self._q["clear_held"], cleared)
+        if not held:
+            return
+        await conn.execute(
+            self._q["upsert_held"],
+            [h.row_id for h in held],
+            [h.hostwinds_instance_id for h in held],
+            [h.old for h in held],
+            [h.proposed.monthly for h in held],
+            [h.ratio for h in held],
+            [h.reason for h in held],
+            run_id,
+            [h.proposed.source.value for h in held],
+            [h.proposed.cycle.value if h.proposed.cycle else None for h in held],
+            [h.proposed.cycle_price for h in held],
+            [h.proposed.months for h in held],
+            [h.proposed.hourly_ceiling for h in held],
+            [h.proposed.product_id for h in held],
+            [h.proposed.product_name for h in held],
+        )
+
+    async def _write_row_states(self, conn: Conn, run_id: uuid.UUID, states: Sequence[RowState]) -> None:
+        if not states:
+            return
+        await conn.execute(
+            self._q["upsert_row_states"],
+            [s.row_id for s in states],
+            [s.matched for s in states],
+            [s.serviceid for s in states],
+            [s.server_uuid for s in states],
+            [s.product_id for s in states],
+            [s.unpriced_reason for s in states],
+            [s.unpriced_detail for s in states],
+            [s.upgrade_available for s in states],
+            run_id,
         )
 
     async def _write_estimates(
