@@ -20,6 +20,7 @@ from cost_sync.errors import ConfigError, CostSyncError
 from cost_sync.migrate import check, migrate, rollback
 from cost_sync.settings import Settings, load_settings
 from cost_sync.sync import RunResult, open_resources, run_once
+from cost_sync.trust_cli import add_verbs as add_trust_verbs
 
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
@@ -90,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_resync.add_argument("--json", action="store_true", help="print the run report as JSON on stdout")
     p_resync.add_argument(
+        "--accept-changes",
+        action="store_true",
+        help="with --all: apply changes over [guard] max_change_ratio instead of holding them "
+        "(named instances always apply)",
+    )
+    p_resync.add_argument(
         "--wait",
         type=float,
         default=900.0,
@@ -144,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run one migration's rollback file (e.g. 0001) and forget it in the ledger",
     )
     p_migrate.set_defaults(handler=_migrate)
+    add_trust_verbs(verbs, common)
     return parser
 
 
@@ -167,6 +175,12 @@ def _sync_options(group: argparse._ActionsContainer) -> None:
         action="store_true",
         help="ask Hostwinds every instance's price afresh instead of using cached prices",
     )
+    group.add_argument(
+        "--accept-changes",
+        action="store_true",
+        help="apply every change, also those over [guard] max_change_ratio, and skip the "
+        "vanished-rows check ([guard] max_unmatched_ratio)",
+    )
 
 
 def _daemon_options(parser: argparse.ArgumentParser) -> None:
@@ -181,11 +195,12 @@ def _daemon_options(parser: argparse.ArgumentParser) -> None:
 def print_result(result: RunResult, *, as_json: bool) -> None:
     """Show a finished run: JSON for scripts, else a summary, the changes (dry run), unpriced rows."""
     if as_json:
-        print(render.as_json(result.report, result.outcomes))
+        print(render.as_json(result.report, result.outcomes, result.held))
         return
     lines = render.summary(result.report)
     if result.report.dry_run:
-        lines += render.changes(result.outcomes)
+        lines += render.changes(result.outcomes, result.held)
+    lines += render.held_changes(result.held)
     lines += render.unpriced_rows(result.outcomes)
     print("\n".join(lines))
 
@@ -201,6 +216,7 @@ async def _once(args: argparse.Namespace, settings: Settings) -> int:
             dry_run=args.dry_run,
             full=args.full,
             progress=bar,
+            accept_changes=args.accept_changes,
         )
     print_result(result, as_json=args.json)
     return 0
@@ -222,6 +238,8 @@ async def _resync(args: argparse.Namespace, settings: Settings) -> int:
     targets = None if args.all else args.instance
     # Named instances are asked afresh: that is the after-upgrade case.
     full = args.full or targets is not None
+    # Ops named these instances to get their new price: apply it, however large the change.
+    accept = args.accept_changes or targets is not None
     if settings.admin.url is None:
         async with open_resources(settings) as (client, pool), progress.terminal_bar() as bar:
             result = await run_once(
@@ -232,10 +250,11 @@ async def _resync(args: argparse.Namespace, settings: Settings) -> int:
                 targets=targets,
                 full=full,
                 progress=bar,
+                accept_changes=accept,
             )
         print_result(result, as_json=args.json)
         return 0
-    record = await admin.resync(settings, targets, wait=args.wait, full=full)
+    record = await admin.resync(settings, targets, wait=args.wait, full=full, accept_changes=accept)
     return admin.show(record, as_json=args.json)
 
 
@@ -304,8 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None and args.once:
         handler = _once
-    elif handler is None and (args.instance or args.dry_run or args.json or args.full):
-        parser.error("--instance, --dry-run, --json and --full go with --once")
+    elif handler is None and (args.instance or args.dry_run or args.json or args.full or args.accept_changes):
+        parser.error("--instance, --dry-run, --json, --full and --accept-changes go with --once")
     if handler is None:
         handler = _daemon
     try:

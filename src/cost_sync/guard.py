@@ -32,6 +32,7 @@ __all__ = [
     "check_plans",
     "check_unmatched",
     "hold_changes",
+    "recheck",
     "row_state",
 ]
 
@@ -170,3 +171,29 @@ def check_plans(
         f"({last_run}): {shown} ({ratio:.1%} > max_unmatched_ratio {max_unmatched_ratio}); "
         "nothing was applied",
     )
+
+
+def recheck(
+    *,
+    old: Decimal | None,
+    proposed: Decimal,
+    current: Decimal | None,
+    now: Estimate | Unpriced | None,
+) -> str | None:
+    """Why approving a held change would be stale now, or None when it still stands.
+
+    ``current`` is the row's stored value now; ``now`` what a run would compute now (None: the
+    row is no longer in scope).
+    """
+    if now is None:
+        return "the row is no longer in scope"
+    if current != old:
+        return f"the row's value is {current} now, not {old} as when the change was held"
+    if isinstance(now, Unpriced):
+        return f"a run would not price it now ({now.reason.value}: {now.detail})"
+    if now.monthly != proposed:
+        return (
+            f"a run would compute {now.monthly} now, not the held {proposed}; "
+            "the next run replaces the held change"
+        )
+    return None

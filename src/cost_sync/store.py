@@ -44,7 +44,17 @@ if TYPE_CHECKING:
 
     from asyncpg.pool import PoolConnectionProxy
 
-__all__ = ["SYNC_LOCK_KEY", "Conn", "LastRun", "RunStore", "Store", "database_error", "queries"]
+__all__ = [
+    "SYNC_LOCK_KEY",
+    "Conn",
+    "LastRun",
+    "RunStore",
+    "Store",
+    "database_error",
+    "insert_run",
+    "mapped",
+    "queries",
+]
 
 #: Advisory lock key making sync runs exclusive (ASCII "cs-sync").
 SYNC_LOCK_KEY = 0x63732D73796E63
@@ -95,6 +105,10 @@ class LastRun:
     def describe(self) -> str:
         """``run <id> at <time>`` for a message."""
         return f"run {self.run_id} at {self.finished.isoformat(timespec='seconds')}"
+
+
+#: For the other database readers (cost_sync.trust_store): the same error mapping.
+mapped = _mapped
 
 
 class RunStore(Protocol):
@@ -301,28 +315,7 @@ class Store:
                 await self._insert_run(conn, report, timeout=_RECORD_TIMEOUT_SECONDS)
 
     async def _insert_run(self, conn: Conn, report: RunReport, *, timeout: float | None = None) -> None:
-        await conn.execute(
-            self._q["insert_run"],
-            report.run_id,
-            report.trigger,
-            report.outcome,
-            report.started_at,
-            report.finished_at,
-            list(report.instances) if report.instances else None,
-            report.rows_in_scope,
-            report.matched,
-            report.updated,
-            report.unchanged,
-            sum(report.unpriced_by_reason.values()),
-            _json(report.priced_by_source),
-            _json(report.unpriced_by_reason),
-            _json(report.hostwinds_calls),
-            report.error,
-            report.price_cache.model_dump_json(),
-            report.held,
-            report.plans_in_use,
-            timeout=timeout,
-        )
+        await insert_run(conn, report, timeout=timeout)
 
     async def _write_held(
         self, conn: Conn, run_id: uuid.UUID, held: Sequence[HeldChange], decided: Sequence[uuid.UUID]
@@ -402,6 +395,32 @@ class Store:
         )
         # "INSERT 0 <n>": one history row per updated row.
         return int(status.rsplit(" ", 1)[-1])
+
+
+async def insert_run(conn: Conn, report: RunReport, *, timeout: float | None = None) -> None:
+    """Insert one run ledger row on ``conn`` (inside the caller's transaction, if any)."""
+    await conn.execute(
+        queries("sync")["insert_run"],
+        report.run_id,
+        report.trigger,
+        report.outcome,
+        report.started_at,
+        report.finished_at,
+        list(report.instances) if report.instances else None,
+        report.rows_in_scope,
+        report.matched,
+        report.updated,
+        report.unchanged,
+        sum(report.unpriced_by_reason.values()),
+        _json(report.priced_by_source),
+        _json(report.unpriced_by_reason),
+        _json(report.hostwinds_calls),
+        report.error,
+        report.price_cache.model_dump_json(),
+        report.held,
+        report.plans_in_use,
+        timeout=timeout,
+    )
 
 
 def _json(counts: dict[str, int]) -> str:
