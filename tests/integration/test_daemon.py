@@ -122,6 +122,9 @@ async def test_scheduler_fires_and_metrics_count_runs(
             >= 1
         )
         assert metrics[("cost_sync_last_success_timestamp_seconds", ())] > 0
+        # 9.99 priced plus the 1.00 kept by the row Hostwinds does not know.
+        assert metrics[("cost_sync_fleet_monthly_usd", ())] == pytest.approx(10.99)  # float-ok
+        assert metrics[("cost_sync_changes_held", ())] == 0
 
 
 async def test_resync_requires_the_token(
