@@ -17,7 +17,7 @@ from cost_sync import __version__, admin, logs, progress, render, sandbox
 from cost_sync.daemon import Daemon
 from cost_sync.db import connect
 from cost_sync.errors import ConfigError, CostSyncError
-from cost_sync.migrate import check, migrate, rollback
+from cost_sync.migrate import check, migrate, require_schema, rollback
 from cost_sync.settings import Settings, load_settings
 from cost_sync.sync import RunResult, open_resources, run_once
 
@@ -192,6 +192,8 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
 
 async def _once(args: argparse.Namespace, settings: Settings) -> int:
     async with open_resources(settings) as (client, pool), progress.terminal_bar() as bar:
+        # Before the first Hostwinds call: a missing migration is exit 2, "run `cost-sync migrate`".
+        await require_schema(pool)
         result = await run_once(
             client=client,
             pool=pool,
@@ -224,6 +226,7 @@ async def _resync(args: argparse.Namespace, settings: Settings) -> int:
     full = args.full or targets is not None
     if settings.admin.url is None:
         async with open_resources(settings) as (client, pool), progress.terminal_bar() as bar:
+            await require_schema(pool)
             result = await run_once(
                 client=client,
                 pool=pool,

@@ -44,9 +44,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cost_sync import schedule
-from cost_sync.errors import CostSyncError
+from cost_sync.errors import CostSyncError, DatabaseError
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.httpserve import AppServer
+from cost_sync.migrate import require_schema
 from cost_sync.models import RunReport
 from cost_sync.settings import Settings
 from cost_sync.store import Store
@@ -348,6 +349,11 @@ class Daemon:
         self.scheduler: AsyncIOScheduler | None = None
         #: ``http://host:port`` of the admin endpoint once it listens.
         self.admin_url: str | None = None
+        #: Why the scheduler has not started: the schema check failed (None once it passes).
+        self.schema_problem: str | None = None
+        #: How often the schema is checked again while it is not ready.
+        self.schema_retry_seconds = 30.0
+        self._checking_schema = False
 
     async def _execute(self, record: RunRecord) -> RunReport:
         self.metrics.in_progress.set(1)
@@ -392,10 +398,14 @@ class Daemon:
         )
 
     async def _healthz(self, _: Request) -> Response:
-        alive = self.scheduler is not None and self.scheduler.running
+        # Waiting for `cost-sync migrate` is alive, not ready: a restart would not help.
+        alive = self.scheduler is not None and (self.scheduler.running or self._checking_schema)
         return JSONResponse({"alive": alive}, status_code=200 if alive else 503)
 
     async def _readyz(self, _: Request) -> Response:
+        if self.schema_problem is not None:
+            reason = f"the scheduler waits for the schema: {self.schema_problem}"
+            return JSONResponse({"ready": False, "reason": reason}, status_code=503)
         try:
             async with self.pool.acquire(timeout=2) as conn:
                 last = await conn.fetchval(
@@ -454,6 +464,8 @@ class Daemon:
             )
         if not isinstance(full, bool):
             return JSONResponse({"error": '"full" must be true or false'}, status_code=400)
+        if self.schema_problem is not None:
+            return JSONResponse({"error": self.schema_problem}, status_code=503)
         try:
             # Named instances are asked afresh: that is the after-upgrade case.
             record = self.runner.request(instances, "resync", full=full or instances is not None)
@@ -495,14 +507,16 @@ class Daemon:
         )
         await server.start()
         self.admin_url = server.base_url
-        self.scheduler.start()
-        log.info(
-            "daemon.started",
-            admin=server.base_url,
-            schedule=sync.schedule,
-            next_run=str(self.scheduler.get_job("sync").next_run_time),
-        )
         try:
+            if not await self._wait_for_schema(stop):
+                return True
+            self.scheduler.start()
+            log.info(
+                "daemon.started",
+                admin=server.base_url,
+                schedule=sync.schedule,
+                next_run=str(self.scheduler.get_job("sync").next_run_time),
+            )
             if initial_sync:
                 self.runner.request(None, "startup")
             await stop.wait()
@@ -510,8 +524,39 @@ class Daemon:
             log.info(
                 "daemon.stopping", run_in_flight=self.runner.busy, grace_seconds=sync.shutdown_grace_seconds
             )
-            self.scheduler.shutdown(wait=False)
+            if self.scheduler.running:
+                self.scheduler.shutdown(wait=False)
             finished = await self.runner.close(sync.shutdown_grace_seconds)
             await server.stop()
             log.info("daemon.stopped", in_flight_run_cancelled=not finished)
         return finished
+
+    async def _wait_for_schema(self, stop: asyncio.Event) -> bool:
+        """Check the schema (as ``migrate --check``) until it passes; False if stopped first.
+
+        Until it passes no run starts, so nothing asks Hostwinds, and /readyz says why.
+        """
+        self._checking_schema = True
+        try:
+            return await self._schema_loop(stop)
+        finally:
+            self._checking_schema = False
+
+    async def _schema_loop(self, stop: asyncio.Event) -> bool:
+        while not stop.is_set():
+            try:
+                await require_schema(self.pool)
+            except DatabaseError as exc:
+                if self.schema_problem != str(exc):
+                    log.error(
+                        "daemon.schema_not_ready", reason=str(exc), retry_seconds=self.schema_retry_seconds
+                    )
+                self.schema_problem = str(exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.schema_retry_seconds)
+                continue
+            if self.schema_problem is not None:
+                log.info("daemon.schema_ready")
+            self.schema_problem = None
+            return True
+        return False

@@ -6,6 +6,7 @@
     ├── ConfigError                   a bad setting or usage; exit code 2
     ├── DatabaseError                 PostgreSQL could not be reached or refused a statement
     │   ├── MigrationError            a migration failed or an applied file changed
+    │   ├── SchemaNotReady            a migration is not applied: run `cost-sync migrate`; exit 2
     │   └── LockTimeout               another run is in progress
     └── HostwindsError                Hostwinds could not give an answer cost-sync can use
         ├── HostwindsAuthError        the key was refused: never retried
@@ -46,6 +47,12 @@ class DatabaseError(CostSyncError):
 
 class MigrationError(DatabaseError):
     """A migration could not be applied."""
+
+
+class SchemaNotReady(DatabaseError):
+    """The database schema is not what this cost-sync needs: run `cost-sync migrate`."""
+
+    exit_code = 2
 
 
 class LockTimeout(DatabaseError):
