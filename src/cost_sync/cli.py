@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -122,9 +123,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--fleet", type=Path, metavar="FILE", help="fleet file, .toml or .json (docs/sandbox.md)"
     )
     fleet.add_argument("--generate", type=int, metavar="N", help="a generated fleet of N instances instead")
+    fleet.add_argument(
+        "--replay",
+        type=Path,
+        metavar="DIR",
+        help="serve the answers `cost-sync doctor --capture DIR` saved, exactly, instead of a fleet",
+    )
+    p_sandbox.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="with --replay: accept only this key (default: any key)",
+    )
     p_sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p_sandbox.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080; 0: any)")
     p_sandbox.set_defaults(handler=_sandbox)
+
+    p_doctor = verbs.add_parser(
+        "doctor",
+        parents=[common],
+        help="check settings, database and the Hostwinds account read-only; say what to fix",
+        description="Read-only checks, in order, each pass/warn/fail with its evidence and the fix. "
+        "Exit 0 when nothing fails, else 1. Writes nothing to the database.",
+    )
+    p_doctor.add_argument("--json", action="store_true", help="print the checks as JSON on stdout")
+    p_doctor.add_argument(
+        "--capture",
+        type=Path,
+        metavar="DIR",
+        help="also ask every read-only answer a full sync needs and save them (secrets removed) in DIR, "
+        "for `cost-sync sandbox --replay DIR`",
+    )
+    p_doctor.set_defaults(handler=_doctor)
 
     p_migrate = verbs.add_parser(
         "migrate",
@@ -248,7 +277,50 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
     return await run_demo(keep=args.keep)
 
 
+async def _doctor(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    from cost_sync.doctor import run_doctor
+
+    report = await run_doctor(getattr(args, "config", None), capture_dir=args.capture)
+    print(json.dumps(report.as_json(), indent=2) if args.json else "\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
+async def _replay(args: argparse.Namespace) -> int:
+    from cost_sync.capture import CaptureError, ReplayServer, load_capture
+
+    try:
+        capture = load_capture(args.replay)
+    except CaptureError as exc:
+        raise ConfigError(str(exc)) from None
+    server = ReplayServer(capture, api_key=args.api_key, host=args.host, port=args.port)
+    try:
+        await server.start()
+    except OSError as exc:
+        raise ConfigError(exc.strerror or str(exc)) from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    key = "only the key given with --api-key" if args.api_key else "any API key"
+    print(
+        f"REPLAY of {args.replay} (captured answers, not Hostwinds) listening on {server.url}\n"
+        f"  {len(capture.bodies)} answers; accepts {key}\n"
+        f"  COST_SYNC_HOSTWINDS_URL={server.url}\n"
+        "  Ctrl-C to stop",
+        flush=True,
+    )
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+    return 0
+
+
 async def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    if args.replay is not None:
+        return await _replay(args)
+    if args.api_key is not None:
+        raise ConfigError("--api-key goes with --replay")
     try:
         if args.generate is not None:
             fleet = sandbox.generate_fleet(args.generate)
@@ -311,6 +383,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--instance, --dry-run, --json and --full go with --once")
     if handler is None:
         handler = _daemon
+    if handler is _doctor:
+        # Doctor reports a bad setting as its first check instead of stopping on it.
+        logs.configure(level=getattr(args, "log_level", "warning"))
+        try:
+            return asyncio.run(_doctor(args))
+        except KeyboardInterrupt:
+            print("cost-sync: interrupted", file=sys.stderr)
+            return 130
     try:
         settings = load_settings(getattr(args, "config", None))
         # The demo prints its own tables; its log lines would only repeat them.
