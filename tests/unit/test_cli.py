@@ -27,6 +27,7 @@ def test_help_lists_every_verb_and_the_one_shot_flags(capsys: pytest.CaptureFixt
         "resync",
         "demo",
         "sandbox",
+        "doctor",
         "--once",
         "--dry-run",
         "--instance",
@@ -56,3 +57,21 @@ def test_missing_api_key_is_a_configuration_error(
     monkeypatch.setenv("COST_SYNC_DATABASE_URL", "postgresql://x@127.0.0.1:1/db")
     assert cli.main(["--once"]) == 2
     assert "hostwinds.api_key" in capsys.readouterr().err
+
+
+def test_doctor_reports_a_bad_setting_as_its_first_failed_check(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cost-sync doctor` with an invalid plan_key fails the settings check, names it, and exits 1."""
+    monkeypatch.delenv("COST_SYNC_CONFIG", raising=False)
+    monkeypatch.setenv("COST_SYNC_HOSTWINDS_PLAN_KEY", "uuid")
+    assert cli.main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "fail  settings" in out
+    assert "hostwinds.plan_key" in out
+
+
+def test_sandbox_api_key_goes_with_replay(capsys: pytest.CaptureFixture[str]) -> None:
+    """`cost-sync sandbox --api-key K` without --replay is a usage error (exit 2)."""
+    assert cli.main(["sandbox", "--api-key", "k", "--port", "0"]) == 2
+    assert "--api-key goes with --replay" in capsys.readouterr().err

@@ -21,7 +21,7 @@ from cost_sync.memory_store import MemoryStore
 from cost_sync.models import Estimate
 from cost_sync.settings import Settings
 from cost_sync.sync import RunResult, SyncRun
-from tests.fakes import API_KEY, URL, FakeHostwinds, instance
+from tests.fakes import API_KEY, PLANS, URL, FakeHostwinds, instance
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -347,3 +347,23 @@ async def test_a_cycle_alias_from_settings_prices_bi_annually(
     outcome = next(o for o in aliased.outcomes if o.row.hostwinds_instance_id == "1")
     assert isinstance(outcome.result, Estimate)
     assert outcome.result.cycle_alias == "Bi-Annually"
+
+
+async def test_a_grouped_price_list_prices_the_fleet_right(
+    hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
+) -> None:
+    """Plans nested under fixed and custom groups price exactly as the same plans in a flat list."""
+    hostwinds.instances[4]["product_id"] = 301
+    hostwinds.instances[4]["billingcycle"] = "Annually"
+    grouped = {
+        "success": {
+            "fixed": [dict(PLANS[0])],
+            "custom": {"301": {"id": 301, "name": "Custom", "monthly": "30.00", "annually": "300.00"}},
+        }
+    }
+    hostwinds.fail["get_price_list"] = lambda: httpx.Response(200, json=grouped)
+    result = await run(client, store)
+    assert result.report.unpriced_by_reason == {}
+    assert store.value("1") == Decimal("9.99")
+    assert store.value("3") == Decimal("7.49")
+    assert store.value("5") == Decimal("25.00")  # 300.00 / 12
