@@ -310,3 +310,22 @@ async def test_once_without_migrations_asks_hostwinds_nothing(
     for err in (once_err, dry_err, resync_err):
         assert "run `cost-sync migrate`" in err
     assert sum(sandbox.requests.values()) == 0
+
+
+async def test_history_records_the_cycle_alias_a_value_was_priced_through(
+    sandbox: SandboxServer, db_url: str
+) -> None:
+    """The history row of the aliased Bi-Annually instance names the spelling; the others hold NULL."""
+    env = environ(sandbox.url, db_url, sandbox.fleet.api_key)
+    await sync_values(sandbox.url, db_url, load_settings(environ=env), sandbox.fleet.api_key)
+    conn = await asyncpg.connect(db_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT hostwinds_instance_id, cycle, cycle_alias FROM cost_sync_history"
+            " WHERE cycle_alias IS NOT NULL"
+        )
+        total = await conn.fetchval("SELECT count(*) FROM cost_sync_history")
+    finally:
+        await conn.close()
+    assert [tuple(r) for r in rows] == [("1234576", "semiannually", "Bi-Annually")]
+    assert total >= 10
