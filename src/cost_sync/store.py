@@ -24,6 +24,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 import asyncpg
+import structlog
 
 from cost_sync.errors import DatabaseError, LockTimeout
 from cost_sync.models import Cycle, Estimate, Observation, RowOutcome, RunReport, VpsRow
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
 __all__ = ["SYNC_LOCK_KEY", "Conn", "RunStore", "Store", "database_error", "queries"]
+
+_log = structlog.get_logger(__name__)
 
 #: Advisory lock key making sync runs exclusive (ASCII "cs-sync").
 SYNC_LOCK_KEY = 0x63732D73796E63
@@ -122,21 +125,38 @@ class Store:
 
     @asynccontextmanager
     async def lock(self, *, timeout: float) -> AsyncIterator[None]:
-        """Hold the sync advisory lock on a connection of its own for the block's duration."""
+        """Hold the sync advisory lock on a connection of its own for the block's duration.
+
+        Only the lock's own statements are mapped to DatabaseError: what the block raises passes
+        through as it is.
+        """
         deadline = time.monotonic() + timeout
         with _mapped():
-            async with self._pool.acquire() as conn:
+            conn = await self._pool.acquire()
+        try:
+            with _mapped():
                 while not await conn.fetchval(self._q["try_lock"], SYNC_LOCK_KEY):
                     if time.monotonic() >= deadline:
                         raise LockTimeout(
                             f"another run is in progress (waited {timeout:g} s for it to finish)"
                         )
                     await asyncio.sleep(_LOCK_POLL_SECONDS)
-                try:
-                    yield
-                finally:
-                    if not conn.is_closed():
-                        await conn.execute(self._q["unlock"], SYNC_LOCK_KEY)
+            try:
+                yield
+            finally:
+                await self._unlock(conn)
+        finally:
+            await self._pool.release(conn)
+
+    async def _unlock(self, conn: Conn) -> None:
+        if conn.is_closed():
+            return
+        try:
+            await conn.execute(self._q["unlock"], SYNC_LOCK_KEY)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            # A broken connection: PostgreSQL drops a session's advisory locks with it. Saying so
+            # must not hide the error the run itself is failing with.
+            _log.warning("store.unlock_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def read_rows(self, statuses: Sequence[str]) -> list[VpsRow]:
         """Every ``vps_instances`` row whose status is in scope."""

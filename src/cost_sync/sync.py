@@ -206,7 +206,8 @@ class SyncRun:
         self._clock = clock
         self._now = now
         self.started_at = now()
-        self._deadline = clock() + settings.sync.max_run_seconds
+        #: Set when the run starts its work, after the lock: waiting for another run costs no budget.
+        self._deadline = float("inf")  # float-ok: seconds
         self.phases: defaultdict[str, float] = defaultdict(float)
         self._calls_before = Counter(client.calls)
 
@@ -249,6 +250,7 @@ class SyncRun:
 
     async def _run(self) -> RunResult:
         settings = self.settings
+        self._deadline = self._clock() + settings.sync.max_run_seconds
         statuses = settings.sync.statuses
         managed = settings.hostwinds.managed
 

@@ -47,6 +47,7 @@ async def test_demo_prices_the_sample_fleet_and_cleans_up() -> None:
             assert token in rows[instance], (instance, token)
     assert "$0.00" not in rows["1234577"]
     assert "Second run on the same prices: 0 rows written" in text
+    assert "11 per-service prices from the cache, 0 asked again" in text
 
     assert not workdir.exists()
     leftovers = [

@@ -20,7 +20,7 @@ from cost_sync.hostwinds import HostwindsClient
 from cost_sync.memory_store import MemoryStore
 from cost_sync.models import Estimate
 from cost_sync.settings import Settings
-from cost_sync.sync import RunResult, SyncRun
+from cost_sync.sync import Progress, RunResult, SyncRun
 from tests.fakes import API_KEY, PLANS, URL, FakeHostwinds, instance
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -367,3 +367,24 @@ async def test_a_grouped_price_list_prices_the_fleet_right(
     assert store.value("1") == Decimal("9.99")
     assert store.value("3") == Decimal("7.49")
     assert store.value("5") == Decimal("25.00")  # 300.00 / 12
+
+
+def test_progress_is_logged_at_most_every_ten_seconds() -> None:
+    """Off a terminal, a thousand quick answers make one progress line, plus one when all are asked."""
+    progress = Progress(to_ask=1000, started=0.0)
+    with capture_logs() as logs:
+        for _ in range(1000):
+            progress.tick()
+    lines = [e for e in logs if e["event"] == "sync.progress"]
+    assert [e["asked"] for e in lines] == [1, 1000]
+
+
+def test_progress_listener_replaces_the_log() -> None:
+    """With a listener (the terminal bar), every answer reaches it and nothing is logged."""
+    seen: list[int] = []
+    progress = Progress(to_ask=3, listener=lambda p: seen.append(p.asked))
+    with capture_logs() as logs:
+        for _ in range(3):
+            progress.tick()
+    assert seen == [1, 2, 3]
+    assert logs == []
