@@ -242,16 +242,22 @@ def check_plan_names(
     """Compare every instance's product_name with the name of the row it joins to (once per instance)."""
     agree = disagree = 0
     seen: dict[tuple[int, str, str], None] = {}
+    # A fleet repeats a few (disk type, product, name) triples: each is joined and compared once.
+    verdicts: dict[tuple[str | None, int | None, str | None], bool | None] = {}
     for instance in instances:
-        plan = joined_plan(instance, price_lists, managed=managed)
-        if plan is None:
-            continue
-        same = plan_names_agree(instance.product_name, plan.name)
+        key = (instance.disk_type, instance.product_id, instance.product_name)
+        if key in verdicts:
+            same = verdicts[key]
+        else:
+            plan = joined_plan(instance, price_lists, managed=managed)
+            same = None if plan is None else plan_names_agree(instance.product_name, plan.name)
+            verdicts[key] = same
+            if same is False and plan is not None:
+                seen.setdefault((plan.id, instance.product_name or "", plan.name or ""), None)
         if same is True:
             agree += 1
         elif same is False:
             disagree += 1
-            seen.setdefault((plan.id, instance.product_name or "", plan.name or ""), None)
     return PlanNameCheck(agree=agree, disagree=disagree, disagreements=tuple(seen))
 
 
