@@ -46,6 +46,7 @@ NEEDED_COLUMNS = ("id", "hostwinds_instance_id", "status", "approximate_cost", "
 #: Services whose get_billingcycle_prices answers doctor reads without --capture.
 DEFAULT_SAMPLE = 5
 _EXAMPLES = 5
+_REPORT_IT = "capture the answers (--capture DIR) and report them"
 # What an unknown spelling most likely means, per the public material (docs/hostwinds-api.md).
 _LIKELY: dict[str, str] = {"biannually": "semiannually"}
 
@@ -162,6 +163,8 @@ async def run_doctor(
             "no API key is set",
             "set COST_SYNC_HOSTWINDS_API_KEY (never in the config file)",
         )
+        if capture_dir is not None:
+            report.add("capture", "fail", "nothing to capture without an API key", "set the key")
         return report
     async with _hostwinds(settings) as client:
         await _hostwinds_checks(report, settings, client, database, capture_dir=capture_dir, sample=sample)
@@ -241,8 +244,43 @@ async def _hostwinds_checks(
     capture_dir: Path | None,
     sample: int,
 ) -> None:
-    hw = settings.hostwinds
     answers: list[Answer] = []
+    try:
+        await _ask_and_read(
+            report, settings, client, database, answers, capture=capture_dir is not None, sample=sample
+        )
+    finally:
+        # Also (above all) when a shape was unreadable: the capture is what to report.
+        if capture_dir is not None:
+            _write(report, settings, capture_dir, answers)
+
+
+def _write(report: DoctorReport, settings: Settings, capture_dir: Path, answers: Sequence[Answer]) -> None:
+    hw = settings.hostwinds
+    if not answers:
+        report.add("capture", "fail", "nothing to capture: Hostwinds gave no answer", "fix the checks above")
+        return
+    key_text = hw.api_key.get_secret_value() if hw.api_key else ""
+    try:
+        path = write_capture(capture_dir, answers, secrets=[key_text], source=httpx.URL(hw.url).host)
+    except CaptureError as exc:
+        report.add("capture", "fail", str(exc), "choose a writable directory")
+        return
+    report.capture = str(capture_dir)
+    report.add("capture", "pass", f"{len(answers)} answers and {path.name} written to {capture_dir}")
+
+
+async def _ask_and_read(
+    report: DoctorReport,
+    settings: Settings,
+    client: HostwindsClient,
+    database: _Database,
+    answers: list[Answer],
+    *,
+    capture: bool,
+    sample: int,
+) -> None:
+    hw = settings.hostwinds
     host = httpx.URL(hw.url).host
     try:
         body = await client.sanitised_body("get_instances")
@@ -262,7 +300,7 @@ async def _hostwinds_checks(
     try:
         instances = read_instances(unwrap(body))
     except HostwindsError as exc:
-        report.add("get_instances", "fail", str(exc), "capture the answer (--capture) and report it")
+        report.add("get_instances", "fail", str(exc), _REPORT_IT)
         return
     report.add("get_instances", "pass", f"{_shape(body)}: {len(instances)} instances read")
 
@@ -279,42 +317,41 @@ async def _hostwinds_checks(
     lists_by_rid: dict[matching.PriceListKey, dict[int, Plan]] = {}
     keys = sorted({(hw.managed, i.disk_type) for i in considered}, key=lambda k: k[1] or "")
     shapes: list[str] = []
-    failed = False
+    failures: list[str] = []
     for key in keys:
         params = price_list_params(managed=key[0], drive_type=key[1])
         label = f"managed={int(key[0])} drive_type={key[1] or '(default)'}"
         try:
             plist = await client.sanitised_body("get_price_list", **params)
+        except HostwindsError as exc:
+            failures.append(f"{label}: {exc}")
+            continue
+        answers.append(Answer("get_price_list", {k: str(v) for k, v in params.items()}, plist))
+        try:
             lists_by_id[key] = read_price_list(unwrap(plist), plan_key="id")
             lists_by_rid[key] = read_price_list(unwrap(plist), plan_key="rid")
         except HostwindsError as exc:
-            report.add("get_price_list", "fail", f"{label}: {exc}", "capture the answer and report it")
-            failed = True
-            break
-        answers.append(Answer("get_price_list", {k: str(v) for k, v in params.items()}, plist))
+            failures.append(f"{label}: {exc}")
+            continue
         shapes.append(f"{label}: {_shape(plist)}, {len(lists_by_id[key])} rows")
-    if not failed:
+    if failures:
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        report.add("get_price_list", "fail", f"{failures[0]}{more}", _REPORT_IT)
+    else:
         report.add("get_price_list", "pass", "; ".join(shapes) or "no instance needs a price list")
 
-    await _cycle_price_check(report, client, wanted, answers, capture=capture_dir is not None, sample=sample)
+    await _cycle_price_check(report, client, wanted, answers, capture=capture, sample=sample)
     if matches is not None and database.identities is not None:
         _matching_check(report, matches, instances, database.identities)
     else:
         report.add("matching", "warn", "not checked: vps_instances could not be read")
     _cycle_check(report, considered, hw.cycle_aliases)
-    if not failed:
+    if not failures:
         _plan_join_check(
             report, considered, lists_by_id, lists_by_rid, managed=hw.managed, plan_key=hw.plan_key
         )
-    if capture_dir is not None:
-        key_text = hw.api_key.get_secret_value() if hw.api_key else ""
-        try:
-            path = write_capture(capture_dir, answers, secrets=[key_text], source=host)
-        except CaptureError as exc:
-            report.add("capture", "fail", str(exc), "choose a writable directory")
-            return
-        report.capture = str(capture_dir)
-        report.add("capture", "pass", f"{len(answers)} answers and {path.name} written to {capture_dir}")
+    else:
+        report.add("plan_join", "warn", "not checked: a price list could not be read")
 
 
 async def _cycle_price_check(
@@ -330,6 +367,7 @@ async def _cycle_price_check(
     keyed: Counter[str] = Counter()
     empty = 0
     errors: list[str] = []
+    unreadable: list[str] = []
     for serviceid in asked:
         try:
             body = await client.sanitised_body("get_billingcycle_prices", serviceid=serviceid)
@@ -343,13 +381,8 @@ async def _cycle_price_check(
         try:
             cells = read_cycle_prices(serviceid, unwrap(body))
         except HostwindsError as exc:
-            report.add(
-                "get_billingcycle_prices",
-                "fail",
-                str(exc),
-                "capture the answer (--capture) and report it: the client does not read this shape",
-            )
-            return
+            unreadable.append(str(exc))
+            continue
         if cells:
             keyed.update(c.value for c in cells)
         else:
@@ -357,14 +390,20 @@ async def _cycle_price_check(
     if not asked:
         report.add("get_billingcycle_prices", "warn", "not asked: no matched instance to ask about")
         return
-    answered = len(asked) - len(errors)
-    priced = answered - empty
+    priced = len(asked) - len(errors) - len(unreadable) - empty
     evidence = (
         f"asked {len(asked)} service(s): {priced} answered cycle prices"
         + (f" ({', '.join(sorted(keyed))})" if keyed else "")
         + f", {empty} answered {{}} (documented; such rows are priced from the price list)"
     )
-    if errors:
+    if unreadable:
+        report.add(
+            "get_billingcycle_prices",
+            "fail",
+            f"{len(unreadable)} of {len(asked)} answer(s) not read, first: {unreadable[0]}",
+            f"{_REPORT_IT}: the client does not read this shape",
+        )
+    elif errors:
         report.add(
             "get_billingcycle_prices",
             "warn",
@@ -484,8 +523,8 @@ def _plan_join_check(
             "plan_join",
             "fail",
             evidence,
-            "neither field joins: capture the answers (--capture) and report them; rows without "
-            "their own cycle prices stay unpriced (plan_not_found)",
+            f"neither field joins: {_REPORT_IT}; rows without their own cycle prices stay "
+            "unpriced (plan_not_found)",
         )
     elif supported is None:
         report.add(

@@ -329,3 +329,25 @@ async def test_history_records_the_cycle_alias_a_value_was_priced_through(
         await conn.close()
     assert [tuple(r) for r in rows] == [("1234576", "semiannually", "Bi-Annually")]
     assert total >= 10
+
+
+async def test_an_unreadable_cycle_price_answer_fails_doctor_and_is_still_captured(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A cycle-price body in no known shape fails its check, naming the service, and lands in the capture."""
+    demo = load_demo_fleet()
+    fleet = dataclasses.replace(demo, cycle_prices={**demo.cycle_prices, 1234567: {"rate": {"usd": "4.99"}}})
+    conn = await asyncpg.connect(db_url)
+    await seed(conn, demo_rows(fleet))
+    await conn.close()
+    async with SandboxServer(fleet) as sandbox:
+        report = await run_doctor(
+            environ=environ(sandbox.url, db_url, fleet.api_key), capture_dir=tmp_path / "capture"
+        )
+    cycle = check(report, "get_billingcycle_prices")
+    assert cycle.status == "fail"
+    assert "service 1234567: the answer names no billing cycle" in cycle.evidence
+    assert check(report, "capture").status == "pass"
+    assert not report.ok
+    saved = json.loads((tmp_path / "capture" / "get_billingcycle_prices.serviceid-1234567.json").read_text())
+    assert saved == {"success": {"rate": {"usd": "4.99"}}}
