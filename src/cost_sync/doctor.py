@@ -10,6 +10,7 @@ directory, every answer a full sync needs is asked and written there (:mod:`cost
 from __future__ import annotations
 
 import contextlib
+import os
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from cost_sync.hostwinds import (
 )
 from cost_sync.migrate import MIGRATE_HINT, check, discover
 from cost_sync.models import Cycle, Instance, Plan, VpsRow
-from cost_sync.settings import Settings, load_settings
+from cost_sync.settings import CONFIG_ENV, Settings, load_settings
 from cost_sync.store import queries
 
 __all__ = ["DEFAULT_SAMPLE", "NEEDED_COLUMNS", "Check", "DoctorReport", "Status", "run_doctor"]
@@ -149,11 +150,11 @@ async def run_doctor(
         return report
     hw = settings.hostwinds
     aliases = ", ".join(f"{k} -> {v.value}" for k, v in hw.cycle_aliases.items()) or "none"
+    source = config_path or (os.environ if environ is None else environ).get(CONFIG_ENV) or "environment only"
     report.add(
         "settings",
         "pass",
-        f"loaded ({config_path or 'environment only'}); plan_key {hw.plan_key!r}; "
-        f"managed {int(hw.managed)}; cycle aliases: {aliases}",
+        f"loaded ({source}); plan_key {hw.plan_key!r}; managed {int(hw.managed)}; cycle aliases: {aliases}",
     )
     database = await _database_checks(report, settings)
     if hw.api_key is None:
@@ -230,6 +231,8 @@ async def _database_checks(report: DoctorReport, settings: Settings) -> _Databas
             database.identities = [r["hostwinds_instance_id"] for r in await conn.fetch(q["read_identities"])]
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
         report.add("database", "fail", f"a read failed: {type(exc).__name__}", "check the database")
+    except CostSyncError as exc:  # a migration file that cannot be read, say
+        report.add("migrations", "fail", str(exc), "reinstall cost-sync")
     finally:
         await conn.close()
     return database
