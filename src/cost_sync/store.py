@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias
 import asyncpg
 import structlog
 
+from cost_sync import attribution_store
 from cost_sync.errors import DatabaseError, LockTimeout
 from cost_sync.models import Cycle, Estimate, Observation, RowOutcome, RunReport, VpsRow
+from cost_sync.settings import Settings
 from cost_sync.sqlfiles import sql_dir
 
 if TYPE_CHECKING:
@@ -113,6 +115,10 @@ class RunStore(Protocol):
 
     async def record_run(self, report: RunReport) -> None:
         """Write one ledger row on its own (a failed run's)."""
+        ...
+
+    async def write_attribution(self, settings: Settings, run_id: uuid.UUID) -> int:
+        """After a committed run: replace the tenant attribution snapshot; return rows written."""
         ...
 
 
@@ -237,6 +243,10 @@ class Store:
         with _mapped():
             async with self._pool.acquire(timeout=_RECORD_TIMEOUT_SECONDS) as conn:
                 await self._insert_run(conn, report, timeout=_RECORD_TIMEOUT_SECONDS)
+
+    async def write_attribution(self, settings: Settings, run_id: uuid.UUID) -> int:
+        """Replace cost_sync_tenant_costs from the committed state, in a transaction of its own."""
+        return await attribution_store.write_snapshot(self._pool, settings, run_id=run_id)
 
     async def _insert_run(self, conn: Conn, report: RunReport, *, timeout: float | None = None) -> None:
         await conn.execute(

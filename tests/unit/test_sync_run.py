@@ -15,7 +15,7 @@ import pytest_asyncio
 import respx
 from structlog.testing import capture_logs
 
-from cost_sync.errors import HostwindsAuthError, HostwindsTransientError
+from cost_sync.errors import HostwindsAuthError, HostwindsTransientError, MissingSchemaError
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.memory_store import MemoryStore
 from cost_sync.models import Estimate
@@ -388,3 +388,31 @@ def test_progress_listener_replaces_the_log() -> None:
             progress.tick()
     assert seen == [1, 2, 3]
     assert logs == []
+
+
+async def test_attribution_snapshot_follows_each_committed_run_when_enabled(
+    client: HostwindsClient, store: MemoryStore
+) -> None:
+    """Enabled: a committed run is followed by one snapshot under its id; a dry run or disabled: none."""
+    enabled = Settings(hostwinds={"max_concurrency": 1}, attribution={"enabled": True})  # type: ignore[arg-type]
+    await run(client, store)
+    await run(client, store, config=enabled, dry_run=True)
+    assert store.attributions == []
+    result = await run(client, store, config=enabled)
+    assert store.attributions == [result.report.run_id]
+    assert result.attribution_error is None
+
+
+async def test_failed_snapshot_leaves_the_committed_run_succeeded(
+    client: HostwindsClient, store: MemoryStore
+) -> None:
+    """A snapshot that fails is logged and handed back; the run's prices and ledger row stand."""
+    store.attribution_fault = MissingSchemaError("tenant attribution needs: table smtp_ip_addresses")
+    enabled = Settings(hostwinds={"max_concurrency": 1}, attribution={"enabled": True})  # type: ignore[arg-type]
+    with capture_logs() as logs:
+        result = await run(client, store, config=enabled)
+    assert result.attribution_error is store.attribution_fault
+    assert [r.outcome for r in store.runs] == ["succeeded"]
+    assert store.value("3") == Decimal("7.49")
+    assert [e["error"] for e in logs if e["event"] == "attribution.failed"] == [str(store.attribution_fault)]
+    assert not [e for e in logs if e["event"] == "sync.failed"]
