@@ -185,6 +185,7 @@ class Runner:
                 raise
             except CostSyncError as exc:
                 record.state, record.error = RunState.FAILED, str(exc)
+                log.error("sync.failed", run_id=str(record.run_id), trigger=record.trigger, error=str(exc))
             except Exception as exc:  # a bug must not stop the daemon: log it, fail the run
                 log.exception("daemon.run_crashed", run_id=str(record.run_id))
                 record.state, record.error = RunState.FAILED, f"internal error: {type(exc).__name__}"

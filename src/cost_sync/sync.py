@@ -228,7 +228,11 @@ class SyncRun:
         return dict(sorted((Counter(self.client.calls) - self._calls_before).items()))
 
     async def execute(self) -> RunResult:
-        """Run once; on failure record a failed run, write nothing to ``vps_instances``, raise."""
+        """Run once; on failure record a failed run, write nothing to ``vps_instances``, raise.
+
+        The failure is recorded in the ledger; saying it (once) is the caller's: the command line
+        prints it, the daemon logs ``sync.failed``.
+        """
         structlog.contextvars.bind_contextvars(run_id=str(self.run_id), trigger=self.trigger)
         try:
             # A dry run writes nothing, so it need not wait for (or block) a real run.
@@ -247,9 +251,6 @@ class SyncRun:
                 # Committed: nothing below may turn the run into a failed one. Still under the
                 # run lock, so the snapshot shows exactly this run's prices.
                 return await self._after_commit(result)
-        except CostSyncError as exc:
-            log.error("sync.failed", error=str(exc))
-            raise
         finally:
             structlog.contextvars.unbind_contextvars("run_id", "trigger")
 
@@ -583,9 +584,10 @@ async def run_once(
 @contextlib.asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[tuple[HostwindsClient, asyncpg.Pool]]:
     """The Hostwinds client and the database pool a run needs; both closed on exit."""
+    # Every missing setting is named at once, not one per attempt.
+    settings.require("hostwinds.api_key", "database.url")
     api_key = settings.hostwinds.api_key
-    if api_key is None:
-        raise ConfigError("setting hostwinds.api_key: required (set COST_SYNC_HOSTWINDS_API_KEY)")
+    assert api_key is not None
     dsn = settings.database_dsn()
     hw = settings.hostwinds
     # local_address 0.0.0.0: Hostwinds keys are bound to an IPv4 allow-list, so never call over IPv6.
