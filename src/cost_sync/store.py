@@ -279,6 +279,7 @@ class Store:
                 est.hourly_ceiling,
                 est.product_id,
                 est.product_name,
+                est.cycle_alias,
             )
             ids.append(row.id)
             costs.append(est.monthly)

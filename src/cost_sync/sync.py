@@ -32,6 +32,7 @@ from cost_sync.hostwinds import HostwindsClient
 from cost_sync.matching import (
     PriceListKey,
     PricePlan,
+    check_plan_names,
     fingerprint,
     match_rows,
     plan_asks,
@@ -311,6 +312,10 @@ class SyncRun:
                 price_lists=fetched.price_lists,
                 managed=managed,
                 withheld=withheld,
+                aliases=settings.hostwinds.cycle_aliases,
+            )
+            names = check_plan_names(
+                (i for _, i in matches if i is not None), fetched.price_lists, managed=managed
             )
 
         for outcome in outcomes:
@@ -322,6 +327,16 @@ class SyncRun:
                     reason=outcome.result.reason.value,
                     detail=outcome.result.detail,
                 )
+        for row_id, product_name, plan_name in names.disagreements:
+            # Logged once per distinct pair: a wrong plan_key would otherwise log every instance.
+            log.warning(
+                "sync.plan_name_disagrees",
+                plan_key=settings.hostwinds.plan_key,
+                product_id=row_id,
+                product_name=product_name,
+                plan_name=plan_name,
+                note="priced anyway; `cost-sync doctor` shows which plan_key the data supports",
+            )
         if fetched.pending:
             log.info(
                 "sync.pending",
@@ -344,7 +359,9 @@ class SyncRun:
             failed=len(fetched.failed),
             pending=len(fetched.pending),
         )
-        draft = self._report(outcomes, unknown=unknown, cache=cache)
+        draft = self._report(outcomes, unknown=unknown, cache=cache).model_copy(
+            update={"plan_names": names.counts()}
+        )
         if self.dry_run:
             final = draft
         else:
@@ -370,6 +387,7 @@ class SyncRun:
             unpriced_by_reason=final.unpriced_by_reason,
             hostwinds_calls=final.hostwinds_calls,
             price_cache=final.price_cache.model_dump(),
+            plan_names=final.plan_names,
             duration_seconds=round(final.duration_seconds, 3),
         )
         return RunResult(report=final, outcomes=outcomes)
@@ -404,7 +422,9 @@ class SyncRun:
         self.progress.started = time.monotonic()
 
         async def price_list(key: PriceListKey) -> None:
-            fetched.price_lists[key] = await self.client.get_price_list(managed=key[0], drive_type=key[1])
+            fetched.price_lists[key] = await self.client.get_price_list(
+                managed=key[0], drive_type=key[1], plan_key=self.settings.hostwinds.plan_key
+            )
 
         async def worker() -> None:
             for serviceid in queue:
