@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS cost_sync_held_changes (
     months INTEGER,
     hourly_ceiling BOOLEAN NOT NULL DEFAULT false,
     product_id INTEGER,
-    product_name TEXT
+    product_name TEXT,
+    cycle_alias TEXT
 );
 
 COMMENT ON TABLE cost_sync_held_changes IS

@@ -43,9 +43,11 @@ SELECT min(observed) FROM cost_sync_price_observations;
 -- across a fleet, so each distinct "basis" is sent once and rows refer to it by position.
 WITH basis AS (
     SELECT *
-    FROM unnest($5::text[], $6::text[], $7::numeric[], $8::int[], $9::bool[], $10::int[], $11::text[])
+    FROM unnest($5::text[], $6::text[], $7::numeric[], $8::int[], $9::bool[], $10::int[], $11::text[],
+                $12::text[])
          WITH ORDINALITY
-         AS b(source, cycle, cycle_price, months, hourly_ceiling, product_id, product_name, position)
+         AS b(source, cycle, cycle_price, months, hourly_ceiling, product_id, product_name, cycle_alias,
+              position)
 ),
 new AS (
     SELECT * FROM unnest($2::uuid[], $3::numeric[], $4::int[]) AS n(id, cost, basis)
@@ -56,14 +58,14 @@ changed AS (
     FROM new JOIN vps_instances prior ON prior.id = new.id
     WHERE v.id = new.id
       AND v.approximate_cost IS DISTINCT FROM new.cost
-      AND v.status = ANY($12::text[])
+      AND v.status = ANY($13::text[])
     RETURNING v.id, prior.hostwinds_instance_id, prior.approximate_cost AS old_cost, new.cost, new.basis
 )
 INSERT INTO cost_sync_history (run_id, vps_instance_id, hostwinds_instance_id, old_cost, new_cost,
                                source, cycle, cycle_price, months, hourly_ceiling, product_id,
-                               product_name)
+                               product_name, cycle_alias)
 SELECT $1, c.id, c.hostwinds_instance_id, c.old_cost, c.cost, b.source, b.cycle, b.cycle_price,
-       b.months, b.hourly_ceiling, b.product_id, b.product_name
+       b.months, b.hourly_ceiling, b.product_id, b.product_name, b.cycle_alias
 FROM changed c JOIN basis b ON b.position = c.basis;
 
 -- name: insert_run
@@ -101,14 +103,14 @@ DELETE FROM cost_sync_held_changes WHERE vps_instance_id = ANY($1::uuid[]);
 INSERT INTO cost_sync_held_changes AS h (vps_instance_id, hostwinds_instance_id, old_cost,
                                          proposed_cost, ratio, reason, run_id, since, source, cycle,
                                          cycle_price, months, hourly_ceiling, product_id,
-                                         product_name)
+                                         product_name, cycle_alias)
 SELECT u.id, u.hw, u.old, u.proposed, u.ratio, u.reason, $7::uuid, now(), u.source, u.cycle,
-       u.cycle_price, u.months, u.hourly, u.product_id, u.product_name
+       u.cycle_price, u.months, u.hourly, u.product_id, u.product_name, u.cycle_alias
 FROM unnest($1::uuid[], $2::text[], $3::numeric[], $4::numeric[], $5::numeric[], $6::text[],
             $8::text[], $9::text[], $10::numeric[], $11::int[], $12::bool[], $13::int[],
-            $14::text[])
+            $14::text[], $15::text[])
      AS u(id, hw, old, proposed, ratio, reason, source, cycle, cycle_price, months, hourly,
-          product_id, product_name)
+          product_id, product_name, cycle_alias)
 ON CONFLICT (vps_instance_id) DO UPDATE
 SET run_id = CASE WHEN h.proposed_cost = excluded.proposed_cost THEN h.run_id ELSE excluded.run_id END,
     since = CASE WHEN h.proposed_cost = excluded.proposed_cost THEN h.since ELSE excluded.since END,
@@ -116,7 +118,8 @@ SET run_id = CASE WHEN h.proposed_cost = excluded.proposed_cost THEN h.run_id EL
     proposed_cost = excluded.proposed_cost, ratio = excluded.ratio, reason = excluded.reason,
     source = excluded.source, cycle = excluded.cycle, cycle_price = excluded.cycle_price,
     months = excluded.months, hourly_ceiling = excluded.hourly_ceiling,
-    product_id = excluded.product_id, product_name = excluded.product_name;
+    product_id = excluded.product_id, product_name = excluded.product_name,
+    cycle_alias = excluded.cycle_alias;
 
 -- name: upsert_row_states
 -- Only rows whose state changed are sent.

@@ -22,7 +22,7 @@ WHERE id = $1;
 -- name: read_history
 -- A row's whole history, newest first.
 SELECT run_id, created, old_cost, new_cost, source, cycle, cycle_price, months, hourly_ceiling,
-       product_id, product_name, approved, proposed_by
+       product_id, product_name, approved, proposed_by, cycle_alias
 FROM cost_sync_history
 WHERE vps_instance_id = $1
 ORDER BY created DESC, run_id;
@@ -95,9 +95,9 @@ cleared AS (
 )
 INSERT INTO cost_sync_history (run_id, vps_instance_id, hostwinds_instance_id, old_cost, new_cost,
                                source, cycle, cycle_price, months, hourly_ceiling, product_id,
-                               product_name, approved, proposed_by)
+                               product_name, approved, proposed_by, cycle_alias)
 SELECT $1, c.vps_instance_id, c.hostwinds_instance_id, c.old_cost, c.proposed_cost, c.source,
        c.cycle, c.cycle_price, c.months, c.hourly_ceiling, c.product_id, c.product_name, true,
-       c.run_id
+       c.run_id, c.cycle_alias
 FROM changed c
 RETURNING vps_instance_id;

@@ -61,6 +61,8 @@ class HistoryRecord:
     product_name: str | None = None
     approved: bool = False
     proposed_by: uuid.UUID | None = None
+    #: The account's cycle spelling when a [hostwinds.cycle_aliases] entry chose the cycle.
+    cycle_alias: str | None = None
 
 
 def _text(value: Decimal | None) -> str | None:
@@ -92,6 +94,7 @@ def derive(entry: HistoryRecord) -> dict[str, Any]:
         "product_name": entry.product_name,
         "approved": entry.approved,
         "proposed_by": None if entry.proposed_by is None else str(entry.proposed_by),
+        "cycle_alias": entry.cycle_alias,
     }
     if entry.source == "override":
         data.update(quotient=None, quotient_exact=None, rounded=str(entry.new), reproduces=True)
@@ -139,6 +142,7 @@ def compute_now(
     serviceid: int | None,
     prices: Mapping[Cycle, PriceCell] | None,
     fingerprint: str | None,
+    aliases: Mapping[str, Cycle] | None = None,
 ) -> Estimate | Unpriced:
     """What a run would store now from the cached observation alone (the price list is not cached)."""
     if override is not None:
@@ -148,7 +152,7 @@ def compute_now(
     instance = instance_from_fingerprint(serviceid, fingerprint)
     if instance is None:
         return Unpriced(UnpricedReason.NOT_FOUND, "the cached observation's fingerprint is unreadable")
-    result = pricing.estimate_instance(instance, cycle_prices=prices, plan=None)
+    result = pricing.estimate_instance(instance, cycle_prices=prices, plan=None, aliases=aliases)
     if isinstance(result, Unpriced) and result.reason is UnpricedReason.PLAN_NOT_FOUND:
         return Unpriced(result.reason, "priced from the price list, which is not cached: a run would ask it")
     return result
@@ -196,6 +200,7 @@ def quote(
     plan_id: int,
     cycle: str | None,
     current: Decimal | None,
+    aliases: Mapping[str, Cycle] | None = None,
 ) -> Quote:
     """The instance on plan ``plan_id`` (and ``cycle``, else its own) priced from the price list.
 
@@ -212,6 +217,6 @@ def quote(
         instance=moved,
         plan_id=plan_id,
         cycle=cycle,
-        result=pricing.estimate_instance(moved, cycle_prices=None, plan=plan),
+        result=pricing.estimate_instance(moved, cycle_prices=None, plan=plan, aliases=aliases),
         current=current,
     )

@@ -14,11 +14,16 @@ Guarantees:
   :mod:`cost_sync.errors` tree::
 
       HostwindsAuthError        the key was refused; never retried
-      HostwindsTransientError   timeout, transport error, 429, 5xx or a non-JSON body,
-                                after ``attempts`` tries with bounded, jittered backoff
+      HostwindsTransientError   timeout, transport error, 429, 5xx, a non-JSON body, or an error
+                                envelope saying the caller goes too fast ("rate limit",
+                                "too many", "please wait", "try again"), after ``attempts``
+                                tries with bounded, jittered backoff
       HostwindsResponseError    an error envelope, another HTTP status, or a body of the wrong shape
       ForbiddenActionError      an action outside the allow-list; nothing was sent
 
+- Whether and when to try again is decided by :class:`RetryPolicy` alone (a predicate in the
+  manner of stamina's: "retry after N seconds" or "give up"); :meth:`HostwindsClient.call` only
+  sends, asks the policy, and judges the final outcome.
 - Request starts are spaced to at most ``requests_per_second`` across all concurrent callers, with
   at most ``max_concurrency`` requests in flight. The client never closes the ``httpx.AsyncClient``
   it was handed.
@@ -30,11 +35,13 @@ import asyncio
 import collections
 import json
 import random
+import re
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import httpx
 import structlog
@@ -52,10 +59,20 @@ from cost_sync.models import INSTANCE_FIELDS, PRICED_CYCLES, Cycle, Instance, Pl
 __all__ = [
     "AUTH_ERROR_MESSAGE",
     "DEFAULT_URL",
+    "DENY_FIELDS",
     "READ_ONLY_ACTIONS",
     "HostwindsClient",
+    "PlanKey",
+    "RetryPolicy",
+    "is_denied_field",
     "is_transient",
     "price_cell_text",
+    "price_list_params",
+    "read_cycle_prices",
+    "read_instances",
+    "read_price_list",
+    "sanitise",
+    "unwrap",
 ]
 
 READ_ONLY_ACTIONS = frozenset(
@@ -92,11 +109,43 @@ class _BodyNotJSON(Exception):
 _Outcome: TypeAlias = httpx.Response | httpx.HTTPError | _BodyNotJSON
 
 
-def is_transient(outcome: httpx.Response | BaseException) -> bool:
-    """True when an attempt may succeed if repeated: timeout, transport error, 429, 5xx, non-JSON."""
+#: An error envelope whose message says the caller is going too fast: worth waiting for.
+_SLOW_DOWN = re.compile(r"rate.?limit|too many|please wait|try again", re.IGNORECASE)
+
+
+def is_transient(outcome: httpx.Response | BaseException, body: Any = None) -> bool:
+    """True when an attempt may succeed if repeated.
+
+    Timeout, transport error, 429, 5xx, a non-JSON body, or an error envelope (whatever the HTTP
+    status) whose message says to slow down; never a refused key.
+    """
+    if _is_error_envelope(body):
+        return _is_slow_down(body)
     if isinstance(outcome, httpx.Response):
         return outcome.status_code == 429 or outcome.status_code >= 500
     return isinstance(outcome, httpx.TimeoutException | httpx.TransportError | _BodyNotJSON)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When to try a Hostwinds request again: :meth:`after` answers "in N seconds" or None (give up)."""
+
+    attempts: int = 4
+    backoff_initial: float = 0.5
+    backoff_max: float = 8.0
+    retry_after_max: float = 60.0
+
+    def after(self, attempt: int, outcome: _Outcome, body: Any = None) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``, or None when that attempt is not worth it."""
+        if attempt >= self.attempts or not is_transient(outcome, body):
+            return None
+        if isinstance(outcome, httpx.Response):
+            retry_after = _retry_after_seconds(outcome.headers.get("Retry-After"))
+            if retry_after is not None:
+                return min(retry_after, self.retry_after_max)
+        # Full jitter: a random wait below an exponentially growing, bounded ceiling.
+        ceiling = min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
+        return random.uniform(0.0, ceiling)
 
 
 def price_cell_text(value: object) -> PriceCell:
@@ -143,10 +192,7 @@ class HostwindsClient:
         )
         self._next_start = 0.0
         self._semaphore = asyncio.Semaphore(max_concurrency)
-        self._attempts = attempts
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
-        self._retry_after_max = retry_after_max
+        self._retry = RetryPolicy(attempts, backoff_initial, backoff_max, retry_after_max)
         self._sleep = sleep
         self._calls: collections.Counter[str] = collections.Counter()
         #: (action, outcome) -> HTTP requests sent; outcome is ok, error, auth_error or transient.
@@ -162,6 +208,19 @@ class HostwindsClient:
 
     async def call(self, action: str, **params: str | int) -> Any:
         """Send one allowed action and return its answer, unwrapped from ``{"success": ...}``."""
+        return unwrap(await self._call(action, params, instances=action in _INSTANCE_ACTIONS))
+
+    async def sanitised_body(self, action: str, **params: str | int) -> Any:
+        """Send one allowed action and return its whole JSON body (envelope kept) with every field
+        on :data:`DENY_FIELDS` removed at any depth and any text holding the API key dropped.
+
+        For ``doctor``'s shape checks and ``--capture``: the body as Hostwinds shaped it, but
+        nothing secret in it. Error envelopes raise as with :meth:`call`.
+        """
+        return sanitise(await self._call(action, params, instances=False), secret=self._api_key)
+
+    async def _call(self, action: str, params: Mapping[str, str | int], *, instances: bool) -> Any:
+        """One allowed action's JSON body; errors raised as the module docstring says."""
         if action not in READ_ONLY_ACTIONS:
             raise ForbiddenActionError(
                 f"{action!r} is not on cost-sync's read-only allow-list; nothing was sent"
@@ -172,44 +231,48 @@ class HostwindsClient:
         form = {"action": action, "API": self._api_key}
         form.update({name: _param_text(value) for name, value in params.items()})
 
-        for attempt in range(1, self._attempts + 1):
-            outcome, body = await self._attempt(form, instances=action in _INSTANCE_ACTIONS)
-            if _is_error_envelope(body):
-                error = self._envelope_error(action, body)
-                kind = "auth_error" if isinstance(error, HostwindsAuthError) else "error"
-                self.requests[action, kind] += 1
-                raise error
-            if is_transient(outcome):
-                self.requests[action, "transient"] += 1
-                cause = _describe(outcome)
-                if attempt == self._attempts:
-                    raise HostwindsTransientError(
-                        f"{action}: Hostwinds did not answer after {self._attempts} attempts (last: {cause})"
-                    ) from (outcome if isinstance(outcome, httpx.HTTPError) else None)
-                delay = self._delay(attempt, outcome)
-                _log.warning(
-                    "hostwinds.retry", action=action, attempt=attempt, cause=cause, delay=round(delay, 3)
-                )
-                await self._sleep(delay)
-                continue
-            if not isinstance(outcome, httpx.Response) or not outcome.is_success:
-                self.requests[action, "error"] += 1
-                if isinstance(outcome, httpx.HTTPError):
-                    raise HostwindsResponseError(
-                        f"{action}: the request failed ({_describe(outcome)})"
-                    ) from outcome
-                raise HostwindsResponseError(f"{action}: Hostwinds answered {_describe(outcome)}")
-            self.requests[action, "ok"] += 1
-            if isinstance(body, dict) and "success" in body:
-                return body["success"]
-            return body
-        raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
+        attempt = 1
+        outcome, body = await self._attempt(form, instances=instances)
+        while (delay := self._retry.after(attempt, outcome, body)) is not None:
+            self.requests[action, "transient"] += 1
+            _log.warning(
+                "hostwinds.retry",
+                action=action,
+                attempt=attempt,
+                cause=_describe(outcome, body),
+                delay=round(delay, 3),
+            )
+            await self._sleep(delay)
+            attempt += 1
+            outcome, body = await self._attempt(form, instances=instances)
+        return self._judge(action, attempt, outcome, body)
+
+    def _judge(self, action: str, attempt: int, outcome: _Outcome, body: Any) -> Any:
+        """The body of a final attempt (still wrapped), or the error it stands for (counted either way)."""
+        if _is_error_envelope(body) and not is_transient(outcome, body):
+            error = self._envelope_error(action, body)
+            kind = "auth_error" if isinstance(error, HostwindsAuthError) else "error"
+            self.requests[action, kind] += 1
+            raise error
+        if is_transient(outcome, body):
+            self.requests[action, "transient"] += 1
+            raise HostwindsTransientError(
+                f"{action}: Hostwinds did not answer after {attempt} attempts "
+                f"(last: {_describe(outcome, body)})"
+            ) from (outcome if isinstance(outcome, httpx.HTTPError) else None)
+        if not isinstance(outcome, httpx.Response) or not outcome.is_success:
+            self.requests[action, "error"] += 1
+            if isinstance(outcome, httpx.HTTPError):
+                raise HostwindsResponseError(
+                    f"{action}: the request failed ({_describe(outcome)})"
+                ) from outcome
+            raise HostwindsResponseError(f"{action}: Hostwinds answered {_describe(outcome)}")
+        self.requests[action, "ok"] += 1
+        return body
 
     async def get_instances(self) -> list[Instance]:
         """Every instance on the account, whitelisted."""
-        action = "get_instances"
-        items = _items(action, await self.call(action), single_key="serviceid")
-        return [_instance(action, item, f"item {index}: ") for index, item in enumerate(items)]
+        return read_instances(await self.call("get_instances"))
 
     async def get_instance(self, serviceid: int) -> Instance:
         """One instance by its service id, whitelisted; a different service in the answer is an error."""
@@ -226,37 +289,18 @@ class HostwindsClient:
             )
         return instance
 
-    async def get_price_list(self, *, managed: bool, drive_type: str | None) -> dict[int, Plan]:
-        """The plans Hostwinds lists for these options, by plan id, with their per-cycle price cells."""
-        action = "get_price_list"
-        params: dict[str, str | int] = {"managed": int(managed)}
-        if drive_type is not None:
-            params["drive_type"] = drive_type
-        rows = _items(action, await self.call(action, **params), single_key="id")
-        plans: dict[int, Plan] = {}
-        for index, row in enumerate(rows):
-            plan = _plan(action, index, row)
-            if plans.get(plan.id, plan) != plan:
-                raise HostwindsResponseError(f"{action}: two different rows for plan {plan.id}")
-            plans[plan.id] = plan
-        return plans
+    async def get_price_list(
+        self, *, managed: bool, drive_type: str | None, plan_key: PlanKey = "id"
+    ) -> dict[int, Plan]:
+        """The plans Hostwinds lists for these options, keyed by ``plan_key``, with their price cells."""
+        return read_price_list(
+            await self.call("get_price_list", **price_list_params(managed=managed, drive_type=drive_type)),
+            plan_key=plan_key,
+        )
 
     async def get_billingcycle_prices(self, serviceid: int) -> dict[Cycle, PriceCell]:
         """One service's price cell per billing cycle; {} when Hostwinds has no data for it."""
-        action = "get_billingcycle_prices"
-        answer = await self.call(action, serviceid=serviceid)
-        if answer is None or (isinstance(answer, dict | list) and not answer):
-            return {}
-        where = f"service {serviceid}: "
-        if not isinstance(answer, dict):
-            raise HostwindsResponseError(
-                f"{action}: {where}expected an object of cycle prices, got {_kind(answer)}"
-            )
-        cells = _cycle_cells(action, where, answer)
-        if not cells:
-            # A non-empty answer in an unknown shape must not silently become "no data".
-            raise HostwindsResponseError(f"{action}: {where}the answer names no billing cycle")
-        return cells
+        return read_cycle_prices(serviceid, await self.call("get_billingcycle_prices", serviceid=serviceid))
 
     async def _attempt(self, form: dict[str, str], *, instances: bool) -> tuple[_Outcome, Any]:
         """One HTTP request under the rate limit: its outcome and its JSON body (None if none)."""
@@ -285,15 +329,6 @@ class HostwindsClient:
         if start > now:
             await self._sleep(start - now)
 
-    def _delay(self, attempt: int, outcome: _Outcome) -> float:
-        """Seconds to wait before the next attempt: Retry-After if given, else full-jitter backoff."""
-        if isinstance(outcome, httpx.Response):
-            retry_after = _retry_after_seconds(outcome.headers.get("Retry-After"))
-            if retry_after is not None:
-                return min(retry_after, self._retry_after_max)
-        ceiling = min(self._backoff_max, self._backoff_initial * 2 ** (attempt - 1))
-        return random.uniform(0.0, ceiling)
-
     def _envelope_error(self, action: str, body: Any) -> HostwindsError:
         """The error an error envelope stands for; the key and control characters are scrubbed."""
         items = body if isinstance(body, list) else [body]
@@ -315,6 +350,166 @@ class HostwindsClient:
         if self._api_key:
             text = text.replace(self._api_key, "[redacted]")
         return text
+
+
+#: Which price-list field an instance's ``product_id`` names (``[hostwinds] plan_key``).
+PlanKey = Literal["id", "rid"]
+
+#: Fields removed from every body ``sanitised_body`` returns (``doctor --capture`` writes only
+#: sanitised bodies), compared case-insensitively without ``-``/``_``: passwords, root passwords,
+#: config keys, keys and tokens. Any string holding the API key is dropped as well.
+DENY_FIELDS = frozenset(
+    {
+        "password",
+        "passwd",
+        "pass",
+        "rootpass",
+        "rootpassword",
+        "configkey",
+        "api",
+        "apikey",
+        "key",
+        "secret",
+        "token",
+        "authtoken",
+        "vncpassword",
+        "sshkey",
+        "privatekey",
+    }
+)
+
+
+def _deny_key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch not in "-_ ")
+
+
+def is_denied_field(name: str) -> bool:
+    """True for a field name on :data:`DENY_FIELDS` (or containing "password" or "secret")."""
+    key = _deny_key(name)
+    return key in DENY_FIELDS or "password" in key or "secret" in key
+
+
+def sanitise(value: Any, *, secret: str = "") -> Any:
+    """``value`` with deny-listed fields removed at any depth, and strings holding ``secret`` dropped."""
+    if isinstance(value, dict):
+        return {
+            key: sanitise(item, secret=secret)
+            for key, item in value.items()
+            if not is_denied_field(str(key)) and not (secret and isinstance(item, str) and secret in item)
+        }
+    if isinstance(value, list):
+        return [
+            sanitise(item, secret=secret)
+            for item in value
+            if not (secret and isinstance(item, str) and secret in item)
+        ]
+    return value
+
+
+def unwrap(body: Any) -> Any:
+    """The answer under ``{"success": ...}``; a body without that wrapper is its own answer."""
+    if isinstance(body, dict) and "success" in body:
+        return body["success"]
+    return body
+
+
+def price_list_params(*, managed: bool, drive_type: str | None) -> dict[str, str | int]:
+    """The parameters of cost-sync's ``get_price_list`` (``managed`` always: Hostwinds' default is 1)."""
+    params: dict[str, str | int] = {"managed": int(managed)}
+    if drive_type is not None:
+        params["drive_type"] = drive_type
+    return params
+
+
+def read_instances(answer: Any) -> list[Instance]:
+    """The instances of a ``get_instances`` answer (unwrapped), whitelisted; raises on a wrong shape."""
+    action = "get_instances"
+    items = _items(action, answer, single_key="serviceid")
+    return [_instance(action, item, f"item {index}: ") for index, item in enumerate(items)]
+
+
+def read_price_list(answer: Any, *, plan_key: PlanKey = "id") -> dict[int, Plan]:
+    """The plans of a ``get_price_list`` answer (unwrapped), keyed by ``plan_key``.
+
+    Rows are found wherever the answer puts them: a list, an object keyed by id, or lists and
+    objects nested under group keys (fixed and custom plans). A row is an object with an ``id``
+    and at least one cycle-price field. A non-empty answer with no row, an item that is neither a
+    row nor a group, or a row's field of the wrong type raises, naming the path where reading
+    stopped. Rows without the ``plan_key`` field cannot be joined and are left out.
+    """
+    action = "get_price_list"
+    plans: dict[int, Plan] = {}
+    for where, row in _price_rows(action, answer):
+        plan = _plan(action, where, row)
+        key = plan.id if plan_key == "id" else plan.rid
+        if key is None:
+            continue
+        if plans.get(key, plan) != plan:
+            by = "" if plan_key == "id" else f" ({plan_key})"
+            raise HostwindsResponseError(f"{action}: {where}: two different rows for plan {key}{by}")
+        plans[key] = plan
+    return plans
+
+
+def read_cycle_prices(serviceid: int, answer: Any) -> dict[Cycle, PriceCell]:
+    """One service's cycle prices from a ``get_billingcycle_prices`` answer; {} for an empty answer."""
+    action = "get_billingcycle_prices"
+    if answer is None or (isinstance(answer, dict | list) and not answer):
+        return {}
+    where = f"service {serviceid}: "
+    if not isinstance(answer, dict):
+        raise HostwindsResponseError(
+            f"{action}: {where}expected an object of cycle prices, got {_kind(answer)}"
+        )
+    cells = _cycle_cells(action, where, answer)
+    if not cells:
+        # A non-empty answer in an unknown shape must not silently become "no data".
+        raise HostwindsResponseError(f"{action}: {where}the answer names no billing cycle")
+    return cells
+
+
+def _has_cycle_field(obj: Mapping[str, Any]) -> bool:
+    return any(_normalise_key(str(key)) in _CYCLES_BY_KEY for key in obj)
+
+
+def _price_rows(action: str, answer: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Every price-list row in the answer with its path (``answer.fixed[0]``), in answer order."""
+    rows: list[tuple[str, dict[str, Any]]] = []
+    dead_ends: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            if "id" in node and _has_cycle_field(node):
+                rows.append((path, node))
+                return
+            if _has_cycle_field(node):
+                raise HostwindsResponseError(f"{action}: {path}: a row with cycle prices but no id")
+            for key, value in node.items():
+                if isinstance(value, dict | list):
+                    walk(value, f"{path}.{key}")
+                else:
+                    dead_ends.append(f"{path}.{key}: {_kind(value)}")
+            if not node:
+                dead_ends.append(f"{path}: an empty object")
+        elif isinstance(node, list):
+            for index, item in enumerate(node):
+                if not isinstance(item, dict | list):
+                    raise HostwindsResponseError(
+                        f"{action}: {path}[{index}]: expected a price-list row or a group, got {_kind(item)}"
+                    )
+                walk(item, f"{path}[{index}]")
+        else:
+            raise HostwindsResponseError(
+                f"{action}: {path}: expected a price-list row or a group, got {_kind(node)}"
+            )
+
+    if answer is None or (isinstance(answer, dict | list) and not answer):
+        return []
+    walk(answer, "answer")
+    if not rows:
+        stop = dead_ends[0] if dead_ends else "answer: no object with an id and a cycle price"
+        raise HostwindsResponseError(f"{action}: no price-list row found; reading stopped at {stop}")
+    return rows
 
 
 def _loads(body: bytes | str, *, instances: bool = False) -> Any:
@@ -351,14 +546,24 @@ def _is_error_envelope(body: Any) -> bool:
     return any(isinstance(item, dict) and item.get("result") == "error" for item in items)
 
 
+def _is_slow_down(body: Any) -> bool:
+    items = body if isinstance(body, list) else [body]
+    errors = [i for i in items if isinstance(i, dict) and i.get("result") == "error"]
+    if any(_is_auth_error(item) for item in errors):
+        return False
+    return any(_SLOW_DOWN.search(str(item.get("message") or "")) for item in errors)
+
+
 def _is_auth_error(item: dict[str, Any]) -> bool:
     message = str(item.get("message") or "").strip().lower()
     action = str(item.get("action") or "").strip().lower()
     return message.startswith("not authorized") or action == "authorization"
 
 
-def _describe(outcome: _Outcome) -> str:
+def _describe(outcome: _Outcome, body: Any = None) -> str:
     """A short cause for logs and messages: a status or an exception type, never a body."""
+    if _is_error_envelope(body):
+        return "an error envelope asking to slow down"
     if isinstance(outcome, httpx.Response):
         return f"HTTP {outcome.status_code}"
     if isinstance(outcome, _BodyNotJSON):
@@ -435,15 +640,14 @@ def _instance(action: str, item: Any, where: str) -> Instance:
         raise HostwindsResponseError(f"{action}: {where}{_validation_summary(exc)}") from None
 
 
-def _plan(action: str, index: int, row: Any) -> Plan:
-    where = f"row {index}: "
-    if not isinstance(row, dict):
-        raise HostwindsResponseError(f"{action}: {where}expected an object, got {_kind(row)}")
+def _plan(action: str, path: str, row: dict[str, Any]) -> Plan:
+    where = f"{path}: "
     fields: dict[str, Any] = {"prices": _cycle_cells(action, where, row)}
-    if "id" in row:
-        if isinstance(row["id"], bool):
-            raise HostwindsResponseError(f"{action}: {where}id: a boolean is not a plan id")
-        fields["id"] = row["id"]
+    for name in ("id", "rid"):
+        if name in row:
+            if isinstance(row[name], bool):
+                raise HostwindsResponseError(f"{action}: {where}{name}: a boolean is not a plan id")
+            fields[name] = row[name]
     if isinstance(row.get("name"), str):
         fields["name"] = row["name"]
     try:

@@ -60,6 +60,11 @@ def summary(report: RunReport) -> list[str]:
             _counts({k: v for k, v in report.price_cache.reasons.items() if v}),
         ),
         ("fleet monthly total", f"{money(report.total_before)} -> {money(report.total_after)}", ""),
+        (
+            "plan names",
+            str(report.plan_names.get("disagree", 0)),
+            f"disagree with product_name; agree {report.plan_names.get('agree', 0)}",
+        ),
     ]
     for label, value, detail in pairs:
         lines.append(f"  {label:<22} {value:>6}" + (f"  ({detail})" if detail else ""))
@@ -128,7 +133,13 @@ def changes(outcomes: Sequence[RowOutcome], held: Sequence[HeldChange] = ()) -> 
     """Each changed row: old -> new and where the price came from."""
     held_ids = {h.row_id for h in held}
     rows = [
-        [_row_name(o), money(o.row.approximate_cost), money(o.result.monthly), o.result.source.value]
+        [
+            _row_name(o),
+            money(o.row.approximate_cost),
+            money(o.result.monthly),
+            o.result.source.value
+            + (f" (cycle alias {o.result.cycle_alias!r})" if o.result.cycle_alias else ""),
+        ]
         for o in outcomes
         if isinstance(o.result, Estimate) and o.changed and o.row.id not in held_ids
     ]
@@ -155,6 +166,7 @@ def as_json(report: RunReport, outcomes: Sequence[RowOutcome], held: Sequence[He
             "cycle": o.result.cycle.value if o.result.cycle else None,
             "cycle_price": None if o.result.cycle_price is None else str(o.result.cycle_price),
             "hourly_ceiling": o.result.hourly_ceiling,
+            "cycle_alias": o.result.cycle_alias,
         }
         for o in outcomes
         if isinstance(o.result, Estimate) and o.changed and o.row.id not in held_ids

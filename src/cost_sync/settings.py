@@ -3,9 +3,10 @@
 A setting is named by its TOML path (``hostwinds.url``). Its environment variable is
 ``COST_SYNC_<SECTION>_<KEY>`` (``COST_SYNC_HOSTWINDS_URL``, ``COST_SYNC_DATABASE_URL``,
 ``COST_SYNC_ADMIN_TOKEN``), except the ``[sync]`` section whose keys need no section
-(``COST_SYNC_SCHEDULE``, ``COST_SYNC_STATUSES``). Every problem is reported as one
-:class:`~cost_sync.errors.ConfigError` naming the setting, before any I/O, and secrets (the API
-key, the database URL's password, the admin token) never appear in a repr or an error.
+(``COST_SYNC_SCHEDULE``, ``COST_SYNC_STATUSES``). Every problem (an unknown variable, an invalid
+value, a required setting left unset) is reported in one :class:`~cost_sync.errors.ConfigError`
+that names each setting, before any I/O, and secrets (the API key, the database URL's password,
+the admin token) never appear in a repr or an error.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import tomllib
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from apscheduler.triggers.cron import CronTrigger
@@ -33,6 +34,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from cost_sync.errors import ConfigError
+from cost_sync.models import Cycle
+from cost_sync.pricing import normalise_cycle, spelling_key
 
 ENV_PREFIX = "COST_SYNC_"
 CONFIG_ENV = "COST_SYNC_CONFIG"
@@ -43,6 +46,20 @@ NON_SETTING_ENV_PREFIXES = ("COST_SYNC_TEST_", "COST_SYNC_BENCH_")
 DEFAULT_HOSTWINDS_URL = "https://clients.hostwinds.com/cloud/api.php"
 KNOWN_STATUSES = ("active", "provisioning", "scheduled_decommission", "decommissioned")
 MAX_AMOUNT = Decimal("999999.99")
+
+
+URL_ENCODING_HINT = (
+    "the host looks like part of the password: percent-encode special characters in the "
+    "password (@ as %40, : as %3A, / as %2F, # as %23, ? as %3F)"
+)
+
+
+def password_in_host(url: str) -> bool:
+    """True when an unencoded character in the URL's password makes its host look like a password."""
+    rest = url.partition("://")[2]
+    authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    # Two @ in the authority, or an @ that only appears after a / ? or # cut the authority short.
+    return authority.count("@") > 1 or ("@" not in authority and "@" in rest.split("?", 1)[0])
 
 
 def _http_url(value: str) -> str:
@@ -93,6 +110,46 @@ def _comma_list(value: Any) -> Any:
     return value
 
 
+def _json_table(value: Any) -> Any:
+    # COST_SYNC_HOSTWINDS_CYCLE_ALIASES='{"Bi-Annually": "semiannually"}': a table from the environment.
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError('must be a JSON object such as {"Bi-Annually": "semiannually"}') from None
+    return value
+
+
+def _cycle_aliases(value: Any) -> dict[str, Cycle]:
+    """Spelling (normalised as cycles are) -> cycle; an alias may not re-point a known spelling."""
+    if not isinstance(value, dict):
+        raise ValueError('must be a table such as [hostwinds.cycle_aliases] "Bi-Annually" = "semiannually"')
+    aliases: dict[str, Cycle] = {}
+    for spelling, target in value.items():
+        cycle = normalise_cycle(target) if isinstance(target, str) else None
+        if cycle is None:
+            known = ", ".join(c.value for c in Cycle)
+            raise ValueError(f"{spelling!r}: {target!r} is not a billing cycle (known: {known})")
+        already = normalise_cycle(spelling)
+        if already is not None and already is not cycle:
+            raise ValueError(f"{spelling!r} already names the {already.value} cycle; it cannot be aliased")
+        key = spelling_key(spelling)
+        if not key:
+            raise ValueError("an alias needs a non-empty spelling")
+        if aliases.get(key, cycle) is not cycle:
+            raise ValueError(f"{spelling!r} is aliased twice, to different cycles")
+        aliases[key] = cycle
+    return aliases
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _lower_or_unset(value: Any) -> Any:
+    return _lower(_blank_is_unset(value))
+
+
 def _blank_is_unset(value: Any) -> Any:
     # COST_SYNC_ADMIN_TOKEN= (empty, as compose files leave it) means "not set", never "empty secret".
     if isinstance(value, str) and not value.strip():
@@ -121,6 +178,13 @@ class HostwindsSettings(_Section):
     timeout_seconds: float = Field(default=30.0, gt=0)
     attempts: int = Field(default=4, ge=1, le=10)
     currency: str = "USD"
+    #: The price-list field an instance's ``product_id`` is joined to (unverified: see ``doctor``).
+    plan_key: Annotated[Literal["id", "rid"], BeforeValidator(_lower)] = "id"
+    #: An account's billing-cycle spelling -> the cycle it means, e.g. "Bi-Annually" = "semiannually".
+    #: Stored by spelling key (see :func:`cost_sync.pricing.spelling_key`).
+    cycle_aliases: Annotated[
+        dict[str, Cycle], BeforeValidator(_cycle_aliases), BeforeValidator(_json_table)
+    ] = Field(default_factory=dict)
 
     @field_validator("currency")
     @classmethod
@@ -141,9 +205,17 @@ class DatabaseSettings(_Section):
     @classmethod
     def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            scheme = urlsplit(value.get_secret_value()).scheme
-            if scheme not in {"postgres", "postgresql"}:
+            url = value.get_secret_value()
+            if urlsplit(url).scheme not in {"postgres", "postgresql"}:
                 raise ValueError("must be a postgresql:// URL")
+            if password_in_host(url):
+                raise ValueError(URL_ENCODING_HINT)
+            try:
+                urlsplit(url).port  # noqa: B018 - parsed for its ValueError only
+            except ValueError:
+                raise ValueError(
+                    "the port is not a number (or the password needs percent-encoding)"
+                ) from None
         return value
 
 
@@ -190,6 +262,31 @@ class GuardSettings(_Section):
     max_unmatched_ratio: Decimal = Field(default=Decimal("0.2"), ge=0, le=1)
 
 
+class LogSettings(_Section):
+    """``[log]``: what the log on stderr shows and how."""
+
+    level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
+    #: json or console; unset: console on a terminal, JSON lines otherwise.
+    format: Annotated[Literal["json", "console"] | None, BeforeValidator(_lower_or_unset)] = None
+
+
+def _status_names(value: list[str]) -> list[str]:
+    if any(not item.strip() for item in value):
+        raise ValueError("a status name cannot be empty")
+    return value
+
+
+StatusNames = Annotated[list[str], BeforeValidator(_comma_list), AfterValidator(_status_names)]
+
+
+class AttributionSettings(_Section):
+    """``[attribution]``: how a VPS's cost is shared among tenants, and whether syncs record it."""
+
+    enabled: bool = False
+    assignment_statuses: StatusNames = Field(default_factory=lambda: ["active", "warming"], min_length=1)
+    idle_ip_statuses: StatusNames = Field(default_factory=lambda: ["idle"])
+
+
 class Settings(BaseSettings):
     """All of cost-sync's settings, validated."""
 
@@ -200,14 +297,26 @@ class Settings(BaseSettings):
     sync: SyncSettings = Field(default_factory=SyncSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    attribution: AttributionSettings = Field(default_factory=AttributionSettings)
     #: Finance overrides: ``hostwinds_instance_id`` -> monthly USD.
     overrides: dict[str, Amount] = Field(default_factory=dict)
 
     def database_dsn(self) -> str:
         """The database URL, which every command that touches PostgreSQL requires."""
-        if self.database.url is None:
-            raise ConfigError("setting database.url: required (set COST_SYNC_DATABASE_URL)")
+        self.require("database.url")
+        assert self.database.url is not None
         return self.database.url.get_secret_value()
+
+    def require(self, *paths: str) -> None:
+        """Raise one ConfigError naming every setting in ``paths`` (e.g. ``database.url``) left unset."""
+        missing = []
+        for path in paths:
+            section, _, key = path.partition(".")
+            if getattr(getattr(self, section), key) is None:
+                missing.append(f"setting {path}: required (set {env_name(section, key)})")
+        if missing:
+            raise ConfigError(_together(missing))
 
     @classmethod
     def settings_customise_sources(
@@ -228,6 +337,8 @@ _SECTION_ENV = {
     "database": "DATABASE_",
     "admin": "ADMIN_",
     "guard": "GUARD_",
+    "log": "LOG_",
+    "attribution": "ATTRIBUTION_",
     "sync": "",
 }
 _SECTIONS: dict[str, type[_Section]] = {
@@ -236,14 +347,28 @@ _SECTIONS: dict[str, type[_Section]] = {
     "sync": SyncSettings,
     "admin": AdminSettings,
     "guard": GuardSettings,
+    "log": LogSettings,
+    "attribution": AttributionSettings,
 }
+
+
+def env_name(section: str, key: str) -> str:
+    """The environment variable of one setting, e.g. ``COST_SYNC_DATABASE_URL``."""
+    return f"{ENV_PREFIX}{_SECTION_ENV[section]}{key.upper()}"
+
+
+def _together(problems: list[str]) -> str:
+    """Several problems as one message, so that a user fixes them all in one go."""
+    if len(problems) == 1:
+        return problems[0]
+    return f"{len(problems)} settings need attention: " + "; ".join(problems)
 
 
 def env_names() -> dict[str, tuple[str, str]]:
     """Every settings environment variable -> (section, key)."""
     return {
-        f"{ENV_PREFIX}{stem}{key.upper()}": (section, key)
-        for section, stem in _SECTION_ENV.items()
+        env_name(section, key): (section, key)
+        for section in _SECTION_ENV
         for key in _SECTIONS[section].model_fields
     }
 
@@ -261,17 +386,20 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
 
 
-def _env_values(environ: Mapping[str, str]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+def _env_values(
+    environ: Mapping[str, str], problems: list[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     names = env_names()
     values: dict[str, dict[str, Any]] = {}
     origin: dict[str, str] = {}
-    for name, raw in environ.items():
+    for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name in NON_SETTING_ENV:
             continue
         if name.startswith(NON_SETTING_ENV_PREFIXES):
             continue
         if name not in names:
-            raise ConfigError(f"environment variable {name}: not a cost-sync setting")
+            problems.append(f"environment variable {name}: not a cost-sync setting")
+            continue
         section, key = names[name]
         values.setdefault(section, {})[key] = raw
         origin[f"{section}.{key}"] = name
@@ -293,15 +421,23 @@ def load_settings(config_path: Path | None = None, environ: Mapping[str, str] | 
     if config_path is None and environ.get(CONFIG_ENV):
         config_path = Path(environ[CONFIG_ENV])
     data: dict[str, Any] = _read_toml(config_path) if config_path is not None else {}
-    env, origin = _env_values(environ)
+    problems: list[str] = []
+    env, origin = _env_values(environ, problems)
     for section, keys in env.items():
         current = data.get(section)
         if current is not None and not isinstance(current, dict):
-            raise ConfigError(f"setting {section}: must be a table, e.g. [{section}]")
+            problems.append(f"setting {section}: must be a table, e.g. [{section}]")
+            continue
         data[section] = {**(current or {}), **keys}
+    settings: Settings | None = None
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
+        source = str(config_path) if config_path else ""
         # include_input=False: a rejected value may be a secret.
-        first = exc.errors(include_input=False, include_url=False)[0]
-        raise ConfigError(_describe(first, origin, str(config_path) if config_path else "")) from None
+        problems += [
+            _describe(error, origin, source) for error in exc.errors(include_input=False, include_url=False)
+        ]
+    if problems or settings is None:
+        raise ConfigError(_together(problems))
+    return settings

@@ -16,8 +16,8 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -25,8 +25,11 @@ from functools import cache
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 import asyncpg
+import structlog
 
-from cost_sync.errors import DatabaseError, LockTimeout
+from cost_sync import attribution_store
+from cost_sync.db import database_errors
+from cost_sync.errors import LockTimeout
 from cost_sync.models import (
     Cycle,
     Estimate,
@@ -37,6 +40,7 @@ from cost_sync.models import (
     RunReport,
     VpsRow,
 )
+from cost_sync.settings import Settings
 from cost_sync.sqlfiles import sql_dir
 
 if TYPE_CHECKING:
@@ -44,17 +48,9 @@ if TYPE_CHECKING:
 
     from asyncpg.pool import PoolConnectionProxy
 
-__all__ = [
-    "SYNC_LOCK_KEY",
-    "Conn",
-    "LastRun",
-    "RunStore",
-    "Store",
-    "database_error",
-    "insert_run",
-    "mapped",
-    "queries",
-]
+__all__ = ["SYNC_LOCK_KEY", "Conn", "LastRun", "RunStore", "Store", "insert_run", "mapped", "queries"]
+
+_log = structlog.get_logger(__name__)
 
 #: Advisory lock key making sync runs exclusive (ASCII "cs-sync").
 SYNC_LOCK_KEY = 0x63732D73796E63
@@ -78,20 +74,9 @@ def queries(group: str = "sync") -> dict[str, str]:
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
-def database_error(exc: BaseException) -> DatabaseError:
-    """An operator-facing DatabaseError for a failed statement or a lost connection."""
-    if isinstance(exc, DatabaseError):
-        return exc
-    return DatabaseError(f"the run failed in PostgreSQL: {type(exc).__name__}: {exc}")
-
-
-@contextmanager
-def _mapped() -> Iterator[None]:
-    """The one place where asyncpg's and the socket's errors become cost-sync's DatabaseError."""
-    try:
-        yield
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-        raise database_error(exc) from None
+def _mapped() -> AbstractContextManager[None]:
+    """Driver and network errors of the run's statements, as the run's DatabaseError."""
+    return database_errors("the run failed in PostgreSQL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +149,10 @@ class RunStore(Protocol):
         """Write one ledger row on its own (a failed run's)."""
         ...
 
+    async def write_attribution(self, settings: Settings, run_id: uuid.UUID) -> int:
+        """After a committed run: replace the tenant attribution snapshot; return rows written."""
+        ...
+
 
 class Store:
     """The real :class:`RunStore`, on an asyncpg pool it does not own."""
@@ -174,21 +163,38 @@ class Store:
 
     @asynccontextmanager
     async def lock(self, *, timeout: float) -> AsyncIterator[None]:
-        """Hold the sync advisory lock on a connection of its own for the block's duration."""
+        """Hold the sync advisory lock on a connection of its own for the block's duration.
+
+        Only the lock's own statements are mapped to DatabaseError: what the block raises passes
+        through as it is.
+        """
         deadline = time.monotonic() + timeout
         with _mapped():
-            async with self._pool.acquire() as conn:
+            conn = await self._pool.acquire()
+        try:
+            with _mapped():
                 while not await conn.fetchval(self._q["try_lock"], SYNC_LOCK_KEY):
                     if time.monotonic() >= deadline:
                         raise LockTimeout(
                             f"another run is in progress (waited {timeout:g} s for it to finish)"
                         )
                     await asyncio.sleep(_LOCK_POLL_SECONDS)
-                try:
-                    yield
-                finally:
-                    if not conn.is_closed():
-                        await conn.execute(self._q["unlock"], SYNC_LOCK_KEY)
+            try:
+                yield
+            finally:
+                await self._unlock(conn)
+        finally:
+            await self._pool.release(conn)
+
+    async def _unlock(self, conn: Conn) -> None:
+        if conn.is_closed():
+            return
+        try:
+            await conn.execute(self._q["unlock"], SYNC_LOCK_KEY)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            # A broken connection: PostgreSQL drops a session's advisory locks with it. Saying so
+            # must not hide the error the run itself is failing with.
+            _log.warning("store.unlock_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def read_rows(self, statuses: Sequence[str]) -> list[VpsRow]:
         """Every ``vps_instances`` row whose status is in scope."""
@@ -314,6 +320,10 @@ class Store:
             async with self._pool.acquire(timeout=_RECORD_TIMEOUT_SECONDS) as conn:
                 await self._insert_run(conn, report, timeout=_RECORD_TIMEOUT_SECONDS)
 
+    async def write_attribution(self, settings: Settings, run_id: uuid.UUID) -> int:
+        """Replace cost_sync_tenant_costs from the committed state, in a transaction of its own."""
+        return await attribution_store.write_snapshot(self._pool, settings, run_id=run_id)
+
     async def _insert_run(self, conn: Conn, report: RunReport, *, timeout: float | None = None) -> None:
         await insert_run(conn, report, timeout=timeout)
 
@@ -344,6 +354,7 @@ class Store:
             [h.proposed.hourly_ceiling for h in held],
             [h.proposed.product_id for h in held],
             [h.proposed.product_name for h in held],
+            [h.proposed.cycle_alias for h in held],
         )
 
     async def _write_row_states(self, conn: Conn, run_id: uuid.UUID, states: Sequence[RowState]) -> None:
@@ -381,6 +392,7 @@ class Store:
                 est.hourly_ceiling,
                 est.product_id,
                 est.product_name,
+                est.cycle_alias,
             )
             ids.append(row.id)
             costs.append(est.monthly)

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -32,6 +32,7 @@ from cost_sync.hostwinds import HostwindsClient
 from cost_sync.matching import (
     PriceListKey,
     PricePlan,
+    check_plan_names,
     fingerprint,
     match_rows,
     plan_asks,
@@ -75,6 +76,8 @@ class RunResult:
     outcomes: list[RowOutcome] = field(default_factory=list)
     #: Changes the run proposed but held for a person instead of applying.
     held: list[HeldChange] = field(default_factory=list)
+    #: Why the tenant attribution snapshot after this committed run could not be written.
+    attribution_error: CostSyncError | None = None
 
     @property
     def changes(self) -> list[RowOutcome]:
@@ -212,7 +215,8 @@ class SyncRun:
         self._clock = clock
         self._now = now
         self.started_at = now()
-        self._deadline = clock() + settings.sync.max_run_seconds
+        #: Set when the run starts its work, after the lock: waiting for another run costs no budget.
+        self._deadline = float("inf")  # float-ok: seconds
         self.phases: defaultdict[str, float] = defaultdict(float)
         self._calls_before = Counter(client.calls)
 
@@ -231,7 +235,11 @@ class SyncRun:
         return dict(sorted((Counter(self.client.calls) - self._calls_before).items()))
 
     async def execute(self) -> RunResult:
-        """Run once; on failure record a failed run, write nothing to ``vps_instances``, raise."""
+        """Run once; on failure record a failed run, write nothing to ``vps_instances``, raise.
+
+        The failure is recorded in the ledger; saying it (once) is the caller's: the command line
+        prints it, the daemon logs ``sync.failed``.
+        """
         structlog.contextvars.bind_contextvars(run_id=str(self.run_id), trigger=self.trigger)
         try:
             # A dry run writes nothing, so it need not wait for (or block) a real run.
@@ -242,19 +250,20 @@ class SyncRun:
             )
             async with lock:
                 try:
-                    return await self._run()
+                    result = await self._run()
                 except (Exception, asyncio.CancelledError) as exc:
                     if not self.dry_run and not isinstance(exc, ConfigError):
                         await self._record_failure(exc)
                     raise
-        except CostSyncError as exc:
-            log.error("sync.failed", error=str(exc))
-            raise
+                # Committed: nothing below may turn the run into a failed one. Still under the
+                # run lock, so the snapshot shows exactly this run's prices.
+                return await self._after_commit(result)
         finally:
             structlog.contextvars.unbind_contextvars("run_id", "trigger")
 
     async def _run(self) -> RunResult:
         settings = self.settings
+        self._deadline = self._clock() + settings.sync.max_run_seconds
         statuses = settings.sync.statuses
         managed = settings.hostwinds.managed
 
@@ -334,6 +343,10 @@ class SyncRun:
                 price_lists=fetched.price_lists,
                 managed=managed,
                 withheld=withheld,
+                aliases=settings.hostwinds.cycle_aliases,
+            )
+            names = check_plan_names(
+                (i for _, i in matches if i is not None), fetched.price_lists, managed=managed
             )
 
         held = guard.hold_changes(
@@ -370,6 +383,16 @@ class SyncRun:
                     reason=outcome.result.reason.value,
                     detail=outcome.result.detail,
                 )
+        for row_id, product_name, plan_name in names.disagreements:
+            # Logged once per distinct pair: a wrong plan_key would otherwise log every instance.
+            log.warning(
+                "sync.plan_name_disagrees",
+                plan_key=settings.hostwinds.plan_key,
+                product_id=row_id,
+                product_name=product_name,
+                plan_name=plan_name,
+                note="priced anyway; `cost-sync doctor` shows which plan_key the data supports",
+            )
         if fetched.pending:
             log.info(
                 "sync.pending",
@@ -393,7 +416,7 @@ class SyncRun:
             pending=len(fetched.pending),
         )
         draft = self._report(outcomes, unknown=unknown, cache=cache, held=held).model_copy(
-            update={"plans_in_use": plans_in_use}
+            update={"plans_in_use": plans_in_use, "plan_names": names.counts()}
         )
         if self.dry_run:
             final = draft
@@ -428,6 +451,7 @@ class SyncRun:
             unpriced_by_reason=final.unpriced_by_reason,
             hostwinds_calls=final.hostwinds_calls,
             price_cache=final.price_cache.model_dump(),
+            plan_names=final.plan_names,
             duration_seconds=round(final.duration_seconds, 3),
         )
         return RunResult(report=final, outcomes=outcomes, held=held)
@@ -436,6 +460,20 @@ class SyncRun:
         if refusal is not None:
             log.error("sync.guard_refused", seen=refusal.seen, lost=refusal.lost, ratio=str(refusal.ratio))
             raise GuardRefused(refusal.message)
+
+    async def _after_commit(self, result: RunResult) -> RunResult:
+        """With ``[attribution] enabled``, write the tenant attribution snapshot of a committed run.
+
+        A failure is logged as ``attribution.failed`` and handed back in the result, never raised.
+        """
+        if self.dry_run or not self.settings.attribution.enabled:
+            return result
+        try:
+            await self.store.write_attribution(self.settings, self.run_id)
+        except CostSyncError as exc:
+            log.error("attribution.failed", error=str(exc))
+            return replace(result, attribution_error=exc)
+        return result
 
     async def _fetch(self, wanted: Mapping[int, Instance], plan: PricePlan) -> _Fetched:
         """The price lists and the planned cycle prices, asked side by side until the budget is spent.
@@ -453,7 +491,9 @@ class SyncRun:
         self.progress.started = time.monotonic()
 
         async def price_list(key: PriceListKey) -> None:
-            fetched.price_lists[key] = await self.client.get_price_list(managed=key[0], drive_type=key[1])
+            fetched.price_lists[key] = await self.client.get_price_list(
+                managed=key[0], drive_type=key[1], plan_key=self.settings.hostwinds.plan_key
+            )
 
         async def worker() -> None:
             for serviceid in queue:
@@ -625,9 +665,10 @@ async def run_once(
 @contextlib.asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[tuple[HostwindsClient, asyncpg.Pool]]:
     """The Hostwinds client and the database pool a run needs; both closed on exit."""
+    # Every missing setting is named at once, not one per attempt.
+    settings.require("hostwinds.api_key", "database.url")
     api_key = settings.hostwinds.api_key
-    if api_key is None:
-        raise ConfigError("setting hostwinds.api_key: required (set COST_SYNC_HOSTWINDS_API_KEY)")
+    assert api_key is not None
     dsn = settings.database_dsn()
     hw = settings.hostwinds
     # local_address 0.0.0.0: Hostwinds keys are bound to an IPv4 allow-list, so never call over IPv6.

@@ -1,4 +1,6 @@
-"""The verbs that let a person check every number: ``explain``, ``held``, ``approve``, ``report``, ``quote``.
+"""The handlers of the verbs that let a person check every number: explain, held, approve, report, quote.
+
+Their parsers are registered in :mod:`cost_sync.cli`, which imports this module only when one runs.
 
 Guarantees: ``explain``, ``held`` and ``report`` read the database only (no Hostwinds call);
 ``quote`` reads Hostwinds and the database and writes nothing; ``approve`` re-checks each held
@@ -22,90 +24,23 @@ from cost_sync import explain, guard, pricing, render, reporting
 from cost_sync.db import create_pool
 from cost_sync.errors import ConfigError, CostSyncError
 from cost_sync.matching import match_rows, resolve_targets
+from cost_sync.migrate import require_schema
 from cost_sync.models import Estimate, RunReport, Unpriced
 from cost_sync.settings import Settings
 from cost_sync.store import Store
 from cost_sync.sync import open_resources, run_once
 from cost_sync.trust_store import TrustStore
 
-__all__ = ["add_verbs"]
+__all__ = ["HANDLERS"]
 
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
-
-
-def add_verbs(verbs: Any, common: argparse.ArgumentParser) -> None:
-    """Add explain, held, approve, report and quote to the ``cost-sync`` parser's verbs."""
-    p = verbs.add_parser(
-        "explain",
-        parents=[common],
-        help="why one row costs what it does: its derivation, history and what a run would compute now",
-        description="Show a row's value, the derivation of its last change, its whole history "
-        "(newest first) and, if it differs, what a run would compute now from cached prices. "
-        "Database only.",
-    )
-    p.add_argument(
-        "id",
-        metavar="ID",
-        help="as --instance takes it: hostwinds_instance_id, serviceid, server_uuid or row id",
-    )
-    p.add_argument("--json", action="store_true", help="print JSON on stdout")
-    p.set_defaults(handler=_explain)
-
-    p = verbs.add_parser(
-        "held",
-        parents=[common],
-        help="list changes held for approval ([guard] max_change_ratio)",
-        description="List held changes: row, old, proposed, ratio, reason, since. Database only.",
-    )
-    p.add_argument("--json", action="store_true", help="print JSON on stdout")
-    p.set_defaults(handler=_held)
-
-    p = verbs.add_parser(
-        "approve",
-        parents=[common],
-        help="apply held changes after re-checking each against current prices",
-        description="Re-check each held change against what a run would compute now (cached prices, "
-        "read-only at Hostwinds) and apply those that still stand in one transaction, recorded "
-        "in history as approved. A stale one is refused with the reason (exit 1).",
-    )
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--instance", action="append", metavar="ID", help="a held row (repeatable)")
-    which.add_argument("--all", action="store_true", help="every held change")
-    p.add_argument("--dry-run", action="store_true", help="re-check and show, apply nothing")
-    p.add_argument("--json", action="store_true", help="print JSON on stdout")
-    p.set_defaults(handler=_approve)
-
-    p = verbs.add_parser(
-        "report",
-        parents=[common],
-        help="the fleet's monthly totals, unpriced rows, held changes and drift, from the database",
-        description="Totals by status, plan, cycle, price source and region; unpriced rows with "
-        "reasons; held changes; drift against monthly_cost; the oldest price observation; "
-        "instances with an upgrade available. Database only.",
-    )
-    fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true", help="print JSON on stdout")
-    fmt.add_argument("--csv", action="store_true", help="print CSV on stdout")
-    p.set_defaults(handler=_report)
-
-    p = verbs.add_parser(
-        "quote",
-        parents=[common],
-        help="what an instance would cost a month on another plan or cycle",
-        description="Price an instance on another plan (and cycle) from the price list with the same "
-        "rules a run uses, next to its current value. Read-only at Hostwinds; writes nothing.",
-    )
-    p.add_argument("--instance", required=True, metavar="ID", help="the row, as --instance takes it")
-    p.add_argument("--plan", required=True, type=int, metavar="PLAN_ID", help="the price-list plan id")
-    p.add_argument("--cycle", metavar="CYCLE", help="the billing cycle (default: the instance's own)")
-    p.add_argument("--json", action="store_true", help="print JSON on stdout")
-    p.set_defaults(handler=_quote)
 
 
 @contextlib.asynccontextmanager
 async def _database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(settings.database_dsn(), timeout=settings.database.connect_timeout_seconds)
     try:
+        await require_schema(pool)
         yield pool
     finally:
         await pool.close()
@@ -149,6 +84,7 @@ async def _explain(args: argparse.Namespace, settings: Settings) -> int:
         serviceid=state.serviceid if state else None,
         prices=observation.prices if observation else None,
         fingerprint=observation.fingerprint if observation else None,
+        aliases=settings.hostwinds.cycle_aliases,
     )
     derived = [explain.derive(entry) for entry in history]
     fingerprint_instance = (
@@ -177,7 +113,11 @@ async def _explain(args: argparse.Namespace, settings: Settings) -> int:
             if hw_id.isascii() and hw_id.isdigit()
             else "server_uuid",
             "hostwinds_billingcycle": spelled,
-            "cycle_alias": None if cycle is None or spelled == cycle.value else f"{spelled} -> {cycle.value}",
+            "cycle_alias": f"{derived[0]['cycle_alias']} -> {derived[0]['cycle']}"
+            if derived and derived[0]["cycle_alias"]
+            else None
+            if cycle is None or spelled == cycle.value
+            else f"{spelled} -> {cycle.value}",
             "unpriced_reason": state.unpriced_reason,
             "unpriced_detail": state.unpriced_detail,
         },
@@ -305,7 +245,9 @@ async def _held(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _approve(args: argparse.Namespace, settings: Settings) -> int:
     started = datetime.now(UTC)
+    settings.require("hostwinds.api_key", "database.url")
     async with open_resources(settings) as (client, pool):
+        await require_schema(pool)
         trust, store = TrustStore(pool), Store(pool)
         lock = (
             store.lock(timeout=settings.database.lock_timeout_seconds)
@@ -482,7 +424,9 @@ async def _quote(args: argparse.Namespace, settings: Settings) -> int:
         if cycle is None:
             raise ConfigError(f"--cycle {args.cycle}: not a known billing cycle")
     statuses = settings.sync.statuses
+    settings.require("hostwinds.api_key", "database.url")
     async with open_resources(settings) as (client, pool):
+        await require_schema(pool)
         store = Store(pool)
         instances = await client.get_instances()
         chosen, problems = resolve_targets(
@@ -496,13 +440,18 @@ async def _quote(args: argparse.Namespace, settings: Settings) -> int:
         ((row, instance),) = match_rows(rows, instances)
         if instance is None:
             raise CostSyncError(f"--instance {args.instance}: the row matches no Hostwinds instance")
-        plans = await client.get_price_list(managed=settings.hostwinds.managed, drive_type=instance.disk_type)
+        plans = await client.get_price_list(
+            managed=settings.hostwinds.managed,
+            drive_type=instance.disk_type,
+            plan_key=settings.hostwinds.plan_key,
+        )
     result = explain.quote(
         instance,
         plan=plans.get(args.plan),
         plan_id=args.plan,
         cycle=cycle.value if cycle else None,
         current=row.approximate_cost,
+        aliases=settings.hostwinds.cycle_aliases,
     )
     data = result.as_json()
     data["row_id"] = str(row.id)
@@ -523,3 +472,13 @@ async def _quote(args: argparse.Namespace, settings: Settings) -> int:
         if override is not None:
             print(f"note: a Finance override ({override}) applies to this row; a run stores that instead")
     return 0 if data["monthly"] is not None else 1
+
+
+#: Verb name -> handler, for :mod:`cost_sync.cli`.
+HANDLERS: dict[str, Handler] = {
+    "explain": _explain,
+    "held": _held,
+    "approve": _approve,
+    "report": _report,
+    "quote": _quote,
+}

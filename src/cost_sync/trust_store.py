@@ -96,6 +96,7 @@ class TrustStore:
                 product_name=r["product_name"],
                 approved=r["approved"],
                 proposed_by=r["proposed_by"],
+                cycle_alias=r["cycle_alias"],
             )
             for r in records
         ]
