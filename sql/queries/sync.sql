@@ -2,11 +2,15 @@
 -- Every statement a run sends is here; nothing else in cost-sync writes vps_instances.
 
 -- name: read_rows
--- Every vps_instances row whose status is in scope.
-SELECT id, hostwinds_instance_id, status, approximate_cost
-FROM vps_instances
-WHERE status = ANY($1::text[])
-ORDER BY id;
+-- Every vps_instances row whose status is in scope, with what the last run saw of it (the
+-- columns a run compares; NULL matched: never seen). Joined here rather than read apart, so a
+-- fleet's ids are sent and decoded once.
+SELECT v.id, v.hostwinds_instance_id, v.status, v.approximate_cost, s.matched, s.serviceid,
+       s.product_id, s.unpriced_reason, s.unpriced_detail, s.upgrade_available
+FROM vps_instances v
+LEFT JOIN cost_sync_row_state s ON s.vps_instance_id = v.id
+WHERE v.status = ANY($1::text[])
+ORDER BY v.id;
 
 -- name: read_identities
 -- (id, hostwinds_instance_id, status) of every row, to resolve --instance arguments.
@@ -75,13 +79,6 @@ INSERT INTO cost_sync_runs (id, trigger, outcome, started, finished, instances, 
                             plans_in_use)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13::jsonb, $14::jsonb, $15,
         $16::jsonb, $17, $18::int[]);
-
--- name: read_row_states
--- What the last runs saw of each row ($1 NULL: every row).
-SELECT vps_instance_id, matched, serviceid, server_uuid, product_id, unpriced_reason,
-       unpriced_detail, upgrade_available
-FROM cost_sync_row_state
-WHERE $1::uuid[] IS NULL OR vps_instance_id = ANY($1::uuid[]);
 
 -- name: last_good_run
 -- The last successful whole-fleet sync: what the guards compare a run with.

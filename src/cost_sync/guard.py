@@ -9,8 +9,7 @@ compare with what the last good run saw and never refuse a run that has nothing 
 from __future__ import annotations
 
 import decimal
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -23,6 +22,7 @@ from cost_sync.models import (
     RowState,
     Unpriced,
     UnpricedReason,
+    VpsRow,
 )
 
 __all__ = [
@@ -99,14 +99,15 @@ def row_state(outcome: RowOutcome) -> RowState:
     )
 
 
-def changed_states(outcomes: Iterable[RowOutcome], previous: Mapping[uuid.UUID, RowState]) -> list[RowState]:
-    """The row states that differ from ``previous``; a row the run did not reach keeps its state."""
+def changed_states(outcomes: Iterable[RowOutcome]) -> list[RowState]:
+    """The row states that differ from what the row was last seen as; a row the run did not reach
+    (pending) keeps its state."""
     changed = []
     for outcome in outcomes:
         if isinstance(outcome.result, Unpriced) and outcome.result.reason is UnpricedReason.PENDING:
             continue
         state = row_state(outcome)
-        if previous.get(state.row_id) != state:
+        if outcome.row.seen != state.key():
             changed.append(state)
     return changed
 
@@ -122,25 +123,25 @@ class Refusal:
 
 
 def check_unmatched(
-    matched_now: Mapping[uuid.UUID, bool],
-    previous: Mapping[uuid.UUID, RowState],
+    matches: Iterable[tuple[VpsRow, Instance | None]],
     *,
     max_unmatched_ratio: Decimal,
     last_run: str,
 ) -> Refusal | None:
     """Refuse when more than the allowed share of rows that matched last time match nothing now."""
-    before = [row_id for row_id in matched_now if (state := previous.get(row_id)) and state.matched]
+    # seen[0] is the matched flag of RowState.key(); a row never seen is not counted.
+    before = [instance is not None for row, instance in matches if row.seen is not None and row.seen[0]]
     if not before:
         return None
-    lost = [row_id for row_id in before if not matched_now[row_id]]
-    if not lost or len(lost) <= max_unmatched_ratio * len(before):
+    lost = before.count(False)
+    if not lost or lost <= max_unmatched_ratio * len(before):
         return None
-    ratio = Decimal(len(lost)) / Decimal(len(before))
+    ratio = Decimal(lost) / Decimal(len(before))
     return Refusal(
         seen=len(before),
-        lost=len(lost),
+        lost=lost,
         ratio=ratio,
-        message=f"{len(lost)} of {len(before)} rows in scope that matched a Hostwinds instance at the "
+        message=f"{lost} of {len(before)} rows in scope that matched a Hostwinds instance at the "
         f"last good run ({last_run}) match none now ({ratio:.1%} > max_unmatched_ratio "
         f"{max_unmatched_ratio}); nothing was applied",
     )

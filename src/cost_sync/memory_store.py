@@ -93,7 +93,14 @@ class MemoryStore:
 
     async def read_rows(self, statuses: Sequence[str]) -> list[VpsRow]:
         """Every row whose status is in scope, by id."""
-        return sorted((r for r in self.rows.values() if r.status in statuses), key=lambda r: r.id)
+        return sorted(
+            (
+                replace(r, seen=self.row_states[r.id].key() if r.id in self.row_states else None)
+                for r in self.rows.values()
+                if r.status in statuses
+            ),
+            key=lambda r: r.id,
+        )
 
     async def read_identities(self) -> list[tuple[uuid.UUID, str | None, str | None]]:
         """(id, hostwinds_instance_id, status) of every row."""
@@ -110,12 +117,6 @@ class MemoryStore:
             kept = self.observations.get(observation.serviceid)
             if kept is None or kept.observed_at <= observation.observed_at:
                 self.observations[observation.serviceid] = observation
-
-    async def read_row_states(self, row_ids: Sequence[uuid.UUID] | None = None) -> dict[uuid.UUID, RowState]:
-        """The kept row states of these rows (None: every row)."""
-        if row_ids is None:
-            return dict(self.row_states)
-        return {i: self.row_states[i] for i in row_ids if i in self.row_states}
 
     async def last_good_run(self) -> LastRun | None:
         """The last successful whole-fleet run, if any."""

@@ -185,6 +185,8 @@ class VpsRow:
     hostwinds_instance_id: str | None
     status: str | None
     approximate_cost: Decimal | None
+    #: What the last run saw of the row, as :meth:`RowState.key` (None: no run has seen it).
+    seen: tuple[object, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +252,17 @@ class RowState:
     unpriced_reason: str | None = None
     unpriced_detail: str | None = None
     upgrade_available: bool = False
+
+    def key(self) -> tuple[object, ...]:
+        """What a run compares to decide whether the kept state changed (server_uuid follows serviceid)."""
+        return (
+            self.matched,
+            self.serviceid,
+            self.product_id,
+            self.unpriced_reason,
+            self.unpriced_detail,
+            self.upgrade_available,
+        )
 
 
 class PriceCacheReport(_Frozen):

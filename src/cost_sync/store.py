@@ -104,7 +104,7 @@ class RunStore(Protocol):
         ...
 
     async def read_rows(self, statuses: Sequence[str]) -> list[VpsRow]:
-        """Every ``vps_instances`` row whose status is in scope."""
+        """Every ``vps_instances`` row whose status is in scope, with what the last run saw of it."""
         ...
 
     async def read_identities(self) -> list[tuple[uuid.UUID, str | None, str | None]]:
@@ -117,10 +117,6 @@ class RunStore(Protocol):
 
     async def save_observations(self, observations: Sequence[Observation]) -> None:
         """Commit a batch of observations now, apart from any run transaction."""
-        ...
-
-    async def read_row_states(self, row_ids: Sequence[uuid.UUID] | None = None) -> dict[uuid.UUID, RowState]:
-        """What the last runs saw of these rows (None: every row)."""
         ...
 
     async def last_good_run(self) -> LastRun | None:
@@ -206,6 +202,7 @@ class Store:
                 hostwinds_instance_id=r["hostwinds_instance_id"],
                 status=r["status"],
                 approximate_cost=r["approximate_cost"],
+                seen=None if r["matched"] is None else tuple(r.values())[4:],
             )
             for r in records
         ]
@@ -252,26 +249,6 @@ class Store:
         with _mapped():
             oldest: datetime | None = await self._pool.fetchval(self._q["oldest_observation"])
         return oldest
-
-    async def read_row_states(self, row_ids: Sequence[uuid.UUID] | None = None) -> dict[uuid.UUID, RowState]:
-        """What the last runs saw of these rows (None: every row)."""
-        with _mapped():
-            records = await self._pool.fetch(
-                self._q["read_row_states"], None if row_ids is None else list(row_ids)
-            )
-        return {
-            r["vps_instance_id"]: RowState(
-                row_id=r["vps_instance_id"],
-                matched=r["matched"],
-                serviceid=r["serviceid"],
-                server_uuid=r["server_uuid"],
-                product_id=r["product_id"],
-                unpriced_reason=r["unpriced_reason"],
-                unpriced_detail=r["unpriced_detail"],
-                upgrade_available=r["upgrade_available"],
-            )
-            for r in records
-        }
 
     async def last_good_run(self) -> LastRun | None:
         """The last successful whole-fleet run, if any."""

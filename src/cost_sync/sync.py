@@ -286,15 +286,11 @@ class SyncRun:
             matches = match_rows(rows, instances)
             wanted = wanted_instances(matches, settings.overrides)
         with self.phase("database"):
-            previous = await self.store.read_row_states(
-                None if self.targets is None else [r.id for r in rows]
-            )
             last = await self.store.last_good_run()
         if last is not None and not self.accept_changes:
             self._refuse_if(
                 guard.check_unmatched(
-                    {row.id: instance is not None for row, instance in matches},
-                    previous,
+                    matches,
                     max_unmatched_ratio=settings.guard.max_unmatched_ratio,
                     last_run=last.describe(),
                 )
@@ -435,7 +431,7 @@ class SyncRun:
                         for o in outcomes
                         if not (isinstance(o.result, Unpriced) and o.result.reason is UnpricedReason.PENDING)
                     ],
-                    row_states=guard.changed_states(outcomes, previous),
+                    row_states=guard.changed_states(outcomes),
                 )
             final = final.model_copy(update={"phase_seconds": self._phase_seconds()})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from decimal import Decimal
 
@@ -68,26 +69,29 @@ def test_overrides_and_accepted_runs_are_never_held() -> None:
     assert guard.hold_changes([outcome("1.00", "50.00")], max_change_ratio=LIMIT, accept=True) == []
 
 
+def seen_row(matched: bool | None) -> VpsRow:
+    """A row a run last saw matched (True), unmatched (False), or never saw (None)."""
+    seen = None if matched is None else RowState(uuid.uuid4(), matched=matched).key()
+    return VpsRow(uuid.uuid4(), "1", "active", Decimal("9.99"), seen=seen)
+
+
 def test_unmatched_share_over_the_limit_refuses() -> None:
     """Three of ten rows that matched last time match nothing now: over 0.2, refused with the counts."""
-    ids = [uuid.uuid4() for _ in range(10)]
-    previous = {i: RowState(i, matched=True) for i in ids}
-    now = {i: n >= 3 for n, i in enumerate(ids)}
-    refusal = guard.check_unmatched(now, previous, max_unmatched_ratio=Decimal("0.2"), last_run="run x")
+    rows = [seen_row(True) for _ in range(10)]
+    now = [(row, None if n < 3 else Instance(serviceid=n)) for n, row in enumerate(rows)]
+    refusal = guard.check_unmatched(now, max_unmatched_ratio=Decimal("0.2"), last_run="run x")
     assert refusal is not None
     assert (refusal.seen, refusal.lost) == (10, 3)
     assert "3 of 10" in refusal.message
     assert "run x" in refusal.message
-    now = {i: n >= 2 for n, i in enumerate(ids)}
-    assert guard.check_unmatched(now, previous, max_unmatched_ratio=Decimal("0.2"), last_run="run x") is None
+    now = [(row, None if n < 2 else Instance(serviceid=n)) for n, row in enumerate(rows)]
+    assert guard.check_unmatched(now, max_unmatched_ratio=Decimal("0.2"), last_run="run x") is None
 
 
 def test_rows_never_matched_or_new_do_not_count_as_lost() -> None:
     """Only rows that matched last time can be lost: new rows and known-unmatched rows are ignored."""
-    old_unmatched, new_row = uuid.uuid4(), uuid.uuid4()
-    previous = {old_unmatched: RowState(old_unmatched, matched=False)}
-    now = {old_unmatched: False, new_row: False}
-    assert guard.check_unmatched(now, previous, max_unmatched_ratio=Decimal("0.2"), last_run="r") is None
+    now = [(seen_row(False), None), (seen_row(None), None), (seen_row(True), Instance(serviceid=1))]
+    assert guard.check_unmatched(now, max_unmatched_ratio=Decimal("0.2"), last_run="r") is None
 
 
 def test_price_list_losing_plans_in_use_refuses() -> None:
@@ -124,6 +128,9 @@ def test_changed_states_skips_pending_and_unchanged_rows() -> None:
     pending = RowOutcome(
         VpsRow(uuid.uuid4(), "2", "active", None), Instance(serviceid=2), Unpriced(UnpricedReason.PENDING)
     )
-    first = guard.changed_states([priced, pending], {})
+    first = guard.changed_states([priced, pending])
     assert [s.row_id for s in first] == [priced.row.id]
-    assert guard.changed_states([priced, pending], {s.row_id: s for s in first}) == []
+    seen = dataclasses.replace(priced.row, seen=first[0].key())
+    assert guard.changed_states([RowOutcome(seen, priced.instance, priced.result), pending]) == []
+    upgraded = dataclasses.replace(priced.instance, upgrade_available=True)
+    assert len(guard.changed_states([RowOutcome(seen, upgraded, priced.result)])) == 1
