@@ -84,6 +84,11 @@ class AskReason(StrEnum):
     FORCED = "forced"
 
 
+def override_key(hostwinds_instance_id: str | None) -> str:
+    """How a Finance override names a row: its ``hostwinds_instance_id`` trimmed, in lower case."""
+    return (hostwinds_instance_id or "").strip().lower()
+
+
 #: The exact text of one price cell as Hostwinds sent it (a JSON number is kept as its Decimal
 #: text, a string as is, an object with no recognised price field as its JSON text).
 PriceCell = str

@@ -33,6 +33,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from cost_sync.errors import ConfigError
+from cost_sync.models import override_key
 
 ENV_PREFIX = "COST_SYNC_"
 CONFIG_ENV = "COST_SYNC_CONFIG"
@@ -49,6 +50,25 @@ def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL")
+    try:
+        parts.port  # noqa: B018 - a port out of range raises here, not later as a traceback
+    except ValueError:
+        raise ValueError("the port must be a number from 0 to 65535") from None
+    return value
+
+
+#: Hosts an http:// Hostwinds URL may name: the key then never leaves this machine.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _hostwinds_url(value: str) -> str:
+    # The API key travels in the form body: over http:// it would cross the network in cleartext.
+    parts = urlsplit(value)
+    if parts.scheme == "http" and (parts.hostname or "").lower() not in LOOPBACK_HOSTS:
+        raise ValueError(
+            "must be an https:// URL: over http:// the API key would travel in cleartext "
+            "(http:// is accepted only for 127.0.0.1, ::1 and localhost, e.g. the sandbox)"
+        )
     return value
 
 
@@ -75,6 +95,14 @@ def _amount(value: Any) -> Decimal:
     if amount > MAX_AMOUNT:
         raise ValueError(f"must be at most {MAX_AMOUNT}")
     return amount.quantize(Decimal("0.01"))
+
+
+def _override_amount(value: Any) -> Decimal:
+    amount = _amount(value)
+    if amount == 0:
+        # Unknown is never zero: an override of 0.00 would store "free" for a VPS that costs money.
+        raise ValueError("must be more than 0.00 (remove the override to let Hostwinds price the row)")
+    return amount
 
 
 def _listen(value: str) -> str:
@@ -104,6 +132,8 @@ HttpUrl = Annotated[str, AfterValidator(_http_url)]
 Secret = Annotated[SecretStr | None, BeforeValidator(_blank_is_unset)]
 OptHttpUrl = Annotated[HttpUrl | None, BeforeValidator(_blank_is_unset)]
 Amount = Annotated[Decimal, BeforeValidator(_amount)]
+OverrideAmount = Annotated[Decimal, BeforeValidator(_override_amount)]
+HostwindsUrl = Annotated[HttpUrl, AfterValidator(_hostwinds_url)]
 
 
 class _Section(BaseModel):
@@ -113,14 +143,25 @@ class _Section(BaseModel):
 class HostwindsSettings(_Section):
     """``[hostwinds]``: where and how politely to ask Hostwinds."""
 
-    url: HttpUrl = DEFAULT_HOSTWINDS_URL
+    url: HostwindsUrl = DEFAULT_HOSTWINDS_URL
     api_key: Secret = None
     managed: bool = False
-    requests_per_second: float = Field(default=2.0, ge=0)
+    #: 0 turns the limit off; otherwise at least one request per 100 s, or a run never ends.
+    requests_per_second: float = Field(default=2.0, ge=0, le=1000, allow_inf_nan=False)
     max_concurrency: int = Field(default=4, ge=1, le=64)
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    #: The deadline of one HTTP attempt, the whole body included.
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600, allow_inf_nan=False)
     attempts: int = Field(default=4, ge=1, le=10)
+    #: The largest answer read; a longer body fails the attempt instead of filling memory.
+    max_response_bytes: int = Field(default=256 * 1024 * 1024, ge=1024, le=4 * 1024 * 1024 * 1024)
     currency: str = "USD"
+
+    @field_validator("requests_per_second")
+    @classmethod
+    def _off_or_sensible(cls, value: float) -> float:
+        if 0 < value < 0.01:
+            raise ValueError("must be 0 (no limit) or at least 0.01 (one request per 100 s)")
+        return value
 
     @field_validator("currency")
     @classmethod
@@ -134,16 +175,21 @@ class DatabaseSettings(_Section):
     """``[database]``: the PostgreSQL that holds ``vps_instances``."""
 
     url: Secret = None
-    lock_timeout_seconds: float = Field(default=30.0, ge=0)
-    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: How long a run waits for the run lock, and its write for a row lock held elsewhere.
+    lock_timeout_seconds: float = Field(default=30.0, ge=0, le=86400, allow_inf_nan=False)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0, le=600, allow_inf_nan=False)
 
     @field_validator("url")
     @classmethod
     def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            scheme = urlsplit(value.get_secret_value()).scheme
-            if scheme not in {"postgres", "postgresql"}:
+            parts = urlsplit(value.get_secret_value())
+            if parts.scheme not in {"postgres", "postgresql"}:
                 raise ValueError("must be a postgresql:// URL")
+            try:
+                parts.port  # noqa: B018 - a port out of range raises here, not later as a traceback
+            except ValueError:
+                raise ValueError("the port must be a number from 0 to 65535") from None
         return value
 
 
@@ -156,11 +202,11 @@ class SyncSettings(_Section):
     )
     jitter_seconds: int = Field(default=0, ge=0)
     misfire_grace_seconds: int = Field(default=300, ge=1)
-    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=86400, allow_inf_nan=False)
     #: A cached per-service price older than this is asked again (refreshes spread over this window).
-    max_price_age_seconds: float = Field(default=86400.0, gt=0, le=366 * 86400)
+    max_price_age_seconds: float = Field(default=86400.0, gt=0, le=366 * 86400, allow_inf_nan=False)
     #: When a run has spent this long, it stops asking Hostwinds, prices what it has and commits.
-    max_run_seconds: float = Field(default=300.0, gt=0, le=86400)
+    max_run_seconds: float = Field(default=300.0, gt=0, le=86400, allow_inf_nan=False)
 
     @field_validator("statuses")
     @classmethod
@@ -190,8 +236,22 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
-    #: Finance overrides: ``hostwinds_instance_id`` -> monthly USD.
-    overrides: dict[str, Amount] = Field(default_factory=dict)
+    #: Finance overrides: ``hostwinds_instance_id`` (trimmed, lower case) -> monthly USD.
+    overrides: dict[str, OverrideAmount] = Field(default_factory=dict)
+
+    @field_validator("overrides")
+    @classmethod
+    def _normalised_ids(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        # Ids are matched trimmed and case-insensitively, as --instance and UUIDs are.
+        normalised: dict[str, Decimal] = {}
+        for key in value:
+            id_ = override_key(key)
+            if not id_:
+                raise ValueError("an override needs a hostwinds_instance_id, not an empty key")
+            if id_ in normalised:
+                raise ValueError(f"two overrides name the same instance {id_!r} (ids are trimmed, any case)")
+            normalised[id_] = value[key]
+        return normalised
 
     def database_dsn(self) -> str:
         """The database URL, which every command that touches PostgreSQL requires."""
