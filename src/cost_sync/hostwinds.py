@@ -51,7 +51,16 @@ from cost_sync.errors import (
     HostwindsResponseError,
     HostwindsTransientError,
 )
-from cost_sync.models import INSTANCE_FIELDS, PRICED_CYCLES, Cycle, Instance, Plan, PriceCell, parse_instance
+from cost_sync.models import (
+    INSTANCE_FIELDS,
+    PRICED_CYCLES,
+    Cycle,
+    Instance,
+    Plan,
+    PriceCell,
+    dropped_fields,
+    parse_instance,
+)
 from cost_sync.redact import redact
 
 __all__ = [
@@ -383,9 +392,22 @@ def _instance_hook(obj: dict[str, Any]) -> Any:
         return obj
     fields = {key: value for key, value in obj.items() if key in INSTANCE_FIELDS}
     try:
-        return parse_instance(fields)
+        return _checked(parse_instance(fields), fields)
     except ValidationError:
         return fields
+
+
+def _checked(instance: Instance, fields: Mapping[str, Any]) -> Instance:
+    """The instance, after logging any field it had to drop (a value PostgreSQL cannot store)."""
+    dropped = dropped_fields(fields, instance)
+    if dropped:
+        _log.warning(
+            "hostwinds.field_dropped",
+            serviceid=instance.serviceid,
+            fields=dropped,
+            note="out of range, a NUL or invalid Unicode: the field is unknown for this run",
+        )
+    return instance
 
 
 def _param_text(value: str | int) -> str:
@@ -477,7 +499,7 @@ def _instance(action: str, item: Any, where: str) -> Instance:
     if not isinstance(item, dict):
         raise HostwindsResponseError(f"{action}: {where}expected an object, got {_kind(item)}")
     try:
-        return parse_instance(item)
+        return _checked(parse_instance(item), item)
     except ValidationError as exc:
         # from None: the chained ValidationError's text shows input values, passwords included.
         raise HostwindsResponseError(f"{action}: {where}{_validation_summary(exc)}") from None

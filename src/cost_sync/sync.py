@@ -25,7 +25,7 @@ import asyncpg
 import httpx
 import structlog
 
-from cost_sync import __version__, pricing
+from cost_sync import __version__, flags, pricing
 from cost_sync.db import create_pool
 from cost_sync.errors import ConfigError, CostSyncError, HostwindsResponseError
 from cost_sync.hostwinds import HostwindsClient
@@ -254,8 +254,11 @@ class SyncRun:
         # Instances first: parsing a large answer is the run's memory peak, best met without the rows.
         with self.phase("hostwinds"):
             instances = await self.client.get_instances()
+        instances_listed = len(instances)
+        instances, conflicting = flags.conflicting_instances(instances)
         with self.phase("database"):
             rows = await self.store.read_rows(statuses)
+        unused = flags.unused_overrides(settings.overrides, rows)
 
         unknown: dict[str, str] = {}
         if self.targets:
@@ -269,6 +272,10 @@ class SyncRun:
         with self.phase("pricing"):
             matches = match_rows(rows, instances)
             wanted = wanted_instances(matches, settings.overrides)
+            shared = flags.shared_instances(matches)
+        for serviceid in conflicting:
+            # Fail closed for that service: neither twin's plan is trusted, nothing is asked.
+            wanted.pop(serviceid, None)
         with self.phase("database"):
             observations = await self.store.read_observations(sorted(wanted))
         plan = plan_asks(
@@ -293,6 +300,15 @@ class SyncRun:
             {
                 sid: Unpriced(UnpricedReason.PENDING, "not reached within this run's time budget")
                 for sid in fetched.pending
+            }
+        )
+        withheld.update(
+            {
+                sid: Unpriced(
+                    UnpricedReason.DUPLICATE_INSTANCE,
+                    f"Hostwinds listed service {sid} more than once with different data",
+                )
+                for sid in conflicting
             }
         )
         with self.phase("pricing"):
@@ -336,7 +352,21 @@ class SyncRun:
             failed=len(fetched.failed),
             pending=len(fetched.pending),
         )
-        draft = self._report(outcomes, unknown=unknown, cache=cache)
+        raised = flags.result_flags(
+            outcomes,
+            instances_listed=instances_listed,
+            shared=shared,
+            unused=unused,
+            conflicting=conflicting,
+        )
+        for flag in raised:
+            log.warning("sync.flagged", kind=flag.kind, message=flag.message)
+        draft = self._report(outcomes, unknown=unknown, cache=cache).model_copy(
+            update={
+                "warnings": [flag.message for flag in raised],
+                "rows_sharing_instance": sum(len(r) for r in shared.values()),
+            }
+        )
         if self.dry_run:
             final = draft
         else:
@@ -360,6 +390,7 @@ class SyncRun:
             unchanged=final.unchanged,
             updated=final.updated,
             unpriced_by_reason=final.unpriced_by_reason,
+            warnings=len(final.warnings),
             hostwinds_calls=final.hostwinds_calls,
             price_cache=final.price_cache.model_dump(),
             duration_seconds=round(final.duration_seconds, 3),
@@ -523,7 +554,7 @@ async def run_once(
     if store is None:
         if pool is None:
             raise TypeError("run_once needs a pool or a store")
-        store = Store(pool)
+        store = Store(pool, write_lock_timeout=settings.database.lock_timeout_seconds)
     run = SyncRun(
         client=client,
         store=store,
