@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -190,8 +191,46 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
     print("\n".join(lines))
 
 
+class _Terminated(CostSyncError):
+    """Terminated by SIGTERM; the run was cancelled and recorded, nothing was written."""
+
+    exit_code = 128 + signal.SIGTERM
+
+
+@contextlib.asynccontextmanager
+async def _sigterm_cancels_run() -> AsyncIterator[None]:
+    """On SIGTERM, cancel this one-shot run as SIGINT does (ledger row "cancelled"), then exit 143."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    terminated = asyncio.Event()
+
+    def terminate() -> None:
+        terminated.set()
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+    except (ValueError, RuntimeError):
+        # Not the main thread (cli.main called from a worker thread): signals are not ours to take.
+        yield
+        return
+    try:
+        yield
+    except asyncio.CancelledError:
+        if terminated.is_set():
+            raise _Terminated() from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
 async def _once(args: argparse.Namespace, settings: Settings) -> int:
-    async with open_resources(settings) as (client, pool), progress.terminal_bar() as bar:
+    async with (
+        _sigterm_cancels_run(),
+        open_resources(settings) as (client, pool),
+        progress.terminal_bar() as bar,
+    ):
         result = await run_once(
             client=client,
             pool=pool,
@@ -223,7 +262,11 @@ async def _resync(args: argparse.Namespace, settings: Settings) -> int:
     # Named instances are asked afresh: that is the after-upgrade case.
     full = args.full or targets is not None
     if settings.admin.url is None:
-        async with open_resources(settings) as (client, pool), progress.terminal_bar() as bar:
+        async with (
+            _sigterm_cancels_run(),
+            open_resources(settings) as (client, pool),
+            progress.terminal_bar() as bar,
+        ):
             result = await run_once(
                 client=client,
                 pool=pool,

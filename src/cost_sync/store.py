@@ -62,6 +62,17 @@ def database_error(exc: BaseException) -> DatabaseError:
     """An operator-facing DatabaseError for a failed statement or a lost connection."""
     if isinstance(exc, DatabaseError):
         return exc
+    lost = (
+        asyncpg.ConnectionDoesNotExistError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+        ConnectionError,
+    )
+    if isinstance(exc, lost):
+        return DatabaseError(
+            f"the connection to PostgreSQL was lost mid-run (terminated by the server, or the network "
+            f"failed: {type(exc).__name__}); nothing was written"
+        )
     return DatabaseError(f"the run failed in PostgreSQL: {type(exc).__name__}: {exc}")
 
 
@@ -70,7 +81,14 @@ def _mapped() -> Iterator[None]:
     """The one place where asyncpg's and the socket's errors become cost-sync's DatabaseError."""
     try:
         yield
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+    except (
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        # A connection terminated mid-statement can leave asyncpg's protocol in a state it reports so.
+        asyncpg.InternalClientError,
+        OSError,
+        TimeoutError,
+    ) as exc:
         raise database_error(exc) from None
 
 
@@ -116,9 +134,13 @@ class RunStore(Protocol):
 class Store:
     """The real :class:`RunStore`, on an asyncpg pool it does not own."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, write_lock_timeout: float | None = None) -> None:
         self._pool = pool
         self._q = queries("sync")
+        #: How long the write may wait for a row locked by another transaction (None: unbounded).
+        self._write_lock_timeout = write_lock_timeout
+        #: The backend holding the run lock while :meth:`lock` is entered.
+        self._lock_pid: int | None = None
 
     @asynccontextmanager
     async def lock(self, *, timeout: float) -> AsyncIterator[None]:
@@ -132,11 +154,18 @@ class Store:
                             f"another run is in progress (waited {timeout:g} s for it to finish)"
                         )
                     await asyncio.sleep(_LOCK_POLL_SECONDS)
+                self._lock_pid = conn.get_server_pid()
                 try:
                     yield
                 finally:
-                    if not conn.is_closed():
-                        await conn.execute(self._q["unlock"], SYNC_LOCK_KEY)
+                    self._lock_pid = None
+                    try:
+                        if not conn.is_closed():
+                            await conn.execute(self._q["unlock"], SYNC_LOCK_KEY)
+                    except (asyncpg.InterfaceError, asyncpg.PostgresError, OSError):
+                        # The lock's session is gone, and PostgreSQL released the lock with it;
+                        # what failed the run (if anything) is the error worth reporting.
+                        pass
 
     async def read_rows(self, statuses: Sequence[str]) -> list[VpsRow]:
         """Every ``vps_instances`` row whose status is in scope."""
@@ -204,12 +233,43 @@ class Store:
         finish: Callable[[int], RunReport],
     ) -> RunReport:
         """Store every changed estimate, its history row and the run's ledger row in one transaction."""
-        with _mapped():
-            async with self._pool.acquire() as conn, conn.transaction():
-                updated = await self._write_estimates(conn, outcomes, statuses=statuses, run_id=run_id)
-                # The ledger row goes in last, with the final count, in the same transaction.
-                report = finish(updated)
-                await self._insert_run(conn, report)
+        wait = self._write_lock_timeout
+        try:
+            with _mapped():
+                async with self._pool.acquire() as conn, conn.transaction():
+                    if wait is not None:
+                        # PostgreSQL reads 0 as "no limit": the least bound is 1 ms.
+                        await conn.execute(f"SET LOCAL lock_timeout = {max(1, round(wait * 1000))}")
+                    report = await self._commit(conn, run_id, outcomes, statuses=statuses, finish=finish)
+        except DatabaseError as exc:
+            if isinstance(exc.__cause__ or exc.__context__, asyncpg.LockNotAvailableError):
+                raise DatabaseError(
+                    f"the write waited {wait:g} s for vps_instances rows locked by another transaction "
+                    "and gave up; nothing was written (database.lock_timeout_seconds)"
+                ) from None
+            raise
+        return report
+
+    async def _commit(
+        self,
+        conn: Conn,
+        run_id: uuid.UUID,
+        outcomes: Sequence[RowOutcome],
+        *,
+        statuses: Sequence[str],
+        finish: Callable[[int], RunReport],
+    ) -> RunReport:
+        if self._lock_pid is not None and not await conn.fetchval(
+            self._q["lock_held"], self._lock_pid, SYNC_LOCK_KEY
+        ):
+            raise DatabaseError(
+                "the run lost its lock (the connection holding it was terminated); nothing was "
+                "written, and the next run recovers"
+            )
+        updated = await self._write_estimates(conn, outcomes, statuses=statuses, run_id=run_id)
+        # The ledger row goes in last, with the final count, in the same transaction.
+        report = finish(updated)
+        await self._insert_run(conn, report)
         return report
 
     async def record_run(self, report: RunReport) -> None:
