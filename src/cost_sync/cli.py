@@ -330,10 +330,10 @@ async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
             print("schema verified" if not problems else f"{len(problems)} problem(s)")
             return 1 if problems else 0
         if args.rollback:
-            name = await rollback(conn, args.rollback)
+            name = await rollback(conn, args.rollback, lock_timeout=settings.database.lock_timeout_seconds)
             print(f"rolled back {name}")
             return 0
-        names = await migrate(conn)
+        names = await migrate(conn, lock_timeout=settings.database.lock_timeout_seconds)
         print("\n".join(f"applied {name}" for name in names) or "up to date: nothing to apply")
         return 0
     finally:

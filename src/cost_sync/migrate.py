@@ -103,10 +103,26 @@ def _explain(migration: Migration, exc: asyncpg.PostgresError) -> MigrationError
     return MigrationError(f"{migration.name}.sql failed, nothing of it was applied: {reason}")
 
 
-async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None = None) -> list[str]:
+async def _lock(conn: asyncpg.Connection, timeout: float | None) -> None:
+    """Take the migration lock, waiting at most ``timeout`` seconds (None: as long as it takes)."""
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK_KEY, timeout=timeout)
+    except TimeoutError:
+        raise MigrationError(
+            f"another migration holds the migration lock (waited {timeout:g} s; "
+            "database.lock_timeout_seconds)"
+        ) from None
+
+
+async def migrate(
+    conn: asyncpg.Connection,
+    migrations: list[Migration] | None = None,
+    *,
+    lock_timeout: float | None = None,
+) -> list[str]:
     """Apply every pending migration in order; return the names applied (empty: up to date)."""
     migrations = discover() if migrations is None else migrations
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK_KEY)
+    await _lock(conn, lock_timeout)
     try:
         await conn.execute(_ledger_sql())
         done = await applied(conn)
@@ -149,7 +165,13 @@ async def check(conn: asyncpg.Connection, migrations: list[Migration] | None = N
     return problems
 
 
-async def rollback(conn: asyncpg.Connection, version: str, migrations: list[Migration] | None = None) -> str:
+async def rollback(
+    conn: asyncpg.Connection,
+    version: str,
+    migrations: list[Migration] | None = None,
+    *,
+    lock_timeout: float | None = None,
+) -> str:
     """Run one migration's rollback file and forget it in the ledger, in one transaction."""
     migrations = discover() if migrations is None else migrations
     matching = [m for m in migrations if version in (m.version, m.name)]
@@ -158,7 +180,7 @@ async def rollback(conn: asyncpg.Connection, version: str, migrations: list[Migr
     migration = matching[0]
     if migration.rollback is None:
         raise MigrationError(f"{migration.name}.sql has no rollback file")
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK_KEY)
+    await _lock(conn, lock_timeout)
     try:
         await conn.execute(_ledger_sql())
         async with conn.transaction():

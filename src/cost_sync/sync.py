@@ -51,6 +51,7 @@ from cost_sync.models import (
     Unpriced,
     UnpricedReason,
 )
+from cost_sync.redact import redact
 from cost_sync.settings import Settings
 from cost_sync.store import RunStore, Store
 
@@ -60,6 +61,8 @@ log = structlog.get_logger(__name__)
 
 #: Answers kept in memory before they are committed to the observation cache.
 OBSERVATION_BATCH = 200
+#: The longest error text a failed run's ledger row keeps.
+_LEDGER_ERROR_MAX = 1000
 #: Off a terminal, the least time between two ``sync.progress`` log lines.
 PROGRESS_LOG_SECONDS = 10.0
 # Asked first when the budget cannot cover every service: an upgraded plan before a routine refresh.
@@ -510,6 +513,8 @@ class SyncRun:
         message = str(exc) if isinstance(exc, CostSyncError) else f"{type(exc).__name__}: {exc}"
         if isinstance(exc, asyncio.CancelledError):
             message = "cancelled (shutdown) before the run could commit"
+        # A database error's DETAIL may quote a value that came from Hostwinds: bound and redact it.
+        message = redact(message, limit=_LEDGER_ERROR_MAX)
         report = RunReport(
             run_id=self.run_id,
             trigger=self.trigger,

@@ -253,8 +253,18 @@ async def test_resync_refuses_ids_postgresql_cannot_store(
     assert await pool.fetchval("SELECT count(*) FROM cost_sync_runs WHERE outcome = 'failed'") == 0
 
 
-async def test_sigterm_to_once_exits_143_with_a_cancelled_ledger_row(db_url: str) -> None:
-    """SIGTERM to a real `cost-sync --once` mid-run: exit 143, a "cancelled" ledger row, rows unchanged."""
+@pytest.mark.parametrize(
+    ("sig", "code", "said"),
+    [
+        (signal.SIGTERM, 143, "cost-sync: error: Terminated by SIGTERM"),
+        (signal.SIGINT, 130, "cost-sync: interrupted"),
+    ],
+    ids=["SIGTERM", "SIGINT"],
+)
+async def test_signal_to_once_exits_with_a_cancelled_ledger_row(
+    db_url: str, sig: signal.Signals, code: int, said: str
+) -> None:
+    """SIGTERM (143) or SIGINT (130) to a real `cost-sync --once` mid-run: "cancelled" ledger row."""
     conn = await asyncpg.connect(db_url)
     await seed(conn, DEMO_ROWS)
     before = (await dump(conn))[0]
@@ -277,15 +287,33 @@ async def test_sigterm_to_once_exits_143_with_a_cancelled_ledger_row(db_url: str
             while sandbox.requests["get_instances"] < 1:
                 assert loop.time() < deadline, "the run never asked Hostwinds"
                 await asyncio.sleep(0.05)
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(sig)
             _, stderr = await asyncio.wait_for(proc.communicate(), timeout=20)
         finally:
             if proc.returncode is None:
                 proc.kill()
-    assert proc.returncode == 143, stderr.decode()[-2000:]
-    assert "cost-sync: error: Terminated by SIGTERM" in stderr.decode()
+    assert proc.returncode == code, stderr.decode()[-2000:]
+    assert said in stderr.decode()
     assert (await dump(conn))[0] == before
     run = await conn.fetchrow("SELECT trigger, outcome, error FROM cost_sync_runs")
     await conn.close()
     assert (run["trigger"], run["outcome"]) == ("once", "failed")
     assert "cancelled" in run["error"]
+
+
+async def test_migration_lock_wait_is_bounded(db_url: str) -> None:
+    """A migration lock held elsewhere fails `migrate` after lock_timeout with a message naming why."""
+    from cost_sync.errors import MigrationError
+    from cost_sync.migrate import MIGRATE_LOCK_KEY, migrate
+
+    holder = await asyncpg.connect(db_url)
+    conn = await asyncpg.connect(db_url)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK_KEY)
+        with pytest.raises(MigrationError, match="another migration holds the migration lock"):
+            await migrate(conn, lock_timeout=0.3)
+        await holder.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK_KEY)
+        assert await migrate(conn, lock_timeout=0.3) == []
+    finally:
+        await holder.close()
+        await conn.close()

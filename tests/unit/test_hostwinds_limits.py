@@ -7,6 +7,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import pytest
@@ -216,3 +217,64 @@ def test_redact_bounds_length_and_names_secrets() -> None:
     out = redact("a" * 50 + "SECRET-1" + "b" * 10_000, limit=80, secrets=("SECRET-1",))
     assert len(out) == 80
     assert "SECRET-1" not in out
+
+
+def answer(status: str, body: bytes, *headers: str) -> Callable[[BadServer, asyncio.StreamWriter], Any]:
+    """A responder sending one fixed HTTP/1.1 answer."""
+
+    async def respond(box: BadServer, writer: asyncio.StreamWriter) -> None:
+        head = "".join(f"{h}\r\n" for h in (f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", *headers))
+        await send(box, writer, head.encode() + b"\r\n" + body)
+
+    return respond
+
+
+@pytest.mark.parametrize(
+    ("responder", "error", "message", "requests"),
+    [
+        (
+            answer("200 OK", b'{"success": [{"serviceid": 1}, {"servi'),
+            HostwindsTransientError,
+            r"after 2 attempts \(last: a body that is not JSON \(HTTP 200\)\)",
+            2,
+        ),
+        (
+            answer("307 Temporary Redirect", b"", "Location: http://127.0.0.1:1/elsewhere"),
+            HostwindsResponseError,
+            "Hostwinds answered HTTP 307",
+            1,
+        ),
+        (
+            answer("503 Service Unavailable", b"<html>down</html>"),
+            HostwindsTransientError,
+            r"after 2 attempts \(last: HTTP 503\)",
+            2,
+        ),
+    ],
+    ids=["truncated_json", "redirect_not_followed", "persistent_503"],
+)
+async def test_held_faults_fail_the_call_with_their_cause(
+    responder: Callable[[BadServer, asyncio.StreamWriter], Any],
+    error: type[Exception],
+    message: str,
+    requests: int,
+) -> None:
+    """Truncated JSON and persistent 503 are retried then transient; a redirect is not followed."""
+    async with bad_server(responder) as box, httpx.AsyncClient() as http:
+        client = client_for(http, box.url, attempts=2)
+        with pytest.raises(error, match=message):
+            await client.get_instances()
+    assert box.requests == requests
+
+
+async def test_connection_refused_is_retried_then_transient() -> None:
+    """Nothing listening on the port: every attempt fails to connect, then a transient error naming it."""
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    async with httpx.AsyncClient() as http:
+        client = client_for(http, f"http://127.0.0.1:{port}/cloud/api.php", attempts=3)
+        with pytest.raises(HostwindsTransientError, match=r"after 3 attempts \(last: ConnectError\)"):
+            await client.get_instances()
+    assert client.requests["get_instances", "transient"] == 3
