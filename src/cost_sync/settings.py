@@ -29,6 +29,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -61,15 +62,10 @@ def _http_url(value: str) -> str:
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
-def _hostwinds_url(value: str) -> str:
+def _cleartext_off_host(url: str) -> bool:
     # The API key travels in the form body: over http:// it would cross the network in cleartext.
-    parts = urlsplit(value)
-    if parts.scheme == "http" and (parts.hostname or "").lower() not in LOOPBACK_HOSTS:
-        raise ValueError(
-            "must be an https:// URL: over http:// the API key would travel in cleartext "
-            "(http:// is accepted only for 127.0.0.1, ::1 and localhost, e.g. the sandbox)"
-        )
-    return value
+    parts = urlsplit(url)
+    return parts.scheme == "http" and (parts.hostname or "").lower() not in LOOPBACK_HOSTS
 
 
 def _cron(value: str) -> str:
@@ -133,7 +129,6 @@ Secret = Annotated[SecretStr | None, BeforeValidator(_blank_is_unset)]
 OptHttpUrl = Annotated[HttpUrl | None, BeforeValidator(_blank_is_unset)]
 Amount = Annotated[Decimal, BeforeValidator(_amount)]
 OverrideAmount = Annotated[Decimal, BeforeValidator(_override_amount)]
-HostwindsUrl = Annotated[HttpUrl, AfterValidator(_hostwinds_url)]
 
 
 class _Section(BaseModel):
@@ -143,7 +138,9 @@ class _Section(BaseModel):
 class HostwindsSettings(_Section):
     """``[hostwinds]``: where and how politely to ask Hostwinds."""
 
-    url: HostwindsUrl = DEFAULT_HOSTWINDS_URL
+    url: HttpUrl = DEFAULT_HOSTWINDS_URL
+    #: Accept an http:// URL to a host other than loopback (a sandbox in another container).
+    allow_http: bool = False
     api_key: Secret = None
     managed: bool = False
     #: 0 turns the limit off; otherwise at least one request per 100 s, or a run never ends.
@@ -155,6 +152,16 @@ class HostwindsSettings(_Section):
     #: The largest answer read; a longer body fails the attempt instead of filling memory.
     max_response_bytes: int = Field(default=256 * 1024 * 1024, ge=1024, le=4 * 1024 * 1024 * 1024)
     currency: str = "USD"
+
+    @model_validator(mode="after")
+    def _https_unless_allowed(self) -> HostwindsSettings:
+        if _cleartext_off_host(self.url) and not self.allow_http:
+            raise ValueError(
+                "hostwinds.url must be an https:// URL: over http:// the API key would travel in "
+                "cleartext (http:// is accepted for 127.0.0.1, ::1 and localhost, or with "
+                "hostwinds.allow_http = true, e.g. for a sandbox in another container)"
+            )
+        return self
 
     @field_validator("requests_per_second")
     @classmethod

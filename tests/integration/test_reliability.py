@@ -241,6 +241,12 @@ async def test_resync_refuses_ids_postgresql_cannot_store(
             assert answer.status_code == 400, answer.text
         huge = json.dumps({"instances": ["x" * 200] * 1000 + ["y" * 200] * 2000}).encode()
         assert (await d.http.post("/resync", content=huge, headers=auth)).status_code == 413
+        junk = b"\xff" * 10_000_000
+        assert (await d.http.post("/resync", content=junk)).status_code == 401  # before reading it
+        for body in (b"[]", b"{", json.dumps({"instances": ["1"] * 1001}).encode(), b"[" * 100_000):
+            assert (await d.http.post("/resync", content=body, headers=auth)).status_code == 400
+        assert (await d.http.put("/resync", content=b"{}", headers=auth)).status_code == 405
+        assert (await d.http.get("/runs/..%2F..%2Fetc%2Fpasswd")).status_code == 404
         assert not d.daemon.runner.runs
         ok = await d.http.post("/resync", json={"instances": ["1"]}, headers=auth)
         assert ok.status_code == 202

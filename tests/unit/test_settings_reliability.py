@@ -44,6 +44,15 @@ def test_http_is_accepted_for_loopback_hosts(host: str) -> None:
     assert load_settings(None, {"COST_SYNC_HOSTWINDS_URL": url}).hostwinds.url == url
 
 
+def test_http_off_loopback_needs_the_explicit_allowance() -> None:
+    """An http:// sandbox in another container works only with hostwinds.allow_http = true."""
+    env = {"COST_SYNC_HOSTWINDS_URL": "http://sandbox:8080/cloud/api.php"}
+    with pytest.raises(ConfigError, match="cleartext"):
+        load_settings(None, env)
+    allowed = load_settings(None, {**env, "COST_SYNC_HOSTWINDS_ALLOW_HTTP": "true"})
+    assert allowed.hostwinds.url == env["COST_SYNC_HOSTWINDS_URL"]
+
+
 def test_database_port_out_of_range_is_exit_2_with_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
