@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 # cost-sync daemon image: the built wheel (SQL migrations inside) on a slim Python, as a non-root user.
+# Python 3.11: the version CI tests. No embedded PostgreSQL: the demo extra is not installed.
+# buildah/podman: build with `--format docker`, or the OCI default drops the HEALTHCHECK.
 
-FROM python:3.12-slim AS build
+FROM python:3.11-slim AS build
 WORKDIR /src
 RUN pip install --no-cache-dir "build==1.2.2"
 COPY pyproject.toml README.md ./
@@ -9,7 +11,7 @@ COPY src ./src
 COPY sql ./sql
 RUN python -m build --wheel --outdir /dist
 
-FROM python:3.12-slim
+FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     COST_SYNC_ADMIN_LISTEN=0.0.0.0:9464

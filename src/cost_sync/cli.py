@@ -1,33 +1,93 @@
 """The ``cost-sync`` command: parses arguments, loads settings, configures logging, runs one verb.
 
 Exit codes: 0 done; 1 the work failed (nothing was written); 2 bad configuration or usage.
+
+Each verb is one ``_verb_*`` function that registers its parser and names its handler; adding a
+verb is adding such a function to :data:`VERBS`. Handlers import what they need when they run, so
+``cost-sync --help`` loads no database, HTTP or scheduling library. Every failure is printed once:
+one ``cost-sync: error: ...`` line on stderr and, with ``--json``, one object on stdout::
+
+    {"outcome": "failed", "error": "...", "exit_code": 1}
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import signal
+import json
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from cost_sync import __version__, admin, logs, progress, render, sandbox
-from cost_sync.daemon import Daemon
-from cost_sync.db import connect
-from cost_sync.errors import ConfigError, CostSyncError
-from cost_sync.migrate import check, migrate, rollback
-from cost_sync.settings import Settings, load_settings
-from cost_sync.sync import RunResult, open_resources, run_once
+if TYPE_CHECKING:
+    from cost_sync.settings import Settings
+    from cost_sync.sync import RunResult
 
-Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+Handler = Callable[[argparse.Namespace, "Settings"], Coroutine[Any, Any, int]]
+Verbs = "argparse._SubParsersAction[CliParser]"
+
+#: Exit code of a usage error or a bad setting (as ConfigError's).
+USAGE = 2
+
+
+class UsageError(Exception):
+    """A command line argparse refused; carries the parser whose usage applies."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class CliParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors reach :func:`main`, so ``--json`` can report them too."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self, message)
+
+
+class _Version(argparse.Action):
+    """``--version``, reading the installed version only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **_: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show the version")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any, **__: Any) -> NoReturn:
+        from cost_sync import __version__
+
+        print(f"cost-sync {__version__}")
+        parser.exit()
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give 0 or more")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _non_negative(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0 to 65535)")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)  # float-ok: a duration
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be more than 0 seconds")
+    return value
 
 
 def _common() -> argparse.ArgumentParser:
     # SUPPRESS: an option given before the verb is not reset by the verb's own parser.
-    common = argparse.ArgumentParser(add_help=False)
+    common = CliParser(add_help=False)
     common.add_argument(
         "--config",
         type=Path,
@@ -39,43 +99,82 @@ def _common() -> argparse.ArgumentParser:
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         default=argparse.SUPPRESS,
-        help="log verbosity on stderr (default: info)",
+        help="log verbosity on stderr (default: $COST_SYNC_LOG_LEVEL, else info)",
     )
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser, verbs included."""
-    common = _common()
-    parser = argparse.ArgumentParser(
-        prog="cost-sync",
-        parents=[common],
-        description="Keep vps_instances.approximate_cost true from Hostwinds prices.",
+def _json_option(parser: argparse._ActionsContainer, what: str) -> None:
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help=f"print {what} as JSON on stdout; a failure as one "
+        '{"outcome": "failed", "error": ..., "exit_code": ...} object',
     )
-    parser.add_argument("--version", action="version", version=f"cost-sync {__version__}")
-    once = parser.add_argument_group("one-shot sync (without --once, cost-sync runs the daemon)")
-    once.add_argument("--once", action="store_true", help="run one sync now and exit")
-    _sync_options(once)
-    _daemon_options(parser)
-    verbs = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p_run = verbs.add_parser(
+
+def _sync_options(group: argparse._ActionsContainer) -> None:
+    group.add_argument(
+        "--once", action="store_true", default=argparse.SUPPRESS, help="run one sync now and exit"
+    )
+    group.add_argument(
+        "--instance",
+        action="append",
+        metavar="ID",
+        default=argparse.SUPPRESS,
+        help="limit the run to this row (repeatable): a hostwinds_instance_id, a Hostwinds serviceid "
+        "or server_uuid, or the row's id",
+    )
+    group.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="compute everything, write nothing; print each change and the fleet's total before and after",
+    )
+    _json_option(group, "the run report")
+    group.add_argument(
+        "--full",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="ask Hostwinds every instance's price afresh instead of using cached prices",
+    )
+
+
+def _daemon_options(parser: argparse._ActionsContainer) -> None:
+    parser.add_argument(
+        "--no-initial-sync",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="daemon: wait for the schedule instead of syncing at start-up",
+    )
+
+
+# -- verbs: one function each, registering its parser and its handler ------------------------------
+
+
+def _verb_run(verbs: Any, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
         "run",
         parents=[common],
-        help="run the daemon: scheduled syncs and the admin endpoint (the default)",
-        description="Run the daemon until SIGTERM or SIGINT.",
+        help="run the daemon (the default), or one sync with --once",
+        description="Run the daemon until SIGTERM or SIGINT: scheduled syncs and the admin endpoint. "
+        "With --once, run one sync now and exit.",
     )
-    _daemon_options(p_run)
-    p_run.set_defaults(handler=_daemon)
+    _sync_options(p.add_argument_group("one-shot sync"))
+    _daemon_options(p)
+    p.set_defaults(handler=_run)
 
-    p_resync = verbs.add_parser(
+
+def _verb_resync(verbs: Any, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
         "resync",
         parents=[common],
         help="price the named instances now, e.g. after a plan upgrade",
         description="Sync the named instances now: through the daemon when COST_SYNC_ADMIN_URL is set "
         "(waiting for the outcome), else in this process. Serialised with every other run.",
     )
-    targets = p_resync.add_mutually_exclusive_group(required=True)
+    targets = p.add_mutually_exclusive_group(required=True)
     targets.add_argument(
         "--instance",
         action="append",
@@ -84,56 +183,65 @@ def build_parser() -> argparse.ArgumentParser:
         "or row id",
     )
     targets.add_argument("--all", action="store_true", help="the whole fleet instead")
-    p_resync.add_argument(
+    p.add_argument(
         "--full",
         action="store_true",
         help="with --all: ask Hostwinds every instance's price afresh (named instances always are)",
     )
-    p_resync.add_argument("--json", action="store_true", help="print the run report as JSON on stdout")
-    p_resync.add_argument(
+    _json_option(p, "the run report")
+    p.add_argument(
         "--wait",
-        type=float,
+        type=_positive_seconds,
         default=900.0,
         metavar="SECONDS",
         help="how long to wait for the daemon's run to finish (default: 900)",
     )
-    p_resync.set_defaults(handler=_resync)
+    p.set_defaults(handler=_resync)
 
-    p_demo = verbs.add_parser(
+
+def _verb_demo(verbs: Any, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
         "demo",
         parents=[common],
         help="run the whole job on embedded PostgreSQL and a SANDBOX Hostwinds; no key, no server",
         description="Start an embedded PostgreSQL and the SANDBOX Hostwinds API (made-up prices), "
-        "seed a sample fleet, sync twice, print what was priced and how. Cleans up on exit.",
+        "seed a sample fleet, sync twice, print what was priced and how. Cleans up on exit. "
+        "Needs the demo extra: pip install 'cost-sync[demo]'.",
     )
-    p_demo.add_argument(
-        "--keep", action="store_true", help="leave the database and sandbox running until Ctrl-C"
-    )
-    p_demo.set_defaults(handler=_demo)
+    p.add_argument("--keep", action="store_true", help="leave the database and sandbox running until Ctrl-C")
+    _json_option(p, "both runs' reports")
+    p.set_defaults(handler=_demo, default_log_level="error")
 
-    p_sandbox = verbs.add_parser(
+
+def _verb_sandbox(verbs: Any, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
         "sandbox",
         parents=[common],
         help="serve a SANDBOX Hostwinds API (made-up data) on 127.0.0.1 for tests and trials",
         description="Serve a SANDBOX Hostwinds Cloud API from a fleet file (default: the demo fleet) "
         "until Ctrl-C. Point cost-sync at it with COST_SYNC_HOSTWINDS_URL and its API key.",
     )
-    fleet = p_sandbox.add_mutually_exclusive_group()
+    fleet = p.add_mutually_exclusive_group()
     fleet.add_argument(
         "--fleet", type=Path, metavar="FILE", help="fleet file, .toml or .json (docs/sandbox.md)"
     )
-    fleet.add_argument("--generate", type=int, metavar="N", help="a generated fleet of N instances instead")
-    p_sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p_sandbox.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080; 0: any)")
-    p_sandbox.set_defaults(handler=_sandbox)
+    fleet.add_argument(
+        "--generate", type=_non_negative, metavar="N", help="a generated fleet of N instances instead"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8080, help="port to listen on (default: 8080; 0: any)")
+    _json_option(p, "where it listens (one line, once it accepts connections)")
+    p.set_defaults(handler=_sandbox)
 
-    p_migrate = verbs.add_parser(
+
+def _verb_migrate(verbs: Any, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
         "migrate",
         parents=[common],
         help="apply the SQL migrations in sql/ (each once, recorded with a checksum)",
         description="Apply pending migrations, or check or roll them back.",
     )
-    mode = p_migrate.add_mutually_exclusive_group()
+    mode = p.add_mutually_exclusive_group()
     mode.add_argument(
         "--check",
         action="store_true",
@@ -144,43 +252,81 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="VERSION",
         help="run one migration's rollback file (e.g. 0001) and forget it in the ledger",
     )
-    p_migrate.set_defaults(handler=_migrate)
+    _json_option(p, "what was applied, checked or rolled back")
+    p.set_defaults(handler=_migrate)
+
+
+def _verb_attribution(verbs: Any, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
+        "attribution",
+        parents=[common],
+        help="each tenant's share of the fleet's monthly cost, to the cent, and the unallocated rest",
+        description="Split each VPS's approximate_cost over its SMTP IPs and each IP's share over the "
+        "tenants assigned to it (docs/attribution.md). Reads only, unless --write.",
+    )
+    output = p.add_mutually_exclusive_group()
+    _json_option(output, "the attribution (amounts as strings)")
+    output.add_argument("--csv", action="store_true", help="print CSV")
+    p.add_argument(
+        "--by", choices=["tenant", "vps"], default="tenant", help="one line per tenant (default) or per VPS"
+    )
+    p.add_argument(
+        "--write",
+        action="store_true",
+        help="also replace the cost_sync_tenant_costs snapshot that the cost_sync_tenant_monthly view reads",
+    )
+    p.set_defaults(handler=_attribution)
+
+
+def _verb_completion(verbs: Any, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
+        "completion",
+        help="print a shell completion script (bash or zsh)",
+        description="Print a completion script for cost-sync. bash: "
+        "`cost-sync completion bash > ~/.local/share/bash-completion/completions/cost-sync`; "
+        'zsh: `cost-sync completion zsh > "${fpath[1]}/_cost-sync"`.',
+    )
+    p.add_argument("shell", choices=["bash", "zsh"])
+    p.set_defaults(handler=None, plain=_completion)
+
+
+#: Every verb, in the order ``--help`` lists them.
+VERBS: list[Callable[[Any, argparse.ArgumentParser], None]] = [
+    _verb_run,
+    _verb_resync,
+    _verb_migrate,
+    _verb_demo,
+    _verb_sandbox,
+    _verb_attribution,
+    _verb_completion,
+]
+
+
+def build_parser() -> CliParser:
+    """The argument parser, verbs included."""
+    common = _common()
+    parser = CliParser(
+        prog="cost-sync",
+        parents=[common],
+        description="Keep vps_instances.approximate_cost true from Hostwinds prices.",
+        epilog="Without a verb cost-sync runs the daemon; `cost-sync --once` is `cost-sync run --once`.",
+    )
+    parser.add_argument("--version", action=_Version)
+    _sync_options(parser.add_argument_group("one-shot sync (the same as `run --once ...`)"))
+    _daemon_options(parser)
+    verbs = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CliParser)
+    for verb in VERBS:
+        verb(verbs, common)
     return parser
 
 
-def _sync_options(group: argparse._ActionsContainer) -> None:
-    group.add_argument(
-        "--instance",
-        action="append",
-        metavar="ID",
-        default=None,
-        help="limit the run to this row (repeatable): a hostwinds_instance_id, a Hostwinds serviceid "
-        "or server_uuid, or the row's id",
-    )
-    group.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="compute everything, write nothing; print each change and the fleet's total before and after",
-    )
-    group.add_argument("--json", action="store_true", help="print the run report as JSON on stdout")
-    group.add_argument(
-        "--full",
-        action="store_true",
-        help="ask Hostwinds every instance's price afresh instead of using cached prices",
-    )
-
-
-def _daemon_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--no-initial-sync",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="daemon: wait for the schedule instead of syncing at start-up",
-    )
+# -- handlers -------------------------------------------------------------------------------------
 
 
 def print_result(result: RunResult, *, as_json: bool) -> None:
     """Show a finished run: JSON for scripts, else a summary, the changes (dry run), unpriced rows."""
+    from cost_sync import render
+
     if as_json:
         print(render.as_json(result.report, result.outcomes))
         return
@@ -191,43 +337,27 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
     print("\n".join(lines))
 
 
-class _Terminated(CostSyncError):
-    """Terminated by SIGTERM; the run was cancelled and recorded, nothing was written."""
+def _committed(result: RunResult) -> int:
+    """0 for a run that committed, unless the attribution snapshot after it failed: then its error."""
+    if result.attribution_error is not None:
+        raise result.attribution_error
+    return 0
 
-    exit_code = 128 + signal.SIGTERM
 
-
-@contextlib.asynccontextmanager
-async def _sigterm_cancels_run() -> AsyncIterator[None]:
-    """On SIGTERM, cancel this one-shot run as SIGINT does (ledger row "cancelled"), then exit 143."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    terminated = asyncio.Event()
-
-    def terminate() -> None:
-        terminated.set()
-        task.cancel()
-
-    try:
-        loop.add_signal_handler(signal.SIGTERM, terminate)
-    except (ValueError, RuntimeError):
-        # Not the main thread (cli.main called from a worker thread): signals are not ours to take.
-        yield
-        return
-    try:
-        yield
-    except asyncio.CancelledError:
-        if terminated.is_set():
-            raise _Terminated() from None
-        raise
-    finally:
-        loop.remove_signal_handler(signal.SIGTERM)
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if getattr(args, "once", False):
+        return await _once(args, settings)
+    return await _daemon(args, settings)
 
 
 async def _once(args: argparse.Namespace, settings: Settings) -> int:
+    from cost_sync import progress
+    from cost_sync.signals import sigterm_cancels_run
+    from cost_sync.sync import open_resources, run_once
+
+    settings.require("hostwinds.api_key", "database.url")
     async with (
-        _sigterm_cancels_run(),
+        sigterm_cancels_run(),
         open_resources(settings) as (client, pool),
         progress.terminal_bar() as bar,
     ):
@@ -236,21 +366,22 @@ async def _once(args: argparse.Namespace, settings: Settings) -> int:
             pool=pool,
             settings=settings,
             trigger="once",
-            targets=args.instance,
-            dry_run=args.dry_run,
-            full=args.full,
+            targets=getattr(args, "instance", None),
+            dry_run=getattr(args, "dry_run", False),
+            full=getattr(args, "full", False),
             progress=bar,
         )
     print_result(result, as_json=args.json)
-    return 0
+    return _committed(result)
 
 
 async def _daemon(args: argparse.Namespace, settings: Settings) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with open_resources(settings) as (client, pool):
+    from cost_sync.daemon import Daemon
+    from cost_sync.signals import stop_on_signals
+    from cost_sync.sync import open_resources
+
+    settings.require("hostwinds.api_key", "database.url")
+    async with stop_on_signals() as stop, open_resources(settings) as (client, pool):
         await Daemon(settings, client, pool).serve(
             stop, initial_sync=not getattr(args, "no_initial_sync", False)
         )
@@ -262,8 +393,13 @@ async def _resync(args: argparse.Namespace, settings: Settings) -> int:
     # Named instances are asked afresh: that is the after-upgrade case.
     full = args.full or targets is not None
     if settings.admin.url is None:
+        from cost_sync import progress
+        from cost_sync.signals import sigterm_cancels_run
+        from cost_sync.sync import open_resources, run_once
+
+        settings.require("hostwinds.api_key", "database.url")
         async with (
-            _sigterm_cancels_run(),
+            sigterm_cancels_run(),
             open_resources(settings) as (client, pool),
             progress.terminal_bar() as bar,
         ):
@@ -277,7 +413,10 @@ async def _resync(args: argparse.Namespace, settings: Settings) -> int:
                 progress=bar,
             )
         print_result(result, as_json=args.json)
-        return 0
+        return _committed(result)
+    from cost_sync import admin
+
+    settings.require("admin.token")
     record = await admin.resync(settings, targets, wait=args.wait, full=full)
     return admin.show(record, as_json=args.json)
 
@@ -285,84 +424,187 @@ async def _resync(args: argparse.Namespace, settings: Settings) -> int:
 async def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from cost_sync.demo import run_demo
 
-    return await run_demo(keep=args.keep)
+    return await run_demo(keep=args.keep, as_json=args.json)
 
 
 async def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        if args.generate is not None:
-            fleet = sandbox.generate_fleet(args.generate)
-        else:
-            fleet = sandbox.load_fleet(args.fleet or sandbox.DEMO_FLEET_PATH)
-    except sandbox.FleetFileError as exc:
-        raise ConfigError(str(exc)) from None
+    from cost_sync import sandbox
+    from cost_sync.errors import ConfigError
+    from cost_sync.signals import stop_on_signals
+
+    if args.generate is not None:
+        fleet = sandbox.generate_fleet(args.generate)
+    else:
+        fleet = sandbox.load_fleet(args.fleet or sandbox.DEMO_FLEET_PATH)
     server = sandbox.SandboxServer(fleet, host=args.host, port=args.port)
-    try:
-        await server.start()
-    except OSError as exc:
-        raise ConfigError(exc.strerror or str(exc)) from None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    print(
-        f"SANDBOX Hostwinds API (made-up data, not Hostwinds) listening on {server.url}\n"
-        f"  {len(fleet.instances)} instances, {len(fleet.plans)} price-list rows\n"
-        f"  COST_SYNC_HOSTWINDS_URL={server.url} COST_SYNC_HOSTWINDS_API_KEY={fleet.api_key}\n"
-        "  Ctrl-C to stop",
-        flush=True,
+    async with stop_on_signals() as stop:
+        try:
+            await server.start()
+        except OSError as exc:
+            raise ConfigError(exc.strerror or str(exc)) from None
+        try:
+            if args.json:
+                listening: dict[str, Any] = {"outcome": "listening", "url": server.url}
+                listening |= {
+                    "api_key": fleet.api_key,
+                    "instances": len(fleet.instances),
+                    "plans": len(fleet.plans),
+                }
+                print(json.dumps(listening), flush=True)
+            else:
+                print(
+                    f"SANDBOX Hostwinds API (made-up data, not Hostwinds) listening on {server.url}\n"
+                    f"  {len(fleet.instances)} instances, {len(fleet.plans)} price-list rows\n"
+                    f"  COST_SYNC_HOSTWINDS_URL={server.url} COST_SYNC_HOSTWINDS_API_KEY={fleet.api_key}\n"
+                    "  Ctrl-C to stop",
+                    flush=True,
+                )
+            await stop.wait()
+        finally:
+            await server.stop()
+    return 0
+
+
+async def _attribution(args: argparse.Namespace, settings: Settings) -> int:
+    from cost_sync import attribution_render, attribution_store
+    from cost_sync.db import create_pool
+
+    pool = await create_pool(
+        settings.database_dsn(), timeout=settings.database.connect_timeout_seconds, max_size=2
     )
     try:
-        await stop.wait()
+        report = await attribution_store.compute(pool, settings, snapshot=args.write)
+        if args.write:
+            await attribution_store.store_snapshot(pool, report)
     finally:
-        await server.stop()
+        await pool.close()
+    if args.json:
+        print(attribution_render.as_json(report, args.by))
+    elif args.csv:
+        print(attribution_render.as_csv(report, args.by), end="")
+    else:
+        lines = attribution_render.text(report, args.by)
+        if args.write:
+            lines.append("snapshot written to cost_sync_tenant_costs (view cost_sync_tenant_monthly)")
+        print("\n".join(lines))
     return 0
 
 
 async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from cost_sync.db import connect
+    from cost_sync.migrate import check, migrate, rollback
+
     dsn = settings.database_dsn()
+    lock_timeout = settings.database.lock_timeout_seconds
     conn = await connect(dsn, timeout=settings.database.connect_timeout_seconds)
     try:
         if args.check:
             problems = await check(conn)
-            for problem in problems:
-                print(f"missing: {problem}")
-            print("schema verified" if not problems else f"{len(problems)} problem(s)")
+            if args.json:
+                print(json.dumps({"outcome": "failed" if problems else "verified", "problems": problems}))
+            else:
+                for problem in problems:
+                    print(f"missing: {problem}")
+                print("schema verified" if not problems else f"{len(problems)} problem(s)")
             return 1 if problems else 0
         if args.rollback:
-            name = await rollback(conn, args.rollback, lock_timeout=settings.database.lock_timeout_seconds)
-            print(f"rolled back {name}")
+            name = await rollback(conn, args.rollback, lock_timeout=lock_timeout)
+            print(
+                json.dumps({"outcome": "rolled_back", "migration": name})
+                if args.json
+                else f"rolled back {name}"
+            )
             return 0
-        names = await migrate(conn, lock_timeout=settings.database.lock_timeout_seconds)
-        print("\n".join(f"applied {name}" for name in names) or "up to date: nothing to apply")
+        names = await migrate(conn, lock_timeout=lock_timeout)
+        if args.json:
+            print(json.dumps({"outcome": "applied" if names else "up_to_date", "applied": names}))
+        else:
+            print("\n".join(f"applied {name}" for name in names) or "up to date: nothing to apply")
         return 0
     finally:
         await conn.close()
 
 
+def _completion(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import shtab
+
+    print(shtab.complete(parser, shell=args.shell))
+    return 0
+
+
+# -- the one boundary where failures become an exit code and one message ---------------------------
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    return "--json" in argv[: argv.index("--")] if "--" in argv else "--json" in argv
+
+
+def _fail(message: str, exit_code: int, *, as_json: bool) -> int:
+    print(f"cost-sync: error: {message}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"outcome": "failed", "error": message, "exit_code": exit_code}))
+    return exit_code
+
+
+def _configure_logs(args: argparse.Namespace, settings: Settings | None) -> None:
+    from cost_sync import logs
+
+    level: str | None = getattr(args, "log_level", None)
+    fmt = None
+    if settings is not None:
+        fmt = settings.log.format
+        if level is None and "level" in settings.log.model_fields_set:
+            level = settings.log.level
+    logs.configure(
+        level=level or str(getattr(args, "default_log_level", "info")),
+        json_logs=None if fmt is None else fmt == "json",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run cost-sync with ``argv`` (default: the process's arguments); return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = _wants_json(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    handler: Handler | None = getattr(args, "handler", None)
-    if handler is None and args.once:
-        handler = _once
-    elif handler is None and (args.instance or args.dry_run or args.json or args.full):
-        parser.error("--instance, --dry-run, --json and --full go with --once")
-    if handler is None:
-        handler = _daemon
     try:
-        settings = load_settings(getattr(args, "config", None))
-        # The demo prints its own tables; its log lines would only repeat them.
-        default_level = "error" if handler is _demo else "info"
-        logs.configure(level=getattr(args, "log_level", default_level))
+        args = parser.parse_args(argv)
+        plain = getattr(args, "plain", None)
+        if plain is not None:
+            return int(plain(args, parser))
+        handler: Handler = getattr(args, "handler", None) or _run
+        if handler is _run and not getattr(args, "once", False):
+            given = [name for name in ("instance", "dry_run", "json", "full") if hasattr(args, name)]
+            if given:
+                raise UsageError(parser, "--instance, --dry-run, --json and --full go with --once")
+        args.json = getattr(args, "json", False)
+        return _execute(handler, args, as_json=as_json)
+    except UsageError as exc:
+        exc.parser.print_usage(sys.stderr)
+        print(f"{exc.parser.prog}: error: {exc}", file=sys.stderr)
+        if as_json:
+            print(json.dumps({"outcome": "failed", "error": str(exc), "exit_code": USAGE}))
+        raise SystemExit(USAGE) from None
+
+
+def _execute(handler: Handler, args: argparse.Namespace, *, as_json: bool) -> int:
+    import asyncio
+
+    from cost_sync.errors import CostSyncError
+    from cost_sync.settings import load_settings
+
+    settings = None
+    try:
+        try:
+            settings = load_settings(getattr(args, "config", None))
+        finally:
+            # Logging is configured even when the settings are bad, from what could be read.
+            _configure_logs(args, settings)
+        assert settings is not None
         return asyncio.run(handler(args, settings))
     except CostSyncError as exc:
-        print(f"cost-sync: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(exc.message, exc.exit_code, as_json=as_json)
     except KeyboardInterrupt:
-        print("cost-sync: interrupted", file=sys.stderr)
-        return 130
+        return _fail("interrupted", 130, as_json=as_json)
 
 
 if __name__ == "__main__":  # pragma: no cover

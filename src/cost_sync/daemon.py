@@ -34,6 +34,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -43,11 +44,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cost_sync import schedule
-from cost_sync.errors import CostSyncError
+from cost_sync import __version__, schedule
+from cost_sync.db import database_errors
+from cost_sync.errors import ConfigError, CostSyncError, DatabaseError
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.httpserve import AppServer
-from cost_sync.models import RunReport, storable_text
+from cost_sync.matching import resolve_targets
+from cost_sync.models import Instance, RunReport, storable_text
 from cost_sync.settings import Settings
 from cost_sync.store import Store
 from cost_sync.sync import Progress, run_once
@@ -326,6 +329,15 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        build = Gauge(
+            "cost_sync_build_info",
+            "The running cost-sync build; the value is always 1.",
+            ["version"],
+            registry=r,
+        )
+        build.labels(version=__version__).set(1)
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
+        ProcessCollector(registry=r)
         r.register(_HostwindsRequests(client))
 
     def observe(self, trigger: str, report: RunReport | None, *, full: bool) -> None:
@@ -377,6 +389,9 @@ class Daemon:
         self.scheduler: AsyncIOScheduler | None = None
         #: ``http://host:port`` of the admin endpoint once it listens.
         self.admin_url: str | None = None
+        #: Hostwinds instances the runs so far matched to rows, by serviceid: lets POST /resync
+        #: recognise a serviceid or server_uuid that a row reaches only through its instance.
+        self.known_instances: dict[int, Instance] = {}
 
     async def _execute(self, record: RunRecord) -> RunReport:
         self.metrics.in_progress.set(1)
@@ -398,9 +413,26 @@ class Daemon:
         finally:
             self.metrics.in_progress.set(0)
         self.metrics.observe(record.trigger, result.report, full=record.instances is None)
+        matched = {o.instance.serviceid: o.instance for o in result.outcomes if o.instance is not None}
+        if record.instances is None:
+            self.known_instances = matched
+        else:
+            self.known_instances.update(matched)
         with contextlib.suppress(CostSyncError):
             self.metrics.oldest_observation.oldest = await self.store.oldest_observation()
         return result.report
+
+    async def unknown_targets(self, targets: list[str]) -> dict[str, str]:
+        """Each target that names no row in scope, with why (as ``--once --instance`` says it).
+
+        A target is a row's id or ``hostwinds_instance_id`` (trimmed, case-insensitive), or the
+        serviceid or server_uuid of an instance an earlier run matched to a row in scope.
+        """
+        identities = await self.store.read_identities()
+        _, unknown = resolve_targets(
+            targets, identities, list(self.known_instances.values()), self.settings.sync.statuses
+        )
+        return unknown
 
     async def _scheduled(self) -> None:
         record = self.runner.request(None, "schedule")
@@ -426,13 +458,13 @@ class Daemon:
 
     async def _readyz(self, _: Request) -> Response:
         try:
-            async with self.pool.acquire(timeout=2) as conn:
-                last = await conn.fetchval(
-                    "SELECT max(finished) FROM cost_sync_runs WHERE outcome = 'succeeded'", timeout=2
-                )
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            reason = f"database does not answer ({type(exc).__name__})"
-            return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+            with database_errors("database does not answer"):
+                async with self.pool.acquire(timeout=2) as conn:
+                    last = await conn.fetchval(
+                        "SELECT max(finished) FROM cost_sync_runs WHERE outcome = 'succeeded'", timeout=2
+                    )
+        except DatabaseError as exc:
+            return JSONResponse({"ready": False, "reason": str(exc)}, status_code=503)
         stale = schedule.is_stale(last, self.cron, datetime.now(UTC))
         if stale:
             return JSONResponse({"ready": False, "reason": stale}, status_code=503)
@@ -486,12 +518,26 @@ class Daemon:
                 {"error": 'expected {"instances": ["id", ...]} (1 to 1000 non-empty strings) or {}'},
                 status_code=400,
             )
-        if not isinstance(full, bool):
-            return JSONResponse({"error": '"full" must be true or false'}, status_code=400)
         problem = next(filter(None, map(_bad_instance_id, instances or [])), None)
         if problem is not None:
             # Refused before queueing: a bad id must not fail the other targets merged with it.
             return JSONResponse({"error": problem}, status_code=400)
+        if instances:
+            try:
+                unknown = await self.unknown_targets(instances)
+            except DatabaseError as exc:
+                return JSONResponse({"error": f"cannot check the instances: {exc}"}, status_code=503)
+            if unknown:
+                # Refused before anything is queued: the caller named rows that are not there.
+                return JSONResponse(
+                    {
+                        "error": "; ".join(f"{target}: {why}" for target, why in unknown.items()),
+                        "unknown_instances": unknown,
+                    },
+                    status_code=400,
+                )
+        if not isinstance(full, bool):
+            return JSONResponse({"error": '"full" must be true or false'}, status_code=400)
         try:
             # Named instances are asked afresh: that is the after-upgrade case.
             record = self.runner.request(instances, "resync", full=full or instances is not None)
@@ -516,31 +562,40 @@ class Daemon:
     # -- life cycle ---------------------------------------------------------------------------
 
     async def serve(self, stop: asyncio.Event, *, initial_sync: bool = True) -> bool:
-        """Run until ``stop`` is set; return True if no run had to be cancelled on the way out."""
+        """Run until ``stop`` is set; return True if no run had to be cancelled on the way out.
+
+        Whatever was started (endpoint, scheduler, runs) is stopped on every way out, an error or a
+        cancellation included. A taken admin port is a ConfigError naming the setting.
+        """
         host, _, port = self.settings.admin.listen.rpartition(":")
-        server = AppServer(self.app(), host=host.strip("[]"), port=int(port))
-        # Created here, inside the running loop: APScheduler 3.11 binds to it on start().
-        self.scheduler = AsyncIOScheduler(timezone=UTC)
         sync = self.settings.sync
-        self.scheduler.add_job(
-            self._scheduled,
-            self.trigger,
-            id="sync",
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=sync.misfire_grace_seconds,
-            jitter=sync.jitter_seconds or None,
-        )
-        await server.start()
-        self.admin_url = server.base_url
-        self.scheduler.start()
-        log.info(
-            "daemon.started",
-            admin=server.base_url,
-            schedule=sync.schedule,
-            next_run=str(self.scheduler.get_job("sync").next_run_time),
-        )
         try:
+            # Binding starts nothing: on failure there is nothing to stop.
+            server = AppServer(self.app(), host=host.strip("[]"), port=int(port))
+        except OSError as exc:
+            raise ConfigError(f"setting admin.listen: {exc.strerror or exc}") from None
+        finished = True
+        try:
+            # Created here, inside the running loop: APScheduler 3.11 binds to it on start().
+            self.scheduler = AsyncIOScheduler(timezone=UTC)
+            self.scheduler.add_job(
+                self._scheduled,
+                self.trigger,
+                id="sync",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=sync.misfire_grace_seconds,
+                jitter=sync.jitter_seconds or None,
+            )
+            await server.start()
+            self.admin_url = server.base_url
+            self.scheduler.start()
+            log.info(
+                "daemon.started",
+                admin=server.base_url,
+                schedule=sync.schedule,
+                next_run=str(self.scheduler.get_job("sync").next_run_time),
+            )
             if initial_sync:
                 self.runner.request(None, "startup")
             await stop.wait()
@@ -548,8 +603,11 @@ class Daemon:
             log.info(
                 "daemon.stopping", run_in_flight=self.runner.busy, grace_seconds=sync.shutdown_grace_seconds
             )
-            self.scheduler.shutdown(wait=False)
-            finished = await self.runner.close(sync.shutdown_grace_seconds)
-            await server.stop()
+            if self.scheduler is not None and self.scheduler.running:
+                self.scheduler.shutdown(wait=False)
+            try:
+                finished = await self.runner.close(sync.shutdown_grace_seconds)
+            finally:
+                await server.stop()
             log.info("daemon.stopped", in_flight_run_cancelled=not finished)
         return finished

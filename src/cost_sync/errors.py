@@ -4,12 +4,15 @@
 
     CostSyncError                     exit code 1 unless said otherwise
     ├── ConfigError                   a bad setting or usage; exit code 2
+    │   └── FleetFileError            a sandbox fleet file cannot be read (cost_sync.sandbox)
     ├── DatabaseError                 PostgreSQL could not be reached or refused a statement
     │   ├── MigrationError            a migration failed or an applied file changed
-    │   └── LockTimeout               another run is in progress
+    │   ├── MissingSchemaError        tables or columns cost-sync reads are missing; exit code 2
+    │   └── LockTimeout               another run (or migration) holds the lock past the timeout
     └── HostwindsError                Hostwinds could not give an answer cost-sync can use
         ├── HostwindsAuthError        the key was refused: never retried
-        ├── HostwindsTransientError   5xx, 429, timeout, non-JSON body: retried, then raised
+        ├── HostwindsTransientError   5xx, 429, timeout, non-JSON body, "too fast" envelope:
+        │                             retried, then raised
         ├── HostwindsResponseError    a well-formed error envelope or a body of the wrong shape
         └── ForbiddenActionError      an action outside the read-only allow-list; nothing was sent
 
@@ -48,8 +51,14 @@ class MigrationError(DatabaseError):
     """A migration could not be applied."""
 
 
+class MissingSchemaError(DatabaseError):
+    """Tables or columns cost-sync needs are missing; nothing was written."""
+
+    exit_code = 2
+
+
 class LockTimeout(DatabaseError):
-    """Another run is in progress."""
+    """Another run (or migration) holds the lock and did not release it in time."""
 
 
 class HostwindsError(CostSyncError):

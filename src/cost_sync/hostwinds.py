@@ -14,8 +14,10 @@ Guarantees:
   :mod:`cost_sync.errors` tree::
 
       HostwindsAuthError        the key was refused; never retried
-      HostwindsTransientError   timeout, transport error, 429, 5xx or a non-JSON body,
-                                after ``attempts`` tries with bounded, jittered backoff
+      HostwindsTransientError   timeout, transport error, 429, 5xx, a non-JSON body, or an error
+                                envelope saying the caller goes too fast ("rate limit",
+                                "too many", "please wait", "try again"), after ``attempts``
+                                tries with bounded, jittered backoff
       HostwindsResponseError    an error envelope, another HTTP status, or a body of the wrong shape
       ForbiddenActionError      an action outside the allow-list; nothing was sent
 
@@ -23,6 +25,9 @@ Guarantees:
   at most ``max_response_bytes``: an endless or trickling body fails that attempt instead of
   filling memory or holding the run. A body too large or too deeply nested to read is an error,
   not a crash. Text from Hostwinds in an error passes :func:`cost_sync.redact.redact`.
+- Whether and when to try again is decided by :class:`RetryPolicy` alone (a predicate in the
+  manner of stamina's: "retry after N seconds" or "give up"); :meth:`HostwindsClient.call` only
+  sends, asks the policy, and judges the final outcome.
 - Request starts are spaced to at most ``requests_per_second`` across all concurrent callers, with
   at most ``max_concurrency`` requests in flight. The client never closes the ``httpx.AsyncClient``
   it was handed.
@@ -34,7 +39,9 @@ import asyncio
 import collections
 import json
 import random
+import re
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
@@ -68,6 +75,7 @@ __all__ = [
     "DEFAULT_URL",
     "READ_ONLY_ACTIONS",
     "HostwindsClient",
+    "RetryPolicy",
     "is_transient",
     "price_cell_text",
 ]
@@ -121,11 +129,43 @@ _Outcome: TypeAlias = httpx.Response | httpx.HTTPError | _BodyNotJSON | _Deadlin
 DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 
 
-def is_transient(outcome: httpx.Response | BaseException) -> bool:
-    """True when an attempt may succeed if repeated: timeout, transport error, 429, 5xx, non-JSON."""
+#: An error envelope whose message says the caller is going too fast: worth waiting for.
+_SLOW_DOWN = re.compile(r"rate.?limit|too many|please wait|try again", re.IGNORECASE)
+
+
+def is_transient(outcome: httpx.Response | BaseException, body: Any = None) -> bool:
+    """True when an attempt may succeed if repeated.
+
+    Timeout, transport error, 429, 5xx, a non-JSON body, or an error envelope (whatever the HTTP
+    status) whose message says to slow down; never a refused key.
+    """
+    if _is_error_envelope(body):
+        return _is_slow_down(body)
     if isinstance(outcome, httpx.Response):
         return outcome.status_code == 429 or outcome.status_code >= 500
     return isinstance(outcome, httpx.TimeoutException | httpx.TransportError | _BodyNotJSON | _Deadline)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When to try a Hostwinds request again: :meth:`after` answers "in N seconds" or None (give up)."""
+
+    attempts: int = 4
+    backoff_initial: float = 0.5
+    backoff_max: float = 8.0
+    retry_after_max: float = 60.0
+
+    def after(self, attempt: int, outcome: _Outcome, body: Any = None) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``, or None when that attempt is not worth it."""
+        if attempt >= self.attempts or not is_transient(outcome, body):
+            return None
+        if isinstance(outcome, httpx.Response):
+            retry_after = _retry_after_seconds(outcome.headers.get("Retry-After"))
+            if retry_after is not None:
+                return min(retry_after, self.retry_after_max)
+        # Full jitter: a random wait below an exponentially growing, bounded ceiling.
+        ceiling = min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
+        return random.uniform(0.0, ceiling)
 
 
 def price_cell_text(value: object) -> PriceCell:
@@ -174,10 +214,7 @@ class HostwindsClient:
         )
         self._next_start = 0.0
         self._semaphore = asyncio.Semaphore(max_concurrency)
-        self._attempts = attempts
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
-        self._retry_after_max = retry_after_max
+        self._retry = RetryPolicy(attempts, backoff_initial, backoff_max, retry_after_max)
         self._timeout = timeout
         self._max_response_bytes = max_response_bytes
         self._sleep = sleep
@@ -205,40 +242,49 @@ class HostwindsClient:
         form = {"action": action, "API": self._api_key}
         form.update({name: _param_text(value) for name, value in params.items()})
 
-        for attempt in range(1, self._attempts + 1):
-            outcome, body = await self._attempt(form, instances=action in _INSTANCE_ACTIONS)
-            if _is_error_envelope(body):
-                error = self._envelope_error(action, body)
-                kind = "auth_error" if isinstance(error, HostwindsAuthError) else "error"
-                self.requests[action, kind] += 1
-                raise error
-            if is_transient(outcome):
-                self.requests[action, "transient"] += 1
-                cause = _describe(outcome)
-                if attempt == self._attempts:
-                    raise HostwindsTransientError(
-                        f"{action}: Hostwinds did not answer after {self._attempts} attempts (last: {cause})"
-                    ) from (outcome if isinstance(outcome, httpx.HTTPError) else None)
-                delay = self._delay(attempt, outcome)
-                _log.warning(
-                    "hostwinds.retry", action=action, attempt=attempt, cause=cause, delay=round(delay, 3)
-                )
-                await self._sleep(delay)
-                continue
-            if not isinstance(outcome, httpx.Response) or not outcome.is_success:
-                self.requests[action, "error"] += 1
-                if isinstance(outcome, _BodyUnreadable):
-                    raise HostwindsResponseError(f"{action}: the answer cannot be read ({outcome})")
-                if isinstance(outcome, httpx.HTTPError):
-                    raise HostwindsResponseError(
-                        f"{action}: the request failed ({_describe(outcome)})"
-                    ) from outcome
-                raise HostwindsResponseError(f"{action}: Hostwinds answered {_describe(outcome)}")
-            self.requests[action, "ok"] += 1
-            if isinstance(body, dict) and "success" in body:
-                return body["success"]
-            return body
-        raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
+        instances = action in _INSTANCE_ACTIONS
+        attempt = 1
+        outcome, body = await self._attempt(form, instances=instances)
+        while (delay := self._retry.after(attempt, outcome, body)) is not None:
+            self.requests[action, "transient"] += 1
+            _log.warning(
+                "hostwinds.retry",
+                action=action,
+                attempt=attempt,
+                cause=_describe(outcome, body),
+                delay=round(delay, 3),
+            )
+            await self._sleep(delay)
+            attempt += 1
+            outcome, body = await self._attempt(form, instances=instances)
+        return self._judge(action, attempt, outcome, body)
+
+    def _judge(self, action: str, attempt: int, outcome: _Outcome, body: Any) -> Any:
+        """The answer of a final attempt, unwrapped, or the error it stands for (counted either way)."""
+        if _is_error_envelope(body) and not is_transient(outcome, body):
+            error = self._envelope_error(action, body)
+            kind = "auth_error" if isinstance(error, HostwindsAuthError) else "error"
+            self.requests[action, kind] += 1
+            raise error
+        if is_transient(outcome, body):
+            self.requests[action, "transient"] += 1
+            raise HostwindsTransientError(
+                f"{action}: Hostwinds did not answer after {attempt} attempts "
+                f"(last: {_describe(outcome, body)})"
+            ) from (outcome if isinstance(outcome, httpx.HTTPError) else None)
+        if not isinstance(outcome, httpx.Response) or not outcome.is_success:
+            self.requests[action, "error"] += 1
+            if isinstance(outcome, _BodyUnreadable):
+                raise HostwindsResponseError(f"{action}: the answer cannot be read ({outcome})")
+            if isinstance(outcome, httpx.HTTPError):
+                raise HostwindsResponseError(
+                    f"{action}: the request failed ({_describe(outcome)})"
+                ) from outcome
+            raise HostwindsResponseError(f"{action}: Hostwinds answered {_describe(outcome)}")
+        self.requests[action, "ok"] += 1
+        if isinstance(body, dict) and "success" in body:
+            return body["success"]
+        return body
 
     async def get_instances(self) -> list[Instance]:
         """Every instance on the account, whitelisted."""
@@ -347,15 +393,6 @@ class HostwindsClient:
         if start > now:
             await self._sleep(start - now)
 
-    def _delay(self, attempt: int, outcome: _Outcome) -> float:
-        """Seconds to wait before the next attempt: Retry-After if given, else full-jitter backoff."""
-        if isinstance(outcome, httpx.Response):
-            retry_after = _retry_after_seconds(outcome.headers.get("Retry-After"))
-            if retry_after is not None:
-                return min(retry_after, self._retry_after_max)
-        ceiling = min(self._backoff_max, self._backoff_initial * 2 ** (attempt - 1))
-        return random.uniform(0.0, ceiling)
-
     def _envelope_error(self, action: str, body: Any) -> HostwindsError:
         """The error an error envelope stands for; the key and control characters are scrubbed."""
         items = body if isinstance(body, list) else [body]
@@ -421,14 +458,24 @@ def _is_error_envelope(body: Any) -> bool:
     return any(isinstance(item, dict) and item.get("result") == "error" for item in items)
 
 
+def _is_slow_down(body: Any) -> bool:
+    items = body if isinstance(body, list) else [body]
+    errors = [i for i in items if isinstance(i, dict) and i.get("result") == "error"]
+    if any(_is_auth_error(item) for item in errors):
+        return False
+    return any(_SLOW_DOWN.search(str(item.get("message") or "")) for item in errors)
+
+
 def _is_auth_error(item: dict[str, Any]) -> bool:
     message = str(item.get("message") or "").strip().lower()
     action = str(item.get("action") or "").strip().lower()
     return message.startswith("not authorized") or action == "authorization"
 
 
-def _describe(outcome: _Outcome) -> str:
+def _describe(outcome: _Outcome, body: Any = None) -> str:
     """A short cause for logs and messages: a status or an exception type, never a body."""
+    if _is_error_envelope(body):
+        return "an error envelope asking to slow down"
     if isinstance(outcome, httpx.Response):
         return f"HTTP {outcome.status_code}"
     if isinstance(outcome, _BodyNotJSON | _Deadline | _BodyUnreadable):

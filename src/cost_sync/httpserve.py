@@ -1,8 +1,8 @@
 """Serve an ASGI app with uvicorn inside the running event loop, leaving signals to the caller.
 
-``uvicorn.Server.serve()`` takes over SIGINT/SIGTERM; cost-sync's daemon, demo and sandbox own
-shutdown themselves (and the sandbox must not steal Ctrl-C from a test run), so the server used
-here captures no signal and stops when told to.
+``uvicorn.Server.serve()`` takes over SIGINT/SIGTERM; cost-sync installs its handlers in one place
+(:func:`cost_sync.signals.stop_on_signals`) and the sandbox must not steal Ctrl-C from a test run,
+so the server used here captures no signal and stops when told to.
 """
 
 from __future__ import annotations
@@ -90,14 +90,23 @@ class AppServer:
             await asyncio.shield(self._task)
 
     async def stop(self) -> None:
-        """Stop accepting, finish open requests (2 s at most), release the port."""
+        """Stop accepting, finish open requests (2 s at most), release the port.
+
+        The caller's own cancellation is never swallowed: only the server task's cancellation (when
+        it had not started yet) is absorbed here; a cancelled caller still gets CancelledError.
+        """
         self._server.should_exit = True
         task, self._task = self._task, None
         try:
             if task is not None:
                 if not self._server.started:
                     task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                # wait(), not await task: the task's own CancelledError is not raised into the caller,
+                # while the caller's cancellation is.
+                await asyncio.wait({task})
+                if not task.cancelled():
+                    task.result()
         finally:
+            if task is not None and not task.done():
+                task.cancel()
             self._sock.close()

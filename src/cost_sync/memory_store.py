@@ -16,6 +16,7 @@ from decimal import Decimal
 
 from cost_sync.errors import LockTimeout
 from cost_sync.models import Estimate, Observation, RowOutcome, RunReport, VpsRow
+from cost_sync.settings import Settings
 
 __all__ = ["HistoryEntry", "MemoryStore"]
 
@@ -41,6 +42,10 @@ class MemoryStore:
     runs: list[RunReport] = field(default_factory=list)
     #: How many times observations were saved (one per batch).
     saves: int = 0
+    #: The runs after which a tenant attribution snapshot was written.
+    attributions: list[uuid.UUID] = field(default_factory=list)
+    #: Raised by :meth:`write_attribution` when set (the snapshot's tables missing, say).
+    attribution_fault: Exception | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     def add_row(
@@ -124,3 +129,10 @@ class MemoryStore:
     async def record_run(self, report: RunReport) -> None:
         """Keep a ledger row."""
         self.runs.append(report)
+
+    async def write_attribution(self, settings: Settings, run_id: uuid.UUID) -> int:
+        """Note the snapshot (or raise ``attribution_fault``); there are no tenants in memory."""
+        if self.attribution_fault is not None:
+            raise self.attribution_fault
+        self.attributions.append(run_id)
+        return 0

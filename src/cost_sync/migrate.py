@@ -3,20 +3,26 @@
 Files named ``NNNN_purpose.sql`` are migrations; ``rollback/`` and ``verify/`` hold a file of the
 same name each; ``ledger.sql`` creates the ledger table. An applied file whose content changed is
 refused before anything runs: migrations are immutable, a change is a new file. Concurrent runs
-are serialised by a PostgreSQL advisory lock.
+are serialised by a PostgreSQL advisory lock, waited for at most ``lock_timeout`` seconds.
+Driver errors become :class:`~cost_sync.errors.MigrationError` through
+:func:`cost_sync.db.database_errors`, the one mapping of driver exceptions.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import structlog
 
-from cost_sync.errors import MigrationError
+from cost_sync.db import database_errors
+from cost_sync.errors import LockTimeout, MigrationError
 from cost_sync.sqlfiles import sql_dir
 
 __all__ = ["MIGRATE_LOCK_KEY", "Migration", "applied", "check", "discover", "migrate", "rollback", "sql_dir"]
@@ -25,6 +31,9 @@ log = structlog.get_logger(__name__)
 
 #: Advisory lock key serialising `cost-sync migrate` runs (ASCII "cs-migr").
 MIGRATE_LOCK_KEY = 0x63732D6D696772
+#: Default bound on the wait for another migration to finish.
+LOCK_TIMEOUT_SECONDS = 30.0
+_LOCK_POLL_SECONDS = 0.2
 _NAME = re.compile(r"^(?P<version>\d{4})_[a-z0-9_]+\.sql$")
 _RAISED = re.compile(r'invalid input syntax for type integer: "cost-sync: (?P<message>.*)"', re.S)
 
@@ -103,29 +112,38 @@ def _explain(migration: Migration, exc: asyncpg.PostgresError) -> MigrationError
     return MigrationError(f"{migration.name}.sql failed, nothing of it was applied: {reason}")
 
 
-async def _lock(conn: asyncpg.Connection, timeout: float | None) -> None:
-    """Take the migration lock, waiting at most ``timeout`` seconds (None: as long as it takes)."""
+@contextlib.asynccontextmanager
+async def _migration_lock(conn: asyncpg.Connection, timeout: float) -> AsyncIterator[None]:
+    """Hold the migration advisory lock; LockTimeout if another migration keeps it past ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    with database_errors("cannot take the migration lock", error=MigrationError):
+        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATE_LOCK_KEY):
+            if loop.time() >= deadline:
+                raise LockTimeout(
+                    f"another `cost-sync migrate` has held the migration lock for over {timeout:g} s; "
+                    "let it finish (or stop it) and run this again"
+                )
+            await asyncio.sleep(_LOCK_POLL_SECONDS)
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK_KEY, timeout=timeout)
-    except TimeoutError:
-        raise MigrationError(
-            f"another migration holds the migration lock (waited {timeout:g} s; "
-            "database.lock_timeout_seconds)"
-        ) from None
+        yield
+    finally:
+        with database_errors("cannot release the migration lock", error=MigrationError):
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK_KEY)
 
 
 async def migrate(
     conn: asyncpg.Connection,
     migrations: list[Migration] | None = None,
     *,
-    lock_timeout: float | None = None,
+    lock_timeout: float = LOCK_TIMEOUT_SECONDS,
 ) -> list[str]:
     """Apply every pending migration in order; return the names applied (empty: up to date)."""
     migrations = discover() if migrations is None else migrations
-    await _lock(conn, lock_timeout)
-    try:
-        await conn.execute(_ledger_sql())
-        done = await applied(conn)
+    async with _migration_lock(conn, lock_timeout):
+        with database_errors("cannot read the migration ledger", error=MigrationError):
+            await conn.execute(_ledger_sql())
+            done = await applied(conn)
         changed = _changed(migrations, done)
         if changed:
             raise MigrationError(changed[0])
@@ -133,35 +151,38 @@ async def migrate(
         for migration in migrations:
             if migration.name in done:
                 continue
-            try:
-                async with conn.transaction():
-                    await conn.execute(migration.sql)
-                    await conn.execute(
-                        "INSERT INTO cost_sync_migrations (name, checksum) VALUES ($1, $2)",
-                        migration.name,
-                        migration.checksum,
-                    )
-            except asyncpg.PostgresError as exc:
-                raise _explain(migration, exc) from None
+            with database_errors(
+                f"{migration.name}.sql failed, nothing of it was applied", error=MigrationError
+            ):
+                try:
+                    async with conn.transaction():
+                        await conn.execute(migration.sql)
+                        await conn.execute(
+                            "INSERT INTO cost_sync_migrations (name, checksum) VALUES ($1, $2)",
+                            migration.name,
+                            migration.checksum,
+                        )
+                except asyncpg.PostgresError as exc:
+                    # A guard's own words (raised as a cast error, see _RAISED) name what to fix.
+                    raise _explain(migration, exc) from None
             log.info("migrate.applied", migration=migration.name)
             names.append(migration.name)
         return names
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK_KEY)
 
 
 async def check(conn: asyncpg.Connection, migrations: list[Migration] | None = None) -> list[str]:
     """What is missing or wrong, one line each; empty when every migration is applied and verifies."""
     migrations = discover() if migrations is None else migrations
-    done = await applied(conn)
-    problems = [f"{m.name}.sql is not applied" for m in migrations if m.name not in done]
-    problems += _changed(migrations, done)
-    for migration in migrations:
-        if migration.verify is None:
-            continue
-        for row in await conn.fetch(migration.verify):
-            if not row["ok"]:
-                problems.append(f"{migration.name}: {row['check']}: found {row['found']}")
+    with database_errors("cannot check the migrations", error=MigrationError):
+        done = await applied(conn)
+        problems = [f"{m.name}.sql is not applied" for m in migrations if m.name not in done]
+        problems += _changed(migrations, done)
+        for migration in migrations:
+            if migration.verify is None:
+                continue
+            for row in await conn.fetch(migration.verify):
+                if not row["ok"]:
+                    problems.append(f"{migration.name}: {row['check']}: found {row['found']}")
     return problems
 
 
@@ -170,7 +191,7 @@ async def rollback(
     version: str,
     migrations: list[Migration] | None = None,
     *,
-    lock_timeout: float | None = None,
+    lock_timeout: float = LOCK_TIMEOUT_SECONDS,
 ) -> str:
     """Run one migration's rollback file and forget it in the ledger, in one transaction."""
     migrations = discover() if migrations is None else migrations
@@ -180,15 +201,11 @@ async def rollback(
     migration = matching[0]
     if migration.rollback is None:
         raise MigrationError(f"{migration.name}.sql has no rollback file")
-    await _lock(conn, lock_timeout)
-    try:
-        await conn.execute(_ledger_sql())
-        async with conn.transaction():
-            await conn.execute(migration.rollback)
-            await conn.execute("DELETE FROM cost_sync_migrations WHERE name = $1", migration.name)
-    except asyncpg.PostgresError as exc:
-        raise MigrationError(f"rollback of {migration.name}.sql failed: {exc}") from None
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK_KEY)
+    async with _migration_lock(conn, lock_timeout):
+        with database_errors(f"rollback of {migration.name}.sql failed", error=MigrationError):
+            await conn.execute(_ledger_sql())
+            async with conn.transaction():
+                await conn.execute(migration.rollback)
+                await conn.execute("DELETE FROM cost_sync_migrations WHERE name = $1", migration.name)
     log.info("migrate.rolled_back", migration=migration.name)
     return migration.name

@@ -48,6 +48,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cost_sync.errors import ConfigError
 from cost_sync.httpserve import AppServer
 
 __all__ = [
@@ -119,8 +120,12 @@ _503_PAGE = (
 _JSON = "application/json"
 
 
-class FleetFileError(ValueError):
-    """A fleet file could not be read: the message names the file and the line or the entry."""
+class FleetFileError(ConfigError, ValueError):
+    """A fleet file could not be read: the message names the file and the line or the entry.
+
+    A :class:`~cost_sync.errors.ConfigError` (exit code 2), and still a ``ValueError`` for callers
+    that parse fleets without the rest of cost-sync.
+    """
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,9 +3,10 @@
 A setting is named by its TOML path (``hostwinds.url``). Its environment variable is
 ``COST_SYNC_<SECTION>_<KEY>`` (``COST_SYNC_HOSTWINDS_URL``, ``COST_SYNC_DATABASE_URL``,
 ``COST_SYNC_ADMIN_TOKEN``), except the ``[sync]`` section whose keys need no section
-(``COST_SYNC_SCHEDULE``, ``COST_SYNC_STATUSES``). Every problem is reported as one
-:class:`~cost_sync.errors.ConfigError` naming the setting, before any I/O, and secrets (the API
-key, the database URL's password, the admin token) never appear in a repr or an error.
+(``COST_SYNC_SCHEDULE``, ``COST_SYNC_STATUSES``). Every problem (an unknown variable, an invalid
+value, a required setting left unset) is reported in one :class:`~cost_sync.errors.ConfigError`
+that names each setting, before any I/O, and secrets (the API key, the database URL's password,
+the admin token) never appear in a repr or an error.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import tomllib
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from apscheduler.triggers.cron import CronTrigger
@@ -45,6 +46,20 @@ NON_SETTING_ENV_PREFIXES = ("COST_SYNC_TEST_", "COST_SYNC_BENCH_")
 DEFAULT_HOSTWINDS_URL = "https://clients.hostwinds.com/cloud/api.php"
 KNOWN_STATUSES = ("active", "provisioning", "scheduled_decommission", "decommissioned")
 MAX_AMOUNT = Decimal("999999.99")
+
+
+URL_ENCODING_HINT = (
+    "the host looks like part of the password: percent-encode special characters in the "
+    "password (@ as %40, : as %3A, / as %2F, # as %23, ? as %3F)"
+)
+
+
+def password_in_host(url: str) -> bool:
+    """True when an unencoded character in the URL's password makes its host look like a password."""
+    rest = url.partition("://")[2]
+    authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    # Two @ in the authority, or an @ that only appears after a / ? or # cut the authority short.
+    return authority.count("@") > 1 or ("@" not in authority and "@" in rest.split("?", 1)[0])
 
 
 def _http_url(value: str) -> str:
@@ -115,6 +130,14 @@ def _comma_list(value: Any) -> Any:
             return json.loads(text)
         return [item.strip() for item in text.split(",") if item.strip()]
     return value
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _lower_or_unset(value: Any) -> Any:
+    return _lower(_blank_is_unset(value))
 
 
 def _blank_is_unset(value: Any) -> Any:
@@ -190,13 +213,17 @@ class DatabaseSettings(_Section):
     @classmethod
     def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            parts = urlsplit(value.get_secret_value())
-            if parts.scheme not in {"postgres", "postgresql"}:
+            url = value.get_secret_value()
+            if urlsplit(url).scheme not in {"postgres", "postgresql"}:
                 raise ValueError("must be a postgresql:// URL")
+            if password_in_host(url):
+                raise ValueError(URL_ENCODING_HINT)
             try:
-                parts.port  # noqa: B018 - a port out of range raises here, not later as a traceback
+                urlsplit(url).port  # noqa: B018 - parsed for its ValueError only
             except ValueError:
-                raise ValueError("the port must be a number from 0 to 65535") from None
+                raise ValueError(
+                    "the port must be a number from 0 to 65535 (or the password needs percent-encoding)"
+                ) from None
         return value
 
 
@@ -234,6 +261,31 @@ class AdminSettings(_Section):
     url: OptHttpUrl = None
 
 
+class LogSettings(_Section):
+    """``[log]``: what the log on stderr shows and how."""
+
+    level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
+    #: json or console; unset: console on a terminal, JSON lines otherwise.
+    format: Annotated[Literal["json", "console"] | None, BeforeValidator(_lower_or_unset)] = None
+
+
+def _status_names(value: list[str]) -> list[str]:
+    if any(not item.strip() for item in value):
+        raise ValueError("a status name cannot be empty")
+    return value
+
+
+StatusNames = Annotated[list[str], BeforeValidator(_comma_list), AfterValidator(_status_names)]
+
+
+class AttributionSettings(_Section):
+    """``[attribution]``: how a VPS's cost is shared among tenants, and whether syncs record it."""
+
+    enabled: bool = False
+    assignment_statuses: StatusNames = Field(default_factory=lambda: ["active", "warming"], min_length=1)
+    idle_ip_statuses: StatusNames = Field(default_factory=lambda: ["idle"])
+
+
 class Settings(BaseSettings):
     """All of cost-sync's settings, validated."""
 
@@ -243,6 +295,8 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    attribution: AttributionSettings = Field(default_factory=AttributionSettings)
     #: Finance overrides: ``hostwinds_instance_id`` (trimmed, lower case) -> monthly USD.
     overrides: dict[str, OverrideAmount] = Field(default_factory=dict)
 
@@ -262,9 +316,19 @@ class Settings(BaseSettings):
 
     def database_dsn(self) -> str:
         """The database URL, which every command that touches PostgreSQL requires."""
-        if self.database.url is None:
-            raise ConfigError("setting database.url: required (set COST_SYNC_DATABASE_URL)")
+        self.require("database.url")
+        assert self.database.url is not None
         return self.database.url.get_secret_value()
+
+    def require(self, *paths: str) -> None:
+        """Raise one ConfigError naming every setting in ``paths`` (e.g. ``database.url``) left unset."""
+        missing = []
+        for path in paths:
+            section, _, key = path.partition(".")
+            if getattr(getattr(self, section), key) is None:
+                missing.append(f"setting {path}: required (set {env_name(section, key)})")
+        if missing:
+            raise ConfigError(_together(missing))
 
     @classmethod
     def settings_customise_sources(
@@ -280,20 +344,41 @@ class Settings(BaseSettings):
 
 
 #: Section -> its environment-variable stem (``[sync]`` keys stand alone).
-_SECTION_ENV = {"hostwinds": "HOSTWINDS_", "database": "DATABASE_", "admin": "ADMIN_", "sync": ""}
+_SECTION_ENV = {
+    "hostwinds": "HOSTWINDS_",
+    "database": "DATABASE_",
+    "admin": "ADMIN_",
+    "log": "LOG_",
+    "attribution": "ATTRIBUTION_",
+    "sync": "",
+}
 _SECTIONS: dict[str, type[_Section]] = {
     "hostwinds": HostwindsSettings,
     "database": DatabaseSettings,
     "sync": SyncSettings,
     "admin": AdminSettings,
+    "log": LogSettings,
+    "attribution": AttributionSettings,
 }
+
+
+def env_name(section: str, key: str) -> str:
+    """The environment variable of one setting, e.g. ``COST_SYNC_DATABASE_URL``."""
+    return f"{ENV_PREFIX}{_SECTION_ENV[section]}{key.upper()}"
+
+
+def _together(problems: list[str]) -> str:
+    """Several problems as one message, so that a user fixes them all in one go."""
+    if len(problems) == 1:
+        return problems[0]
+    return f"{len(problems)} settings need attention: " + "; ".join(problems)
 
 
 def env_names() -> dict[str, tuple[str, str]]:
     """Every settings environment variable -> (section, key)."""
     return {
-        f"{ENV_PREFIX}{stem}{key.upper()}": (section, key)
-        for section, stem in _SECTION_ENV.items()
+        env_name(section, key): (section, key)
+        for section in _SECTION_ENV
         for key in _SECTIONS[section].model_fields
     }
 
@@ -311,17 +396,20 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
 
 
-def _env_values(environ: Mapping[str, str]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+def _env_values(
+    environ: Mapping[str, str], problems: list[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     names = env_names()
     values: dict[str, dict[str, Any]] = {}
     origin: dict[str, str] = {}
-    for name, raw in environ.items():
+    for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name in NON_SETTING_ENV:
             continue
         if name.startswith(NON_SETTING_ENV_PREFIXES):
             continue
         if name not in names:
-            raise ConfigError(f"environment variable {name}: not a cost-sync setting")
+            problems.append(f"environment variable {name}: not a cost-sync setting")
+            continue
         section, key = names[name]
         values.setdefault(section, {})[key] = raw
         origin[f"{section}.{key}"] = name
@@ -343,15 +431,23 @@ def load_settings(config_path: Path | None = None, environ: Mapping[str, str] | 
     if config_path is None and environ.get(CONFIG_ENV):
         config_path = Path(environ[CONFIG_ENV])
     data: dict[str, Any] = _read_toml(config_path) if config_path is not None else {}
-    env, origin = _env_values(environ)
+    problems: list[str] = []
+    env, origin = _env_values(environ, problems)
     for section, keys in env.items():
         current = data.get(section)
         if current is not None and not isinstance(current, dict):
-            raise ConfigError(f"setting {section}: must be a table, e.g. [{section}]")
+            problems.append(f"setting {section}: must be a table, e.g. [{section}]")
+            continue
         data[section] = {**(current or {}), **keys}
+    settings: Settings | None = None
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
+        source = str(config_path) if config_path else ""
         # include_input=False: a rejected value may be a secret.
-        first = exc.errors(include_input=False, include_url=False)[0]
-        raise ConfigError(_describe(first, origin, str(config_path) if config_path else "")) from None
+        problems += [
+            _describe(error, origin, source) for error in exc.errors(include_input=False, include_url=False)
+        ]
+    if problems or settings is None:
+        raise ConfigError(_together(problems))
+    return settings

@@ -24,9 +24,12 @@ from functools import cache
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 import asyncpg
+import structlog
 
+from cost_sync import attribution_store
 from cost_sync.errors import DatabaseError, LockTimeout
 from cost_sync.models import Cycle, Estimate, Observation, RowOutcome, RunReport, VpsRow
+from cost_sync.settings import Settings
 from cost_sync.sqlfiles import sql_dir
 
 if TYPE_CHECKING:
@@ -35,6 +38,8 @@ if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
 __all__ = ["SYNC_LOCK_KEY", "Conn", "RunStore", "Store", "database_error", "queries"]
+
+_log = structlog.get_logger(__name__)
 
 #: Advisory lock key making sync runs exclusive (ASCII "cs-sync").
 SYNC_LOCK_KEY = 0x63732D73796E63
@@ -130,6 +135,10 @@ class RunStore(Protocol):
         """Write one ledger row on its own (a failed run's)."""
         ...
 
+    async def write_attribution(self, settings: Settings, run_id: uuid.UUID) -> int:
+        """After a committed run: replace the tenant attribution snapshot; return rows written."""
+        ...
+
 
 class Store:
     """The real :class:`RunStore`, on an asyncpg pool it does not own."""
@@ -144,28 +153,41 @@ class Store:
 
     @asynccontextmanager
     async def lock(self, *, timeout: float) -> AsyncIterator[None]:
-        """Hold the sync advisory lock on a connection of its own for the block's duration."""
+        """Hold the sync advisory lock on a connection of its own for the block's duration.
+
+        Only the lock's own statements are mapped to DatabaseError: what the block raises passes
+        through as it is.
+        """
         deadline = time.monotonic() + timeout
         with _mapped():
-            async with self._pool.acquire() as conn:
+            conn = await self._pool.acquire()
+        try:
+            with _mapped():
                 while not await conn.fetchval(self._q["try_lock"], SYNC_LOCK_KEY):
                     if time.monotonic() >= deadline:
                         raise LockTimeout(
                             f"another run is in progress (waited {timeout:g} s for it to finish)"
                         )
                     await asyncio.sleep(_LOCK_POLL_SECONDS)
-                self._lock_pid = conn.get_server_pid()
-                try:
-                    yield
-                finally:
-                    self._lock_pid = None
-                    try:
-                        if not conn.is_closed():
-                            await conn.execute(self._q["unlock"], SYNC_LOCK_KEY)
-                    except (asyncpg.InterfaceError, asyncpg.PostgresError, OSError):
-                        # The lock's session is gone, and PostgreSQL released the lock with it;
-                        # what failed the run (if anything) is the error worth reporting.
-                        pass
+            self._lock_pid = conn.get_server_pid()
+            try:
+                yield
+            finally:
+                self._lock_pid = None
+                await self._unlock(conn)
+        finally:
+            await self._pool.release(conn)
+
+    async def _unlock(self, conn: Conn) -> None:
+        try:
+            # is_closed() too: once its connection is lost, asyncpg detaches the pool's proxy.
+            if conn.is_closed():
+                return
+            await conn.execute(self._q["unlock"], SYNC_LOCK_KEY)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            # A broken connection: PostgreSQL drops a session's advisory locks with it. Saying so
+            # must not hide the error the run itself is failing with.
+            _log.warning("store.unlock_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def read_rows(self, statuses: Sequence[str]) -> list[VpsRow]:
         """Every ``vps_instances`` row whose status is in scope."""
@@ -277,6 +299,10 @@ class Store:
         with _mapped():
             async with self._pool.acquire(timeout=_RECORD_TIMEOUT_SECONDS) as conn:
                 await self._insert_run(conn, report, timeout=_RECORD_TIMEOUT_SECONDS)
+
+    async def write_attribution(self, settings: Settings, run_id: uuid.UUID) -> int:
+        """Replace cost_sync_tenant_costs from the committed state, in a transaction of its own."""
+        return await attribution_store.write_snapshot(self._pool, settings, run_id=run_id)
 
     async def _insert_run(self, conn: Conn, report: RunReport, *, timeout: float | None = None) -> None:
         await conn.execute(

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -75,6 +75,8 @@ class RunResult:
 
     report: RunReport
     outcomes: list[RowOutcome] = field(default_factory=list)
+    #: Why the tenant attribution snapshot after this committed run could not be written.
+    attribution_error: CostSyncError | None = None
 
     @property
     def changes(self) -> list[RowOutcome]:
@@ -208,7 +210,8 @@ class SyncRun:
         self._clock = clock
         self._now = now
         self.started_at = now()
-        self._deadline = clock() + settings.sync.max_run_seconds
+        #: Set when the run starts its work, after the lock: waiting for another run costs no budget.
+        self._deadline = float("inf")  # float-ok: seconds
         self.phases: defaultdict[str, float] = defaultdict(float)
         self._calls_before = Counter(client.calls)
 
@@ -238,11 +241,14 @@ class SyncRun:
             )
             async with lock:
                 try:
-                    return await self._run()
+                    result = await self._run()
                 except (Exception, asyncio.CancelledError) as exc:
                     if not self.dry_run and not isinstance(exc, ConfigError):
                         await self._record_failure(exc)
                     raise
+                # Committed: nothing below may turn the run into a failed one. Still under the
+                # run lock, so the snapshot shows exactly this run's prices.
+                return await self._after_commit(result)
         except CostSyncError as exc:
             log.error("sync.failed", error=str(exc))
             raise
@@ -251,6 +257,7 @@ class SyncRun:
 
     async def _run(self) -> RunResult:
         settings = self.settings
+        self._deadline = self._clock() + settings.sync.max_run_seconds
         statuses = settings.sync.statuses
         managed = settings.hostwinds.managed
 
@@ -399,6 +406,20 @@ class SyncRun:
             duration_seconds=round(final.duration_seconds, 3),
         )
         return RunResult(report=final, outcomes=outcomes)
+
+    async def _after_commit(self, result: RunResult) -> RunResult:
+        """With ``[attribution] enabled``, write the tenant attribution snapshot of a committed run.
+
+        A failure is logged as ``attribution.failed`` and handed back in the result, never raised.
+        """
+        if self.dry_run or not self.settings.attribution.enabled:
+            return result
+        try:
+            await self.store.write_attribution(self.settings, self.run_id)
+        except CostSyncError as exc:
+            log.error("attribution.failed", error=str(exc))
+            return replace(result, attribution_error=exc)
+        return result
 
     async def _fetch(self, wanted: Mapping[int, Instance], plan: PricePlan) -> _Fetched:
         """The price lists and the planned cycle prices, asked side by side until the budget is spent.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import socket
 import tempfile
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -18,11 +19,13 @@ import pytest_asyncio
 import respx
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
-from cost_sync import cli
+from cost_sync import __version__, cli
 from cost_sync.daemon import Daemon
+from cost_sync.errors import ConfigError
 from cost_sync.hostwinds import HostwindsClient
-from cost_sync.migrate import migrate
+from cost_sync.migrate import migrate, sql_dir
 from cost_sync.settings import Settings
 from tests.conftest import FIXTURE_TABLE
 from tests.integration.conftest import API_KEY, URL, FakeHostwinds, instance, seed
@@ -102,11 +105,9 @@ async def test_scheduler_fires_and_metrics_count_runs(
             return await pool.fetchval("SELECT count(*) FROM cost_sync_runs WHERE trigger = 'schedule'") >= 1
 
         await wait_for(ran, timeout=5)
-        assert (
-            await pool.fetchval("SELECT approximate_cost FROM vps_instances WHERE hostwinds_instance_id='1'")
-            == 9.99
-            or True
-        )
+        # The scheduled run priced row 1 (plan 101, Monthly) and left the unknown row 999 as it was.
+        costs = dict(await pool.fetch("SELECT hostwinds_instance_id, approximate_cost FROM vps_instances"))
+        assert costs == {"1": Decimal("9.99"), "999": Decimal("1.00")}
         ready = await d.http.get("/readyz")
         assert ready.status_code == 200, ready.text
         metrics = {
@@ -122,6 +123,10 @@ async def test_scheduler_fires_and_metrics_count_runs(
             >= 1
         )
         assert metrics[("cost_sync_last_success_timestamp_seconds", ())] > 0
+        assert metrics[("cost_sync_build_info", (("version", __version__),))] == 1
+        assert metrics[("cost_sync_run_in_progress", ())] in {0, 1}
+        assert metrics[("process_cpu_seconds_total", ())] > 0
+        assert metrics[("process_resident_memory_bytes", ())] > 0
 
 
 async def test_resync_requires_the_token(
@@ -264,7 +269,9 @@ async def test_resync_command_asks_the_daemon_and_reports_its_outcome(
         assert await asyncio.to_thread(cli.main, ["resync", "--instance", "2"]) == 0
         assert "updated" in capsys.readouterr().out
         assert await asyncio.to_thread(cli.main, ["resync", "--instance", "424242"]) == 2
-        assert "424242" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "424242: matches no vps_instances row" in err
+        assert len([line for line in err.splitlines() if ": error: " in line]) == 1
         monkeypatch.setenv("COST_SYNC_ADMIN_TOKEN", "wrong")
         assert await asyncio.to_thread(cli.main, ["resync", "--instance", "2"]) == 1
         assert "refused the admin token" in capsys.readouterr().err
@@ -274,7 +281,8 @@ async def test_resync_command_asks_the_daemon_and_reports_its_outcome(
     }
     assert costs == {"1": None, "2": Decimal("9.99")}
     runs = await pool.fetch("SELECT trigger, instances FROM cost_sync_runs ORDER BY started")
-    assert [(r["trigger"], r["instances"]) for r in runs] == [("resync", ["2"]), ("resync", ["424242"])]
+    # The unknown id was refused before anything was queued: no run for it.
+    assert [(r["trigger"], r["instances"]) for r in runs] == [("resync", ["2"])]
 
 
 async def test_resync_command_without_daemon_runs_locally(
@@ -298,3 +306,181 @@ async def test_resync_command_without_daemon_runs_locally(
         for r in await pool.fetch("SELECT hostwinds_instance_id, approximate_cost FROM vps_instances")
     }
     assert costs == {"1": Decimal("9.99"), "2": None}
+
+
+async def test_in_progress_gauge_is_one_during_a_run(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
+) -> None:
+    """cost_sync_run_in_progress is 1 while a run waits on Hostwinds and 0 once it is done."""
+    hostwinds.instances = [instance(1)]
+    await seed(pool, [("1", "active", None)])
+    gate, blocked = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        if b"get_instances" in request.content:
+            blocked.set()
+            await gate.wait()
+        return hostwinds(request)
+
+    mocked.post(URL).mock(side_effect=slow)
+
+    async def gauge(d: Running) -> float:
+        text = (await d.http.get("/metrics")).text
+        for family in text_string_to_metric_families(text):
+            if family.name == "cost_sync_run_in_progress":
+                return float(family.samples[0].value)
+        raise AssertionError("no cost_sync_run_in_progress")
+
+    async with start(pool, daemon_settings(), initial_sync=True) as d:
+        await asyncio.wait_for(blocked.wait(), timeout=5)
+        assert await gauge(d) == 1
+        gate.set()
+
+        async def idle() -> bool:
+            return not d.daemon.runner.busy
+
+        await wait_for(idle)
+        assert await gauge(d) == 0
+
+
+async def test_taken_admin_port_is_a_config_error_and_starts_nothing(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
+) -> None:
+    """Daemon.serve on a port in use raises ConfigError naming admin.listen; no scheduler is left running."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        async with httpx.AsyncClient() as http:
+            client = HostwindsClient(http, API_KEY, url=URL, requests_per_second=None)
+            daemon = Daemon(Settings(admin={"listen": f"127.0.0.1:{port}"}), client, pool)  # type: ignore[arg-type]
+            with pytest.raises(ConfigError, match=rf"admin\.listen: port {port} .*already in use"):
+                await daemon.serve(asyncio.Event())
+    assert daemon.scheduler is None or not daemon.scheduler.running
+    assert not daemon.runner.busy
+
+
+async def test_cancelling_serve_stops_everything_and_propagates(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
+) -> None:
+    """A cancelled Daemon.serve stops its scheduler and endpoint, frees the port, and stays cancelled."""
+    async with httpx.AsyncClient() as http:
+        client = HostwindsClient(http, API_KEY, url=URL, requests_per_second=None)
+        daemon = Daemon(daemon_settings(), client, pool)
+        task = asyncio.create_task(daemon.serve(asyncio.Event(), initial_sync=False))
+        for _ in range(250):
+            if daemon.admin_url is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert daemon.admin_url is not None
+        port = int(daemon.admin_url.rsplit(":", 1)[1])
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert daemon.scheduler is not None
+    assert not daemon.scheduler.running
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))
+
+
+async def test_resync_with_unknown_ids_is_refused_before_anything_is_queued(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
+) -> None:
+    """POST /resync naming rows that are not there (or out of scope) answers 400 naming each; no run."""
+    hostwinds.instances = [instance(1), instance(2)]
+    await seed(pool, [("1", "active", None), ("2", "decommissioned", None)])
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with start(pool, daemon_settings(token=TOKEN)) as d:
+        answer = await d.http.post("/resync", json={"instances": ["1", " 9999999 ", "2"]}, headers=headers)
+        assert answer.status_code == 400
+        unknown = answer.json()["unknown_instances"]
+        assert set(unknown) == {" 9999999 ", "2"}
+        assert "matches no vps_instances row" in unknown[" 9999999 "]
+        assert "not in scope" in unknown["2"]
+        assert "9999999" in answer.json()["error"]
+        assert not d.daemon.runner.busy
+        assert d.daemon.runner.runs == {}
+    assert await pool.fetchval("SELECT count(*) FROM cost_sync_runs") == 0
+
+
+async def test_resync_accepts_row_ids_and_ids_in_any_case(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
+) -> None:
+    """A row's own id, or its hostwinds_instance_id in another case with spaces, is accepted (202)."""
+    uuid_1 = str(instance(1)["server_uuid"])
+    hostwinds.instances = [instance(1), instance(2)]
+    await seed(pool, [(uuid_1, "active", None), ("2", "active", None)])
+    row_2 = await pool.fetchval("SELECT id::text FROM vps_instances WHERE hostwinds_instance_id = '2'")
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    gate = asyncio.Event()
+
+    async def held(request: httpx.Request) -> httpx.Response:
+        if b"get_instances" in request.content:
+            await gate.wait()
+        return hostwinds(request)
+
+    mocked.post(URL).mock(side_effect=held)
+    async with start(pool, daemon_settings(token=TOKEN)) as d:
+        by_row = await d.http.post(
+            "/resync", json={"instances": [row_2, f" {uuid_1.upper()} "]}, headers=headers
+        )
+        assert by_row.status_code == 202, by_row.text
+        # Until a run has matched it, the daemon cannot know that serviceid 1 is the row keyed by
+        # its uuid ...
+        early = await d.http.post("/resync", json={"instances": ["1"]}, headers=headers)
+        assert early.status_code == 400
+        gate.set()
+
+        async def finished() -> bool:
+            return not d.daemon.runner.busy
+
+        await wait_for(finished)
+        # ... after a run that matched it, it does.
+        late = await d.http.post("/resync", json={"instances": ["1"]}, headers=headers)
+        assert late.status_code == 202, late.text
+
+
+async def test_daemon_run_writes_the_attribution_snapshot_when_enabled(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
+) -> None:
+    """With [attribution] enabled, the daemon's run is followed by a snapshot carrying its run id."""
+    hostwinds.instances = [instance(1)]
+    await pool.execute((sql_dir() / "fixtures" / "tenants.sql").read_text())
+    await seed(pool, [("1", "active", None)])
+    settings = Settings(admin={"listen": "127.0.0.1:0"}, attribution={"enabled": True})  # type: ignore[arg-type]
+    async with start(pool, settings, initial_sync=True):
+
+        async def snapshot() -> bool:
+            return await pool.fetchval("SELECT count(*) FROM cost_sync_tenant_costs") >= 1
+
+        await wait_for(snapshot, timeout=10)
+    row = await pool.fetchrow("SELECT run_id, bucket, vps_cost FROM cost_sync_tenant_costs")
+    run_id = await pool.fetchval("SELECT id FROM cost_sync_runs WHERE outcome = 'succeeded'")
+    assert (row["run_id"], row["bucket"], row["vps_cost"]) == (run_id, "unallocated", Decimal("9.99"))
+
+
+async def test_daemon_run_stays_succeeded_when_the_snapshot_fails(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
+) -> None:
+    """Without the platform's tenant tables the snapshot fails and is logged; the committed run stands."""
+    hostwinds.instances = [instance(1)]
+    await seed(pool, [("1", "active", None)])
+    settings = Settings(admin={"listen": "127.0.0.1:0"}, attribution={"enabled": True})  # type: ignore[arg-type]
+    with capture_logs() as logs:
+        async with start(pool, settings, initial_sync=True) as d:
+
+            async def ran() -> bool:
+                return await pool.fetchval("SELECT count(*) FROM cost_sync_runs") >= 1
+
+            await wait_for(ran, timeout=10)
+            await wait_for(lambda: _true_when(any(e["event"] == "attribution.failed" for e in logs)))
+            assert (await d.http.get("/readyz")).status_code == 200
+    assert await pool.fetchval("SELECT outcome FROM cost_sync_runs") == "succeeded"
+    assert await pool.fetchval("SELECT approximate_cost FROM vps_instances") == Decimal("9.99")
+    (failed,) = [e for e in logs if e["event"] == "attribution.failed"]
+    assert "table smtp_ip_addresses" in failed["error"]
+
+
+async def _true_when(value: bool) -> bool:
+    return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import sys
@@ -12,7 +13,7 @@ import asyncpg
 import psutil
 import pytest
 
-from cost_sync.demo import DEMO_ROWS, run_demo
+from cost_sync.demo import DEMO_ROWS, DEMO_TENANTS, run_demo
 
 pytestmark = pytest.mark.db
 
@@ -34,6 +35,8 @@ async def test_demo_prices_the_sample_fleet_and_cleans_up() -> None:
     lines: list[str] = []
     assert await run_demo(keep=False, out=lines.append) == 0
     text = "\n".join(lines)
+    # The attribution printed last names VPS again: the pricing table is what precedes it.
+    text, _, attribution = text.partition("Tenant attribution after the sync")
     workdir = Path(re.search(r"embedded PostgreSQL in (\S+),", text)[1])  # type: ignore[index]
 
     rows = {
@@ -47,6 +50,15 @@ async def test_demo_prices_the_sample_fleet_and_cleans_up() -> None:
             assert token in rows[instance], (instance, token)
     assert "$0.00" not in rows["1234577"]
     assert "Second run on the same prices: 0 rows written" in text
+    assert "11 per-service prices from the cache, 0 asked again" in text
+
+    # Delta's only VPS is unpriced (kept $12.00) with one IP at $4.99: 16.99, flagged.
+    delta = next(line for line in attribution.splitlines() if "Delta Leads" in line)
+    assert "$16.99" in delta
+    assert "1 unpriced VPS" in delta
+    assert all(name in attribution for name in DEMO_TENANTS)
+    assert "no SMTP IP" in attribution
+    assert "(balanced)" in attribution
 
     assert not workdir.exists()
     leftovers = [
@@ -55,6 +67,19 @@ async def test_demo_prices_the_sample_fleet_and_cleans_up() -> None:
         if p.info["name"] == "postgres" and str(workdir) in " ".join(p.info["cmdline"] or [])
     ]
     assert leftovers == []
+
+
+async def test_demo_json_prints_both_reports_as_one_object() -> None:
+    """`demo --json` prints one JSON object: both runs' reports, the second writing nothing."""
+    lines: list[str] = []
+    assert await run_demo(keep=False, as_json=True, out=lines.append) == 0
+    assert len(lines) == 1
+    answer = json.loads(lines[0])
+    assert answer["outcome"] == "succeeded"
+    first, second = answer["runs"]
+    assert first["updated"] == 10
+    assert second["updated"] == 0
+    assert {row["hostwinds_instance_id"] for row in first["unpriced"]} == {"1234576", "1234577", "7654321"}
 
 
 async def test_demo_keep_serves_until_ctrl_c_then_cleans_up() -> None:

@@ -14,8 +14,8 @@ import pytest
 import pytest_asyncio
 
 from cost_sync import cli
-from cost_sync.errors import MigrationError
-from cost_sync.migrate import applied, check, discover, migrate, rollback, sql_dir
+from cost_sync.errors import LockTimeout, MigrationError
+from cost_sync.migrate import MIGRATE_LOCK_KEY, applied, check, discover, migrate, rollback, sql_dir
 from tests.conftest import FIXTURE_TABLE, Databases
 
 pytestmark = pytest.mark.db
@@ -223,6 +223,23 @@ async def test_concurrent_migrations_are_serialised(fresh_url: str) -> None:
         await second.close()
 
 
+async def test_migration_lock_wait_is_bounded(fresh_url: str) -> None:
+    """While another session holds the migration lock, migrate gives up after lock_timeout, clearly."""
+    holder, waiter = await asyncpg.connect(fresh_url), await asyncpg.connect(fresh_url)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK_KEY)
+        with pytest.raises(LockTimeout, match="another `cost-sync migrate`"):
+            await migrate(waiter, lock_timeout=0.3)
+        with pytest.raises(LockTimeout):
+            await rollback(waiter, "0001", lock_timeout=0.3)
+        assert await applied(waiter) == {}
+        await holder.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK_KEY)
+        assert await migrate(waiter, lock_timeout=0.3) == [m.name for m in discover()]
+    finally:
+        await holder.close()
+        await waiter.close()
+
+
 async def test_cli_check_exit_codes(
     fresh_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -246,3 +263,24 @@ def test_cli_unreachable_database_names_host_not_password(
     assert "127.0.0.1:1/penguin" in err
     assert "s3cr3t-pw" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+async def test_check_refuses_a_tenant_id_column_on_cost_sync_tables(fresh: asyncpg.Connection) -> None:
+    """NileDB would make a table with tenant_id a tenant table: verification flags one on cost_sync_*."""
+    await migrate(fresh)
+    assert await check(fresh) == []
+    await fresh.execute("ALTER TABLE cost_sync_tenant_costs ADD COLUMN tenant_id UUID")
+    problems = await check(fresh)
+    assert any("tenant_id" in p and "cost_sync_tenant_costs" in p for p in problems)
+
+
+async def test_rollback_of_0004_drops_the_view_and_table_only(fresh: asyncpg.Connection) -> None:
+    """Rolling back 0004 removes cost_sync_tenant_costs and its view; migrate brings them back identical."""
+    await migrate(fresh)
+    migrated = await snapshot(fresh)
+    assert await rollback(fresh, "0004") == "0004_cost_sync_tenant_costs"
+    assert await fresh.fetchval("SELECT to_regclass('cost_sync_tenant_monthly')") is None
+    assert await fresh.fetchval("SELECT to_regclass('cost_sync_tenant_costs')") is None
+    assert await fresh.fetchval("SELECT to_regclass('cost_sync_history')") is not None
+    assert await migrate(fresh) == ["0004_cost_sync_tenant_costs"]
+    assert await snapshot(fresh) == migrated

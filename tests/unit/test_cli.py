@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from cost_sync import __version__, cli
@@ -27,6 +30,7 @@ def test_help_lists_every_verb_and_the_one_shot_flags(capsys: pytest.CaptureFixt
         "resync",
         "demo",
         "sandbox",
+        "attribution",
         "--once",
         "--dry-run",
         "--instance",
@@ -37,7 +41,15 @@ def test_help_lists_every_verb_and_the_one_shot_flags(capsys: pytest.CaptureFixt
 
 @pytest.mark.parametrize(
     "argv",
-    [["--dry-run"], ["--instance", "1"], ["resync"], ["migrate", "--check", "--rollback", "0001"], ["bogus"]],
+    [
+        ["--dry-run"],
+        ["--instance", "1"],
+        ["resync"],
+        ["migrate", "--check", "--rollback", "0001"],
+        ["bogus"],
+        ["attribution", "--json", "--csv"],
+        ["attribution", "--by", "domain"],
+    ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     """Options without the flag they belong to, a missing target or an unknown verb: usage, exit 2."""
@@ -56,3 +68,57 @@ def test_missing_api_key_is_a_configuration_error(
     monkeypatch.setenv("COST_SYNC_DATABASE_URL", "postgresql://x@127.0.0.1:1/db")
     assert cli.main(["--once"]) == 2
     assert "hostwinds.api_key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("verb", "options"),
+    [
+        ("run", ["--once", "--dry-run", "--instance", "--json", "--no-initial-sync"]),
+        ("resync", ["--instance", "--all", "--json", "--wait"]),
+        ("migrate", ["--check", "--rollback", "--json"]),
+        ("demo", ["--keep", "--json"]),
+        ("sandbox", ["--fleet", "--generate", "--port", "--json"]),
+        ("completion", ["bash", "zsh"]),
+    ],
+)
+def test_every_verb_has_its_own_help(
+    verb: str, options: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cost-sync VERB --help` shows that verb's usage and its own options, exit 0."""
+    with pytest.raises(SystemExit) as caught:
+        cli.main([verb, "--help"])
+    assert caught.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: cost-sync {verb}")
+    for option in options:
+        assert option in out
+
+
+def test_run_once_without_once_options_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """`cost-sync run --dry-run` (no --once) is refused as usage, exit 2."""
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["run", "--dry-run"])
+    assert caught.value.code == 2
+    assert "go with --once" in capsys.readouterr().err
+
+
+def test_help_imports_no_heavy_library() -> None:
+    """Building the parser and its help loads no database, HTTP, scheduling or validation library."""
+    probe = (
+        "import sys\n"
+        "from cost_sync.cli import build_parser\n"
+        "build_parser().format_help()\n"
+        "heavy = ['asyncpg', 'httpx', 'apscheduler', 'starlette', 'uvicorn', 'pydantic', 'structlog',\n"
+        "         'prometheus_client', 'shtab', 'importlib.metadata', 'asyncio']\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
+
+
+def test_verbs_register_in_one_list() -> None:
+    """Each verb is one registering function in cli.VERBS; the parser offers exactly those verbs."""
+    parser = cli.build_parser()
+    (verbs,) = [a for a in parser._actions if a.dest == "command"]
+    assert list(verbs.choices) == ["run", "resync", "migrate", "demo", "sandbox", "attribution", "completion"]
+    assert len(cli.VERBS) == len(verbs.choices)

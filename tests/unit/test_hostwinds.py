@@ -788,3 +788,64 @@ async def test_params_cannot_override_action_or_key(api: respx.Route, client: Ho
         await client.call("get_instances", API="other-key")
 
     assert not api.called
+
+
+# The retry policy, apart from the call
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["Rate limit exceeded", "Too many requests, slow down", "Please wait a moment", "TRY AGAIN later"],
+)
+async def test_slow_down_envelope_is_retried_with_backoff(
+    api: respx.Route, client: HostwindsClient, sleep: RecordingSleep, message: str
+) -> None:
+    """An HTTP-200 error envelope saying the caller goes too fast is waited out and retried."""
+    envelope = [{"result": "error", "action": "get_instances", "message": message}]
+    api.mock(side_effect=[ok(envelope), ok({"success": []})])
+
+    assert await client.get_instances() == []
+
+    assert api.call_count == 2
+    assert len(sleep.delays) == 1
+    assert 0 <= sleep.delays[0] <= 0.5
+    assert client.requests == {("get_instances", "transient"): 1, ("get_instances", "ok"): 1}
+
+
+async def test_slow_down_envelope_gives_up_after_every_attempt(
+    api: respx.Route, client: HostwindsClient, sleep: RecordingSleep
+) -> None:
+    """A rate-limit envelope on every attempt ends as a transient error, never as a bad answer."""
+    api.mock(return_value=ok([{"result": "error", "message": "rate limit reached"}]))
+
+    with pytest.raises(HostwindsTransientError, match="after 4 attempts"):
+        await client.get_instances()
+
+    assert api.call_count == 4
+    assert len(sleep.delays) == 3
+
+
+async def test_other_error_envelopes_are_not_retried(
+    api: respx.Route, client: HostwindsClient, sleep: RecordingSleep
+) -> None:
+    """An error envelope that does not ask to slow down is final at once."""
+    api.mock(return_value=ok([{"result": "error", "message": "Invalid serviceid"}]))
+
+    with pytest.raises(HostwindsResponseError, match="Invalid serviceid"):
+        await client.get_billingcycle_prices(5)
+
+    assert api.call_count == 1
+    assert sleep.delays == []
+
+
+def test_policy_gives_up_on_the_last_attempt_and_on_a_refused_key() -> None:
+    """RetryPolicy.after answers a delay only for a transient outcome before the last attempt."""
+    policy = hostwinds.RetryPolicy(attempts=3, backoff_initial=1.0, backoff_max=2.0)
+    busy = httpx.Response(503)
+    assert policy.after(1, busy) is not None
+    assert 0 <= (policy.after(2, busy) or 0) <= 2.0
+    assert policy.after(3, busy) is None
+    assert policy.after(1, httpx.Response(400)) is None
+    refused = [{"result": "error", "action": "authorization", "message": "Not authorized, please try again"}]
+    assert policy.after(1, httpx.Response(200), refused) is None
+    assert policy.after(1, httpx.Response(429, headers={"Retry-After": "7"})) == 7

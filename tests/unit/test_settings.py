@@ -45,7 +45,7 @@ def test_example_file_documents_every_setting() -> None:
     example = Path(__file__).parents[2] / "config" / "cost-sync.example.toml"
     text = example.read_text()
     settings = load_settings(example, {})
-    for section in ("hostwinds", "database", "sync", "admin"):
+    for section in ("hostwinds", "database", "sync", "admin", "log", "attribution"):
         for key in type(getattr(settings, section)).model_fields:
             assert f"{key} =" in text, f"{section}.{key} is not documented"
 
@@ -149,3 +149,52 @@ def test_cli_unknown_flag_is_usage_error(capsys: pytest.CaptureFixture[str]) -> 
         cli.main(["--no-such-flag"])
     assert caught.value.code == 2
     assert "usage:" in capsys.readouterr().err
+
+
+def test_every_problem_is_reported_in_one_error(tmp_path: Path) -> None:
+    """An unknown variable, a bad file value and a bad variable value come back together."""
+    path = write(tmp_path, "[hostwinds]\nattempts = 0\n")
+    env = {"COST_SYNC_BOGUS": "1", "COST_SYNC_SCHEDULE": "hourly", "COST_SYNC_LOG_LEVEL": "loud"}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env)
+    message = str(caught.value)
+    assert message.startswith("4 settings need attention")
+    for name in ("COST_SYNC_BOGUS", "hostwinds.attempts", "sync.schedule", "log.level"):
+        assert name in message
+
+
+def test_log_settings_come_from_the_environment() -> None:
+    """COST_SYNC_LOG_LEVEL and COST_SYNC_LOG_FORMAT are settings, case-insensitive; unset format is None."""
+    settings = load_settings(None, {"COST_SYNC_LOG_LEVEL": "DEBUG", "COST_SYNC_LOG_FORMAT": "Console"})
+    assert (settings.log.level, settings.log.format) == ("debug", "console")
+    assert load_settings(None, {}).log.format is None
+
+
+def test_require_names_every_missing_setting() -> None:
+    """Settings.require reports all the required settings left unset in one message."""
+    settings = load_settings(None, {})
+    with pytest.raises(ConfigError) as caught:
+        settings.require("hostwinds.api_key", "database.url", "admin.token")
+    message = str(caught.value)
+    for variable in ("COST_SYNC_HOSTWINDS_API_KEY", "COST_SYNC_DATABASE_URL", "COST_SYNC_ADMIN_TOKEN"):
+        assert variable in message
+
+
+@pytest.mark.parametrize("secret", ["Pq@zx", "Pq/zx@w", "Pq#zx"])
+def test_unencoded_password_gets_the_percent_encoding_hint(secret: str) -> None:
+    """A raw @, / or # in the password is refused with the percent-encoding hint, never echoed."""
+    url = f"postgresql://app:{secret}@db.internal:5432/penguinmails"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, {"COST_SYNC_DATABASE_URL": url})
+    message = str(caught.value)
+    assert "percent-encode" in message
+    assert "Pq" not in message
+    assert "zx" not in message
+
+
+def test_percent_encoded_password_is_accepted() -> None:
+    """The same password percent-encoded is a valid URL."""
+    settings = load_settings(
+        None, {"COST_SYNC_DATABASE_URL": "postgresql://app:p%40ss@db.internal/penguinmails"}
+    )
+    assert settings.database_dsn().endswith("@db.internal/penguinmails")

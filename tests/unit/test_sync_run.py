@@ -15,11 +15,11 @@ import pytest_asyncio
 import respx
 from structlog.testing import capture_logs
 
-from cost_sync.errors import HostwindsAuthError, HostwindsTransientError
+from cost_sync.errors import HostwindsAuthError, HostwindsTransientError, MissingSchemaError
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.memory_store import MemoryStore
 from cost_sync.settings import Settings
-from cost_sync.sync import RunResult, SyncRun
+from cost_sync.sync import Progress, RunResult, SyncRun
 from tests.fakes import API_KEY, URL, FakeHostwinds, instance
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -286,3 +286,52 @@ async def test_observations_are_saved_in_batches_and_hold_no_secret(
     second = await run(client, store, at=T0 + timedelta(minutes=1))
     assert second.report.unpriced_by_reason == {"invalid_price": 1}
     assert [o.result for o in first.outcomes] == [o.result for o in second.outcomes]
+
+
+def test_progress_is_logged_at_most_every_ten_seconds() -> None:
+    """Off a terminal, a thousand quick answers make one progress line, plus one when all are asked."""
+    progress = Progress(to_ask=1000, started=0.0)
+    with capture_logs() as logs:
+        for _ in range(1000):
+            progress.tick()
+    lines = [e for e in logs if e["event"] == "sync.progress"]
+    assert [e["asked"] for e in lines] == [1, 1000]
+
+
+def test_progress_listener_replaces_the_log() -> None:
+    """With a listener (the terminal bar), every answer reaches it and nothing is logged."""
+    seen: list[int] = []
+    progress = Progress(to_ask=3, listener=lambda p: seen.append(p.asked))
+    with capture_logs() as logs:
+        for _ in range(3):
+            progress.tick()
+    assert seen == [1, 2, 3]
+    assert logs == []
+
+
+async def test_attribution_snapshot_follows_each_committed_run_when_enabled(
+    client: HostwindsClient, store: MemoryStore
+) -> None:
+    """Enabled: a committed run is followed by one snapshot under its id; a dry run or disabled: none."""
+    enabled = Settings(hostwinds={"max_concurrency": 1}, attribution={"enabled": True})  # type: ignore[arg-type]
+    await run(client, store)
+    await run(client, store, config=enabled, dry_run=True)
+    assert store.attributions == []
+    result = await run(client, store, config=enabled)
+    assert store.attributions == [result.report.run_id]
+    assert result.attribution_error is None
+
+
+async def test_failed_snapshot_leaves_the_committed_run_succeeded(
+    client: HostwindsClient, store: MemoryStore
+) -> None:
+    """A snapshot that fails is logged and handed back; the run's prices and ledger row stand."""
+    store.attribution_fault = MissingSchemaError("tenant attribution needs: table smtp_ip_addresses")
+    enabled = Settings(hostwinds={"max_concurrency": 1}, attribution={"enabled": True})  # type: ignore[arg-type]
+    with capture_logs() as logs:
+        result = await run(client, store, config=enabled)
+    assert result.attribution_error is store.attribution_fault
+    assert [r.outcome for r in store.runs] == ["succeeded"]
+    assert store.value("3") == Decimal("7.49")
+    assert [e["error"] for e in logs if e["event"] == "attribution.failed"] == [str(store.attribution_fault)]
+    assert not [e for e in logs if e["event"] == "sync.failed"]

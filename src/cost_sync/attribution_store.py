@@ -1,0 +1,266 @@
+"""asyncpg access for tenant attribution: reads the platform's tenant path, writes cost_sync_tenant_costs.
+
+Guarantees: every read happens in one read-only, repeatable-read transaction (one consistent
+picture of the fleet); the tables and columns needed are checked first and a missing one raises
+:class:`~cost_sync.errors.MissingSchemaError` naming it, before anything is written; a snapshot
+replaces the table's content as a whole, in its own transaction, serialised with other snapshot
+writers by an advisory lock. Never opens or closes a pool.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, TypeAlias
+
+import asyncpg
+import structlog
+
+from cost_sync import attribution
+from cost_sync.attribution import Assignment, Ip, Report, Rules, Vps
+from cost_sync.errors import DatabaseError, MissingSchemaError
+from cost_sync.settings import Settings
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+log = structlog.get_logger(__name__)
+
+#: A connection of its own or one borrowed from a pool.
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+
+#: Advisory lock key serialising snapshot writers (ASCII "cs-attr").
+SNAPSHOT_LOCK_KEY = 0x63732D61747472
+
+#: What attribution reads: table -> the columns it needs.
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "vps_instances": ("id", "hostwinds_instance_id", "status", "approximate_cost"),
+    "smtp_ip_addresses": ("id", "vps_instance_id", "status"),
+    "domain_ip_assignments": ("domain_id", "smtp_ip_address_id", "status"),
+    "domains": ("id", "tenant_id"),
+    "cost_sync_history": ("vps_instance_id", "new_cost", "created"),
+}
+#: What a snapshot writes (migration 0004).
+SNAPSHOT_TABLE: dict[str, tuple[str, ...]] = {
+    "cost_sync_tenant_costs": (
+        "snapshot_id",
+        "run_id",
+        "computed_at",
+        "bucket",
+        "tenant_ref",
+        "tenant_name",
+        "vps_instance_id",
+        "hostwinds_instance_id",
+        "vps_cost",
+        "ip_cost",
+        "ip_count",
+        "unpriced",
+    ),
+}
+
+_COLUMNS = """
+SELECT table_name, column_name
+FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = ANY($1::text[])
+"""
+
+# The latest price cost-sync wrote for each row: a stored value that differs (or no history at
+# all) makes the row unpriced. A run changes a row at most once, so `created` orders them.
+_READ_VPS = """
+SELECT v.id::text AS id, v.hostwinds_instance_id, v.status, v.approximate_cost,
+       (SELECT h.new_cost FROM cost_sync_history h
+        WHERE h.vps_instance_id = v.id ORDER BY h.created DESC LIMIT 1) AS last_written
+FROM vps_instances v
+WHERE v.status = ANY($1::text[])
+"""
+
+_READ_IPS = """
+SELECT s.id::text AS id, s.vps_instance_id::text AS vps_instance_id, s.status, {cost} AS approximate_cost
+FROM smtp_ip_addresses s JOIN vps_instances v ON v.id = s.vps_instance_id
+WHERE v.status = ANY($1::text[])
+"""
+
+# DISTINCT: a tenant with many domains on one IP is one taker of that IP.
+_READ_ASSIGNMENTS = """
+SELECT DISTINCT a.smtp_ip_address_id::text AS ip_id, d.tenant_id::text AS tenant_id, a.status
+FROM domain_ip_assignments a
+JOIN domains d ON d.id = a.domain_id
+JOIN smtp_ip_addresses s ON s.id = a.smtp_ip_address_id
+JOIN vps_instances v ON v.id = s.vps_instance_id
+WHERE v.status = ANY($1::text[]) AND a.status = ANY($2::text[]) AND d.tenant_id IS NOT NULL
+"""
+
+_READ_TENANT_NAMES = "SELECT id::text AS id, name FROM tenants WHERE id::text = ANY($1::text[])"
+
+_NEWER_EXISTS = "SELECT EXISTS (SELECT 1 FROM cost_sync_tenant_costs WHERE computed_at > $1)"
+
+_INSERT_SNAPSHOT = """
+INSERT INTO cost_sync_tenant_costs (snapshot_id, run_id, computed_at, bucket, tenant_ref, tenant_name,
+                                    vps_instance_id, hostwinds_instance_id, vps_cost, ip_cost,
+                                    ip_count, unpriced)
+SELECT $1, $2, $3, l.bucket, l.tenant_ref, l.tenant_name, l.vps_instance_id, l.hostwinds_instance_id,
+       l.vps_cost, l.ip_cost, l.ip_count, l.unpriced
+FROM unnest($4::text[], $5::uuid[], $6::text[], $7::uuid[], $8::text[], $9::numeric[], $10::numeric[],
+            $11::int[], $12::bool[])
+     AS l(bucket, tenant_ref, tenant_name, vps_instance_id, hostwinds_instance_id, vps_cost, ip_cost,
+          ip_count, unpriced)
+"""
+
+
+def rules(settings: Settings) -> Rules:
+    """The attribution rules the settings name."""
+    return Rules(
+        assignment_statuses=frozenset(settings.attribution.assignment_statuses),
+        idle_ip_statuses=frozenset(settings.attribution.idle_ip_statuses),
+    )
+
+
+async def _columns(conn: Conn, tables: Sequence[str]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for record in await conn.fetch(_COLUMNS, list(tables)):
+        found.setdefault(record["table_name"], set()).add(record["column_name"])
+    return found
+
+
+def _missing(required: dict[str, tuple[str, ...]], found: dict[str, set[str]]) -> list[str]:
+    problems: list[str] = []
+    for table, columns in required.items():
+        if table not in found:
+            problems.append(f"table {table}")
+            continue
+        problems += [f"column {table}.{column}" for column in columns if column not in found[table]]
+    return problems
+
+
+async def check_schema(conn: Conn, *, snapshot: bool = False) -> list[str]:
+    """What attribution needs and the database lacks ("table x", "column x.y"); empty when all is there."""
+    required = {**REQUIRED, **(SNAPSHOT_TABLE if snapshot else {})}
+    return _missing(required, await _columns(conn, list(required)))
+
+
+def _schema_error(missing: list[str]) -> MissingSchemaError:
+    hint = (
+        " (cost-sync's own tables come with `cost-sync migrate`)"
+        if any("cost_sync_" in m for m in missing)
+        else ""
+    )
+    return MissingSchemaError(
+        f"tenant attribution needs what the database lacks (or this user cannot read): "
+        f"{', '.join(missing)}{hint}"
+    )
+
+
+def _database_error(exc: BaseException) -> DatabaseError:
+    return DatabaseError(f"tenant attribution failed in PostgreSQL: {type(exc).__name__}: {exc}")
+
+
+async def _read(conn: Conn, settings: Settings) -> Report:
+    optional = await _columns(conn, ["smtp_ip_addresses", "tenants"])
+    has_ip_cost = "approximate_cost" in optional.get("smtp_ip_addresses", set())
+    has_names = {"id", "name"} <= optional.get("tenants", set())
+    statuses = list(settings.sync.statuses)
+    vps = [
+        Vps(
+            id=r["id"],
+            hostwinds_instance_id=r["hostwinds_instance_id"],
+            status=r["status"],
+            approximate_cost=r["approximate_cost"],
+            unpriced=attribution.is_unpriced(r["approximate_cost"], r["last_written"]),
+        )
+        for r in await conn.fetch(_READ_VPS, statuses)
+    ]
+    ip_sql = _READ_IPS.format(cost="s.approximate_cost" if has_ip_cost else "NULL::numeric")
+    ips = [
+        Ip(id=r["id"], vps_instance_id=r["vps_instance_id"], status=r["status"], approximate_cost=r[3])
+        for r in await conn.fetch(ip_sql, statuses)
+    ]
+    assignments = [
+        Assignment(ip_id=r["ip_id"], tenant_id=r["tenant_id"], status=r["status"])
+        for r in await conn.fetch(_READ_ASSIGNMENTS, statuses, list(settings.attribution.assignment_statuses))
+    ]
+    allocation = attribution.allocate(vps, ips, assignments, rules(settings), has_ip_cost=has_ip_cost)
+    names: dict[str, str | None] = dict.fromkeys(allocation.tenant_ids)
+    if has_names and allocation.tenant_ids:
+        for r in await conn.fetch(_READ_TENANT_NAMES, list(allocation.tenant_ids)):
+            names[r["id"]] = r["name"]
+    # The database's clock, at the start of this transaction: the moment the picture shows, and
+    # comparable across the processes that may write snapshots.
+    generated_at: datetime = await conn.fetchval("SELECT now()")
+    return Report(
+        allocation=allocation,
+        tenant_names=names,
+        statuses=tuple(statuses),
+        generated_at=generated_at.astimezone(UTC),
+    )
+
+
+async def compute(pool: asyncpg.Pool, settings: Settings, *, snapshot: bool = False) -> Report:
+    """Read the fleet and its tenant path in one consistent snapshot and attribute it.
+
+    With ``snapshot``, the snapshot table must exist too. Raises MissingSchemaError naming what is
+    missing, DatabaseError if PostgreSQL fails.
+    """
+    try:
+        async with pool.acquire() as conn:
+            missing = await check_schema(conn, snapshot=snapshot)
+            if missing:
+                raise _schema_error(missing)
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                return await _read(conn, settings)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        raise _database_error(exc) from None
+
+
+async def store_snapshot(pool: asyncpg.Pool, report: Report, *, run_id: uuid.UUID | None = None) -> int:
+    """Replace cost_sync_tenant_costs with ``report``'s lines in one transaction; return rows written.
+
+    A stored snapshot newer than ``report`` is kept (0 rows written).
+    """
+    lines = attribution.snapshot_lines(report.allocation)
+    vps_by_id = {a.vps.id: a.vps for a in report.allocation.vps}
+    columns: list[list[object]] = [[] for _ in range(9)]
+    for line in lines:
+        row = (
+            "tenant" if line.tenant_id else "unallocated",
+            line.tenant_id,
+            report.tenant_names.get(line.tenant_id) if line.tenant_id else None,
+            line.vps_instance_id,
+            vps_by_id[line.vps_instance_id].hostwinds_instance_id,
+            line.vps_cost,
+            line.ip_cost,
+            line.ip_count,
+            line.unpriced,
+        )
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", SNAPSHOT_LOCK_KEY)
+            # Two writers (a daemon run and `attribution --write`) may read, then write in the
+            # other order: the picture read last wins, an older one never replaces it.
+            if await conn.fetchval(_NEWER_EXISTS, report.generated_at):
+                log.info("attribution.snapshot_skipped", reason="a newer snapshot is stored")
+                return 0
+            await conn.execute("DELETE FROM cost_sync_tenant_costs")
+            await conn.execute(_INSERT_SNAPSHOT, uuid.uuid4(), run_id, report.generated_at, *columns)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        raise _database_error(exc) from None
+    allocation = report.allocation
+    log.info(
+        "attribution.snapshot_written",
+        run_id=str(run_id) if run_id else None,
+        rows=len(lines),
+        tenants=len(allocation.tenant_ids),
+        allocated=str(allocation.allocated),
+        unallocated=str(allocation.unallocated_vps_cost + allocation.unallocated_ip_cost),
+        fleet_monthly_total=str(allocation.fleet_monthly_total),
+        unpriced_vps=len(allocation.unpriced),
+    )
+    return len(lines)
+
+
+async def write_snapshot(pool: asyncpg.Pool, settings: Settings, *, run_id: uuid.UUID | None = None) -> int:
+    """Attribute the fleet now and replace the snapshot with it; return the rows written."""
+    report = await compute(pool, settings, snapshot=True)
+    return await store_snapshot(pool, report, run_id=run_id)

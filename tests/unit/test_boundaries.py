@@ -1,0 +1,123 @@
+"""The edges: driver errors mapped once, signals handled in one place, cancellation never swallowed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+
+import asyncpg
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cost_sync.db import connect, database_errors
+from cost_sync.errors import CostSyncError, DatabaseError, LockTimeout, MigrationError
+from cost_sync.httpserve import AppServer
+from cost_sync.sandbox import FleetFileError
+from cost_sync.signals import stop_on_signals
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        ConnectionRefusedError(111, "Connect call failed"),
+        TimeoutError(),
+        asyncpg.InterfaceError("connection is closed"),
+        asyncpg.PostgresError("relation does not exist"),
+    ],
+)
+def test_driver_errors_become_database_errors(raised: BaseException) -> None:
+    """Any driver or network error inside the boundary is a DatabaseError saying what was being done."""
+    with pytest.raises(DatabaseError, match=r"^reading rows: "), database_errors("reading rows"):
+        raise raised
+
+
+def test_boundary_keeps_the_error_class_asked_for_and_passes_its_own() -> None:
+    """``error=`` picks the class; a DatabaseError raised inside (a LockTimeout) passes unchanged."""
+    with pytest.raises(MigrationError), database_errors("migrating", error=MigrationError):
+        raise OSError(5, "I/O error")
+    with pytest.raises(LockTimeout, match="held"), database_errors("migrating", error=MigrationError):
+        raise LockTimeout("held")
+
+
+def test_boundary_scrubs_the_password() -> None:
+    """A driver message quoting the DSN's password is scrubbed before it reaches the operator."""
+    dsn = "postgresql://app:hunter2-pw@db:5432/x"
+    with pytest.raises(DatabaseError) as caught, database_errors("connecting", dsn=dsn):
+        raise asyncpg.PostgresError("password authentication failed: hunter2-pw")
+    assert "hunter2-pw" not in str(caught.value)
+
+
+async def test_boundary_never_maps_cancellation() -> None:
+    """CancelledError passes through the boundary untouched."""
+    with pytest.raises(asyncio.CancelledError), database_errors("anything"):
+        raise asyncio.CancelledError
+
+
+async def test_unparsable_url_at_connect_is_a_database_error_without_the_password() -> None:
+    """A URL asyncpg cannot parse is a DatabaseError with the hint, never a traceback or the secret."""
+    with pytest.raises(DatabaseError) as caught:
+        await connect("postgresql://app:Qx/zz@127.0.0.1:5432/db", timeout=2)
+    assert "percent-encode" in str(caught.value)
+    assert "Qx" not in str(caught.value)
+
+
+def test_fleet_file_error_is_a_configuration_error() -> None:
+    """FleetFileError belongs to the CostSyncError tree with exit code 2 (and is still a ValueError)."""
+    error = FleetFileError("fleet.toml: line 3: bad")
+    assert isinstance(error, CostSyncError)
+    assert isinstance(error, ValueError)
+    assert error.exit_code == 2
+
+
+async def test_signals_set_the_stop_event_and_are_restored() -> None:
+    """SIGTERM inside the block sets the event; after the block the loop has no handler left."""
+    loop = asyncio.get_running_loop()
+    async with stop_on_signals() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(stop.wait(), timeout=5)
+    assert stop.is_set()
+    assert loop.remove_signal_handler(signal.SIGTERM) is False
+    assert loop.remove_signal_handler(signal.SIGINT) is False
+
+
+async def test_stop_does_not_swallow_the_callers_cancellation() -> None:
+    """A caller cancelled while stop() waits for an open request gets CancelledError; the port is freed."""
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(_: Request) -> Response:
+        entered.set()
+        await release.wait()
+        return Response("late")
+
+    server = AppServer(Starlette(routes=[Route("/", slow)]), port=0)
+    await server.start()
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    await asyncio.wait_for(entered.wait(), timeout=5)
+
+    stopping = asyncio.create_task(server.stop())
+    await asyncio.sleep(0.1)  # stop() is now waiting for the open request
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    assert stopping.cancelled()
+    release.set()
+    writer.close()
+    await asyncio.sleep(0.5)  # the server task winds down after its cancellation
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", server.port))  # the port was released
+
+
+async def test_stop_absorbs_only_its_own_cancellation_of_a_server_that_never_started() -> None:
+    """stop() on a started-then-stopped server returns normally, twice."""
+    server = AppServer(Starlette(), port=0)
+    await server.start()
+    await server.stop()
+    await server.stop()
