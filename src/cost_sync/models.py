@@ -8,6 +8,7 @@ Money is ``Decimal`` everywhere. Raw price cells from Hostwinds are kept as thei
 from __future__ import annotations
 
 import dataclasses
+import operator
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -105,6 +106,8 @@ def storable_text(value: str) -> bool:
     """True when PostgreSQL can store ``value`` as text: no NUL, valid Unicode (no lone surrogate)."""
     if "\x00" in value:
         return False
+    if value.isascii():
+        return True
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -121,22 +124,32 @@ def _blank_to_none(value: Any) -> Any:
 def _storable_or_none(value: Any) -> Any:
     # A value the database cannot store would fail the run's write, for the whole fleet, on every
     # run: it becomes unknown here instead (and the client logs which field of which instance).
-    if isinstance(value, str) and not storable_text(value):
+    # One function per field, inlined: it runs for every field of 100,000 instances.
+    if isinstance(value, str) and (
+        value.strip() == "" or "\x00" in value or (not value.isascii() and not storable_text(value))
+    ):
         return None
-    return _blank_to_none(value)
+    return value
 
 
 def _int32_or_none(value: Any) -> Any:
-    value = _no_bool(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value.strip())
+    if isinstance(value, bool):
+        raise ValueError("must be an integer id, not a boolean")
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "":
+            return None
+        if not text.lstrip("-").isdigit():
+            return value  # not an id: pydantic reports it
+        value = int(text)
     if isinstance(value, int) and not -INT32_MAX - 1 <= value <= INT32_MAX:
         return None
     return value
 
 
 def _serviceid(value: Any) -> Any:
-    value = _no_bool(value)
+    if isinstance(value, bool):
+        raise ValueError("must be an integer id, not a boolean")
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
     if isinstance(value, int) and not 0 < value <= INT64_MAX:
@@ -196,8 +209,13 @@ INSTANCE_FIELDS = frozenset(field.name for field in dataclasses.fields(Instance)
 _OPTIONAL_FIELDS = tuple(sorted(INSTANCE_FIELDS - {"serviceid", "hourly"}))
 
 
+_optional_values = operator.attrgetter(*_OPTIONAL_FIELDS)
+
+
 def dropped_fields(raw: Mapping[str, Any], instance: Instance) -> list[str]:
     """The fields Hostwinds sent a value for that :class:`Instance` could not keep (now None)."""
+    if None not in _optional_values(instance):
+        return []  # the common case, checked at C speed: 100,000 instances pass through here
     return [
         name
         for name in _OPTIONAL_FIELDS
