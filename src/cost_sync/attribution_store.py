@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -19,7 +20,8 @@ import structlog
 
 from cost_sync import attribution
 from cost_sync.attribution import Assignment, Ip, Report, Rules, Vps
-from cost_sync.errors import DatabaseError, MissingSchemaError
+from cost_sync.db import database_errors
+from cost_sync.errors import MissingSchemaError
 from cost_sync.settings import Settings
 
 if TYPE_CHECKING:
@@ -151,8 +153,8 @@ def _schema_error(missing: list[str]) -> MissingSchemaError:
     )
 
 
-def _database_error(exc: BaseException) -> DatabaseError:
-    return DatabaseError(f"tenant attribution failed in PostgreSQL: {type(exc).__name__}: {exc}")
+def _mapped() -> AbstractContextManager[None]:
+    return database_errors("tenant attribution failed in PostgreSQL")
 
 
 async def _read(conn: Conn, settings: Settings) -> Report:
@@ -201,15 +203,13 @@ async def compute(pool: asyncpg.Pool, settings: Settings, *, snapshot: bool = Fa
     With ``snapshot``, the snapshot table must exist too. Raises MissingSchemaError naming what is
     missing, DatabaseError if PostgreSQL fails.
     """
-    try:
+    with _mapped():
         async with pool.acquire() as conn:
             missing = await check_schema(conn, snapshot=snapshot)
             if missing:
                 raise _schema_error(missing)
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 return await _read(conn, settings)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-        raise _database_error(exc) from None
 
 
 async def store_snapshot(pool: asyncpg.Pool, report: Report, *, run_id: uuid.UUID | None = None) -> int:
@@ -234,7 +234,7 @@ async def store_snapshot(pool: asyncpg.Pool, report: Report, *, run_id: uuid.UUI
         )
         for column, value in zip(columns, row, strict=True):
             column.append(value)
-    try:
+    with _mapped():
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", SNAPSHOT_LOCK_KEY)
             # Two writers (a daemon run and `attribution --write`) may read, then write in the
@@ -244,8 +244,6 @@ async def store_snapshot(pool: asyncpg.Pool, report: Report, *, run_id: uuid.UUI
                 return 0
             await conn.execute("DELETE FROM cost_sync_tenant_costs")
             await conn.execute(_INSERT_SNAPSHOT, uuid.uuid4(), run_id, report.generated_at, *columns)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-        raise _database_error(exc) from None
     allocation = report.allocation
     log.info(
         "attribution.snapshot_written",

@@ -228,6 +228,13 @@ def _verb_sandbox(verbs: Any, common: argparse.ArgumentParser) -> None:
     fleet.add_argument(
         "--generate", type=_non_negative, metavar="N", help="a generated fleet of N instances instead"
     )
+    fleet.add_argument(
+        "--replay",
+        type=Path,
+        metavar="DIR",
+        help="serve the answers `cost-sync doctor --capture DIR` saved, exactly, instead of a fleet",
+    )
+    p.add_argument("--api-key", metavar="KEY", help="with --replay: accept only this key (default: any key)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8080, help="port to listen on (default: 8080; 0: any)")
     _json_option(p, "where it listens (one line, once it accepts connections)")
@@ -254,6 +261,26 @@ def _verb_migrate(verbs: Any, common: argparse.ArgumentParser) -> None:
     )
     _json_option(p, "what was applied, checked or rolled back")
     p.set_defaults(handler=_migrate)
+
+
+def _verb_doctor(verbs: Any, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
+        "doctor",
+        parents=[common],
+        help="check settings, database and the Hostwinds account read-only; say what to fix",
+        description="Read-only checks, in order, each pass/warn/fail with its evidence and the fix "
+        "(docs/first-run.md). Exit 0 when nothing fails, else 1. Writes nothing to the database.",
+    )
+    _json_option(p, "the checks")
+    p.add_argument(
+        "--capture",
+        type=Path,
+        metavar="DIR",
+        help="also ask every read-only answer a full sync needs and save them (secrets removed) in DIR, "
+        "for `cost-sync sandbox --replay DIR`",
+    )
+    # plain: doctor loads the settings itself, so a bad setting is its first failed check.
+    p.set_defaults(handler=None, plain=_doctor, default_log_level="warning")
 
 
 def _verb_attribution(verbs: Any, common: argparse.ArgumentParser) -> None:
@@ -297,6 +324,7 @@ VERBS: list[Callable[[Any, argparse.ArgumentParser], None]] = [
     _verb_migrate,
     _verb_demo,
     _verb_sandbox,
+    _verb_doctor,
     _verb_attribution,
     _verb_completion,
 ]
@@ -352,6 +380,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _once(args: argparse.Namespace, settings: Settings) -> int:
     from cost_sync import progress
+    from cost_sync.migrate import require_schema
     from cost_sync.signals import sigterm_cancels_run
     from cost_sync.sync import open_resources, run_once
 
@@ -361,6 +390,8 @@ async def _once(args: argparse.Namespace, settings: Settings) -> int:
         open_resources(settings) as (client, pool),
         progress.terminal_bar() as bar,
     ):
+        # Before the first Hostwinds call: a missing migration is exit 2, "run `cost-sync migrate`".
+        await require_schema(pool)
         result = await run_once(
             client=client,
             pool=pool,
@@ -394,6 +425,7 @@ async def _resync(args: argparse.Namespace, settings: Settings) -> int:
     full = args.full or targets is not None
     if settings.admin.url is None:
         from cost_sync import progress
+        from cost_sync.migrate import require_schema
         from cost_sync.signals import sigterm_cancels_run
         from cost_sync.sync import open_resources, run_once
 
@@ -403,6 +435,7 @@ async def _resync(args: argparse.Namespace, settings: Settings) -> int:
             open_resources(settings) as (client, pool),
             progress.terminal_bar() as bar,
         ):
+            await require_schema(pool)
             result = await run_once(
                 client=client,
                 pool=pool,
@@ -432,6 +465,10 @@ async def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     from cost_sync.errors import ConfigError
     from cost_sync.signals import stop_on_signals
 
+    if args.replay is not None:
+        return await _replay(args)
+    if args.api_key is not None:
+        raise ConfigError("--api-key goes with --replay")
     if args.generate is not None:
         fleet = sandbox.generate_fleet(args.generate)
     else:
@@ -463,6 +500,55 @@ async def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await server.stop()
     return 0
+
+
+async def _replay(args: argparse.Namespace) -> int:
+    from cost_sync.capture import CaptureError, ReplayServer, load_capture
+    from cost_sync.errors import ConfigError
+    from cost_sync.signals import stop_on_signals
+
+    try:
+        capture = load_capture(args.replay)
+    except CaptureError as exc:
+        raise ConfigError(str(exc)) from None
+    server = ReplayServer(capture, api_key=args.api_key, host=args.host, port=args.port)
+    async with stop_on_signals() as stop:
+        try:
+            await server.start()
+        except OSError as exc:
+            raise ConfigError(exc.strerror or str(exc)) from None
+        try:
+            if args.json:
+                listening = {"outcome": "listening", "url": server.url, "answers": len(capture.bodies)}
+                print(json.dumps(listening), flush=True)
+            else:
+                key = "only the key given with --api-key" if args.api_key else "any API key"
+                print(
+                    f"REPLAY of {args.replay} (captured answers, not Hostwinds) listening on {server.url}\n"
+                    f"  {len(capture.bodies)} answers; accepts {key}\n"
+                    f"  COST_SYNC_HOSTWINDS_URL={server.url}\n"
+                    "  Ctrl-C to stop",
+                    flush=True,
+                )
+            await stop.wait()
+        finally:
+            await server.stop()
+    return 0
+
+
+def _doctor(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import asyncio
+
+    from cost_sync.doctor import run_doctor
+
+    as_json = getattr(args, "json", False)
+    _configure_logs(args, None)
+    try:
+        report = asyncio.run(run_doctor(getattr(args, "config", None), capture_dir=args.capture))
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130, as_json=as_json)
+    print(json.dumps(report.as_json(), indent=2) if as_json else "\n".join(report.lines()))
+    return 0 if report.ok else 1
 
 
 async def _attribution(args: argparse.Namespace, settings: Settings) -> int:

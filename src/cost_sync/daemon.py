@@ -50,6 +50,7 @@ from cost_sync.errors import ConfigError, CostSyncError, DatabaseError
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.httpserve import AppServer
 from cost_sync.matching import resolve_targets
+from cost_sync.migrate import require_schema
 from cost_sync.models import Instance, RunReport, storable_text
 from cost_sync.settings import Settings
 from cost_sync.store import Store
@@ -213,6 +214,7 @@ class Runner:
                 raise
             except CostSyncError as exc:
                 record.state, record.error = RunState.FAILED, str(exc)
+                log.error("sync.failed", run_id=str(record.run_id), trigger=record.trigger, error=str(exc))
             except Exception as exc:  # a bug must not stop the daemon: log it, fail the run
                 log.exception("daemon.run_crashed", run_id=str(record.run_id))
                 record.state, record.error = RunState.FAILED, f"internal error: {type(exc).__name__}"
@@ -392,6 +394,11 @@ class Daemon:
         #: Hostwinds instances the runs so far matched to rows, by serviceid: lets POST /resync
         #: recognise a serviceid or server_uuid that a row reaches only through its instance.
         self.known_instances: dict[int, Instance] = {}
+        #: Why the scheduler has not started: the schema check failed (None once it passes).
+        self.schema_problem: str | None = None
+        #: How often the schema is checked again while it is not ready.
+        self.schema_retry_seconds = 30.0
+        self._checking_schema = False
 
     async def _execute(self, record: RunRecord) -> RunReport:
         self.metrics.in_progress.set(1)
@@ -453,10 +460,14 @@ class Daemon:
         )
 
     async def _healthz(self, _: Request) -> Response:
-        alive = self.scheduler is not None and self.scheduler.running
+        # Waiting for `cost-sync migrate` is alive, not ready: a restart would not help.
+        alive = self.scheduler is not None and (self.scheduler.running or self._checking_schema)
         return JSONResponse({"alive": alive}, status_code=200 if alive else 503)
 
     async def _readyz(self, _: Request) -> Response:
+        if self.schema_problem is not None:
+            reason = f"the scheduler waits for the schema: {self.schema_problem}"
+            return JSONResponse({"ready": False, "reason": reason}, status_code=503)
         try:
             with database_errors("database does not answer"):
                 async with self.pool.acquire(timeout=2) as conn:
@@ -518,6 +529,8 @@ class Daemon:
                 {"error": 'expected {"instances": ["id", ...]} (1 to 1000 non-empty strings) or {}'},
                 status_code=400,
             )
+        if self.schema_problem is not None:
+            return JSONResponse({"error": self.schema_problem}, status_code=503)
         problem = next(filter(None, map(_bad_instance_id, instances or [])), None)
         if problem is not None:
             # Refused before queueing: a bad id must not fail the other targets merged with it.
@@ -589,6 +602,8 @@ class Daemon:
             )
             await server.start()
             self.admin_url = server.base_url
+            if not await self._wait_for_schema(stop):
+                return True
             self.scheduler.start()
             log.info(
                 "daemon.started",
@@ -611,3 +626,33 @@ class Daemon:
                 await server.stop()
             log.info("daemon.stopped", in_flight_run_cancelled=not finished)
         return finished
+
+    async def _wait_for_schema(self, stop: asyncio.Event) -> bool:
+        """Check the schema (as ``migrate --check``) until it passes; False if stopped first.
+
+        Until it passes no run starts, so nothing asks Hostwinds, and /readyz says why.
+        """
+        self._checking_schema = True
+        try:
+            return await self._schema_loop(stop)
+        finally:
+            self._checking_schema = False
+
+    async def _schema_loop(self, stop: asyncio.Event) -> bool:
+        while not stop.is_set():
+            try:
+                await require_schema(self.pool)
+            except DatabaseError as exc:
+                if self.schema_problem != str(exc):
+                    log.error(
+                        "daemon.schema_not_ready", reason=str(exc), retry_seconds=self.schema_retry_seconds
+                    )
+                self.schema_problem = str(exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.schema_retry_seconds)
+                continue
+            if self.schema_problem is not None:
+                log.info("daemon.schema_ready")
+            self.schema_problem = None
+            return True
+        return False

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import httpx
 import structlog
@@ -73,11 +73,20 @@ from cost_sync.redact import redact
 __all__ = [
     "AUTH_ERROR_MESSAGE",
     "DEFAULT_URL",
+    "DENY_FIELDS",
     "READ_ONLY_ACTIONS",
     "HostwindsClient",
+    "PlanKey",
     "RetryPolicy",
+    "is_denied_field",
     "is_transient",
     "price_cell_text",
+    "price_list_params",
+    "read_cycle_prices",
+    "read_instances",
+    "read_price_list",
+    "sanitise",
+    "unwrap",
 ]
 
 READ_ONLY_ACTIONS = frozenset(
@@ -232,6 +241,19 @@ class HostwindsClient:
 
     async def call(self, action: str, **params: str | int) -> Any:
         """Send one allowed action and return its answer, unwrapped from ``{"success": ...}``."""
+        return unwrap(await self._call(action, params, instances=action in _INSTANCE_ACTIONS))
+
+    async def sanitised_body(self, action: str, **params: str | int) -> Any:
+        """Send one allowed action and return its whole JSON body (envelope kept) with every field
+        on :data:`DENY_FIELDS` removed at any depth and any text holding the API key dropped.
+
+        For ``doctor``'s shape checks and ``--capture``: the body as Hostwinds shaped it, but
+        nothing secret in it. Error envelopes raise as with :meth:`call`.
+        """
+        return sanitise(await self._call(action, params, instances=False), secret=self._api_key)
+
+    async def _call(self, action: str, params: Mapping[str, str | int], *, instances: bool) -> Any:
+        """One allowed action's JSON body; errors raised as the module docstring says."""
         if action not in READ_ONLY_ACTIONS:
             raise ForbiddenActionError(
                 f"{action!r} is not on cost-sync's read-only allow-list; nothing was sent"
@@ -242,7 +264,6 @@ class HostwindsClient:
         form = {"action": action, "API": self._api_key}
         form.update({name: _param_text(value) for name, value in params.items()})
 
-        instances = action in _INSTANCE_ACTIONS
         attempt = 1
         outcome, body = await self._attempt(form, instances=instances)
         while (delay := self._retry.after(attempt, outcome, body)) is not None:
@@ -260,7 +281,7 @@ class HostwindsClient:
         return self._judge(action, attempt, outcome, body)
 
     def _judge(self, action: str, attempt: int, outcome: _Outcome, body: Any) -> Any:
-        """The answer of a final attempt, unwrapped, or the error it stands for (counted either way)."""
+        """The body of a final attempt (still wrapped), or the error it stands for (counted either way)."""
         if _is_error_envelope(body) and not is_transient(outcome, body):
             error = self._envelope_error(action, body)
             kind = "auth_error" if isinstance(error, HostwindsAuthError) else "error"
@@ -282,15 +303,11 @@ class HostwindsClient:
                 ) from outcome
             raise HostwindsResponseError(f"{action}: Hostwinds answered {_describe(outcome)}")
         self.requests[action, "ok"] += 1
-        if isinstance(body, dict) and "success" in body:
-            return body["success"]
         return body
 
     async def get_instances(self) -> list[Instance]:
         """Every instance on the account, whitelisted."""
-        action = "get_instances"
-        items = _items(action, await self.call(action), single_key="serviceid")
-        return [_instance(action, item, f"item {index}: ") for index, item in enumerate(items)]
+        return read_instances(await self.call("get_instances"))
 
     async def get_instance(self, serviceid: int) -> Instance:
         """One instance by its service id, whitelisted; a different service in the answer is an error."""
@@ -307,37 +324,18 @@ class HostwindsClient:
             )
         return instance
 
-    async def get_price_list(self, *, managed: bool, drive_type: str | None) -> dict[int, Plan]:
-        """The plans Hostwinds lists for these options, by plan id, with their per-cycle price cells."""
-        action = "get_price_list"
-        params: dict[str, str | int] = {"managed": int(managed)}
-        if drive_type is not None:
-            params["drive_type"] = drive_type
-        rows = _items(action, await self.call(action, **params), single_key="id")
-        plans: dict[int, Plan] = {}
-        for index, row in enumerate(rows):
-            plan = _plan(action, index, row)
-            if plans.get(plan.id, plan) != plan:
-                raise HostwindsResponseError(f"{action}: two different rows for plan {plan.id}")
-            plans[plan.id] = plan
-        return plans
+    async def get_price_list(
+        self, *, managed: bool, drive_type: str | None, plan_key: PlanKey = "id"
+    ) -> dict[int, Plan]:
+        """The plans Hostwinds lists for these options, keyed by ``plan_key``, with their price cells."""
+        return read_price_list(
+            await self.call("get_price_list", **price_list_params(managed=managed, drive_type=drive_type)),
+            plan_key=plan_key,
+        )
 
     async def get_billingcycle_prices(self, serviceid: int) -> dict[Cycle, PriceCell]:
         """One service's price cell per billing cycle; {} when Hostwinds has no data for it."""
-        action = "get_billingcycle_prices"
-        answer = await self.call(action, serviceid=serviceid)
-        if answer is None or (isinstance(answer, dict | list) and not answer):
-            return {}
-        where = f"service {serviceid}: "
-        if not isinstance(answer, dict):
-            raise HostwindsResponseError(
-                f"{action}: {where}expected an object of cycle prices, got {_kind(answer)}"
-            )
-        cells = _cycle_cells(action, where, answer)
-        if not cells:
-            # A non-empty answer in an unknown shape must not silently become "no data".
-            raise HostwindsResponseError(f"{action}: {where}the answer names no billing cycle")
-        return cells
+        return read_cycle_prices(serviceid, await self.call("get_billingcycle_prices", serviceid=serviceid))
 
     async def _attempt(self, form: dict[str, str], *, instances: bool) -> tuple[_Outcome, Any]:
         """One HTTP request under the rate limit: its outcome and its JSON body (None if none)."""
@@ -409,6 +407,166 @@ class HostwindsClient:
         if value is None:
             return ""
         return redact(value, limit=limit, secrets=(self._api_key,))
+
+
+#: Which price-list field an instance's ``product_id`` names (``[hostwinds] plan_key``).
+PlanKey = Literal["id", "rid"]
+
+#: Fields removed from every body ``sanitised_body`` returns (``doctor --capture`` writes only
+#: sanitised bodies), compared case-insensitively without ``-``/``_``: passwords, root passwords,
+#: config keys, keys and tokens. Any string holding the API key is dropped as well.
+DENY_FIELDS = frozenset(
+    {
+        "password",
+        "passwd",
+        "pass",
+        "rootpass",
+        "rootpassword",
+        "configkey",
+        "api",
+        "apikey",
+        "key",
+        "secret",
+        "token",
+        "authtoken",
+        "vncpassword",
+        "sshkey",
+        "privatekey",
+    }
+)
+
+
+def _deny_key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch not in "-_ ")
+
+
+def is_denied_field(name: str) -> bool:
+    """True for a field name on :data:`DENY_FIELDS` (or containing "password" or "secret")."""
+    key = _deny_key(name)
+    return key in DENY_FIELDS or "password" in key or "secret" in key
+
+
+def sanitise(value: Any, *, secret: str = "") -> Any:
+    """``value`` with deny-listed fields removed at any depth, and strings holding ``secret`` dropped."""
+    if isinstance(value, dict):
+        return {
+            key: sanitise(item, secret=secret)
+            for key, item in value.items()
+            if not is_denied_field(str(key)) and not (secret and isinstance(item, str) and secret in item)
+        }
+    if isinstance(value, list):
+        return [
+            sanitise(item, secret=secret)
+            for item in value
+            if not (secret and isinstance(item, str) and secret in item)
+        ]
+    return value
+
+
+def unwrap(body: Any) -> Any:
+    """The answer under ``{"success": ...}``; a body without that wrapper is its own answer."""
+    if isinstance(body, dict) and "success" in body:
+        return body["success"]
+    return body
+
+
+def price_list_params(*, managed: bool, drive_type: str | None) -> dict[str, str | int]:
+    """The parameters of cost-sync's ``get_price_list`` (``managed`` always: Hostwinds' default is 1)."""
+    params: dict[str, str | int] = {"managed": int(managed)}
+    if drive_type is not None:
+        params["drive_type"] = drive_type
+    return params
+
+
+def read_instances(answer: Any) -> list[Instance]:
+    """The instances of a ``get_instances`` answer (unwrapped), whitelisted; raises on a wrong shape."""
+    action = "get_instances"
+    items = _items(action, answer, single_key="serviceid")
+    return [_instance(action, item, f"item {index}: ") for index, item in enumerate(items)]
+
+
+def read_price_list(answer: Any, *, plan_key: PlanKey = "id") -> dict[int, Plan]:
+    """The plans of a ``get_price_list`` answer (unwrapped), keyed by ``plan_key``.
+
+    Rows are found wherever the answer puts them: a list, an object keyed by id, or lists and
+    objects nested under group keys (fixed and custom plans). A row is an object with an ``id``
+    and at least one cycle-price field. A non-empty answer with no row, an item that is neither a
+    row nor a group, or a row's field of the wrong type raises, naming the path where reading
+    stopped. Rows without the ``plan_key`` field cannot be joined and are left out.
+    """
+    action = "get_price_list"
+    plans: dict[int, Plan] = {}
+    for where, row in _price_rows(action, answer):
+        plan = _plan(action, where, row)
+        key = plan.id if plan_key == "id" else plan.rid
+        if key is None:
+            continue
+        if plans.get(key, plan) != plan:
+            by = "" if plan_key == "id" else f" ({plan_key})"
+            raise HostwindsResponseError(f"{action}: {where}: two different rows for plan {key}{by}")
+        plans[key] = plan
+    return plans
+
+
+def read_cycle_prices(serviceid: int, answer: Any) -> dict[Cycle, PriceCell]:
+    """One service's cycle prices from a ``get_billingcycle_prices`` answer; {} for an empty answer."""
+    action = "get_billingcycle_prices"
+    if answer is None or (isinstance(answer, dict | list) and not answer):
+        return {}
+    where = f"service {serviceid}: "
+    if not isinstance(answer, dict):
+        raise HostwindsResponseError(
+            f"{action}: {where}expected an object of cycle prices, got {_kind(answer)}"
+        )
+    cells = _cycle_cells(action, where, answer)
+    if not cells:
+        # A non-empty answer in an unknown shape must not silently become "no data".
+        raise HostwindsResponseError(f"{action}: {where}the answer names no billing cycle")
+    return cells
+
+
+def _has_cycle_field(obj: Mapping[str, Any]) -> bool:
+    return any(_normalise_key(str(key)) in _CYCLES_BY_KEY for key in obj)
+
+
+def _price_rows(action: str, answer: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Every price-list row in the answer with its path (``answer.fixed[0]``), in answer order."""
+    rows: list[tuple[str, dict[str, Any]]] = []
+    dead_ends: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            if "id" in node and _has_cycle_field(node):
+                rows.append((path, node))
+                return
+            if _has_cycle_field(node):
+                raise HostwindsResponseError(f"{action}: {path}: a row with cycle prices but no id")
+            for key, value in node.items():
+                if isinstance(value, dict | list):
+                    walk(value, f"{path}.{key}")
+                else:
+                    dead_ends.append(f"{path}.{key}: {_kind(value)}")
+            if not node:
+                dead_ends.append(f"{path}: an empty object")
+        elif isinstance(node, list):
+            for index, item in enumerate(node):
+                if not isinstance(item, dict | list):
+                    raise HostwindsResponseError(
+                        f"{action}: {path}[{index}]: expected a price-list row or a group, got {_kind(item)}"
+                    )
+                walk(item, f"{path}[{index}]")
+        else:
+            raise HostwindsResponseError(
+                f"{action}: {path}: expected a price-list row or a group, got {_kind(node)}"
+            )
+
+    if answer is None or (isinstance(answer, dict | list) and not answer):
+        return []
+    walk(answer, "answer")
+    if not rows:
+        stop = dead_ends[0] if dead_ends else "answer: no object with an id and a cycle price"
+        raise HostwindsResponseError(f"{action}: no price-list row found; reading stopped at {stop}")
+    return rows
 
 
 def _loads(body: bytes | bytearray | str, *, instances: bool = False) -> Any:
@@ -552,15 +710,14 @@ def _instance(action: str, item: Any, where: str) -> Instance:
         raise HostwindsResponseError(f"{action}: {where}{_validation_summary(exc)}") from None
 
 
-def _plan(action: str, index: int, row: Any) -> Plan:
-    where = f"row {index}: "
-    if not isinstance(row, dict):
-        raise HostwindsResponseError(f"{action}: {where}expected an object, got {_kind(row)}")
+def _plan(action: str, path: str, row: dict[str, Any]) -> Plan:
+    where = f"{path}: "
     fields: dict[str, Any] = {"prices": _cycle_cells(action, where, row)}
-    if "id" in row:
-        if isinstance(row["id"], bool):
-            raise HostwindsResponseError(f"{action}: {where}id: a boolean is not a plan id")
-        fields["id"] = row["id"]
+    for name in ("id", "rid"):
+        if name in row:
+            if isinstance(row[name], bool):
+                raise HostwindsResponseError(f"{action}: {where}{name}: a boolean is not a plan id")
+            fields[name] = row[name]
     if isinstance(row.get("name"), str):
         fields["name"] = row["name"]
     try:

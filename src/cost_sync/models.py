@@ -229,9 +229,11 @@ def parse_instance(data: Any) -> Instance:
 
 
 class Plan(_Frozen):
-    """One row of ``get_price_list``: a plan id and its per-cycle price cells."""
+    """One row of ``get_price_list``: its ``id`` and ``rid`` (either may be what an instance's
+    ``product_id`` names, see ``[hostwinds] plan_key``), its name and its per-cycle price cells."""
 
     id: int
+    rid: OptInt = None
     name: OptStr = None
     prices: Mapping[Cycle, PriceCell] = Field(default_factory=dict)
 
@@ -277,6 +279,9 @@ class Estimate:
     hourly_ceiling: bool = False
     product_id: int | None = None
     product_name: str | None = None
+    #: The instance's own ``billingcycle`` spelling when a ``[hostwinds.cycle_aliases]`` entry
+    #: turned it into ``cycle`` (e.g. "Bi-Annually"); None when the spelling named the cycle itself.
+    cycle_alias: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +348,8 @@ class RunReport(_Frozen):
     #: Targets that named no row in scope (a daemon run syncs the others), with the reason.
     unknown_instances: dict[str, str] = Field(default_factory=dict)
     price_cache: PriceCacheReport = Field(default_factory=PriceCacheReport)
+    #: Instances whose joined price-list row's name agrees (or not) with their product_name.
+    plan_names: dict[str, int] = Field(default_factory=lambda: {"agree": 0, "disagree": 0})
     #: Rows in scope that share their Hostwinds instance with another row (each is priced).
     rows_sharing_instance: int = 0
     #: What an operator should look at before trusting the run (swings, duplicates, unused overrides).

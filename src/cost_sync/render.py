@@ -59,6 +59,11 @@ def summary(report: RunReport) -> list[str]:
             _counts({k: v for k, v in report.price_cache.reasons.items() if v}),
         ),
         ("fleet monthly total", f"{money(report.total_before)} -> {money(report.total_after)}", ""),
+        (
+            "plan names",
+            str(report.plan_names.get("disagree", 0)),
+            f"disagree with product_name; agree {report.plan_names.get('agree', 0)}",
+        ),
     ]
     for label, value, detail in pairs:
         lines.append(f"  {label:<22} {value:>6}" + (f"  ({detail})" if detail else ""))
@@ -89,7 +94,13 @@ def unpriced_rows(outcomes: Sequence[RowOutcome]) -> list[str]:
 def changes(outcomes: Sequence[RowOutcome]) -> list[str]:
     """Each changed row: old -> new and where the price came from."""
     rows = [
-        [_row_name(o), money(o.row.approximate_cost), money(o.result.monthly), o.result.source.value]
+        [
+            _row_name(o),
+            money(o.row.approximate_cost),
+            money(o.result.monthly),
+            o.result.source.value
+            + (f" (cycle alias {o.result.cycle_alias!r})" if o.result.cycle_alias else ""),
+        ]
         for o in outcomes
         if isinstance(o.result, Estimate) and o.changed
     ]
@@ -114,6 +125,7 @@ def as_json(report: RunReport, outcomes: Sequence[RowOutcome]) -> str:
             "cycle": o.result.cycle.value if o.result.cycle else None,
             "cycle_price": None if o.result.cycle_price is None else str(o.result.cycle_price),
             "hourly_ceiling": o.result.hourly_ceiling,
+            "cycle_alias": o.result.cycle_alias,
         }
         for o in outcomes
         if isinstance(o.result, Estimate) and o.changed

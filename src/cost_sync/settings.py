@@ -35,7 +35,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from cost_sync.errors import ConfigError
-from cost_sync.models import override_key
+from cost_sync.models import Cycle, override_key
+from cost_sync.pricing import normalise_cycle, spelling_key
 
 ENV_PREFIX = "COST_SYNC_"
 CONFIG_ENV = "COST_SYNC_CONFIG"
@@ -132,6 +133,38 @@ def _comma_list(value: Any) -> Any:
     return value
 
 
+def _json_table(value: Any) -> Any:
+    # COST_SYNC_HOSTWINDS_CYCLE_ALIASES='{"Bi-Annually": "semiannually"}': a table from the environment.
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError('must be a JSON object such as {"Bi-Annually": "semiannually"}') from None
+    return value
+
+
+def _cycle_aliases(value: Any) -> dict[str, Cycle]:
+    """Spelling (normalised as cycles are) -> cycle; an alias may not re-point a known spelling."""
+    if not isinstance(value, dict):
+        raise ValueError('must be a table such as [hostwinds.cycle_aliases] "Bi-Annually" = "semiannually"')
+    aliases: dict[str, Cycle] = {}
+    for spelling, target in value.items():
+        cycle = normalise_cycle(target) if isinstance(target, str) else None
+        if cycle is None:
+            known = ", ".join(c.value for c in Cycle)
+            raise ValueError(f"{spelling!r}: {target!r} is not a billing cycle (known: {known})")
+        already = normalise_cycle(spelling)
+        if already is not None and already is not cycle:
+            raise ValueError(f"{spelling!r} already names the {already.value} cycle; it cannot be aliased")
+        key = spelling_key(spelling)
+        if not key:
+            raise ValueError("an alias needs a non-empty spelling")
+        if aliases.get(key, cycle) is not cycle:
+            raise ValueError(f"{spelling!r} is aliased twice, to different cycles")
+        aliases[key] = cycle
+    return aliases
+
+
 def _lower(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
@@ -175,6 +208,13 @@ class HostwindsSettings(_Section):
     #: The largest answer read; a longer body fails the attempt instead of filling memory.
     max_response_bytes: int = Field(default=256 * 1024 * 1024, ge=1024, le=4 * 1024 * 1024 * 1024)
     currency: str = "USD"
+    #: The price-list field an instance's ``product_id`` is joined to (unverified: see ``doctor``).
+    plan_key: Annotated[Literal["id", "rid"], BeforeValidator(_lower)] = "id"
+    #: An account's billing-cycle spelling -> the cycle it means, e.g. "Bi-Annually" = "semiannually".
+    #: Stored by spelling key (see :func:`cost_sync.pricing.spelling_key`).
+    cycle_aliases: Annotated[
+        dict[str, Cycle], BeforeValidator(_cycle_aliases), BeforeValidator(_json_table)
+    ] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _https_unless_allowed(self) -> HostwindsSettings:

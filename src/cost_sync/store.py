@@ -16,8 +16,8 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
@@ -27,6 +27,7 @@ import asyncpg
 import structlog
 
 from cost_sync import attribution_store
+from cost_sync.db import database_errors
 from cost_sync.errors import DatabaseError, LockTimeout
 from cost_sync.models import Cycle, Estimate, Observation, RowOutcome, RunReport, VpsRow
 from cost_sync.settings import Settings
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
     from asyncpg.pool import PoolConnectionProxy
 
-__all__ = ["SYNC_LOCK_KEY", "Conn", "RunStore", "Store", "database_error", "queries"]
+__all__ = ["SYNC_LOCK_KEY", "Conn", "RunStore", "Store", "queries"]
 
 _log = structlog.get_logger(__name__)
 
@@ -63,38 +64,9 @@ def queries(group: str = "sync") -> dict[str, str]:
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
-def database_error(exc: BaseException) -> DatabaseError:
-    """An operator-facing DatabaseError for a failed statement or a lost connection."""
-    if isinstance(exc, DatabaseError):
-        return exc
-    lost = (
-        asyncpg.ConnectionDoesNotExistError,
-        asyncpg.InterfaceError,
-        asyncpg.InternalClientError,
-        ConnectionError,
-    )
-    if isinstance(exc, lost):
-        return DatabaseError(
-            f"the connection to PostgreSQL was lost mid-run (terminated by the server, or the network "
-            f"failed: {type(exc).__name__}); nothing was written"
-        )
-    return DatabaseError(f"the run failed in PostgreSQL: {type(exc).__name__}: {exc}")
-
-
-@contextmanager
-def _mapped() -> Iterator[None]:
-    """The one place where asyncpg's and the socket's errors become cost-sync's DatabaseError."""
-    try:
-        yield
-    except (
-        asyncpg.PostgresError,
-        asyncpg.InterfaceError,
-        # A connection terminated mid-statement can leave asyncpg's protocol in a state it reports so.
-        asyncpg.InternalClientError,
-        OSError,
-        TimeoutError,
-    ) as exc:
-        raise database_error(exc) from None
+def _mapped() -> AbstractContextManager[None]:
+    """Driver and network errors of the run's statements, as the run's DatabaseError."""
+    return database_errors("the run failed in PostgreSQL")
 
 
 class RunStore(Protocol):
@@ -345,6 +317,7 @@ class Store:
                 est.hourly_ceiling,
                 est.product_id,
                 est.product_name,
+                est.cycle_alias,
             )
             ids.append(row.id)
             costs.append(est.monthly)

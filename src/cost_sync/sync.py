@@ -32,6 +32,7 @@ from cost_sync.hostwinds import HostwindsClient
 from cost_sync.matching import (
     PriceListKey,
     PricePlan,
+    check_plan_names,
     fingerprint,
     match_rows,
     plan_asks,
@@ -230,7 +231,11 @@ class SyncRun:
         return dict(sorted((Counter(self.client.calls) - self._calls_before).items()))
 
     async def execute(self) -> RunResult:
-        """Run once; on failure record a failed run, write nothing to ``vps_instances``, raise."""
+        """Run once; on failure record a failed run, write nothing to ``vps_instances``, raise.
+
+        The failure is recorded in the ledger; saying it (once) is the caller's: the command line
+        prints it, the daemon logs ``sync.failed``.
+        """
         structlog.contextvars.bind_contextvars(run_id=str(self.run_id), trigger=self.trigger)
         try:
             # A dry run writes nothing, so it need not wait for (or block) a real run.
@@ -249,9 +254,6 @@ class SyncRun:
                 # Committed: nothing below may turn the run into a failed one. Still under the
                 # run lock, so the snapshot shows exactly this run's prices.
                 return await self._after_commit(result)
-        except CostSyncError as exc:
-            log.error("sync.failed", error=str(exc))
-            raise
         finally:
             structlog.contextvars.unbind_contextvars("run_id", "trigger")
 
@@ -329,6 +331,10 @@ class SyncRun:
                 price_lists=fetched.price_lists,
                 managed=managed,
                 withheld=withheld,
+                aliases=settings.hostwinds.cycle_aliases,
+            )
+            names = check_plan_names(
+                (i for _, i in matches if i is not None), fetched.price_lists, managed=managed
             )
 
         for outcome in outcomes:
@@ -340,6 +346,16 @@ class SyncRun:
                     reason=outcome.result.reason.value,
                     detail=outcome.result.detail,
                 )
+        for row_id, product_name, plan_name in names.disagreements:
+            # Logged once per distinct pair: a wrong plan_key would otherwise log every instance.
+            log.warning(
+                "sync.plan_name_disagrees",
+                plan_key=settings.hostwinds.plan_key,
+                product_id=row_id,
+                product_name=product_name,
+                plan_name=plan_name,
+                note="priced anyway; `cost-sync doctor` shows which plan_key the data supports",
+            )
         if fetched.pending:
             log.info(
                 "sync.pending",
@@ -375,6 +391,7 @@ class SyncRun:
             update={
                 "warnings": [flag.message for flag in raised],
                 "rows_sharing_instance": sum(len(r) for r in shared.values()),
+                "plan_names": names.counts(),
             }
         )
         if self.dry_run:
@@ -403,6 +420,7 @@ class SyncRun:
             warnings=len(final.warnings),
             hostwinds_calls=final.hostwinds_calls,
             price_cache=final.price_cache.model_dump(),
+            plan_names=final.plan_names,
             duration_seconds=round(final.duration_seconds, 3),
         )
         return RunResult(report=final, outcomes=outcomes)
@@ -437,7 +455,9 @@ class SyncRun:
         self.progress.started = time.monotonic()
 
         async def price_list(key: PriceListKey) -> None:
-            fetched.price_lists[key] = await self.client.get_price_list(managed=key[0], drive_type=key[1])
+            fetched.price_lists[key] = await self.client.get_price_list(
+                managed=key[0], drive_type=key[1], plan_key=self.settings.hostwinds.plan_key
+            )
 
         async def worker() -> None:
             for serviceid in queue:
@@ -599,9 +619,10 @@ async def run_once(
 @contextlib.asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[tuple[HostwindsClient, asyncpg.Pool]]:
     """The Hostwinds client and the database pool a run needs; both closed on exit."""
+    # Every missing setting is named at once, not one per attempt.
+    settings.require("hostwinds.api_key", "database.url")
     api_key = settings.hostwinds.api_key
-    if api_key is None:
-        raise ConfigError("setting hostwinds.api_key: required (set COST_SYNC_HOSTWINDS_API_KEY)")
+    assert api_key is not None
     dsn = settings.database_dsn()
     hw = settings.hostwinds
     # local_address 0.0.0.0: Hostwinds keys are bound to an IPv4 allow-list, so never call over IPv6.

@@ -308,6 +308,56 @@ async def test_resync_command_without_daemon_runs_locally(
     assert costs == {"1": Decimal("9.99"), "2": None}
 
 
+async def test_daemon_waits_for_migrations_before_its_scheduler_and_says_why(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, empty_db_url: str
+) -> None:
+    """Without migrations no run starts and nothing asks Hostwinds; /readyz says to migrate; then it runs."""
+    hostwinds.instances = [instance(1)]
+    conn = await asyncpg.connect(empty_db_url)
+    await conn.execute(FIXTURE_TABLE)
+    pool = await asyncpg.create_pool(empty_db_url, min_size=1, max_size=2)
+    assert pool is not None
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    try:
+        async with httpx.AsyncClient() as http:
+            client = HostwindsClient(http, API_KEY, url=URL, requests_per_second=None, sleep=no_sleep)
+            daemon = Daemon(daemon_settings(), client, pool)
+            daemon.schema_retry_seconds = 0.1
+            stop = asyncio.Event()
+            task = asyncio.create_task(daemon.serve(stop, initial_sync=True))
+            try:
+                for _ in range(100):
+                    if daemon.schema_problem is not None and daemon.admin_url is not None:
+                        break
+                    await asyncio.sleep(0.02)
+                async with httpx.AsyncClient(base_url=daemon.admin_url or "", timeout=10) as admin:
+                    waiting = await admin.get("/readyz")
+                    assert waiting.status_code == 503
+                    assert "run `cost-sync migrate`" in waiting.json()["reason"]
+                    assert (await admin.get("/healthz")).status_code == 200
+                    assert daemon.scheduler is not None
+                    assert not daemon.scheduler.running
+                    assert sum(hostwinds.requests.values()) == 0
+
+                    await seed(conn, [("1", "active", None)])
+                    await migrate(conn)
+
+                    async def ready() -> bool:
+                        return (await admin.get("/readyz")).status_code == 200
+
+                    await wait_for(ready, timeout=10)
+                    assert hostwinds.requests["get_instances"] == 1
+            finally:
+                stop.set()
+                await task
+    finally:
+        await conn.close()
+        await pool.close()
+
+
 async def test_in_progress_gauge_is_one_during_a_run(
     hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
 ) -> None:

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from structlog.testing import capture_logs
 
 from cost_sync.daemon import Runner, RunRecord, RunState
 from cost_sync.errors import CostSyncError
@@ -204,3 +205,25 @@ def test_staleness_allows_one_missed_run(age: timedelta | None, stale: bool) -> 
     last = None if age is None else NOW - age
     reason = is_stale(last, cron_trigger("17 * * * *"), NOW)
     assert (reason is not None) is stale
+
+
+async def test_failed_run_is_logged_once_as_sync_failed() -> None:
+    """The daemon says each failed run once, as sync.failed with its run id, trigger and error."""
+
+    async def refused(record: RunRecord) -> RunReport:
+        raise CostSyncError("Hostwinds refused the API key")
+
+    runner = Runner(refused)
+    with capture_logs() as logs:
+        record = runner.request(None, "schedule")
+        await record.done.wait()
+    failed = [e for e in logs if e["event"] == "sync.failed"]
+    assert failed == [
+        {
+            "event": "sync.failed",
+            "log_level": "error",
+            "run_id": str(record.run_id),
+            "trigger": "schedule",
+            "error": "Hostwinds refused the API key",
+        }
+    ]
