@@ -22,6 +22,15 @@ SELECT pg_try_advisory_lock($1);
 -- name: unlock
 SELECT pg_advisory_unlock($1);
 
+-- name: lock_held
+-- Whether backend $1 still holds the run lock $2 (a bigint key: classid high, objid low 32 bits).
+-- A run whose lock connection was terminated must not write: another run may hold it now.
+SELECT EXISTS (
+    SELECT 1 FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND pid = $1
+      AND classid::bigint = ($2::bigint >> 32) AND objid::bigint = ($2::bigint & 4294967295)
+);
+
 -- name: read_observations
 -- The cached cycle prices of these services.
 SELECT serviceid, prices::text AS prices, fingerprint, observed, run_id

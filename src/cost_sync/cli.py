@@ -477,10 +477,15 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 async def _once(args: argparse.Namespace, settings: Settings) -> int:
     from cost_sync import progress
     from cost_sync.migrate import require_schema
+    from cost_sync.signals import sigterm_cancels_run
     from cost_sync.sync import open_resources, run_once
 
     settings.require("hostwinds.api_key", "database.url")
-    async with open_resources(settings) as (client, pool), progress.terminal_bar() as bar:
+    async with (
+        sigterm_cancels_run(),
+        open_resources(settings) as (client, pool),
+        progress.terminal_bar() as bar,
+    ):
         # Before the first Hostwinds call: a missing migration is exit 2, "run `cost-sync migrate`".
         await require_schema(pool)
         result = await run_once(
@@ -520,10 +525,15 @@ async def _resync(args: argparse.Namespace, settings: Settings) -> int:
     if settings.admin.url is None:
         from cost_sync import progress
         from cost_sync.migrate import require_schema
+        from cost_sync.signals import sigterm_cancels_run
         from cost_sync.sync import open_resources, run_once
 
         settings.require("hostwinds.api_key", "database.url")
-        async with open_resources(settings) as (client, pool), progress.terminal_bar() as bar:
+        async with (
+            sigterm_cancels_run(),
+            open_resources(settings) as (client, pool),
+            progress.terminal_bar() as bar,
+        ):
             await require_schema(pool)
             result = await run_once(
                 client=client,

@@ -51,7 +51,7 @@ from cost_sync.hostwinds import HostwindsClient
 from cost_sync.httpserve import AppServer
 from cost_sync.matching import resolve_targets
 from cost_sync.migrate import require_schema
-from cost_sync.models import Instance, RunReport
+from cost_sync.models import Instance, RunReport, storable_text
 from cost_sync.settings import Settings
 from cost_sync.store import Store
 from cost_sync.sync import Progress, run_once
@@ -62,6 +62,35 @@ log = structlog.get_logger(__name__)
 #: Finished runs kept for ``GET /runs/{id}``.
 RUNS_KEPT = 500
 MAX_INSTANCES_PER_REQUEST = 1000
+#: The longest id a resync may name: hostwinds_instance_id is VARCHAR(255).
+MAX_INSTANCE_ID_LENGTH = 255
+#: The largest POST /resync body read (1000 ids of 255 characters fit, with quoting).
+MAX_RESYNC_BODY_BYTES = 512 * 1024
+
+
+def _bad_instance_id(value: object) -> str | None:
+    """Why ``value`` cannot name a row in a resync (None: it can)."""
+    if not isinstance(value, str) or not value.strip():
+        return "ids must be non-empty strings"
+    if len(value) > MAX_INSTANCE_ID_LENGTH:
+        return f"an id is longer than {MAX_INSTANCE_ID_LENGTH} characters"
+    if not storable_text(value):
+        # PostgreSQL cannot hold it: the run would fail (with every target merged into it).
+        return "an id contains a NUL or invalid Unicode"
+    return None
+
+
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The request body, or None when it is longer than ``limit`` bytes (read no further)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 class RunState(StrEnum):
@@ -376,7 +405,7 @@ class Daemon:
         self.settings = settings
         self.client = client
         self.pool = pool
-        self.store = Store(pool)
+        self.store = Store(pool, write_lock_timeout=settings.database.lock_timeout_seconds)
         self.cron = schedule.cron_trigger(settings.sync.schedule)
         self.trigger = trigger or self.cron
         self.runner = Runner(self._execute)
@@ -505,9 +534,14 @@ class Daemon:
                 status_code=401,
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        raw = await _read_capped(request, MAX_RESYNC_BODY_BYTES)
+        if raw is None:
+            return JSONResponse(
+                {"error": f"the body is larger than {MAX_RESYNC_BODY_BYTES} bytes"}, status_code=413
+            )
         try:
-            body = json.loads(await request.body() or b"{}")
-        except ValueError:
+            body = json.loads(raw or b"{}")
+        except (ValueError, RecursionError):
             return JSONResponse({"error": "the body must be JSON"}, status_code=400)
         instances = body.get("instances") if isinstance(body, dict) else None
         full = body.get("full", False) if isinstance(body, dict) else False
@@ -526,6 +560,10 @@ class Daemon:
             )
         if self.schema_problem is not None:
             return JSONResponse({"error": self.schema_problem}, status_code=503)
+        problem = next(filter(None, map(_bad_instance_id, instances or [])), None)
+        if problem is not None:
+            # Refused before queueing: a bad id must not fail the other targets merged with it.
+            return JSONResponse({"error": problem}, status_code=400)
         if instances:
             try:
                 unknown = await self.unknown_targets(instances)

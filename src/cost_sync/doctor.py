@@ -131,6 +131,8 @@ async def _hostwinds(settings: Settings) -> AsyncIterator[HostwindsClient]:
             requests_per_second=hw.requests_per_second or None,
             max_concurrency=hw.max_concurrency,
             attempts=hw.attempts,
+            timeout=hw.timeout_seconds,
+            max_response_bytes=hw.max_response_bytes,
         )
 
 

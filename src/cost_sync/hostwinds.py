@@ -21,6 +21,10 @@ Guarantees:
       HostwindsResponseError    an error envelope, another HTTP status, or a body of the wrong shape
       ForbiddenActionError      an action outside the allow-list; nothing was sent
 
+- Every attempt has a deadline (``timeout``) covering the whole exchange, body included, and reads
+  at most ``max_response_bytes``: an endless or trickling body fails that attempt instead of
+  filling memory or holding the run. A body too large or too deeply nested to read is an error,
+  not a crash. Text from Hostwinds in an error passes :func:`cost_sync.redact.redact`.
 - Whether and when to try again is decided by :class:`RetryPolicy` alone (a predicate in the
   manner of stamina's: "retry after N seconds" or "give up"); :meth:`HostwindsClient.call` only
   sends, asks the policy, and judges the final outcome.
@@ -54,7 +58,17 @@ from cost_sync.errors import (
     HostwindsResponseError,
     HostwindsTransientError,
 )
-from cost_sync.models import INSTANCE_FIELDS, PRICED_CYCLES, Cycle, Instance, Plan, PriceCell, parse_instance
+from cost_sync.models import (
+    INSTANCE_FIELDS,
+    PRICED_CYCLES,
+    Cycle,
+    Instance,
+    Plan,
+    PriceCell,
+    dropped_fields,
+    parse_instance,
+)
+from cost_sync.redact import redact
 
 __all__ = [
     "AUTH_ERROR_MESSAGE",
@@ -97,6 +111,17 @@ _CYCLES_BY_KEY: dict[str, Cycle] = {c.value: c for c in PRICED_CYCLES}
 _RESERVED_PARAMS = frozenset({"action", "API"})
 
 
+class _Deadline(Exception):
+    """An attempt did not get its whole answer within the client's timeout."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no complete answer within {seconds:g} s")
+
+
+class _BodyUnreadable(Exception):
+    """A body that cannot be read safely: too large, or nested too deeply. Not retried."""
+
+
 class _BodyNotJSON(Exception):
     """A successful HTTP status carried a body that is not JSON (typically an HTML error page)."""
 
@@ -106,7 +131,11 @@ class _BodyNotJSON(Exception):
 
 
 #: What one HTTP attempt produced, before it is judged.
-_Outcome: TypeAlias = httpx.Response | httpx.HTTPError | _BodyNotJSON
+_Outcome: TypeAlias = httpx.Response | httpx.HTTPError | _BodyNotJSON | _Deadline | _BodyUnreadable
+
+#: The default size cap: a 100,000-instance answer is about 40 MiB in the sandbox's shape, and real
+#: answers carry more fields per instance; 256 MiB leaves room for that and bounds the damage.
+DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 
 
 #: An error envelope whose message says the caller is going too fast: worth waiting for.
@@ -123,7 +152,7 @@ def is_transient(outcome: httpx.Response | BaseException, body: Any = None) -> b
         return _is_slow_down(body)
     if isinstance(outcome, httpx.Response):
         return outcome.status_code == 429 or outcome.status_code >= 500
-    return isinstance(outcome, httpx.TimeoutException | httpx.TransportError | _BodyNotJSON)
+    return isinstance(outcome, httpx.TimeoutException | httpx.TransportError | _BodyNotJSON | _Deadline)
 
 
 @dataclass(frozen=True)
@@ -178,6 +207,8 @@ class HostwindsClient:
         backoff_initial: float = 0.5,
         backoff_max: float = 8.0,
         retry_after_max: float = 60.0,
+        timeout: float | None = 30.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if attempts < 1:
@@ -193,6 +224,8 @@ class HostwindsClient:
         self._next_start = 0.0
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._retry = RetryPolicy(attempts, backoff_initial, backoff_max, retry_after_max)
+        self._timeout = timeout
+        self._max_response_bytes = max_response_bytes
         self._sleep = sleep
         self._calls: collections.Counter[str] = collections.Counter()
         #: (action, outcome) -> HTTP requests sent; outcome is ok, error, auth_error or transient.
@@ -262,6 +295,8 @@ class HostwindsClient:
             ) from (outcome if isinstance(outcome, httpx.HTTPError) else None)
         if not isinstance(outcome, httpx.Response) or not outcome.is_success:
             self.requests[action, "error"] += 1
+            if isinstance(outcome, _BodyUnreadable):
+                raise HostwindsResponseError(f"{action}: the answer cannot be read ({outcome})")
             if isinstance(outcome, httpx.HTTPError):
                 raise HostwindsResponseError(
                     f"{action}: the request failed ({_describe(outcome)})"
@@ -307,16 +342,43 @@ class HostwindsClient:
         async with self._semaphore:
             await self._throttle()
             try:
-                response = await self._http.post(self._url, data=form)
+                # One deadline for connecting, sending and reading the whole body: httpx's own
+                # timeouts are per read, so a body trickling in forever would never trip them.
+                async with asyncio.timeout(self._timeout):
+                    response, content = await self._send(form)
+            except TimeoutError:
+                return _Deadline(self._timeout or 0), None
             except httpx.HTTPError as exc:
                 return exc, None
+            except _BodyUnreadable as exc:
+                return exc, None
         try:
-            # The bytes, not .text: a large answer is then not kept twice (bytes and str).
-            return response, _loads(response.content, instances=instances)
+            return response, _loads(content, instances=instances)
+        except RecursionError:
+            return _BodyUnreadable("JSON nested too deeply"), None
         except ValueError:
             if response.is_success:
                 return _BodyNotJSON(response.status_code), None
             return response, None
+
+    async def _send(self, form: dict[str, str]) -> tuple[httpx.Response, bytearray]:
+        """POST the form and read the body, at most ``max_response_bytes`` of it."""
+        limit = self._max_response_bytes
+        request = self._http.build_request("POST", self._url, data=form)
+        response = await self._http.send(request, stream=True)
+        try:
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise _BodyUnreadable(f"Content-Length {declared} is over max_response_bytes {limit}")
+            # The bytes, not .text: a large answer is then not kept twice (bytes and str).
+            content = bytearray()
+            async for chunk in response.aiter_bytes():
+                content += chunk
+                if len(content) > limit:
+                    raise _BodyUnreadable(f"larger than max_response_bytes {limit}")
+        finally:
+            await response.aclose()
+        return response, content
 
     async def _throttle(self) -> None:
         """Wait for this request's start slot, so starts are at least one interval apart."""
@@ -336,20 +398,15 @@ class HostwindsClient:
         if any(_is_auth_error(item) for item in errors):
             return HostwindsAuthError(AUTH_ERROR_MESSAGE)
         first = errors[0]
-        message = self._scrub(first.get("message")) or "no message"
-        code = self._scrub(first.get("ERROR"))
-        suffix = f" (code {code[:20]})" if code else ""
-        return HostwindsResponseError(
-            f"{action}: Hostwinds answered an error: {message[:_MESSAGE_MAX]}{suffix}"
-        )
+        message = self._scrub(first.get("message"), _MESSAGE_MAX) or "no message"
+        code = self._scrub(first.get("ERROR"), 20)
+        suffix = f" (code {code})" if code else ""
+        return HostwindsResponseError(f"{action}: Hostwinds answered an error: {message}{suffix}")
 
-    def _scrub(self, value: object) -> str:
+    def _scrub(self, value: object, limit: int) -> str:
         if value is None:
             return ""
-        text = " ".join(str(value).split())
-        if self._api_key:
-            text = text.replace(self._api_key, "[redacted]")
-        return text
+        return redact(value, limit=limit, secrets=(self._api_key,))
 
 
 #: Which price-list field an instance's ``product_id`` names (``[hostwinds] plan_key``).
@@ -512,7 +569,7 @@ def _price_rows(action: str, answer: Any) -> list[tuple[str, dict[str, Any]]]:
     return rows
 
 
-def _loads(body: bytes | str, *, instances: bool = False) -> Any:
+def _loads(body: bytes | bytearray | str, *, instances: bool = False) -> Any:
     # parse_constant too: NaN/Infinity become Decimals that pricing rejects, never floats.
     hook = _instance_hook if instances else None
     return json.loads(body, parse_float=Decimal, parse_constant=Decimal, object_hook=hook)
@@ -530,9 +587,22 @@ def _instance_hook(obj: dict[str, Any]) -> Any:
         return obj
     fields = {key: value for key, value in obj.items() if key in INSTANCE_FIELDS}
     try:
-        return parse_instance(fields)
+        return _checked(parse_instance(fields), fields)
     except ValidationError:
         return fields
+
+
+def _checked(instance: Instance, fields: Mapping[str, Any]) -> Instance:
+    """The instance, after logging any field it had to drop (a value PostgreSQL cannot store)."""
+    dropped = dropped_fields(fields, instance)
+    if dropped:
+        _log.warning(
+            "hostwinds.field_dropped",
+            serviceid=instance.serviceid,
+            fields=dropped,
+            note="out of range, a NUL or invalid Unicode: the field is unknown for this run",
+        )
+    return instance
 
 
 def _param_text(value: str | int) -> str:
@@ -566,7 +636,7 @@ def _describe(outcome: _Outcome, body: Any = None) -> str:
         return "an error envelope asking to slow down"
     if isinstance(outcome, httpx.Response):
         return f"HTTP {outcome.status_code}"
-    if isinstance(outcome, _BodyNotJSON):
+    if isinstance(outcome, _BodyNotJSON | _Deadline | _BodyUnreadable):
         return str(outcome)
     if isinstance(outcome, httpx.TimeoutException):
         return f"timeout ({type(outcome).__name__})"
@@ -634,7 +704,7 @@ def _instance(action: str, item: Any, where: str) -> Instance:
     if not isinstance(item, dict):
         raise HostwindsResponseError(f"{action}: {where}expected an object, got {_kind(item)}")
     try:
-        return parse_instance(item)
+        return _checked(parse_instance(item), item)
     except ValidationError as exc:
         # from None: the chained ValidationError's text shows input values, passwords included.
         raise HostwindsResponseError(f"{action}: {where}{_validation_summary(exc)}") from None

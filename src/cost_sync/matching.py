@@ -27,6 +27,7 @@ from cost_sync.models import (
     RowOutcome,
     Unpriced,
     VpsRow,
+    override_key,
 )
 
 __all__ = [
@@ -115,7 +116,7 @@ def wanted_instances(matches: Sequence[Match], overrides: Mapping[str, Decimal])
     return {
         instance.serviceid: instance
         for row, instance in matches
-        if instance is not None and (row.hostwinds_instance_id or "").strip() not in overrides
+        if instance is not None and override_key(row.hostwinds_instance_id) not in overrides
     }
 
 
@@ -282,7 +283,7 @@ def price_matched(
     withheld = withheld or {}
     with gc_paused():
         for row, instance in matches:
-            override = overrides.get((row.hostwinds_instance_id or "").strip()) if overrides else None
+            override = overrides.get(override_key(row.hostwinds_instance_id)) if overrides else None
             if override is None and instance is not None and instance.serviceid in withheld:
                 outcomes.append(RowOutcome(row, instance, withheld[instance.serviceid]))
                 continue

@@ -25,6 +25,7 @@ from cost_sync.models import (
     UnpricedReason,
     VpsRow,
 )
+from cost_sync.redact import redact
 
 __all__ = [
     "MAX_MONTHLY",
@@ -300,6 +301,5 @@ def _quote(text: str | None) -> str:
     """Quote text from Hostwinds for a detail, cut short so a detail stays short."""
     if text is None:
         return "missing"
-    if len(text) > _DETAIL_TEXT_MAX:
-        text = text[: _DETAIL_TEXT_MAX - 3] + "..."
-    return repr(text)
+    # A cell may carry anything Hostwinds put there (one carried a root password).
+    return repr(redact(text, limit=_DETAIL_TEXT_MAX))

@@ -68,6 +68,7 @@ def summary(report: RunReport) -> list[str]:
     ]
     for label, value, detail in pairs:
         lines.append(f"  {label:<22} {value:>6}" + (f"  ({detail})" if detail else ""))
+    lines += [f"  warning: {warning}" for warning in report.warnings]
     if report.price_cache.pending:
         lines.append(
             f"  {report.price_cache.pending} services pending: the run's time budget ran out before "

@@ -29,7 +29,7 @@ import structlog
 
 from cost_sync import attribution_store
 from cost_sync.db import database_errors
-from cost_sync.errors import LockTimeout
+from cost_sync.errors import DatabaseError, LockTimeout
 from cost_sync.models import (
     Cycle,
     Estimate,
@@ -153,9 +153,13 @@ class RunStore(Protocol):
 class Store:
     """The real :class:`RunStore`, on an asyncpg pool it does not own."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, write_lock_timeout: float | None = None) -> None:
         self._pool = pool
         self._q = queries("sync")
+        #: How long the write may wait for a row locked by another transaction (None: unbounded).
+        self._write_lock_timeout = write_lock_timeout
+        #: The backend holding the run lock while :meth:`lock` is entered.
+        self._lock_pid: int | None = None
 
     @asynccontextmanager
     async def lock(self, *, timeout: float) -> AsyncIterator[None]:
@@ -175,17 +179,20 @@ class Store:
                             f"another run is in progress (waited {timeout:g} s for it to finish)"
                         )
                     await asyncio.sleep(_LOCK_POLL_SECONDS)
+            self._lock_pid = conn.get_server_pid()
             try:
                 yield
             finally:
+                self._lock_pid = None
                 await self._unlock(conn)
         finally:
             await self._pool.release(conn)
 
     async def _unlock(self, conn: Conn) -> None:
-        if conn.is_closed():
-            return
         try:
+            # is_closed() too: once its connection is lost, asyncpg detaches the pool's proxy.
+            if conn.is_closed():
+                return
             await conn.execute(self._q["unlock"], SYNC_LOCK_KEY)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             # A broken connection: PostgreSQL drops a session's advisory locks with it. Saying so
@@ -275,20 +282,60 @@ class Store:
         Held changes are stored instead of applied, held changes the run no longer proposes are
         cleared, and changed row states are written, all in the same transaction.
         """
+        wait = self._write_lock_timeout
+        try:
+            with _mapped():
+                async with self._pool.acquire() as conn, conn.transaction():
+                    if wait is not None:
+                        # PostgreSQL reads 0 as "no limit": the least bound is 1 ms.
+                        await conn.execute(f"SET LOCAL lock_timeout = {max(1, round(wait * 1000))}")
+                    report = await self._commit(
+                        conn,
+                        run_id,
+                        outcomes,
+                        statuses=statuses,
+                        finish=finish,
+                        held=held,
+                        decided=decided,
+                        row_states=row_states,
+                    )
+        except DatabaseError as exc:
+            if isinstance(exc.__cause__ or exc.__context__, asyncpg.LockNotAvailableError):
+                raise DatabaseError(
+                    f"the write waited {wait:g} s for vps_instances rows locked by another transaction "
+                    "and gave up; nothing was written (database.lock_timeout_seconds)"
+                ) from None
+            raise
+        return report
+
+    async def _commit(
+        self,
+        conn: Conn,
+        run_id: uuid.UUID,
+        outcomes: Sequence[RowOutcome],
+        *,
+        statuses: Sequence[str],
+        finish: Callable[[int], RunReport],
+        held: Sequence[HeldChange],
+        decided: Sequence[uuid.UUID],
+        row_states: Sequence[RowState],
+    ) -> RunReport:
+        if self._lock_pid is not None and not await conn.fetchval(
+            self._q["lock_held"], self._lock_pid, SYNC_LOCK_KEY
+        ):
+            raise DatabaseError(
+                "the run lost its lock (the connection holding it was terminated); nothing was "
+                "written, and the next run recovers"
+            )
         held_ids = {h.row_id for h in held}
-        with _mapped():
-            async with self._pool.acquire() as conn, conn.transaction():
-                updated = await self._write_estimates(
-                    conn,
-                    [o for o in outcomes if o.row.id not in held_ids],
-                    statuses=statuses,
-                    run_id=run_id,
-                )
-                await self._write_held(conn, run_id, held, decided)
-                await self._write_row_states(conn, run_id, row_states)
-                # The ledger row goes in last, with the final count, in the same transaction.
-                report = finish(updated)
-                await self._insert_run(conn, report)
+        updated = await self._write_estimates(
+            conn, [o for o in outcomes if o.row.id not in held_ids], statuses=statuses, run_id=run_id
+        )
+        await self._write_held(conn, run_id, held, decided)
+        await self._write_row_states(conn, run_id, row_states)
+        # The ledger row goes in last, with the final count, in the same transaction.
+        report = finish(updated)
+        await self._insert_run(conn, report)
         return report
 
     async def record_run(self, report: RunReport) -> None:

@@ -25,7 +25,7 @@ import asyncpg
 import httpx
 import structlog
 
-from cost_sync import __version__, guard, pricing
+from cost_sync import __version__, flags, guard, pricing
 from cost_sync.db import create_pool
 from cost_sync.errors import ConfigError, CostSyncError, GuardRefused, HostwindsResponseError
 from cost_sync.hostwinds import HostwindsClient
@@ -53,6 +53,7 @@ from cost_sync.models import (
     Unpriced,
     UnpricedReason,
 )
+from cost_sync.redact import redact
 from cost_sync.settings import Settings
 from cost_sync.store import RunStore, Store
 
@@ -62,6 +63,8 @@ log = structlog.get_logger(__name__)
 
 #: Answers kept in memory before they are committed to the observation cache.
 OBSERVATION_BATCH = 200
+#: The longest error text a failed run's ledger row keeps.
+_LEDGER_ERROR_MAX = 1000
 #: Off a terminal, the least time between two ``sync.progress`` log lines.
 PROGRESS_LOG_SECONDS = 10.0
 # Asked first when the budget cannot cover every service: an upgraded plan before a routine refresh.
@@ -270,8 +273,11 @@ class SyncRun:
         # Instances first: parsing a large answer is the run's memory peak, best met without the rows.
         with self.phase("hostwinds"):
             instances = await self.client.get_instances()
+        instances_listed = len(instances)
+        instances, conflicting = flags.conflicting_instances(instances)
         with self.phase("database"):
             rows = await self.store.read_rows(statuses)
+        unused = flags.unused_overrides(settings.overrides, rows)
 
         unknown: dict[str, str] = {}
         if self.targets:
@@ -285,6 +291,10 @@ class SyncRun:
         with self.phase("pricing"):
             matches = match_rows(rows, instances)
             wanted = wanted_instances(matches, settings.overrides)
+            shared = flags.shared_instances(matches)
+        for serviceid in conflicting:
+            # Fail closed for that service: neither twin's plan is trusted, nothing is asked.
+            wanted.pop(serviceid, None)
         with self.phase("database"):
             last = await self.store.last_good_run()
         if last is not None and not self.accept_changes:
@@ -329,6 +339,15 @@ class SyncRun:
             {
                 sid: Unpriced(UnpricedReason.PENDING, "not reached within this run's time budget")
                 for sid in fetched.pending
+            }
+        )
+        withheld.update(
+            {
+                sid: Unpriced(
+                    UnpricedReason.DUPLICATE_INSTANCE,
+                    f"Hostwinds listed service {sid} more than once with different data",
+                )
+                for sid in conflicting
             }
         )
         with self.phase("pricing"):
@@ -411,8 +430,22 @@ class SyncRun:
             failed=len(fetched.failed),
             pending=len(fetched.pending),
         )
+        raised = flags.result_flags(
+            outcomes,
+            instances_listed=instances_listed,
+            shared=shared,
+            unused=unused,
+            conflicting=conflicting,
+        )
+        for flag in raised:
+            log.warning("sync.flagged", kind=flag.kind, message=flag.message)
         draft = self._report(outcomes, unknown=unknown, cache=cache, held=held).model_copy(
-            update={"plans_in_use": plans_in_use, "plan_names": names.counts()}
+            update={
+                "warnings": [flag.message for flag in raised],
+                "rows_sharing_instance": sum(len(r) for r in shared.values()),
+                "plans_in_use": plans_in_use,
+                "plan_names": names.counts(),
+            }
         )
         if self.dry_run:
             final = draft
@@ -445,6 +478,7 @@ class SyncRun:
             updated=final.updated,
             held=final.held,
             unpriced_by_reason=final.unpriced_by_reason,
+            warnings=len(final.warnings),
             hostwinds_calls=final.hostwinds_calls,
             price_cache=final.price_cache.model_dump(),
             plan_names=final.plan_names,
@@ -596,6 +630,8 @@ class SyncRun:
         message = str(exc) if isinstance(exc, CostSyncError) else f"{type(exc).__name__}: {exc}"
         if isinstance(exc, asyncio.CancelledError):
             message = "cancelled (shutdown) before the run could commit"
+        # A database error's DETAIL may quote a value that came from Hostwinds: bound and redact it.
+        message = redact(message, limit=_LEDGER_ERROR_MAX)
         report = RunReport(
             run_id=self.run_id,
             trigger=self.trigger,
@@ -641,7 +677,7 @@ async def run_once(
     if store is None:
         if pool is None:
             raise TypeError("run_once needs a pool or a store")
-        store = Store(pool)
+        store = Store(pool, write_lock_timeout=settings.database.lock_timeout_seconds)
     run = SyncRun(
         client=client,
         store=store,
@@ -688,6 +724,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[tuple[HostwindsCli
                     requests_per_second=hw.requests_per_second or None,
                     max_concurrency=hw.max_concurrency,
                     attempts=hw.attempts,
+                    timeout=hw.timeout_seconds,
+                    max_response_bytes=hw.max_response_bytes,
                 ),
                 pool,
             )

@@ -25,7 +25,7 @@ from cost_sync.db import create_pool
 from cost_sync.errors import ConfigError, CostSyncError
 from cost_sync.matching import match_rows, resolve_targets
 from cost_sync.migrate import require_schema
-from cost_sync.models import Estimate, RunReport, Unpriced
+from cost_sync.models import Estimate, RunReport, Unpriced, override_key
 from cost_sync.settings import Settings
 from cost_sync.store import Store
 from cost_sync.sync import open_resources, run_once
@@ -78,7 +78,7 @@ async def _explain(args: argparse.Namespace, settings: Settings) -> int:
         )
         held = await trust.held([row_id])
     hw_id = (row.hostwinds_instance_id or "").strip()
-    override = settings.overrides.get(hw_id)
+    override = settings.overrides.get(override_key(hw_id))
     now = explain.compute_now(
         override=override,
         serviceid=state.serviceid if state else None,
@@ -456,7 +456,7 @@ async def _quote(args: argparse.Namespace, settings: Settings) -> int:
     data = result.as_json()
     data["row_id"] = str(row.id)
     data["hostwinds_instance_id"] = row.hostwinds_instance_id
-    override = settings.overrides.get((row.hostwinds_instance_id or "").strip())
+    override = settings.overrides.get(override_key(row.hostwinds_instance_id))
     data["override"] = _money(override)
     if args.json:
         print(json.dumps(data, indent=2))

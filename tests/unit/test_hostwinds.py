@@ -166,7 +166,7 @@ async def test_long_error_message_is_truncated(api: respx.Route, client: Hostwin
     with pytest.raises(HostwindsResponseError) as caught:
         await client.call("get_instances")
 
-    assert str(caught.value) == "get_instances: Hostwinds answered an error: " + "x" * 200
+    assert str(caught.value) == "get_instances: Hostwinds answered an error: " + "x" * 197 + "..."
 
 
 # Authentication
