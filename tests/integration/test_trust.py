@@ -82,6 +82,10 @@ async def test_tenfold_glitch_is_held_listed_and_approved_one_then_all(
     assert listed["count"] == 3
     assert {(r["old"], r["proposed"], r["ratio"]) for r in listed["rows"]} == {("9.99", "99.90", "9.0000")}
     assert all("max_change_ratio" in r["reason"] for r in listed["rows"])
+    code, text = await cost_sync(capsys, "held")
+    assert code == 0
+    assert text.count("$99.90") == 3
+    assert "9.0000" in text
 
     code, out = await cost_sync(capsys, "approve", "--instance", "1", "--dry-run")
     assert code == 0
@@ -362,6 +366,9 @@ async def test_quote_agrees_with_the_run_after_the_upgrade(
     assert (quote["monthly"], quote["current"], quote["difference"]) == ("17.99", "9.99", "8.00")
     assert set(hostwinds.requests) <= {"get_instances", "get_price_list", "get_billingcycle_prices"}
     assert hostwinds.requests["get_billingcycle_prices"] == asked["get_billingcycle_prices"]
+    code, text = await cost_sync(capsys, "quote", "--instance", "1", "--plan", "102", "--cycle", "annually")
+    assert code == 0
+    assert "$17.99 a month (215.89 / 12); now $9.99, difference 8.00" in text
     hostwinds.instances = [instance(1, product_id=102, cycle="Annually")]
     assert (await cost_sync(capsys, "resync", "--instance", "1"))[0] == 0
     assert (await values(conn))["1"] == Decimal(quote["monthly"])
