@@ -139,6 +139,13 @@ def _sync_options(group: argparse._ActionsContainer) -> None:
         default=argparse.SUPPRESS,
         help="ask Hostwinds every instance's price afresh instead of using cached prices",
     )
+    group.add_argument(
+        "--accept-changes",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="apply every change, also those over [guard] max_change_ratio, and skip the "
+        "vanished-rows check ([guard] max_unmatched_ratio)",
+    )
 
 
 def _daemon_options(parser: argparse._ActionsContainer) -> None:
@@ -187,6 +194,12 @@ def _verb_resync(verbs: Any, common: argparse.ArgumentParser) -> None:
         "--full",
         action="store_true",
         help="with --all: ask Hostwinds every instance's price afresh (named instances always are)",
+    )
+    p.add_argument(
+        "--accept-changes",
+        action="store_true",
+        help="with --all: apply changes over [guard] max_change_ratio instead of holding them "
+        "(named instances always apply)",
     )
     _json_option(p, "the run report")
     p.add_argument(
@@ -305,6 +318,83 @@ def _verb_attribution(verbs: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=_attribution)
 
 
+def _verb_explain(verbs: Any, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
+        "explain",
+        parents=[common],
+        help="why one row costs what it does: its derivation, history and what a run would compute now",
+        description="Show a row's value, the derivation of its last change, its whole history (newest "
+        "first) and, if it differs, what a run would compute now from cached prices. Database only.",
+    )
+    p.add_argument(
+        "id",
+        metavar="ID",
+        help="as --instance takes it: hostwinds_instance_id, serviceid, server_uuid or row id",
+    )
+    _json_option(p, "the explanation")
+    p.set_defaults(handler=_trust)
+
+
+def _verb_held(verbs: Any, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
+        "held",
+        parents=[common],
+        help="list changes held for approval ([guard] max_change_ratio)",
+        description="List held changes: row, old, proposed, ratio, reason, since. Database only.",
+    )
+    _json_option(p, "the held changes")
+    p.set_defaults(handler=_trust)
+
+
+def _verb_approve(verbs: Any, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
+        "approve",
+        parents=[common],
+        help="apply held changes after re-checking each against current prices",
+        description="Re-check each held change against what a run would compute now (cached prices, "
+        "read-only at Hostwinds) and apply those that still stand in one transaction, recorded in "
+        "history as approved. A stale one is refused with the reason (exit 1).",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--instance", action="append", metavar="ID", help="a held row (repeatable)")
+    which.add_argument("--all", action="store_true", help="every held change")
+    p.add_argument("--dry-run", action="store_true", help="re-check and show, apply nothing")
+    _json_option(p, "what was approved and refused")
+    p.set_defaults(handler=_trust)
+
+
+def _verb_report(verbs: Any, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
+        "report",
+        parents=[common],
+        help="the fleet's monthly totals, unpriced rows, held changes and drift, from the database",
+        description="Totals by status, plan, cycle, price source and region; unpriced rows with reasons; "
+        "held changes; drift against monthly_cost; the oldest price observation; instances with an "
+        "upgrade available. Database only.",
+    )
+    output = p.add_mutually_exclusive_group()
+    _json_option(output, "the report (amounts as strings)")
+    output.add_argument("--csv", action="store_true", help="print CSV")
+    p.set_defaults(handler=_trust)
+
+
+def _verb_quote(verbs: Any, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
+        "quote",
+        parents=[common],
+        help="what an instance would cost a month on another plan or cycle",
+        description="Price an instance on another plan (and cycle) from the price list with the same rules "
+        "a run uses, next to its current value. Read-only at Hostwinds; writes nothing.",
+    )
+    p.add_argument("--instance", required=True, metavar="ID", help="the row, as --instance takes it")
+    p.add_argument(
+        "--plan", required=True, type=_non_negative, metavar="PLAN_ID", help="the price-list plan id"
+    )
+    p.add_argument("--cycle", metavar="CYCLE", help="the billing cycle (default: the instance's own)")
+    _json_option(p, "the quote")
+    p.set_defaults(handler=_trust)
+
+
 def _verb_completion(verbs: Any, common: argparse.ArgumentParser) -> None:
     p = verbs.add_parser(
         "completion",
@@ -326,6 +416,11 @@ VERBS: list[Callable[[Any, argparse.ArgumentParser], None]] = [
     _verb_sandbox,
     _verb_doctor,
     _verb_attribution,
+    _verb_explain,
+    _verb_held,
+    _verb_approve,
+    _verb_report,
+    _verb_quote,
     _verb_completion,
 ]
 
@@ -356,11 +451,12 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
     from cost_sync import render
 
     if as_json:
-        print(render.as_json(result.report, result.outcomes))
+        print(render.as_json(result.report, result.outcomes, result.held))
         return
     lines = render.summary(result.report)
     if result.report.dry_run:
-        lines += render.changes(result.outcomes)
+        lines += render.changes(result.outcomes, result.held)
+    lines += render.held_changes(result.held)
     lines += render.unpriced_rows(result.outcomes)
     print("\n".join(lines))
 
@@ -401,6 +497,7 @@ async def _once(args: argparse.Namespace, settings: Settings) -> int:
             dry_run=getattr(args, "dry_run", False),
             full=getattr(args, "full", False),
             progress=bar,
+            accept_changes=getattr(args, "accept_changes", False),
         )
     print_result(result, as_json=args.json)
     return _committed(result)
@@ -423,6 +520,8 @@ async def _resync(args: argparse.Namespace, settings: Settings) -> int:
     targets = None if args.all else args.instance
     # Named instances are asked afresh: that is the after-upgrade case.
     full = args.full or targets is not None
+    # Ops named these instances to get their new price: apply it, however large the change.
+    accept = args.accept_changes or targets is not None
     if settings.admin.url is None:
         from cost_sync import progress
         from cost_sync.migrate import require_schema
@@ -444,13 +543,14 @@ async def _resync(args: argparse.Namespace, settings: Settings) -> int:
                 targets=targets,
                 full=full,
                 progress=bar,
+                accept_changes=accept,
             )
         print_result(result, as_json=args.json)
         return _committed(result)
     from cost_sync import admin
 
     settings.require("admin.token")
-    record = await admin.resync(settings, targets, wait=args.wait, full=full)
+    record = await admin.resync(settings, targets, wait=args.wait, full=full, accept_changes=accept)
     return admin.show(record, as_json=args.json)
 
 
@@ -576,6 +676,12 @@ async def _attribution(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _trust(args: argparse.Namespace, settings: Settings) -> int:
+    from cost_sync import trust_cli
+
+    return await trust_cli.HANDLERS[args.command](args, settings)
+
+
 async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from cost_sync.db import connect
     from cost_sync.migrate import check, migrate, rollback
@@ -659,9 +765,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(plain(args, parser))
         handler: Handler = getattr(args, "handler", None) or _run
         if handler is _run and not getattr(args, "once", False):
-            given = [name for name in ("instance", "dry_run", "json", "full") if hasattr(args, name)]
+            given = [
+                name
+                for name in ("instance", "dry_run", "json", "full", "accept_changes")
+                if hasattr(args, name)
+            ]
             if given:
-                raise UsageError(parser, "--instance, --dry-run, --json and --full go with --once")
+                raise UsageError(
+                    parser, "--instance, --dry-run, --json, --full and --accept-changes go with --once"
+                )
         args.json = getattr(args, "json", False)
         return _execute(handler, args, as_json=as_json)
     except UsageError as exc:

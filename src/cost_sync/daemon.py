@@ -55,6 +55,7 @@ from cost_sync.models import Instance, RunReport, storable_text
 from cost_sync.settings import Settings
 from cost_sync.store import Store
 from cost_sync.sync import Progress, run_once
+from cost_sync.trust_store import TrustStore
 
 log = structlog.get_logger(__name__)
 
@@ -110,6 +111,8 @@ class RunRecord:
     instances: list[str] | None
     #: Ask every service of the run afresh instead of using cached prices.
     full: bool = False
+    #: Apply changes over [guard] max_change_ratio instead of holding them (named resyncs do).
+    accept_changes: bool = False
     state: RunState = RunState.QUEUED
     requests: int = 1
     report: RunReport | None = None
@@ -117,10 +120,11 @@ class RunRecord:
     progress: Progress = field(default_factory=Progress, repr=False)
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
-    def merge(self, instances: list[str] | None, *, full: bool) -> None:
+    def merge(self, instances: list[str] | None, *, full: bool, accept_changes: bool = False) -> None:
         """Widen this queued run to also cover ``instances`` (None: the whole fleet)."""
         self.requests += 1
         self.full = self.full or full
+        self.accept_changes = self.accept_changes or accept_changes
         if self.instances is None or instances is None:
             self.instances = None
         else:
@@ -166,20 +170,28 @@ class Runner:
         """The run in flight, if any."""
         return self._current
 
-    def request(self, instances: list[str] | None, trigger: str, *, full: bool = False) -> RunRecord:
+    def request(
+        self, instances: list[str] | None, trigger: str, *, full: bool = False, accept_changes: bool = False
+    ) -> RunRecord:
         """Queue a run (or widen the queued one of its kind); return the record that will carry it out."""
         if self._closed:
             raise CostSyncError("the daemon is shutting down")
         queued = self._fleet if instances is None else self._targeted
         if queued is None:
-            queued = RunRecord(uuid.uuid4(), trigger, list(instances) if instances else None, full=full)
+            queued = RunRecord(
+                uuid.uuid4(),
+                trigger,
+                list(instances) if instances else None,
+                full=full,
+                accept_changes=accept_changes,
+            )
             if instances is None:
                 self._fleet = queued
             else:
                 self._targeted = queued
             self._remember(queued)
         else:
-            queued.merge(instances, full=full)
+            queued.merge(instances, full=full, accept_changes=accept_changes)
         if self._driver is None or self._driver.done():
             self._driver = asyncio.create_task(self._drive(), name="cost-sync-runner")
         return queued
@@ -341,6 +353,16 @@ class Metrics:
         # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
         ProcessCollector(registry=r)
         r.register(_HostwindsRequests(client))
+        self.fleet_total = Gauge(
+            "cost_sync_fleet_monthly_usd",
+            "Sum of approximate_cost over the rows in scope after the last run.",
+            registry=r,
+        )
+        self.held = Gauge(
+            "cost_sync_changes_held",
+            "Changes held for approval ([guard] max_change_ratio) after the last run.",
+            registry=r,
+        )
 
     def observe(self, trigger: str, report: RunReport | None, *, full: bool) -> None:
         """Count one finished run (report None: it failed)."""
@@ -413,6 +435,7 @@ class Daemon:
                 run_id=record.run_id,
                 strict_targets=False,
                 progress=record.progress,
+                accept_changes=record.accept_changes,
             )
         except BaseException:
             self.metrics.observe(record.trigger, None, full=record.instances is None)
@@ -427,6 +450,11 @@ class Daemon:
             self.known_instances.update(matched)
         with contextlib.suppress(CostSyncError):
             self.metrics.oldest_observation.oldest = await self.store.oldest_observation()
+        with contextlib.suppress(CostSyncError):
+            trust = TrustStore(self.pool)
+            total = await trust.fleet_total(self.settings.sync.statuses)
+            self.metrics.fleet_total.set(float(total))  # float-ok: Prometheus samples are floats
+            self.metrics.held.set(await trust.held_count())
         return result.report
 
     async def unknown_targets(self, targets: list[str]) -> dict[str, str]:
@@ -517,6 +545,7 @@ class Daemon:
             return JSONResponse({"error": "the body must be JSON"}, status_code=400)
         instances = body.get("instances") if isinstance(body, dict) else None
         full = body.get("full", False) if isinstance(body, dict) else False
+        accept = body.get("accept_changes", False) if isinstance(body, dict) else False
         if not isinstance(body, dict) or (
             "instances" in body
             and not (
@@ -551,9 +580,17 @@ class Daemon:
                 )
         if not isinstance(full, bool):
             return JSONResponse({"error": '"full" must be true or false'}, status_code=400)
+        if not isinstance(accept, bool):
+            return JSONResponse({"error": '"accept_changes" must be true or false'}, status_code=400)
         try:
             # Named instances are asked afresh: that is the after-upgrade case.
-            record = self.runner.request(instances, "resync", full=full or instances is not None)
+            # Named instances apply their new price too, however large the change.
+            record = self.runner.request(
+                instances,
+                "resync",
+                full=full or instances is not None,
+                accept_changes=accept or instances is not None,
+            )
         except CostSyncError as exc:
             return JSONResponse({"error": str(exc)}, status_code=503)
         log.info("daemon.resync_requested", run_id=str(record.run_id), instances=instances)

@@ -201,6 +201,8 @@ class Instance:
     hourly: Flag = False
     disk_type: StoredStr = None
     status: StoredStr = None
+    #: Hostwinds offers this instance a newer plan (``cost-sync report`` lists these).
+    upgrade_available: Flag = False
 
 
 _INSTANCE = TypeAdapter(Instance)
@@ -265,6 +267,8 @@ class VpsRow:
     hostwinds_instance_id: str | None
     status: str | None
     approximate_cost: Decimal | None
+    #: What the last run saw of the row, as :meth:`RowState.key` (None: no run has seen it).
+    seen: tuple[object, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +308,43 @@ class RowOutcome:
     def changed(self) -> bool:
         """True when the row gets a new stored value."""
         return isinstance(self.result, Estimate) and self.result.monthly != self.row.approximate_cost
+
+
+@dataclass(frozen=True, slots=True)
+class HeldChange:
+    """A change a run proposed but did not apply: it exceeded ``[guard] max_change_ratio``."""
+
+    row_id: uuid.UUID
+    hostwinds_instance_id: str | None
+    old: Decimal | None
+    proposed: Estimate
+    ratio: Decimal
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RowState:
+    """What a run saw of one row: its instance, its plan, why it was unpriced, upgrade offered."""
+
+    row_id: uuid.UUID
+    matched: bool
+    serviceid: int | None = None
+    server_uuid: str | None = None
+    product_id: int | None = None
+    unpriced_reason: str | None = None
+    unpriced_detail: str | None = None
+    upgrade_available: bool = False
+
+    def key(self) -> tuple[object, ...]:
+        """What a run compares to decide whether the kept state changed (server_uuid follows serviceid)."""
+        return (
+            self.matched,
+            self.serviceid,
+            self.product_id,
+            self.unpriced_reason,
+            self.unpriced_detail,
+            self.upgrade_available,
+        )
 
 
 class PriceCacheReport(_Frozen):
@@ -348,6 +389,10 @@ class RunReport(_Frozen):
     #: Targets that named no row in scope (a daemon run syncs the others), with the reason.
     unknown_instances: dict[str, str] = Field(default_factory=dict)
     price_cache: PriceCacheReport = Field(default_factory=PriceCacheReport)
+    #: Changes this run proposed but held for a person ([guard] max_change_ratio).
+    held: int = 0
+    #: Price-list plans the run's matched instances are on (the next run checks none went missing).
+    plans_in_use: list[int] | None = None
     #: Instances whose joined price-list row's name agrees (or not) with their product_name.
     plan_names: dict[str, int] = Field(default_factory=lambda: {"agree": 0, "disagree": 0})
     #: Rows in scope that share their Hostwinds instance with another row (each is priced).

@@ -301,6 +301,15 @@ class AdminSettings(_Section):
     url: OptHttpUrl = None
 
 
+class GuardSettings(_Section):
+    """``[guard]``: when a run holds a change for a person, or applies nothing at all."""
+
+    #: A change larger than this share of a positive previous value is held, not applied.
+    max_change_ratio: Decimal = Field(default=Decimal("0.5"), ge=0)
+    #: More than this share of rows lost (or of plans gone from the price list): apply nothing.
+    max_unmatched_ratio: Decimal = Field(default=Decimal("0.2"), ge=0, le=1)
+
+
 class LogSettings(_Section):
     """``[log]``: what the log on stderr shows and how."""
 
@@ -335,6 +344,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    guard: GuardSettings = Field(default_factory=GuardSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     attribution: AttributionSettings = Field(default_factory=AttributionSettings)
     #: Finance overrides: ``hostwinds_instance_id`` (trimmed, lower case) -> monthly USD.
@@ -388,6 +398,7 @@ _SECTION_ENV = {
     "hostwinds": "HOSTWINDS_",
     "database": "DATABASE_",
     "admin": "ADMIN_",
+    "guard": "GUARD_",
     "log": "LOG_",
     "attribution": "ATTRIBUTION_",
     "sync": "",
@@ -397,6 +408,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "database": DatabaseSettings,
     "sync": SyncSettings,
     "admin": AdminSettings,
+    "guard": GuardSettings,
     "log": LogSettings,
     "attribution": AttributionSettings,
 }

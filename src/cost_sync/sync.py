@@ -25,9 +25,9 @@ import asyncpg
 import httpx
 import structlog
 
-from cost_sync import __version__, flags, pricing
+from cost_sync import __version__, flags, guard, pricing
 from cost_sync.db import create_pool
-from cost_sync.errors import ConfigError, CostSyncError, HostwindsResponseError
+from cost_sync.errors import ConfigError, CostSyncError, GuardRefused, HostwindsResponseError
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.matching import (
     PriceListKey,
@@ -43,6 +43,7 @@ from cost_sync.matching import (
 from cost_sync.models import (
     AskReason,
     Estimate,
+    HeldChange,
     Instance,
     Observation,
     Plan,
@@ -76,13 +77,16 @@ class RunResult:
 
     report: RunReport
     outcomes: list[RowOutcome] = field(default_factory=list)
+    #: Changes the run proposed but held for a person instead of applying.
+    held: list[HeldChange] = field(default_factory=list)
     #: Why the tenant attribution snapshot after this committed run could not be written.
     attribution_error: CostSyncError | None = None
 
     @property
     def changes(self) -> list[RowOutcome]:
-        """Rows whose stored value this run changes (or, dry, would change)."""
-        return [o for o in self.outcomes if o.changed]
+        """Rows whose stored value this run changes (or, dry, would change); held ones excluded."""
+        held = {h.row_id for h in self.held}
+        return [o for o in self.outcomes if o.changed and o.row.id not in held]
 
 
 @dataclass
@@ -195,6 +199,7 @@ class SyncRun:
         run_id: uuid.UUID | None = None,
         strict_targets: bool = True,
         progress: Progress | None = None,
+        accept_changes: bool = False,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -208,6 +213,8 @@ class SyncRun:
         self.run_id = run_id or uuid.uuid4()
         self.strict_targets = strict_targets
         self.progress = progress or Progress()
+        #: Apply every change without holding it, and skip the vanished-rows checks.
+        self.accept_changes = accept_changes
         self._clock = clock
         self._now = now
         self.started_at = now()
@@ -289,6 +296,16 @@ class SyncRun:
             # Fail closed for that service: neither twin's plan is trusted, nothing is asked.
             wanted.pop(serviceid, None)
         with self.phase("database"):
+            last = await self.store.last_good_run()
+        if last is not None and not self.accept_changes:
+            self._refuse_if(
+                guard.check_unmatched(
+                    matches,
+                    max_unmatched_ratio=settings.guard.max_unmatched_ratio,
+                    last_run=last.describe(),
+                )
+            )
+        with self.phase("database"):
             observations = await self.store.read_observations(sorted(wanted))
         plan = plan_asks(
             wanted,
@@ -301,6 +318,16 @@ class SyncRun:
 
         with self.phase("hostwinds"):
             fetched = await self._fetch(wanted, plan)
+        # Only a whole-fleet run asks every price list the plans in use are on.
+        if last is not None and not self.accept_changes and self.targets is None:
+            self._refuse_if(
+                guard.check_plans(
+                    last.plans_in_use,
+                    (plan_id for plans in fetched.price_lists.values() for plan_id in plans),
+                    max_unmatched_ratio=settings.guard.max_unmatched_ratio,
+                    last_run=last.describe(),
+                )
+            )
 
         cycle_prices = {sid: o.prices for sid, o in plan.hits.items()}
         cycle_prices.update({sid: o.prices for sid, o in fetched.answers.items()})
@@ -336,6 +363,31 @@ class SyncRun:
             names = check_plan_names(
                 (i for _, i in matches if i is not None), fetched.price_lists, managed=managed
             )
+
+        held = guard.hold_changes(
+            outcomes, max_change_ratio=settings.guard.max_change_ratio, accept=self.accept_changes
+        )
+        if held:
+            # Once per run, not per row: a glitch at Hostwinds can hold the whole fleet.
+            log.warning(
+                "sync.changes_held",
+                held=len(held),
+                max_change_ratio=str(settings.guard.max_change_ratio),
+                examples=[
+                    {"row_id": str(h.row_id), "old": str(h.old), "proposed": str(h.proposed.monthly)}
+                    for h in held[:5]
+                ],
+                note="review with `cost-sync held`, apply with `cost-sync approve`",
+            )
+        plans_in_use = sorted(
+            {
+                instance.product_id
+                for _, instance in matches
+                if instance is not None
+                and instance.product_id is not None
+                and instance.product_id in fetched.price_lists.get((managed, instance.disk_type), {})
+            }
+        )
 
         for outcome in outcomes:
             if isinstance(outcome.result, Unpriced) and outcome.result.reason is not UnpricedReason.PENDING:
@@ -387,10 +439,11 @@ class SyncRun:
         )
         for flag in raised:
             log.warning("sync.flagged", kind=flag.kind, message=flag.message)
-        draft = self._report(outcomes, unknown=unknown, cache=cache).model_copy(
+        draft = self._report(outcomes, unknown=unknown, cache=cache, held=held).model_copy(
             update={
                 "warnings": [flag.message for flag in raised],
                 "rows_sharing_instance": sum(len(r) for r in shared.values()),
+                "plans_in_use": plans_in_use,
                 "plan_names": names.counts(),
             }
         )
@@ -405,6 +458,13 @@ class SyncRun:
                     finish=lambda updated: draft.model_copy(
                         update={"updated": updated, "finished_at": self._now()}
                     ),
+                    held=held,
+                    decided=[
+                        o.row.id
+                        for o in outcomes
+                        if not (isinstance(o.result, Unpriced) and o.result.reason is UnpricedReason.PENDING)
+                    ],
+                    row_states=guard.changed_states(outcomes),
                 )
             final = final.model_copy(update={"phase_seconds": self._phase_seconds()})
 
@@ -416,6 +476,7 @@ class SyncRun:
             priced_by_source=final.priced_by_source,
             unchanged=final.unchanged,
             updated=final.updated,
+            held=final.held,
             unpriced_by_reason=final.unpriced_by_reason,
             warnings=len(final.warnings),
             hostwinds_calls=final.hostwinds_calls,
@@ -423,7 +484,12 @@ class SyncRun:
             plan_names=final.plan_names,
             duration_seconds=round(final.duration_seconds, 3),
         )
-        return RunResult(report=final, outcomes=outcomes)
+        return RunResult(report=final, outcomes=outcomes, held=held)
+
+    def _refuse_if(self, refusal: guard.Refusal | None) -> None:
+        if refusal is not None:
+            log.error("sync.guard_refused", seen=refusal.seen, lost=refusal.lost, ratio=str(refusal.ratio))
+            raise GuardRefused(refusal.message)
 
     async def _after_commit(self, result: RunResult) -> RunResult:
         """With ``[attribution] enabled``, write the tenant attribution snapshot of a committed run.
@@ -513,15 +579,24 @@ class SyncRun:
         return {k: round(v, 4) for k, v in self.phases.items()}
 
     def _report(
-        self, outcomes: Sequence[RowOutcome], *, unknown: dict[str, str], cache: PriceCacheReport
+        self,
+        outcomes: Sequence[RowOutcome],
+        *,
+        unknown: dict[str, str],
+        cache: PriceCacheReport,
+        held: Sequence[HeldChange] = (),
     ) -> RunReport:
+        held_ids = {h.row_id for h in held}
         estimates = [o.result for o in outcomes if isinstance(o.result, Estimate)]
         unpriced = [o.result for o in outcomes if isinstance(o.result, Unpriced)]
-        changed = sum(1 for o in outcomes if o.changed)
+        changed = sum(1 for o in outcomes if o.changed and o.row.id not in held_ids)
         before = sum((o.row.approximate_cost or Decimal(0) for o in outcomes), Decimal("0.00"))
+        # A held row keeps its old value, so the total after is what the table will hold.
         after = sum(
             (
-                o.result.monthly if isinstance(o.result, Estimate) else (o.row.approximate_cost or Decimal(0))
+                o.result.monthly
+                if isinstance(o.result, Estimate) and o.row.id not in held_ids
+                else (o.row.approximate_cost or Decimal(0))
                 for o in outcomes
             ),
             Decimal("0.00"),
@@ -536,8 +611,9 @@ class SyncRun:
             rows_in_scope=len(outcomes),
             matched=sum(1 for o in outcomes if o.instance is not None),
             priced_by_source=_count(e.source.value for e in estimates),
-            unchanged=len(estimates) - changed,
+            unchanged=len(estimates) - changed - len(held),
             changed=changed,
+            held=len(held),
             updated=0,
             unpriced_by_reason=_count(u.reason.value for u in unpriced),
             hostwinds_calls=self.calls,
@@ -589,6 +665,7 @@ async def run_once(
     run_id: uuid.UUID | None = None,
     strict_targets: bool = True,
     progress: Progress | None = None,
+    accept_changes: bool = False,
 ) -> RunResult:
     """Run one sync and return its result; on failure record a failed run, write nothing, raise.
 
@@ -612,6 +689,7 @@ async def run_once(
         run_id=run_id,
         strict_targets=strict_targets,
         progress=progress,
+        accept_changes=accept_changes,
     )
     return await run.execute()
 

@@ -127,6 +127,9 @@ async def test_scheduler_fires_and_metrics_count_runs(
         assert metrics[("cost_sync_run_in_progress", ())] in {0, 1}
         assert metrics[("process_cpu_seconds_total", ())] > 0
         assert metrics[("process_resident_memory_bytes", ())] > 0
+        # 9.99 priced plus the 1.00 kept by the row Hostwinds does not know.
+        assert metrics[("cost_sync_fleet_monthly_usd", ())] == pytest.approx(10.99)  # float-ok
+        assert metrics[("cost_sync_changes_held", ())] == 0
 
 
 async def test_resync_requires_the_token(
@@ -534,3 +537,32 @@ async def test_daemon_run_stays_succeeded_when_the_snapshot_fails(
 
 async def _true_when(value: bool) -> bool:
     return value
+
+
+async def test_named_resync_applies_a_large_change_a_fleet_resync_holds_it(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
+) -> None:
+    """After an upgrade (x10), POST /resync {} holds the change; naming the instance applies it."""
+    hostwinds.instances = [instance(1)]
+    hostwinds.cycle_prices = {1: {"monthly": "99.90"}}
+    await seed(pool, [("1", "active", "9.99")])
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with start(pool, daemon_settings(token=TOKEN)) as d:
+
+        async def outcome(body: dict[str, Any]) -> dict[str, Any]:
+            run_id = (await d.http.post("/resync", json=body, headers=auth)).json()["run_id"]
+
+            async def finished() -> bool:
+                return (await d.http.get(f"/runs/{run_id}")).json()["state"] in {"succeeded", "failed"}
+
+            await wait_for(finished)
+            record: dict[str, Any] = (await d.http.get(f"/runs/{run_id}")).json()
+            return record
+
+        fleet = await outcome({})
+        assert (fleet["report"]["held"], fleet["report"]["updated"]) == (1, 0)
+        assert await pool.fetchval("SELECT approximate_cost FROM vps_instances") == Decimal("9.99")
+        named = await outcome({"instances": ["1"]})
+        assert (named["report"]["held"], named["report"]["updated"]) == (0, 1)
+        assert await pool.fetchval("SELECT approximate_cost FROM vps_instances") == Decimal("99.90")
+        assert await pool.fetchval("SELECT count(*) FROM cost_sync_held_changes") == 0

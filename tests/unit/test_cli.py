@@ -148,6 +148,11 @@ def test_verbs_register_in_one_list() -> None:
         "sandbox",
         "doctor",
         "attribution",
+        "explain",
+        "held",
+        "approve",
+        "report",
+        "quote",
         "completion",
     ]
     assert len(cli.VERBS) == len(verbs.choices)
