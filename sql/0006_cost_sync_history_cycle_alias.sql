@@ -1,4 +1,4 @@
--- 0007: the cycle alias an estimate was priced through, in the price history.
+-- 0006: the cycle alias an estimate was priced through, in the price history.
 --
 -- When an account spells a cycle in a way that names none ("Bi-Annually"), a
 -- [hostwinds.cycle_aliases] entry maps it to a cycle. The history row of a value priced that way

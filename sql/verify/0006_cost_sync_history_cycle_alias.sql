@@ -1,4 +1,4 @@
--- Verification of 0007: one row per check, (check, ok, found). Read-only.
+-- Verification of 0006: one row per check, (check, ok, found). Read-only.
 SELECT 'column cost_sync_history.cycle_alias is text' AS check,
        coalesce(bool_or(c.data_type = 'text'), false) AS ok,
        coalesce(max(c.data_type), 'no column') AS found
