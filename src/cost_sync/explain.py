@@ -154,7 +154,9 @@ def compute_now(
         return Unpriced(UnpricedReason.NOT_FOUND, "the cached observation's fingerprint is unreadable")
     result = pricing.estimate_instance(instance, cycle_prices=prices, plan=None, aliases=aliases)
     if isinstance(result, Unpriced) and result.reason is UnpricedReason.PLAN_NOT_FOUND:
-        return Unpriced(result.reason, "priced from the price list, which is not cached: a run would ask it")
+        return Unpriced(
+            result.reason, "the cached cycle prices have no price for it and the price list is not cached"
+        )
     return result
 
 

@@ -61,9 +61,9 @@ def summary(report: RunReport) -> list[str]:
         ),
         ("fleet monthly total", f"{money(report.total_before)} -> {money(report.total_after)}", ""),
         (
-            "plan names",
+            "plan name mismatches",
             str(report.plan_names.get("disagree", 0)),
-            f"disagree with product_name; agree {report.plan_names.get('agree', 0)}",
+            f"price-list name vs product_name; {report.plan_names.get('agree', 0)} agree",
         ),
     ]
     for label, value, detail in pairs:

@@ -93,7 +93,13 @@ async def _explain(args: argparse.Namespace, settings: Settings) -> int:
         else None
     )
     spelled = fingerprint_instance.billingcycle if fingerprint_instance else None
-    cycle = pricing.normalise_cycle(spelled) if spelled else None
+    # An alias is a spelling that names no cycle itself ("Bi-Annually") mapped by the settings;
+    # "Quarterly" normalising to quarterly is no alias.
+    aliased = (
+        settings.hostwinds.cycle_aliases.get(pricing.spelling_key(spelled))
+        if spelled and pricing.normalise_cycle(spelled) is None
+        else None
+    )
     data: dict[str, Any] = {
         "row_id": str(row.row_id),
         "hostwinds_instance_id": row.hostwinds_instance_id,
@@ -115,9 +121,9 @@ async def _explain(args: argparse.Namespace, settings: Settings) -> int:
             "hostwinds_billingcycle": spelled,
             "cycle_alias": f"{derived[0]['cycle_alias']} -> {derived[0]['cycle']}"
             if derived and derived[0]["cycle_alias"]
-            else None
-            if cycle is None or spelled == cycle.value
-            else f"{spelled} -> {cycle.value}",
+            else f"{spelled} -> {aliased.value}"
+            if aliased is not None
+            else None,
             "unpriced_reason": state.unpriced_reason,
             "unpriced_detail": state.unpriced_detail,
         },
@@ -208,7 +214,7 @@ def _explain_text(data: dict[str, Any]) -> list[str]:
         lines.append(f"  held: {h['old']} -> {h['proposed']} since {h['since']} ({h['reason']})")
     now = data["now"]
     if now["monthly"] is None:
-        lines.append(f"  now: cannot recompute from the cache ({now['reason']}: {now['detail']})")
+        lines.append(f"  now: not computable from the cache alone: {now['detail']} ({now['reason']})")
     elif now["differs"]:
         lines.append(f"  now: a run would compute {now['monthly']} from the cached prices ({now['source']})")
     else:

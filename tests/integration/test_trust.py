@@ -264,6 +264,9 @@ async def test_explain_reproduces_every_stored_value(
     assert data["now"]["differs"] is False
     code, out = await cost_sync(capsys, "--config", path, "explain", "7", "--json")
     assert json.loads(out)["match"]["by"] == "server_uuid"
+    # "Quarterly" names a cycle by itself: no alias was used, and explain says none.
+    code, out = await cost_sync(capsys, "--config", path, "explain", "2", "--json")
+    assert json.loads(out)["match"]["cycle_alias"] is None
     # The cached observation changes: explain says what a run would compute now, and history grows.
     await conn.execute(
         'UPDATE cost_sync_price_observations SET prices = \'{"annually": "120.00"}\' WHERE serviceid = 3'
@@ -374,4 +377,27 @@ async def test_quote_agrees_with_the_run_after_the_upgrade(
     assert (await values(conn))["1"] == Decimal(quote["monthly"])
     code, out = await cost_sync(capsys, "quote", "--instance", "1", "--plan", "101", "--cycle", "Biannually")
     assert code == 2
+    await conn.close()
+
+
+async def test_explain_names_the_cycle_alias_a_value_was_priced_through(
+    hostwinds: FakeHostwinds,
+    db_url: str,
+    env: None,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """A row priced through [hostwinds.cycle_aliases] shows the spelling and the cycle it was read as."""
+    mixed_fleet(hostwinds)
+    conn = await seed_mixed(db_url)
+    config = tmp_path / "cost-sync.toml"
+    config.write_text('[hostwinds.cycle_aliases]\n"Bi-Annually" = "semiannually"\n', encoding="utf-8")
+    path = str(config)
+    assert (await cost_sync(capsys, "--config", path, "--once", "--accept-changes"))[0] == 0
+    code, out = await cost_sync(capsys, "--config", path, "explain", "8", "--json")
+    assert code == 0, out
+    data = json.loads(out)
+    assert data["match"]["cycle_alias"] == "Bi-Annually -> semiannually"
+    assert data["last_change"]["cycle"] == "semiannually"
+    assert data["approximate_cost"] == str((await values(conn))["8"])
     await conn.close()
