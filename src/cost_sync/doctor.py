@@ -9,10 +9,9 @@ directory, every answer a full sync needs is asked and written there (:mod:`cost
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +36,7 @@ from cost_sync.migrate import MIGRATE_HINT, check, discover
 from cost_sync.models import Cycle, Instance, Plan, VpsRow
 from cost_sync.settings import CONFIG_ENV, Settings, load_settings
 from cost_sync.store import queries
+from cost_sync.sync import open_hostwinds
 
 __all__ = ["DEFAULT_SAMPLE", "NEEDED_COLUMNS", "Check", "DoctorReport", "Status", "run_doctor"]
 
@@ -112,30 +112,6 @@ class _Database:
     identities: list[str | None] | None = None
 
 
-@contextlib.asynccontextmanager
-async def _hostwinds(settings: Settings) -> AsyncIterator[HostwindsClient]:
-    assert settings.hostwinds.api_key is not None
-    hw = settings.hostwinds
-    # local_address 0.0.0.0: the key is bound to an IPv4 allow-list, so never call over IPv6.
-    transport = httpx.AsyncHTTPTransport(local_address="0.0.0.0", retries=0)  # noqa: S104
-    async with httpx.AsyncClient(
-        transport=transport,
-        timeout=hw.timeout_seconds,
-        limits=httpx.Limits(max_connections=hw.max_concurrency),
-        headers={"User-Agent": f"cost-sync/{__version__} (doctor)"},
-    ) as http:
-        yield HostwindsClient(
-            http,
-            hw.api_key.get_secret_value() if hw.api_key else "",
-            url=hw.url,
-            requests_per_second=hw.requests_per_second or None,
-            max_concurrency=hw.max_concurrency,
-            attempts=hw.attempts,
-            timeout=hw.timeout_seconds,
-            max_response_bytes=hw.max_response_bytes,
-        )
-
-
 async def run_doctor(
     config_path: Path | None = None,
     *,
@@ -169,7 +145,7 @@ async def run_doctor(
         if capture_dir is not None:
             report.add("capture", "fail", "nothing to capture without an API key", "set the key")
         return report
-    async with _hostwinds(settings) as client:
+    async with open_hostwinds(settings, purpose="doctor") as client:
         await _hostwinds_checks(report, settings, client, database, capture_dir=capture_dir, sample=sample)
     return report
 

@@ -57,7 +57,7 @@ from cost_sync.redact import redact
 from cost_sync.settings import Settings
 from cost_sync.store import RunStore, Store
 
-__all__ = ["Progress", "RunResult", "SyncRun", "open_resources", "run_once"]
+__all__ = ["Progress", "RunResult", "SyncRun", "open_hostwinds", "open_resources", "run_once"]
 
 log = structlog.get_logger(__name__)
 
@@ -695,39 +695,44 @@ async def run_once(
 
 
 @contextlib.asynccontextmanager
-async def open_resources(settings: Settings) -> AsyncIterator[tuple[HostwindsClient, asyncpg.Pool]]:
-    """The Hostwinds client and the database pool a run needs; both closed on exit."""
-    # Every missing setting is named at once, not one per attempt.
-    settings.require("hostwinds.api_key", "database.url")
-    api_key = settings.hostwinds.api_key
-    assert api_key is not None
-    dsn = settings.database_dsn()
+async def open_hostwinds(settings: Settings, *, purpose: str = "") -> AsyncIterator[HostwindsClient]:
+    """A HostwindsClient configured from ``[hostwinds]``, on an HTTP client closed on exit.
+
+    ``purpose`` is added to the User-Agent (``doctor``), so Hostwinds' logs can tell the callers
+    apart.
+    """
+    settings.require("hostwinds.api_key")
     hw = settings.hostwinds
+    assert hw.api_key is not None
+    agent = f"cost-sync/{__version__}" + (f" ({purpose})" if purpose else "")
     # local_address 0.0.0.0: Hostwinds keys are bound to an IPv4 allow-list, so never call over IPv6.
     transport = httpx.AsyncHTTPTransport(local_address="0.0.0.0", retries=0)  # noqa: S104
     async with httpx.AsyncClient(
         transport=transport,
         timeout=hw.timeout_seconds,
         limits=httpx.Limits(max_connections=hw.max_concurrency),
-        headers={"User-Agent": f"cost-sync/{__version__}"},
+        headers={"User-Agent": agent},
     ) as http:
-        pool = await create_pool(
-            dsn,
-            timeout=settings.database.connect_timeout_seconds,
+        yield HostwindsClient(
+            http,
+            hw.api_key.get_secret_value(),
+            url=hw.url,
+            requests_per_second=hw.requests_per_second or None,
+            max_concurrency=hw.max_concurrency,
+            attempts=hw.attempts,
+            timeout=hw.timeout_seconds,
+            max_response_bytes=hw.max_response_bytes,
         )
+
+
+@contextlib.asynccontextmanager
+async def open_resources(settings: Settings) -> AsyncIterator[tuple[HostwindsClient, asyncpg.Pool]]:
+    """The Hostwinds client and the database pool a run needs; both closed on exit."""
+    # Every missing setting is named at once, not one per attempt.
+    settings.require("hostwinds.api_key", "database.url")
+    async with open_hostwinds(settings) as client:
+        pool = await create_pool(settings.database_dsn(), timeout=settings.database.connect_timeout_seconds)
         try:
-            yield (
-                HostwindsClient(
-                    http,
-                    api_key.get_secret_value(),
-                    url=hw.url,
-                    requests_per_second=hw.requests_per_second or None,
-                    max_concurrency=hw.max_concurrency,
-                    attempts=hw.attempts,
-                    timeout=hw.timeout_seconds,
-                    max_response_bytes=hw.max_response_bytes,
-                ),
-                pool,
-            )
+            yield client, pool
         finally:
             await pool.close()

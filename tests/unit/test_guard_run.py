@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
-import pytest_asyncio
-import respx
 from structlog.testing import capture_logs
 
 from cost_sync.errors import GuardRefused
@@ -18,7 +14,7 @@ from cost_sync.hostwinds import HostwindsClient
 from cost_sync.memory_store import MemoryStore
 from cost_sync.settings import Settings
 from cost_sync.sync import RunResult, SyncRun
-from tests.fakes import API_KEY, PLANS, URL, FakeHostwinds, instance
+from tests.fakes import PLANS, FakeHostwinds, instance
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -29,30 +25,6 @@ def hostwinds() -> FakeHostwinds:
     fake = FakeHostwinds()
     fake.instances = [instance(n) for n in range(1, 11)]
     return fake
-
-
-@pytest.fixture
-def store() -> MemoryStore:
-    """Rows naming the ten instances, never priced."""
-    memory = MemoryStore()
-    for n in range(1, 11):
-        memory.add_row(str(n))
-    return memory
-
-
-@pytest_asyncio.fixture
-async def client(hostwinds: FakeHostwinds) -> AsyncIterator[HostwindsClient]:
-    """A real client whose HTTP goes to the fake."""
-
-    async def no_sleep(_: float) -> None:
-        return None
-
-    with respx.mock(assert_all_mocked=True) as mock:
-        mock.post(URL).mock(side_effect=hostwinds)
-        async with httpx.AsyncClient() as http:
-            yield HostwindsClient(
-                http, API_KEY, url=URL, requests_per_second=None, attempts=2, sleep=no_sleep
-            )
 
 
 async def run(client: HostwindsClient, store: MemoryStore, minutes: int = 0, **options: Any) -> RunResult:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 import respx
 from structlog.testing import capture_logs
 
@@ -39,30 +38,6 @@ def hostwinds() -> FakeHostwinds:
     fake.instances = [instance(n) for n in range(1, 11)]
     fake.cycle_prices = {3: {"monthly": "7.49"}}
     return fake
-
-
-@pytest.fixture
-def store() -> MemoryStore:
-    """Rows naming the ten instances, never priced."""
-    memory = MemoryStore()
-    for n in range(1, 11):
-        memory.add_row(str(n))
-    return memory
-
-
-@pytest_asyncio.fixture
-async def client(hostwinds: FakeHostwinds) -> AsyncIterator[HostwindsClient]:
-    """A real client whose HTTP goes to the fake."""
-
-    async def no_sleep(_: float) -> None:
-        return None
-
-    with respx.mock(assert_all_mocked=True) as mock:
-        mock.post(URL).mock(side_effect=hostwinds)
-        async with httpx.AsyncClient() as http:
-            yield HostwindsClient(
-                http, API_KEY, url=URL, requests_per_second=None, attempts=2, sleep=no_sleep
-            )
 
 
 def settings(**sync: Any) -> Settings:
