@@ -2,11 +2,15 @@
 -- Every statement a run sends is here; nothing else in cost-sync writes vps_instances.
 
 -- name: read_rows
--- Every vps_instances row whose status is in scope.
-SELECT id, hostwinds_instance_id, status, approximate_cost
-FROM vps_instances
-WHERE status = ANY($1::text[])
-ORDER BY id;
+-- Every vps_instances row whose status is in scope, with what the last run saw of it (the
+-- columns a run compares; NULL matched: never seen). Joined here rather than read apart, so a
+-- fleet's ids are sent and decoded once.
+SELECT v.id, v.hostwinds_instance_id, v.status, v.approximate_cost, s.matched, s.serviceid,
+       s.product_id, s.unpriced_reason, s.unpriced_detail, s.upgrade_available
+FROM vps_instances v
+LEFT JOIN cost_sync_row_state s ON s.vps_instance_id = v.id
+WHERE v.status = ANY($1::text[])
+ORDER BY v.id;
 
 -- name: read_identities
 -- (id, hostwinds_instance_id, status) of every row, to resolve --instance arguments.
@@ -17,6 +21,15 @@ SELECT pg_try_advisory_lock($1);
 
 -- name: unlock
 SELECT pg_advisory_unlock($1);
+
+-- name: lock_held
+-- Whether backend $1 still holds the run lock $2 (a bigint key: classid high, objid low 32 bits).
+-- A run whose lock connection was terminated must not write: another run may hold it now.
+SELECT EXISTS (
+    SELECT 1 FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND pid = $1
+      AND classid::bigint = ($2::bigint >> 32) AND objid::bigint = ($2::bigint & 4294967295)
+);
 
 -- name: read_observations
 -- The cached cycle prices of these services.
@@ -43,9 +56,11 @@ SELECT min(observed) FROM cost_sync_price_observations;
 -- across a fleet, so each distinct "basis" is sent once and rows refer to it by position.
 WITH basis AS (
     SELECT *
-    FROM unnest($5::text[], $6::text[], $7::numeric[], $8::int[], $9::bool[], $10::int[], $11::text[])
+    FROM unnest($5::text[], $6::text[], $7::numeric[], $8::int[], $9::bool[], $10::int[], $11::text[],
+                $12::text[])
          WITH ORDINALITY
-         AS b(source, cycle, cycle_price, months, hourly_ceiling, product_id, product_name, position)
+         AS b(source, cycle, cycle_price, months, hourly_ceiling, product_id, product_name, cycle_alias,
+              position)
 ),
 new AS (
     SELECT * FROM unnest($2::uuid[], $3::numeric[], $4::int[]) AS n(id, cost, basis)
@@ -56,19 +71,73 @@ changed AS (
     FROM new JOIN vps_instances prior ON prior.id = new.id
     WHERE v.id = new.id
       AND v.approximate_cost IS DISTINCT FROM new.cost
-      AND v.status = ANY($12::text[])
+      AND v.status = ANY($13::text[])
     RETURNING v.id, prior.hostwinds_instance_id, prior.approximate_cost AS old_cost, new.cost, new.basis
 )
 INSERT INTO cost_sync_history (run_id, vps_instance_id, hostwinds_instance_id, old_cost, new_cost,
                                source, cycle, cycle_price, months, hourly_ceiling, product_id,
-                               product_name)
+                               product_name, cycle_alias)
 SELECT $1, c.id, c.hostwinds_instance_id, c.old_cost, c.cost, b.source, b.cycle, b.cycle_price,
-       b.months, b.hourly_ceiling, b.product_id, b.product_name
+       b.months, b.hourly_ceiling, b.product_id, b.product_name, b.cycle_alias
 FROM changed c JOIN basis b ON b.position = c.basis;
 
 -- name: insert_run
 INSERT INTO cost_sync_runs (id, trigger, outcome, started, finished, instances, rows_in_scope,
                             matched, updated, unchanged, unpriced, priced_by_source,
-                            unpriced_by_reason, hostwinds_calls, error, price_cache)
+                            unpriced_by_reason, hostwinds_calls, error, price_cache, held,
+                            plans_in_use)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13::jsonb, $14::jsonb, $15,
-        $16::jsonb);
+        $16::jsonb, $17, $18::int[]);
+
+-- name: last_good_run
+-- The last successful whole-fleet sync: what the guards compare a run with.
+SELECT id, finished, plans_in_use
+FROM cost_sync_runs
+WHERE outcome = 'succeeded' AND instances IS NULL AND trigger <> 'approve'
+ORDER BY started DESC
+LIMIT 1;
+
+-- name: held_ids
+SELECT vps_instance_id FROM cost_sync_held_changes;
+
+-- name: clear_held
+DELETE FROM cost_sync_held_changes WHERE vps_instance_id = ANY($1::uuid[]);
+
+-- name: upsert_held
+-- A held change proposed again with the same value keeps its run and `since`; another value
+-- replaces it. (SET expressions read the row as it was before the update.)
+INSERT INTO cost_sync_held_changes AS h (vps_instance_id, hostwinds_instance_id, old_cost,
+                                         proposed_cost, ratio, reason, run_id, since, source, cycle,
+                                         cycle_price, months, hourly_ceiling, product_id,
+                                         product_name, cycle_alias)
+SELECT u.id, u.hw, u.old, u.proposed, u.ratio, u.reason, $7::uuid, now(), u.source, u.cycle,
+       u.cycle_price, u.months, u.hourly, u.product_id, u.product_name, u.cycle_alias
+FROM unnest($1::uuid[], $2::text[], $3::numeric[], $4::numeric[], $5::numeric[], $6::text[],
+            $8::text[], $9::text[], $10::numeric[], $11::int[], $12::bool[], $13::int[],
+            $14::text[], $15::text[])
+     AS u(id, hw, old, proposed, ratio, reason, source, cycle, cycle_price, months, hourly,
+          product_id, product_name, cycle_alias)
+ON CONFLICT (vps_instance_id) DO UPDATE
+SET run_id = CASE WHEN h.proposed_cost = excluded.proposed_cost THEN h.run_id ELSE excluded.run_id END,
+    since = CASE WHEN h.proposed_cost = excluded.proposed_cost THEN h.since ELSE excluded.since END,
+    hostwinds_instance_id = excluded.hostwinds_instance_id, old_cost = excluded.old_cost,
+    proposed_cost = excluded.proposed_cost, ratio = excluded.ratio, reason = excluded.reason,
+    source = excluded.source, cycle = excluded.cycle, cycle_price = excluded.cycle_price,
+    months = excluded.months, hourly_ceiling = excluded.hourly_ceiling,
+    product_id = excluded.product_id, product_name = excluded.product_name,
+    cycle_alias = excluded.cycle_alias;
+
+-- name: upsert_row_states
+-- Only rows whose state changed are sent.
+INSERT INTO cost_sync_row_state AS s (vps_instance_id, matched, serviceid, server_uuid, product_id,
+                                      unpriced_reason, unpriced_detail, upgrade_available, run_id,
+                                      updated)
+SELECT u.*, $9::uuid, now()
+FROM unnest($1::uuid[], $2::bool[], $3::bigint[], $4::text[], $5::int[], $6::text[], $7::text[],
+            $8::bool[])
+     AS u(id, matched, serviceid, server_uuid, product_id, reason, detail, upgrade_available)
+ON CONFLICT (vps_instance_id) DO UPDATE
+SET matched = excluded.matched, serviceid = excluded.serviceid, server_uuid = excluded.server_uuid,
+    product_id = excluded.product_id, unpriced_reason = excluded.unpriced_reason,
+    unpriced_detail = excluded.unpriced_detail, upgrade_available = excluded.upgrade_available,
+    run_id = excluded.run_id, updated = excluded.updated;

@@ -20,7 +20,12 @@ _FINAL = {"succeeded", "failed"}
 
 
 async def resync(
-    settings: Settings, instances: list[str] | None, *, wait: float, full: bool = False
+    settings: Settings,
+    instances: list[str] | None,
+    *,
+    wait: float,
+    full: bool = False,
+    accept_changes: bool = False,
 ) -> dict[str, Any]:
     """POST /resync to the daemon at ``admin.url``, then poll its run until it ends; the run record.
 
@@ -37,6 +42,8 @@ async def resync(
     body: dict[str, Any] = {} if instances is None else {"instances": instances}
     if full:
         body["full"] = True
+    if accept_changes:
+        body["accept_changes"] = True
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as http:
         try:
             answer = await http.post("/resync", json=body)

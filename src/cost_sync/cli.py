@@ -139,6 +139,13 @@ def _sync_options(group: argparse._ActionsContainer) -> None:
         default=argparse.SUPPRESS,
         help="ask Hostwinds every instance's price afresh instead of using cached prices",
     )
+    group.add_argument(
+        "--accept-changes",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="apply every change, also those over [guard] max_change_ratio, and skip the "
+        "vanished-rows check ([guard] max_unmatched_ratio)",
+    )
 
 
 def _daemon_options(parser: argparse._ActionsContainer) -> None:
@@ -188,6 +195,12 @@ def _verb_resync(verbs: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --all: ask Hostwinds every instance's price afresh (named instances always are)",
     )
+    p.add_argument(
+        "--accept-changes",
+        action="store_true",
+        help="with --all: apply changes over [guard] max_change_ratio instead of holding them "
+        "(named instances always apply)",
+    )
     _json_option(p, "the run report")
     p.add_argument(
         "--wait",
@@ -228,6 +241,13 @@ def _verb_sandbox(verbs: Any, common: argparse.ArgumentParser) -> None:
     fleet.add_argument(
         "--generate", type=_non_negative, metavar="N", help="a generated fleet of N instances instead"
     )
+    fleet.add_argument(
+        "--replay",
+        type=Path,
+        metavar="DIR",
+        help="serve the answers `cost-sync doctor --capture DIR` saved, exactly, instead of a fleet",
+    )
+    p.add_argument("--api-key", metavar="KEY", help="with --replay: accept only this key (default: any key)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8080, help="port to listen on (default: 8080; 0: any)")
     _json_option(p, "where it listens (one line, once it accepts connections)")
@@ -256,6 +276,26 @@ def _verb_migrate(verbs: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=_migrate)
 
 
+def _verb_doctor(verbs: Any, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
+        "doctor",
+        parents=[common],
+        help="check settings, database and the Hostwinds account read-only; say what to fix",
+        description="Read-only checks, in order, each pass/warn/fail with its evidence and the fix "
+        "(docs/first-run.md). Exit 0 when nothing fails, else 1. Writes nothing to the database.",
+    )
+    _json_option(p, "the checks")
+    p.add_argument(
+        "--capture",
+        type=Path,
+        metavar="DIR",
+        help="also ask every read-only answer a full sync needs and save them (secrets removed) in DIR, "
+        "for `cost-sync sandbox --replay DIR`",
+    )
+    # plain: doctor loads the settings itself, so a bad setting is its first failed check.
+    p.set_defaults(handler=None, plain=_doctor, default_log_level="warning")
+
+
 def _verb_attribution(verbs: Any, common: argparse.ArgumentParser) -> None:
     p = verbs.add_parser(
         "attribution",
@@ -278,6 +318,83 @@ def _verb_attribution(verbs: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=_attribution)
 
 
+def _verb_explain(verbs: Any, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
+        "explain",
+        parents=[common],
+        help="why one row costs what it does: its derivation, history and what a run would compute now",
+        description="Show a row's value, the derivation of its last change, its whole history (newest "
+        "first) and, if it differs, what a run would compute now from cached prices. Database only.",
+    )
+    p.add_argument(
+        "id",
+        metavar="ID",
+        help="as --instance takes it: hostwinds_instance_id, serviceid, server_uuid or row id",
+    )
+    _json_option(p, "the explanation")
+    p.set_defaults(handler=_trust)
+
+
+def _verb_held(verbs: Any, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
+        "held",
+        parents=[common],
+        help="list changes held for approval ([guard] max_change_ratio)",
+        description="List held changes: row, old, proposed, ratio, reason, since. Database only.",
+    )
+    _json_option(p, "the held changes")
+    p.set_defaults(handler=_trust)
+
+
+def _verb_approve(verbs: Any, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
+        "approve",
+        parents=[common],
+        help="apply held changes after re-checking each against current prices",
+        description="Re-check each held change against what a run would compute now (cached prices, "
+        "read-only at Hostwinds) and apply those that still stand in one transaction, recorded in "
+        "history as approved. A stale one is refused with the reason (exit 1).",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--instance", action="append", metavar="ID", help="a held row (repeatable)")
+    which.add_argument("--all", action="store_true", help="every held change")
+    p.add_argument("--dry-run", action="store_true", help="re-check and show, apply nothing")
+    _json_option(p, "what was approved and refused")
+    p.set_defaults(handler=_trust)
+
+
+def _verb_report(verbs: Any, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
+        "report",
+        parents=[common],
+        help="the fleet's monthly totals, unpriced rows, held changes and drift, from the database",
+        description="Totals by status, plan, cycle, price source and region; unpriced rows with reasons; "
+        "held changes; drift against monthly_cost; the oldest price observation; instances with an "
+        "upgrade available. Database only.",
+    )
+    output = p.add_mutually_exclusive_group()
+    _json_option(output, "the report (amounts as strings)")
+    output.add_argument("--csv", action="store_true", help="print CSV")
+    p.set_defaults(handler=_trust)
+
+
+def _verb_quote(verbs: Any, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
+        "quote",
+        parents=[common],
+        help="what an instance would cost a month on another plan or cycle",
+        description="Price an instance on another plan (and cycle) from the price list with the same rules "
+        "a run uses, next to its current value. Read-only at Hostwinds; writes nothing.",
+    )
+    p.add_argument("--instance", required=True, metavar="ID", help="the row, as --instance takes it")
+    p.add_argument(
+        "--plan", required=True, type=_non_negative, metavar="PLAN_ID", help="the price-list plan id"
+    )
+    p.add_argument("--cycle", metavar="CYCLE", help="the billing cycle (default: the instance's own)")
+    _json_option(p, "the quote")
+    p.set_defaults(handler=_trust)
+
+
 def _verb_completion(verbs: Any, common: argparse.ArgumentParser) -> None:
     p = verbs.add_parser(
         "completion",
@@ -297,7 +414,13 @@ VERBS: list[Callable[[Any, argparse.ArgumentParser], None]] = [
     _verb_migrate,
     _verb_demo,
     _verb_sandbox,
+    _verb_doctor,
     _verb_attribution,
+    _verb_explain,
+    _verb_held,
+    _verb_approve,
+    _verb_report,
+    _verb_quote,
     _verb_completion,
 ]
 
@@ -328,11 +451,12 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
     from cost_sync import render
 
     if as_json:
-        print(render.as_json(result.report, result.outcomes))
+        print(render.as_json(result.report, result.outcomes, result.held))
         return
     lines = render.summary(result.report)
     if result.report.dry_run:
-        lines += render.changes(result.outcomes)
+        lines += render.changes(result.outcomes, result.held)
+    lines += render.held_changes(result.held)
     lines += render.unpriced_rows(result.outcomes)
     print("\n".join(lines))
 
@@ -352,10 +476,18 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _once(args: argparse.Namespace, settings: Settings) -> int:
     from cost_sync import progress
+    from cost_sync.migrate import require_schema
+    from cost_sync.signals import sigterm_cancels_run
     from cost_sync.sync import open_resources, run_once
 
     settings.require("hostwinds.api_key", "database.url")
-    async with open_resources(settings) as (client, pool), progress.terminal_bar() as bar:
+    async with (
+        sigterm_cancels_run(),
+        open_resources(settings) as (client, pool),
+        progress.terminal_bar() as bar,
+    ):
+        # Before the first Hostwinds call: a missing migration is exit 2, "run `cost-sync migrate`".
+        await require_schema(pool)
         result = await run_once(
             client=client,
             pool=pool,
@@ -365,6 +497,7 @@ async def _once(args: argparse.Namespace, settings: Settings) -> int:
             dry_run=getattr(args, "dry_run", False),
             full=getattr(args, "full", False),
             progress=bar,
+            accept_changes=getattr(args, "accept_changes", False),
         )
     print_result(result, as_json=args.json)
     return _committed(result)
@@ -387,12 +520,21 @@ async def _resync(args: argparse.Namespace, settings: Settings) -> int:
     targets = None if args.all else args.instance
     # Named instances are asked afresh: that is the after-upgrade case.
     full = args.full or targets is not None
+    # Ops named these instances to get their new price: apply it, however large the change.
+    accept = args.accept_changes or targets is not None
     if settings.admin.url is None:
         from cost_sync import progress
+        from cost_sync.migrate import require_schema
+        from cost_sync.signals import sigterm_cancels_run
         from cost_sync.sync import open_resources, run_once
 
         settings.require("hostwinds.api_key", "database.url")
-        async with open_resources(settings) as (client, pool), progress.terminal_bar() as bar:
+        async with (
+            sigterm_cancels_run(),
+            open_resources(settings) as (client, pool),
+            progress.terminal_bar() as bar,
+        ):
+            await require_schema(pool)
             result = await run_once(
                 client=client,
                 pool=pool,
@@ -401,13 +543,14 @@ async def _resync(args: argparse.Namespace, settings: Settings) -> int:
                 targets=targets,
                 full=full,
                 progress=bar,
+                accept_changes=accept,
             )
         print_result(result, as_json=args.json)
         return _committed(result)
     from cost_sync import admin
 
     settings.require("admin.token")
-    record = await admin.resync(settings, targets, wait=args.wait, full=full)
+    record = await admin.resync(settings, targets, wait=args.wait, full=full, accept_changes=accept)
     return admin.show(record, as_json=args.json)
 
 
@@ -422,6 +565,10 @@ async def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     from cost_sync.errors import ConfigError
     from cost_sync.signals import stop_on_signals
 
+    if args.replay is not None:
+        return await _replay(args)
+    if args.api_key is not None:
+        raise ConfigError("--api-key goes with --replay")
     if args.generate is not None:
         fleet = sandbox.generate_fleet(args.generate)
     else:
@@ -455,6 +602,55 @@ async def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _replay(args: argparse.Namespace) -> int:
+    from cost_sync.capture import CaptureError, ReplayServer, load_capture
+    from cost_sync.errors import ConfigError
+    from cost_sync.signals import stop_on_signals
+
+    try:
+        capture = load_capture(args.replay)
+    except CaptureError as exc:
+        raise ConfigError(str(exc)) from None
+    server = ReplayServer(capture, api_key=args.api_key, host=args.host, port=args.port)
+    async with stop_on_signals() as stop:
+        try:
+            await server.start()
+        except OSError as exc:
+            raise ConfigError(exc.strerror or str(exc)) from None
+        try:
+            if args.json:
+                listening = {"outcome": "listening", "url": server.url, "answers": len(capture.bodies)}
+                print(json.dumps(listening), flush=True)
+            else:
+                key = "only the key given with --api-key" if args.api_key else "any API key"
+                print(
+                    f"REPLAY of {args.replay} (captured answers, not Hostwinds) listening on {server.url}\n"
+                    f"  {len(capture.bodies)} answers; accepts {key}\n"
+                    f"  COST_SYNC_HOSTWINDS_URL={server.url}\n"
+                    "  Ctrl-C to stop",
+                    flush=True,
+                )
+            await stop.wait()
+        finally:
+            await server.stop()
+    return 0
+
+
+def _doctor(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import asyncio
+
+    from cost_sync.doctor import run_doctor
+
+    as_json = getattr(args, "json", False)
+    _configure_logs(args, None)
+    try:
+        report = asyncio.run(run_doctor(getattr(args, "config", None), capture_dir=args.capture))
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130, as_json=as_json)
+    print(json.dumps(report.as_json(), indent=2) if as_json else "\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
 async def _attribution(args: argparse.Namespace, settings: Settings) -> int:
     from cost_sync import attribution_render, attribution_store
     from cost_sync.db import create_pool
@@ -478,6 +674,12 @@ async def _attribution(args: argparse.Namespace, settings: Settings) -> int:
             lines.append("snapshot written to cost_sync_tenant_costs (view cost_sync_tenant_monthly)")
         print("\n".join(lines))
     return 0
+
+
+async def _trust(args: argparse.Namespace, settings: Settings) -> int:
+    from cost_sync import trust_cli
+
+    return await trust_cli.HANDLERS[args.command](args, settings)
 
 
 async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -563,9 +765,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(plain(args, parser))
         handler: Handler = getattr(args, "handler", None) or _run
         if handler is _run and not getattr(args, "once", False):
-            given = [name for name in ("instance", "dry_run", "json", "full") if hasattr(args, name)]
+            given = [
+                name
+                for name in ("instance", "dry_run", "json", "full", "accept_changes")
+                if hasattr(args, name)
+            ]
             if given:
-                raise UsageError(parser, "--instance, --dry-run, --json and --full go with --once")
+                raise UsageError(
+                    parser, "--instance, --dry-run, --json, --full and --accept-changes go with --once"
+                )
         args.json = getattr(args, "json", False)
         return _execute(handler, args, as_json=as_json)
     except UsageError as exc:

@@ -50,16 +50,47 @@ from cost_sync.errors import ConfigError, CostSyncError, DatabaseError
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.httpserve import AppServer
 from cost_sync.matching import resolve_targets
-from cost_sync.models import Instance, RunReport
+from cost_sync.migrate import require_schema
+from cost_sync.models import Instance, RunReport, storable_text
 from cost_sync.settings import Settings
 from cost_sync.store import Store
 from cost_sync.sync import Progress, run_once
+from cost_sync.trust_store import TrustStore
 
 log = structlog.get_logger(__name__)
 
 #: Finished runs kept for ``GET /runs/{id}``.
 RUNS_KEPT = 500
 MAX_INSTANCES_PER_REQUEST = 1000
+#: The longest id a resync may name: hostwinds_instance_id is VARCHAR(255).
+MAX_INSTANCE_ID_LENGTH = 255
+#: The largest POST /resync body read (1000 ids of 255 characters fit, with quoting).
+MAX_RESYNC_BODY_BYTES = 512 * 1024
+
+
+def _bad_instance_id(value: object) -> str | None:
+    """Why ``value`` cannot name a row in a resync (None: it can)."""
+    if not isinstance(value, str) or not value.strip():
+        return "ids must be non-empty strings"
+    if len(value) > MAX_INSTANCE_ID_LENGTH:
+        return f"an id is longer than {MAX_INSTANCE_ID_LENGTH} characters"
+    if not storable_text(value):
+        # PostgreSQL cannot hold it: the run would fail (with every target merged into it).
+        return "an id contains a NUL or invalid Unicode"
+    return None
+
+
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The request body, or None when it is longer than ``limit`` bytes (read no further)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 class RunState(StrEnum):
@@ -80,6 +111,8 @@ class RunRecord:
     instances: list[str] | None
     #: Ask every service of the run afresh instead of using cached prices.
     full: bool = False
+    #: Apply changes over [guard] max_change_ratio instead of holding them (named resyncs do).
+    accept_changes: bool = False
     state: RunState = RunState.QUEUED
     requests: int = 1
     report: RunReport | None = None
@@ -87,10 +120,11 @@ class RunRecord:
     progress: Progress = field(default_factory=Progress, repr=False)
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
-    def merge(self, instances: list[str] | None, *, full: bool) -> None:
+    def merge(self, instances: list[str] | None, *, full: bool, accept_changes: bool = False) -> None:
         """Widen this queued run to also cover ``instances`` (None: the whole fleet)."""
         self.requests += 1
         self.full = self.full or full
+        self.accept_changes = self.accept_changes or accept_changes
         if self.instances is None or instances is None:
             self.instances = None
         else:
@@ -136,20 +170,28 @@ class Runner:
         """The run in flight, if any."""
         return self._current
 
-    def request(self, instances: list[str] | None, trigger: str, *, full: bool = False) -> RunRecord:
+    def request(
+        self, instances: list[str] | None, trigger: str, *, full: bool = False, accept_changes: bool = False
+    ) -> RunRecord:
         """Queue a run (or widen the queued one of its kind); return the record that will carry it out."""
         if self._closed:
             raise CostSyncError("the daemon is shutting down")
         queued = self._fleet if instances is None else self._targeted
         if queued is None:
-            queued = RunRecord(uuid.uuid4(), trigger, list(instances) if instances else None, full=full)
+            queued = RunRecord(
+                uuid.uuid4(),
+                trigger,
+                list(instances) if instances else None,
+                full=full,
+                accept_changes=accept_changes,
+            )
             if instances is None:
                 self._fleet = queued
             else:
                 self._targeted = queued
             self._remember(queued)
         else:
-            queued.merge(instances, full=full)
+            queued.merge(instances, full=full, accept_changes=accept_changes)
         if self._driver is None or self._driver.done():
             self._driver = asyncio.create_task(self._drive(), name="cost-sync-runner")
         return queued
@@ -311,6 +353,16 @@ class Metrics:
         # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
         ProcessCollector(registry=r)
         r.register(_HostwindsRequests(client))
+        self.fleet_total = Gauge(
+            "cost_sync_fleet_monthly_usd",
+            "Sum of approximate_cost over the rows in scope after the last run.",
+            registry=r,
+        )
+        self.held = Gauge(
+            "cost_sync_changes_held",
+            "Changes held for approval ([guard] max_change_ratio) after the last run.",
+            registry=r,
+        )
 
     def observe(self, trigger: str, report: RunReport | None, *, full: bool) -> None:
         """Count one finished run (report None: it failed)."""
@@ -353,7 +405,7 @@ class Daemon:
         self.settings = settings
         self.client = client
         self.pool = pool
-        self.store = Store(pool)
+        self.store = Store(pool, write_lock_timeout=settings.database.lock_timeout_seconds)
         self.cron = schedule.cron_trigger(settings.sync.schedule)
         self.trigger = trigger or self.cron
         self.runner = Runner(self._execute)
@@ -364,6 +416,11 @@ class Daemon:
         #: Hostwinds instances the runs so far matched to rows, by serviceid: lets POST /resync
         #: recognise a serviceid or server_uuid that a row reaches only through its instance.
         self.known_instances: dict[int, Instance] = {}
+        #: Why the scheduler has not started: the schema check failed (None once it passes).
+        self.schema_problem: str | None = None
+        #: How often the schema is checked again while it is not ready.
+        self.schema_retry_seconds = 30.0
+        self._checking_schema = False
 
     async def _execute(self, record: RunRecord) -> RunReport:
         self.metrics.in_progress.set(1)
@@ -378,6 +435,7 @@ class Daemon:
                 run_id=record.run_id,
                 strict_targets=False,
                 progress=record.progress,
+                accept_changes=record.accept_changes,
             )
         except BaseException:
             self.metrics.observe(record.trigger, None, full=record.instances is None)
@@ -392,6 +450,11 @@ class Daemon:
             self.known_instances.update(matched)
         with contextlib.suppress(CostSyncError):
             self.metrics.oldest_observation.oldest = await self.store.oldest_observation()
+        with contextlib.suppress(CostSyncError):
+            trust = TrustStore(self.pool)
+            total = await trust.fleet_total(self.settings.sync.statuses)
+            self.metrics.fleet_total.set(float(total))  # float-ok: Prometheus samples are floats
+            self.metrics.held.set(await trust.held_count())
         return result.report
 
     async def unknown_targets(self, targets: list[str]) -> dict[str, str]:
@@ -425,10 +488,14 @@ class Daemon:
         )
 
     async def _healthz(self, _: Request) -> Response:
-        alive = self.scheduler is not None and self.scheduler.running
+        # Waiting for `cost-sync migrate` is alive, not ready: a restart would not help.
+        alive = self.scheduler is not None and (self.scheduler.running or self._checking_schema)
         return JSONResponse({"alive": alive}, status_code=200 if alive else 503)
 
     async def _readyz(self, _: Request) -> Response:
+        if self.schema_problem is not None:
+            reason = f"the scheduler waits for the schema: {self.schema_problem}"
+            return JSONResponse({"ready": False, "reason": reason}, status_code=503)
         try:
             with database_errors("database does not answer"):
                 async with self.pool.acquire(timeout=2) as conn:
@@ -467,12 +534,18 @@ class Daemon:
                 status_code=401,
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        raw = await _read_capped(request, MAX_RESYNC_BODY_BYTES)
+        if raw is None:
+            return JSONResponse(
+                {"error": f"the body is larger than {MAX_RESYNC_BODY_BYTES} bytes"}, status_code=413
+            )
         try:
-            body = json.loads(await request.body() or b"{}")
-        except ValueError:
+            body = json.loads(raw or b"{}")
+        except (ValueError, RecursionError):
             return JSONResponse({"error": "the body must be JSON"}, status_code=400)
         instances = body.get("instances") if isinstance(body, dict) else None
         full = body.get("full", False) if isinstance(body, dict) else False
+        accept = body.get("accept_changes", False) if isinstance(body, dict) else False
         if not isinstance(body, dict) or (
             "instances" in body
             and not (
@@ -485,6 +558,12 @@ class Daemon:
                 {"error": 'expected {"instances": ["id", ...]} (1 to 1000 non-empty strings) or {}'},
                 status_code=400,
             )
+        if self.schema_problem is not None:
+            return JSONResponse({"error": self.schema_problem}, status_code=503)
+        problem = next(filter(None, map(_bad_instance_id, instances or [])), None)
+        if problem is not None:
+            # Refused before queueing: a bad id must not fail the other targets merged with it.
+            return JSONResponse({"error": problem}, status_code=400)
         if instances:
             try:
                 unknown = await self.unknown_targets(instances)
@@ -501,9 +580,17 @@ class Daemon:
                 )
         if not isinstance(full, bool):
             return JSONResponse({"error": '"full" must be true or false'}, status_code=400)
+        if not isinstance(accept, bool):
+            return JSONResponse({"error": '"accept_changes" must be true or false'}, status_code=400)
         try:
             # Named instances are asked afresh: that is the after-upgrade case.
-            record = self.runner.request(instances, "resync", full=full or instances is not None)
+            # Named instances apply their new price too, however large the change.
+            record = self.runner.request(
+                instances,
+                "resync",
+                full=full or instances is not None,
+                accept_changes=accept or instances is not None,
+            )
         except CostSyncError as exc:
             return JSONResponse({"error": str(exc)}, status_code=503)
         log.info("daemon.resync_requested", run_id=str(record.run_id), instances=instances)
@@ -552,6 +639,8 @@ class Daemon:
             )
             await server.start()
             self.admin_url = server.base_url
+            if not await self._wait_for_schema(stop):
+                return True
             self.scheduler.start()
             log.info(
                 "daemon.started",
@@ -574,3 +663,33 @@ class Daemon:
                 await server.stop()
             log.info("daemon.stopped", in_flight_run_cancelled=not finished)
         return finished
+
+    async def _wait_for_schema(self, stop: asyncio.Event) -> bool:
+        """Check the schema (as ``migrate --check``) until it passes; False if stopped first.
+
+        Until it passes no run starts, so nothing asks Hostwinds, and /readyz says why.
+        """
+        self._checking_schema = True
+        try:
+            return await self._schema_loop(stop)
+        finally:
+            self._checking_schema = False
+
+    async def _schema_loop(self, stop: asyncio.Event) -> bool:
+        while not stop.is_set():
+            try:
+                await require_schema(self.pool)
+            except DatabaseError as exc:
+                if self.schema_problem != str(exc):
+                    log.error(
+                        "daemon.schema_not_ready", reason=str(exc), retry_seconds=self.schema_retry_seconds
+                    )
+                self.schema_problem = str(exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.schema_retry_seconds)
+                continue
+            if self.schema_problem is not None:
+                log.info("daemon.schema_ready")
+            self.schema_problem = None
+            return True
+        return False

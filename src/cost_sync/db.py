@@ -21,9 +21,13 @@ from cost_sync.settings import URL_ENCODING_HINT, password_in_host
 DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    # A connection terminated mid-statement can leave asyncpg's protocol in a state it reports so.
+    asyncpg.InternalClientError,
     OSError,
     TimeoutError,
 )
+#: What the driver raises once the server or the network has dropped the connection.
+_LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 def describe_dsn(dsn: str) -> str:
@@ -56,6 +60,12 @@ def explain(exc: BaseException, dsn: str | None = None) -> str:
     reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if isinstance(exc, TimeoutError):
         reason = "timed out"
+    elif isinstance(exc, _LOST):
+        # asyncpg's own words ("released back to the pool", "another operation is in progress")
+        # describe its internals, not what happened.
+        reason = (
+            f"the connection was lost (terminated by the server, or the network failed: {type(exc).__name__})"
+        )
     elif isinstance(exc, OSError) and exc.strerror:
         reason = exc.strerror
     return scrub(reason, dsn) if dsn else reason

@@ -9,6 +9,7 @@
     │   ├── MigrationError            a migration failed or an applied file changed
     │   ├── MissingSchemaError        tables or columns cost-sync reads are missing; exit code 2
     │   └── LockTimeout               another run (or migration) holds the lock past the timeout
+    ├── GuardRefused                  a run saw too much vanish at Hostwinds and applied nothing
     └── HostwindsError                Hostwinds could not give an answer cost-sync can use
         ├── HostwindsAuthError        the key was refused: never retried
         ├── HostwindsTransientError   5xx, 429, timeout, non-JSON body, "too fast" envelope:
@@ -79,3 +80,7 @@ class HostwindsResponseError(HostwindsError):
 
 class ForbiddenActionError(HostwindsError):
     """That Hostwinds action is not on cost-sync's read-only allow-list; nothing was sent."""
+
+
+class GuardRefused(CostSyncError):
+    """The run saw too many rows or plans vanish since the last good run and applied nothing."""

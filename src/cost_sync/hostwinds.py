@@ -21,6 +21,10 @@ Guarantees:
       HostwindsResponseError    an error envelope, another HTTP status, or a body of the wrong shape
       ForbiddenActionError      an action outside the allow-list; nothing was sent
 
+- Every attempt has a deadline (``timeout``) covering the whole exchange, body included, and reads
+  at most ``max_response_bytes``: an endless or trickling body fails that attempt instead of
+  filling memory or holding the run. A body too large or too deeply nested to read is an error,
+  not a crash. Text from Hostwinds in an error passes :func:`cost_sync.redact.redact`.
 - Whether and when to try again is decided by :class:`RetryPolicy` alone (a predicate in the
   manner of stamina's: "retry after N seconds" or "give up"); :meth:`HostwindsClient.call` only
   sends, asks the policy, and judges the final outcome.
@@ -41,7 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import httpx
 import structlog
@@ -54,16 +58,35 @@ from cost_sync.errors import (
     HostwindsResponseError,
     HostwindsTransientError,
 )
-from cost_sync.models import INSTANCE_FIELDS, PRICED_CYCLES, Cycle, Instance, Plan, PriceCell, parse_instance
+from cost_sync.models import (
+    INSTANCE_FIELDS,
+    PRICED_CYCLES,
+    Cycle,
+    Instance,
+    Plan,
+    PriceCell,
+    dropped_fields,
+    parse_instance,
+)
+from cost_sync.redact import redact
 
 __all__ = [
     "AUTH_ERROR_MESSAGE",
     "DEFAULT_URL",
+    "DENY_FIELDS",
     "READ_ONLY_ACTIONS",
     "HostwindsClient",
+    "PlanKey",
     "RetryPolicy",
+    "is_denied_field",
     "is_transient",
     "price_cell_text",
+    "price_list_params",
+    "read_cycle_prices",
+    "read_instances",
+    "read_price_list",
+    "sanitise",
+    "unwrap",
 ]
 
 READ_ONLY_ACTIONS = frozenset(
@@ -88,6 +111,17 @@ _CYCLES_BY_KEY: dict[str, Cycle] = {c.value: c for c in PRICED_CYCLES}
 _RESERVED_PARAMS = frozenset({"action", "API"})
 
 
+class _Deadline(Exception):
+    """An attempt did not get its whole answer within the client's timeout."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no complete answer within {seconds:g} s")
+
+
+class _BodyUnreadable(Exception):
+    """A body that cannot be read safely: too large, or nested too deeply. Not retried."""
+
+
 class _BodyNotJSON(Exception):
     """A successful HTTP status carried a body that is not JSON (typically an HTML error page)."""
 
@@ -97,7 +131,11 @@ class _BodyNotJSON(Exception):
 
 
 #: What one HTTP attempt produced, before it is judged.
-_Outcome: TypeAlias = httpx.Response | httpx.HTTPError | _BodyNotJSON
+_Outcome: TypeAlias = httpx.Response | httpx.HTTPError | _BodyNotJSON | _Deadline | _BodyUnreadable
+
+#: The default size cap: a 100,000-instance answer is about 40 MiB in the sandbox's shape, and real
+#: answers carry more fields per instance; 256 MiB leaves room for that and bounds the damage.
+DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 
 
 #: An error envelope whose message says the caller is going too fast: worth waiting for.
@@ -114,7 +152,7 @@ def is_transient(outcome: httpx.Response | BaseException, body: Any = None) -> b
         return _is_slow_down(body)
     if isinstance(outcome, httpx.Response):
         return outcome.status_code == 429 or outcome.status_code >= 500
-    return isinstance(outcome, httpx.TimeoutException | httpx.TransportError | _BodyNotJSON)
+    return isinstance(outcome, httpx.TimeoutException | httpx.TransportError | _BodyNotJSON | _Deadline)
 
 
 @dataclass(frozen=True)
@@ -169,6 +207,8 @@ class HostwindsClient:
         backoff_initial: float = 0.5,
         backoff_max: float = 8.0,
         retry_after_max: float = 60.0,
+        timeout: float | None = 30.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if attempts < 1:
@@ -184,6 +224,8 @@ class HostwindsClient:
         self._next_start = 0.0
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._retry = RetryPolicy(attempts, backoff_initial, backoff_max, retry_after_max)
+        self._timeout = timeout
+        self._max_response_bytes = max_response_bytes
         self._sleep = sleep
         self._calls: collections.Counter[str] = collections.Counter()
         #: (action, outcome) -> HTTP requests sent; outcome is ok, error, auth_error or transient.
@@ -199,6 +241,19 @@ class HostwindsClient:
 
     async def call(self, action: str, **params: str | int) -> Any:
         """Send one allowed action and return its answer, unwrapped from ``{"success": ...}``."""
+        return unwrap(await self._call(action, params, instances=action in _INSTANCE_ACTIONS))
+
+    async def sanitised_body(self, action: str, **params: str | int) -> Any:
+        """Send one allowed action and return its whole JSON body (envelope kept) with every field
+        on :data:`DENY_FIELDS` removed at any depth and any text holding the API key dropped.
+
+        For ``doctor``'s shape checks and ``--capture``: the body as Hostwinds shaped it, but
+        nothing secret in it. Error envelopes raise as with :meth:`call`.
+        """
+        return sanitise(await self._call(action, params, instances=False), secret=self._api_key)
+
+    async def _call(self, action: str, params: Mapping[str, str | int], *, instances: bool) -> Any:
+        """One allowed action's JSON body; errors raised as the module docstring says."""
         if action not in READ_ONLY_ACTIONS:
             raise ForbiddenActionError(
                 f"{action!r} is not on cost-sync's read-only allow-list; nothing was sent"
@@ -209,7 +264,6 @@ class HostwindsClient:
         form = {"action": action, "API": self._api_key}
         form.update({name: _param_text(value) for name, value in params.items()})
 
-        instances = action in _INSTANCE_ACTIONS
         attempt = 1
         outcome, body = await self._attempt(form, instances=instances)
         while (delay := self._retry.after(attempt, outcome, body)) is not None:
@@ -227,7 +281,7 @@ class HostwindsClient:
         return self._judge(action, attempt, outcome, body)
 
     def _judge(self, action: str, attempt: int, outcome: _Outcome, body: Any) -> Any:
-        """The answer of a final attempt, unwrapped, or the error it stands for (counted either way)."""
+        """The body of a final attempt (still wrapped), or the error it stands for (counted either way)."""
         if _is_error_envelope(body) and not is_transient(outcome, body):
             error = self._envelope_error(action, body)
             kind = "auth_error" if isinstance(error, HostwindsAuthError) else "error"
@@ -241,21 +295,19 @@ class HostwindsClient:
             ) from (outcome if isinstance(outcome, httpx.HTTPError) else None)
         if not isinstance(outcome, httpx.Response) or not outcome.is_success:
             self.requests[action, "error"] += 1
+            if isinstance(outcome, _BodyUnreadable):
+                raise HostwindsResponseError(f"{action}: the answer cannot be read ({outcome})")
             if isinstance(outcome, httpx.HTTPError):
                 raise HostwindsResponseError(
                     f"{action}: the request failed ({_describe(outcome)})"
                 ) from outcome
             raise HostwindsResponseError(f"{action}: Hostwinds answered {_describe(outcome)}")
         self.requests[action, "ok"] += 1
-        if isinstance(body, dict) and "success" in body:
-            return body["success"]
         return body
 
     async def get_instances(self) -> list[Instance]:
         """Every instance on the account, whitelisted."""
-        action = "get_instances"
-        items = _items(action, await self.call(action), single_key="serviceid")
-        return [_instance(action, item, f"item {index}: ") for index, item in enumerate(items)]
+        return read_instances(await self.call("get_instances"))
 
     async def get_instance(self, serviceid: int) -> Instance:
         """One instance by its service id, whitelisted; a different service in the answer is an error."""
@@ -272,53 +324,61 @@ class HostwindsClient:
             )
         return instance
 
-    async def get_price_list(self, *, managed: bool, drive_type: str | None) -> dict[int, Plan]:
-        """The plans Hostwinds lists for these options, by plan id, with their per-cycle price cells."""
-        action = "get_price_list"
-        params: dict[str, str | int] = {"managed": int(managed)}
-        if drive_type is not None:
-            params["drive_type"] = drive_type
-        rows = _items(action, await self.call(action, **params), single_key="id")
-        plans: dict[int, Plan] = {}
-        for index, row in enumerate(rows):
-            plan = _plan(action, index, row)
-            if plans.get(plan.id, plan) != plan:
-                raise HostwindsResponseError(f"{action}: two different rows for plan {plan.id}")
-            plans[plan.id] = plan
-        return plans
+    async def get_price_list(
+        self, *, managed: bool, drive_type: str | None, plan_key: PlanKey = "id"
+    ) -> dict[int, Plan]:
+        """The plans Hostwinds lists for these options, keyed by ``plan_key``, with their price cells."""
+        return read_price_list(
+            await self.call("get_price_list", **price_list_params(managed=managed, drive_type=drive_type)),
+            plan_key=plan_key,
+        )
 
     async def get_billingcycle_prices(self, serviceid: int) -> dict[Cycle, PriceCell]:
         """One service's price cell per billing cycle; {} when Hostwinds has no data for it."""
-        action = "get_billingcycle_prices"
-        answer = await self.call(action, serviceid=serviceid)
-        if answer is None or (isinstance(answer, dict | list) and not answer):
-            return {}
-        where = f"service {serviceid}: "
-        if not isinstance(answer, dict):
-            raise HostwindsResponseError(
-                f"{action}: {where}expected an object of cycle prices, got {_kind(answer)}"
-            )
-        cells = _cycle_cells(action, where, answer)
-        if not cells:
-            # A non-empty answer in an unknown shape must not silently become "no data".
-            raise HostwindsResponseError(f"{action}: {where}the answer names no billing cycle")
-        return cells
+        return read_cycle_prices(serviceid, await self.call("get_billingcycle_prices", serviceid=serviceid))
 
     async def _attempt(self, form: dict[str, str], *, instances: bool) -> tuple[_Outcome, Any]:
         """One HTTP request under the rate limit: its outcome and its JSON body (None if none)."""
         async with self._semaphore:
             await self._throttle()
             try:
-                response = await self._http.post(self._url, data=form)
+                # One deadline for connecting, sending and reading the whole body: httpx's own
+                # timeouts are per read, so a body trickling in forever would never trip them.
+                async with asyncio.timeout(self._timeout):
+                    response, content = await self._send(form)
+            except TimeoutError:
+                return _Deadline(self._timeout or 0), None
             except httpx.HTTPError as exc:
                 return exc, None
+            except _BodyUnreadable as exc:
+                return exc, None
         try:
-            # The bytes, not .text: a large answer is then not kept twice (bytes and str).
-            return response, _loads(response.content, instances=instances)
+            return response, _loads(content, instances=instances)
+        except RecursionError:
+            return _BodyUnreadable("JSON nested too deeply"), None
         except ValueError:
             if response.is_success:
                 return _BodyNotJSON(response.status_code), None
             return response, None
+
+    async def _send(self, form: dict[str, str]) -> tuple[httpx.Response, bytearray]:
+        """POST the form and read the body, at most ``max_response_bytes`` of it."""
+        limit = self._max_response_bytes
+        request = self._http.build_request("POST", self._url, data=form)
+        response = await self._http.send(request, stream=True)
+        try:
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise _BodyUnreadable(f"Content-Length {declared} is over max_response_bytes {limit}")
+            # The bytes, not .text: a large answer is then not kept twice (bytes and str).
+            content = bytearray()
+            async for chunk in response.aiter_bytes():
+                content += chunk
+                if len(content) > limit:
+                    raise _BodyUnreadable(f"larger than max_response_bytes {limit}")
+        finally:
+            await response.aclose()
+        return response, content
 
     async def _throttle(self) -> None:
         """Wait for this request's start slot, so starts are at least one interval apart."""
@@ -338,23 +398,178 @@ class HostwindsClient:
         if any(_is_auth_error(item) for item in errors):
             return HostwindsAuthError(AUTH_ERROR_MESSAGE)
         first = errors[0]
-        message = self._scrub(first.get("message")) or "no message"
-        code = self._scrub(first.get("ERROR"))
-        suffix = f" (code {code[:20]})" if code else ""
-        return HostwindsResponseError(
-            f"{action}: Hostwinds answered an error: {message[:_MESSAGE_MAX]}{suffix}"
-        )
+        message = self._scrub(first.get("message"), _MESSAGE_MAX) or "no message"
+        code = self._scrub(first.get("ERROR"), 20)
+        suffix = f" (code {code})" if code else ""
+        return HostwindsResponseError(f"{action}: Hostwinds answered an error: {message}{suffix}")
 
-    def _scrub(self, value: object) -> str:
+    def _scrub(self, value: object, limit: int) -> str:
         if value is None:
             return ""
-        text = " ".join(str(value).split())
-        if self._api_key:
-            text = text.replace(self._api_key, "[redacted]")
-        return text
+        return redact(value, limit=limit, secrets=(self._api_key,))
 
 
-def _loads(body: bytes | str, *, instances: bool = False) -> Any:
+#: Which price-list field an instance's ``product_id`` names (``[hostwinds] plan_key``).
+PlanKey = Literal["id", "rid"]
+
+#: Fields removed from every body ``sanitised_body`` returns (``doctor --capture`` writes only
+#: sanitised bodies), compared case-insensitively without ``-``/``_``: passwords, root passwords,
+#: config keys, keys and tokens. Any string holding the API key is dropped as well.
+DENY_FIELDS = frozenset(
+    {
+        "password",
+        "passwd",
+        "pass",
+        "rootpass",
+        "rootpassword",
+        "configkey",
+        "api",
+        "apikey",
+        "key",
+        "secret",
+        "token",
+        "authtoken",
+        "vncpassword",
+        "sshkey",
+        "privatekey",
+    }
+)
+
+
+def _deny_key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch not in "-_ ")
+
+
+def is_denied_field(name: str) -> bool:
+    """True for a field name on :data:`DENY_FIELDS` (or containing "password" or "secret")."""
+    key = _deny_key(name)
+    return key in DENY_FIELDS or "password" in key or "secret" in key
+
+
+def sanitise(value: Any, *, secret: str = "") -> Any:
+    """``value`` with deny-listed fields removed at any depth, and strings holding ``secret`` dropped."""
+    if isinstance(value, dict):
+        return {
+            key: sanitise(item, secret=secret)
+            for key, item in value.items()
+            if not is_denied_field(str(key)) and not (secret and isinstance(item, str) and secret in item)
+        }
+    if isinstance(value, list):
+        return [
+            sanitise(item, secret=secret)
+            for item in value
+            if not (secret and isinstance(item, str) and secret in item)
+        ]
+    return value
+
+
+def unwrap(body: Any) -> Any:
+    """The answer under ``{"success": ...}``; a body without that wrapper is its own answer."""
+    if isinstance(body, dict) and "success" in body:
+        return body["success"]
+    return body
+
+
+def price_list_params(*, managed: bool, drive_type: str | None) -> dict[str, str | int]:
+    """The parameters of cost-sync's ``get_price_list`` (``managed`` always: Hostwinds' default is 1)."""
+    params: dict[str, str | int] = {"managed": int(managed)}
+    if drive_type is not None:
+        params["drive_type"] = drive_type
+    return params
+
+
+def read_instances(answer: Any) -> list[Instance]:
+    """The instances of a ``get_instances`` answer (unwrapped), whitelisted; raises on a wrong shape."""
+    action = "get_instances"
+    items = _items(action, answer, single_key="serviceid")
+    return [_instance(action, item, f"item {index}: ") for index, item in enumerate(items)]
+
+
+def read_price_list(answer: Any, *, plan_key: PlanKey = "id") -> dict[int, Plan]:
+    """The plans of a ``get_price_list`` answer (unwrapped), keyed by ``plan_key``.
+
+    Rows are found wherever the answer puts them: a list, an object keyed by id, or lists and
+    objects nested under group keys (fixed and custom plans). A row is an object with an ``id``
+    and at least one cycle-price field. A non-empty answer with no row, an item that is neither a
+    row nor a group, or a row's field of the wrong type raises, naming the path where reading
+    stopped. Rows without the ``plan_key`` field cannot be joined and are left out.
+    """
+    action = "get_price_list"
+    plans: dict[int, Plan] = {}
+    for where, row in _price_rows(action, answer):
+        plan = _plan(action, where, row)
+        key = plan.id if plan_key == "id" else plan.rid
+        if key is None:
+            continue
+        if plans.get(key, plan) != plan:
+            by = "" if plan_key == "id" else f" ({plan_key})"
+            raise HostwindsResponseError(f"{action}: {where}: two different rows for plan {key}{by}")
+        plans[key] = plan
+    return plans
+
+
+def read_cycle_prices(serviceid: int, answer: Any) -> dict[Cycle, PriceCell]:
+    """One service's cycle prices from a ``get_billingcycle_prices`` answer; {} for an empty answer."""
+    action = "get_billingcycle_prices"
+    if answer is None or (isinstance(answer, dict | list) and not answer):
+        return {}
+    where = f"service {serviceid}: "
+    if not isinstance(answer, dict):
+        raise HostwindsResponseError(
+            f"{action}: {where}expected an object of cycle prices, got {_kind(answer)}"
+        )
+    cells = _cycle_cells(action, where, answer)
+    if not cells:
+        # A non-empty answer in an unknown shape must not silently become "no data".
+        raise HostwindsResponseError(f"{action}: {where}the answer names no billing cycle")
+    return cells
+
+
+def _has_cycle_field(obj: Mapping[str, Any]) -> bool:
+    return any(_normalise_key(str(key)) in _CYCLES_BY_KEY for key in obj)
+
+
+def _price_rows(action: str, answer: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Every price-list row in the answer with its path (``answer.fixed[0]``), in answer order."""
+    rows: list[tuple[str, dict[str, Any]]] = []
+    dead_ends: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            if "id" in node and _has_cycle_field(node):
+                rows.append((path, node))
+                return
+            if _has_cycle_field(node):
+                raise HostwindsResponseError(f"{action}: {path}: a row with cycle prices but no id")
+            for key, value in node.items():
+                if isinstance(value, dict | list):
+                    walk(value, f"{path}.{key}")
+                else:
+                    dead_ends.append(f"{path}.{key}: {_kind(value)}")
+            if not node:
+                dead_ends.append(f"{path}: an empty object")
+        elif isinstance(node, list):
+            for index, item in enumerate(node):
+                if not isinstance(item, dict | list):
+                    raise HostwindsResponseError(
+                        f"{action}: {path}[{index}]: expected a price-list row or a group, got {_kind(item)}"
+                    )
+                walk(item, f"{path}[{index}]")
+        else:
+            raise HostwindsResponseError(
+                f"{action}: {path}: expected a price-list row or a group, got {_kind(node)}"
+            )
+
+    if answer is None or (isinstance(answer, dict | list) and not answer):
+        return []
+    walk(answer, "answer")
+    if not rows:
+        stop = dead_ends[0] if dead_ends else "answer: no object with an id and a cycle price"
+        raise HostwindsResponseError(f"{action}: no price-list row found; reading stopped at {stop}")
+    return rows
+
+
+def _loads(body: bytes | bytearray | str, *, instances: bool = False) -> Any:
     # parse_constant too: NaN/Infinity become Decimals that pricing rejects, never floats.
     hook = _instance_hook if instances else None
     return json.loads(body, parse_float=Decimal, parse_constant=Decimal, object_hook=hook)
@@ -372,9 +587,22 @@ def _instance_hook(obj: dict[str, Any]) -> Any:
         return obj
     fields = {key: value for key, value in obj.items() if key in INSTANCE_FIELDS}
     try:
-        return parse_instance(fields)
+        return _checked(parse_instance(fields), fields)
     except ValidationError:
         return fields
+
+
+def _checked(instance: Instance, fields: Mapping[str, Any]) -> Instance:
+    """The instance, after logging any field it had to drop (a value PostgreSQL cannot store)."""
+    dropped = dropped_fields(fields, instance)
+    if dropped:
+        _log.warning(
+            "hostwinds.field_dropped",
+            serviceid=instance.serviceid,
+            fields=dropped,
+            note="out of range, a NUL or invalid Unicode: the field is unknown for this run",
+        )
+    return instance
 
 
 def _param_text(value: str | int) -> str:
@@ -408,7 +636,7 @@ def _describe(outcome: _Outcome, body: Any = None) -> str:
         return "an error envelope asking to slow down"
     if isinstance(outcome, httpx.Response):
         return f"HTTP {outcome.status_code}"
-    if isinstance(outcome, _BodyNotJSON):
+    if isinstance(outcome, _BodyNotJSON | _Deadline | _BodyUnreadable):
         return str(outcome)
     if isinstance(outcome, httpx.TimeoutException):
         return f"timeout ({type(outcome).__name__})"
@@ -476,21 +704,20 @@ def _instance(action: str, item: Any, where: str) -> Instance:
     if not isinstance(item, dict):
         raise HostwindsResponseError(f"{action}: {where}expected an object, got {_kind(item)}")
     try:
-        return parse_instance(item)
+        return _checked(parse_instance(item), item)
     except ValidationError as exc:
         # from None: the chained ValidationError's text shows input values, passwords included.
         raise HostwindsResponseError(f"{action}: {where}{_validation_summary(exc)}") from None
 
 
-def _plan(action: str, index: int, row: Any) -> Plan:
-    where = f"row {index}: "
-    if not isinstance(row, dict):
-        raise HostwindsResponseError(f"{action}: {where}expected an object, got {_kind(row)}")
+def _plan(action: str, path: str, row: dict[str, Any]) -> Plan:
+    where = f"{path}: "
     fields: dict[str, Any] = {"prices": _cycle_cells(action, where, row)}
-    if "id" in row:
-        if isinstance(row["id"], bool):
-            raise HostwindsResponseError(f"{action}: {where}id: a boolean is not a plan id")
-        fields["id"] = row["id"]
+    for name in ("id", "rid"):
+        if name in row:
+            if isinstance(row[name], bool):
+                raise HostwindsResponseError(f"{action}: {where}{name}: a boolean is not a plan id")
+            fields[name] = row[name]
     if isinstance(row.get("name"), str):
         fields["name"] = row["name"]
     try:

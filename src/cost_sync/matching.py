@@ -27,17 +27,22 @@ from cost_sync.models import (
     RowOutcome,
     Unpriced,
     VpsRow,
+    override_key,
 )
 
 __all__ = [
     "FINGERPRINT_FIELDS",
     "Match",
+    "PlanNameCheck",
     "PriceListKey",
     "PricePlan",
+    "check_plan_names",
     "fingerprint",
     "is_stale",
+    "joined_plan",
     "match_rows",
     "plan_asks",
+    "plan_names_agree",
     "price_matched",
     "price_rows",
     "resolve_targets",
@@ -111,7 +116,7 @@ def wanted_instances(matches: Sequence[Match], overrides: Mapping[str, Decimal])
     return {
         instance.serviceid: instance
         for row, instance in matches
-        if instance is not None and (row.hostwinds_instance_id or "").strip() not in overrides
+        if instance is not None and override_key(row.hostwinds_instance_id) not in overrides
     }
 
 
@@ -193,6 +198,70 @@ def match_rows(rows: Sequence[VpsRow], instances: Sequence[Instance]) -> list[Ma
         ]
 
 
+def _name_key(name: str) -> str:
+    return "".join(name.split()).casefold()
+
+
+def plan_names_agree(product_name: str | None, plan_name: str | None) -> bool | None:
+    """Whether an instance's product_name and its joined row's name are the same, ignoring case and
+    whitespace; None when either is missing (nothing to compare)."""
+    if not product_name or not plan_name:
+        return None
+    return _name_key(product_name) == _name_key(plan_name)
+
+
+def joined_plan(
+    instance: Instance, price_lists: Mapping[PriceListKey, Mapping[int, Plan]], *, managed: bool
+) -> Plan | None:
+    """The price-list row an instance's product_id joins to (lists are keyed by the plan_key field)."""
+    if instance.product_id is None:
+        return None
+    plans = price_lists.get((managed, instance.disk_type))
+    return None if plans is None else plans.get(instance.product_id)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanNameCheck:
+    """How the joined rows' names compare with the instances' product_name over one run."""
+
+    agree: int
+    disagree: int
+    #: (row id, product_name, row name) of each distinct disagreement, for the log.
+    disagreements: tuple[tuple[int, str, str], ...]
+
+    def counts(self) -> dict[str, int]:
+        """``{"agree": n, "disagree": n}`` as the run report keeps it."""
+        return {"agree": self.agree, "disagree": self.disagree}
+
+
+def check_plan_names(
+    instances: Iterable[Instance],
+    price_lists: Mapping[PriceListKey, Mapping[int, Plan]],
+    *,
+    managed: bool,
+) -> PlanNameCheck:
+    """Compare every instance's product_name with the name of the row it joins to (once per instance)."""
+    agree = disagree = 0
+    seen: dict[tuple[int, str, str], None] = {}
+    # A fleet repeats a few (disk type, product, name) triples: each is joined and compared once.
+    verdicts: dict[tuple[str | None, int | None, str | None], bool | None] = {}
+    for instance in instances:
+        key = (instance.disk_type, instance.product_id, instance.product_name)
+        if key in verdicts:
+            same = verdicts[key]
+        else:
+            plan = joined_plan(instance, price_lists, managed=managed)
+            same = None if plan is None else plan_names_agree(instance.product_name, plan.name)
+            verdicts[key] = same
+            if same is False and plan is not None:
+                seen.setdefault((plan.id, instance.product_name or "", plan.name or ""), None)
+        if same is True:
+            agree += 1
+        elif same is False:
+            disagree += 1
+    return PlanNameCheck(agree=agree, disagree=disagree, disagreements=tuple(seen))
+
+
 def price_matched(
     matches: Sequence[Match],
     *,
@@ -201,18 +270,20 @@ def price_matched(
     price_lists: Mapping[PriceListKey, Mapping[int, Plan]],
     managed: bool,
     withheld: Mapping[int, Unpriced] | None = None,
+    aliases: Mapping[str, Cycle] | None = None,
 ) -> list[RowOutcome]:
     """Decide every matched row: pick its price source, estimate.
 
     ``withheld`` names services whose cycle prices this run could not establish (not reached in
     its budget, or unreadable): their rows are unpriced with that reason, and keep their value.
+    ``aliases`` map an account's cycle spellings to cycles (``[hostwinds.cycle_aliases]``).
     """
     outcomes = []
     no_plans: Mapping[int, Plan] = {}
     withheld = withheld or {}
     with gc_paused():
         for row, instance in matches:
-            override = overrides.get((row.hostwinds_instance_id or "").strip()) if overrides else None
+            override = overrides.get(override_key(row.hostwinds_instance_id)) if overrides else None
             if override is None and instance is not None and instance.serviceid in withheld:
                 outcomes.append(RowOutcome(row, instance, withheld[instance.serviceid]))
                 continue
@@ -225,6 +296,7 @@ def price_matched(
                 override=override,
                 cycle_prices=cycle_prices.get(instance.serviceid) if instance else None,
                 plan=plan,
+                aliases=aliases,
             )
             outcomes.append(RowOutcome(row, instance, result))
     return outcomes
@@ -238,6 +310,7 @@ def price_rows(
     cycle_prices: Mapping[int, Mapping[Cycle, PriceCell]],
     price_lists: Mapping[PriceListKey, Mapping[int, Plan]],
     managed: bool,
+    aliases: Mapping[str, Cycle] | None = None,
 ) -> list[RowOutcome]:
     """Decide every row: match it to its instance, pick its price source, estimate."""
     return price_matched(
@@ -246,4 +319,5 @@ def price_rows(
         cycle_prices=cycle_prices,
         price_lists=price_lists,
         managed=managed,
+        aliases=aliases,
     )

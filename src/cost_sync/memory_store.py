@@ -15,10 +15,11 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from cost_sync.errors import LockTimeout
-from cost_sync.models import Estimate, Observation, RowOutcome, RunReport, VpsRow
+from cost_sync.models import Estimate, HeldChange, Observation, RowOutcome, RowState, RunReport, VpsRow
 from cost_sync.settings import Settings
+from cost_sync.store import LastRun
 
-__all__ = ["HistoryEntry", "MemoryStore"]
+__all__ = ["HeldEntry", "HistoryEntry", "MemoryStore"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,15 @@ class HistoryEntry:
     source: str
 
 
+@dataclass(frozen=True)
+class HeldEntry:
+    """One held change, as ``cost_sync_held_changes`` would hold it."""
+
+    change: HeldChange
+    run_id: uuid.UUID
+    since: object
+
+
 @dataclass
 class MemoryStore:
     """Rows, observations, history and runs in memory; see the module docstring."""
@@ -40,6 +50,8 @@ class MemoryStore:
     observations: dict[int, Observation] = field(default_factory=dict)
     history: list[HistoryEntry] = field(default_factory=list)
     runs: list[RunReport] = field(default_factory=list)
+    held: dict[uuid.UUID, HeldEntry] = field(default_factory=dict)
+    row_states: dict[uuid.UUID, RowState] = field(default_factory=dict)
     #: How many times observations were saved (one per batch).
     saves: int = 0
     #: The runs after which a tenant attribution snapshot was written.
@@ -81,7 +93,14 @@ class MemoryStore:
 
     async def read_rows(self, statuses: Sequence[str]) -> list[VpsRow]:
         """Every row whose status is in scope, by id."""
-        return sorted((r for r in self.rows.values() if r.status in statuses), key=lambda r: r.id)
+        return sorted(
+            (
+                replace(r, seen=self.row_states[r.id].key() if r.id in self.row_states else None)
+                for r in self.rows.values()
+                if r.status in statuses
+            ),
+            key=lambda r: r.id,
+        )
 
     async def read_identities(self) -> list[tuple[uuid.UUID, str | None, str | None]]:
         """(id, hostwinds_instance_id, status) of every row."""
@@ -99,6 +118,18 @@ class MemoryStore:
             if kept is None or kept.observed_at <= observation.observed_at:
                 self.observations[observation.serviceid] = observation
 
+    async def last_good_run(self) -> LastRun | None:
+        """The last successful whole-fleet run, if any."""
+        good = [
+            r
+            for r in self.runs
+            if r.outcome == "succeeded" and r.instances is None and r.trigger != "approve"
+        ]
+        if not good:
+            return None
+        last = max(good, key=lambda r: r.started_at)
+        return LastRun(last.run_id, last.finished_at, last.plans_in_use)
+
     async def commit_run(
         self,
         run_id: uuid.UUID,
@@ -106,11 +137,28 @@ class MemoryStore:
         *,
         statuses: Sequence[str],
         finish: Callable[[int], RunReport],
+        held: Sequence[HeldChange] = (),
+        decided: Sequence[uuid.UUID] = (),
+        row_states: Sequence[RowState] = (),
     ) -> RunReport:
-        """Apply the changed estimates and the ledger row together."""
+        """Apply the changed estimates, held changes, row states and the ledger row together."""
         rows = dict(self.rows)
         history = list(self.history)
+        proposed = {h.row_id: h for h in held}
+        kept = {i: e for i, e in self.held.items() if i not in decided or i in proposed}
+        for change in held:
+            before = kept.get(change.row_id)
+            same = before is not None and before.change.proposed.monthly == change.proposed.monthly
+            kept[change.row_id] = HeldEntry(
+                change,
+                before.run_id if same and before else run_id,
+                before.since if same and before else run_id,
+            )
+        states = dict(self.row_states)
+        states.update({s.row_id: s for s in row_states})
         for outcome in outcomes:
+            if outcome.row.id in proposed:
+                continue
             current = rows.get(outcome.row.id)
             result = outcome.result
             if current is None or current.status not in statuses or not isinstance(result, Estimate):
@@ -123,6 +171,7 @@ class MemoryStore:
             )
         report = finish(len(history) - len(self.history))
         self.rows, self.history = rows, history
+        self.held, self.row_states = kept, states
         self.runs.append(report)
         return report
 

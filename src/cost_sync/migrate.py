@@ -17,17 +17,38 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 import asyncpg
 import structlog
 
 from cost_sync.db import database_errors
-from cost_sync.errors import LockTimeout, MigrationError
+from cost_sync.errors import LockTimeout, MigrationError, MissingSchemaError
 from cost_sync.sqlfiles import sql_dir
 
-__all__ = ["MIGRATE_LOCK_KEY", "Migration", "applied", "check", "discover", "migrate", "rollback", "sql_dir"]
+__all__ = [
+    "MIGRATE_HINT",
+    "MIGRATE_LOCK_KEY",
+    "Migration",
+    "applied",
+    "check",
+    "discover",
+    "migrate",
+    "require_schema",
+    "rollback",
+    "sql_dir",
+]
+
+#: What to do when :func:`check` finds a problem.
+MIGRATE_HINT = "run `cost-sync migrate`"
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
 
 log = structlog.get_logger(__name__)
+
+#: A connection of its own or one borrowed from a pool.
+_Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 #: Advisory lock key serialising `cost-sync migrate` runs (ASCII "cs-migr").
 MIGRATE_LOCK_KEY = 0x63732D6D696772
@@ -89,7 +110,7 @@ def _ledger_sql(folder: Path | None = None) -> str:
     return ((folder or sql_dir()) / "ledger.sql").read_text(encoding="utf-8")
 
 
-async def applied(conn: asyncpg.Connection) -> dict[str, str]:
+async def applied(conn: _Conn) -> dict[str, str]:
     """Applied migration name -> checksum; empty when the ledger does not exist yet."""
     if await conn.fetchval("SELECT to_regclass('cost_sync_migrations')") is None:
         return {}
@@ -170,7 +191,7 @@ async def migrate(
         return names
 
 
-async def check(conn: asyncpg.Connection, migrations: list[Migration] | None = None) -> list[str]:
+async def check(conn: _Conn, migrations: list[Migration] | None = None) -> list[str]:
     """What is missing or wrong, one line each; empty when every migration is applied and verifies."""
     migrations = discover() if migrations is None else migrations
     with database_errors("cannot check the migrations", error=MigrationError):
@@ -184,6 +205,18 @@ async def check(conn: asyncpg.Connection, migrations: list[Migration] | None = N
                 if not row["ok"]:
                     problems.append(f"{migration.name}: {row['check']}: found {row['found']}")
     return problems
+
+
+async def require_schema(pool: asyncpg.Pool) -> None:
+    """Return when every migration is applied and verifies (as ``migrate --check``); else raise
+    :class:`~cost_sync.errors.MissingSchemaError` (exit 2) naming the first problem and the fix,
+    so a run fails before its first Hostwinds call."""
+    with database_errors("cannot check the schema"):
+        async with pool.acquire() as conn:
+            problems = await check(conn)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise MissingSchemaError(f"the database schema is not ready: {problems[0]}{more}; {MIGRATE_HINT}")
 
 
 async def rollback(

@@ -8,6 +8,7 @@ Money is ``Decimal`` everywhere. Raw price cells from Hostwinds are kept as thei
 from __future__ import annotations
 
 import dataclasses
+import operator
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -73,6 +74,8 @@ class UnpricedReason(StrEnum):
     CYCLE_PRICES_UNAVAILABLE = "cycle_prices_unavailable"
     #: The run's time budget ran out before this service was asked; the next run continues.
     PENDING = "pending"
+    #: Hostwinds listed this service id more than once with different data: which one is true?
+    DUPLICATE_INSTANCE = "duplicate_instance"
 
 
 class AskReason(StrEnum):
@@ -84,14 +87,73 @@ class AskReason(StrEnum):
     FORCED = "forced"
 
 
+def override_key(hostwinds_instance_id: str | None) -> str:
+    """How a Finance override names a row: its ``hostwinds_instance_id`` trimmed, in lower case."""
+    return (hostwinds_instance_id or "").strip().lower()
+
+
 #: The exact text of one price cell as Hostwinds sent it (a JSON number is kept as its Decimal
 #: text, a string as is, an object with no recognised price field as its JSON text).
 PriceCell = str
 
 
+#: The range of a PostgreSQL INTEGER (cost_sync_history.product_id) and of a BIGINT (serviceid).
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+def storable_text(value: str) -> bool:
+    """True when PostgreSQL can store ``value`` as text: no NUL, valid Unicode (no lone surrogate)."""
+    if "\x00" in value:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _blank_to_none(value: Any) -> Any:
     if isinstance(value, str) and value.strip() == "":
         return None
+    return value
+
+
+def _storable_or_none(value: Any) -> Any:
+    # A value the database cannot store would fail the run's write, for the whole fleet, on every
+    # run: it becomes unknown here instead (and the client logs which field of which instance).
+    # One function per field, inlined: it runs for every field of 100,000 instances.
+    if isinstance(value, str) and (
+        value.strip() == "" or "\x00" in value or (not value.isascii() and not storable_text(value))
+    ):
+        return None
+    return value
+
+
+def _int32_or_none(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be an integer id, not a boolean")
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "":
+            return None
+        if not text.lstrip("-").isdigit():
+            return value  # not an id: pydantic reports it
+        value = int(text)
+    if isinstance(value, int) and not -INT32_MAX - 1 <= value <= INT32_MAX:
+        return None
+    return value
+
+
+def _serviceid(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be an integer id, not a boolean")
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int) and not 0 < value <= INT64_MAX:
+        raise ValueError("must be a positive id below 2**63")
     return value
 
 
@@ -111,6 +173,11 @@ def _to_bool(value: Any) -> Any:
 OptStr = Annotated[str | None, BeforeValidator(_blank_to_none)]
 OptInt = Annotated[int | None, BeforeValidator(_no_bool)]
 Id = Annotated[int, BeforeValidator(_no_bool)]
+#: Text from Hostwinds that may be written: unstorable text becomes None.
+StoredStr = Annotated[str | None, BeforeValidator(_storable_or_none)]
+#: An id written to an INTEGER column: out of range becomes None.
+Int32 = Annotated[int | None, BeforeValidator(_int32_or_none)]
+ServiceId = Annotated[int, BeforeValidator(_serviceid)]
 Flag = Annotated[bool, BeforeValidator(_to_bool)]
 
 
@@ -126,19 +193,36 @@ class Instance:
     then takes about a sixth of the memory.
     """
 
-    serviceid: Id
-    server_uuid: OptStr = None
-    product_id: OptInt = None
-    product_name: OptStr = None
-    billingcycle: OptStr = None
+    serviceid: ServiceId
+    server_uuid: StoredStr = None
+    product_id: Int32 = None
+    product_name: StoredStr = None
+    billingcycle: StoredStr = None
     hourly: Flag = False
-    disk_type: OptStr = None
-    status: OptStr = None
+    disk_type: StoredStr = None
+    status: StoredStr = None
+    #: Hostwinds offers this instance a newer plan (``cost-sync report`` lists these).
+    upgrade_available: Flag = False
 
 
 _INSTANCE = TypeAdapter(Instance)
 #: The fields an Instance keeps; everything else Hostwinds sends is dropped at parse time.
 INSTANCE_FIELDS = frozenset(field.name for field in dataclasses.fields(Instance))
+_OPTIONAL_FIELDS = tuple(sorted(INSTANCE_FIELDS - {"serviceid", "hourly"}))
+
+
+_optional_values = operator.attrgetter(*_OPTIONAL_FIELDS)
+
+
+def dropped_fields(raw: Mapping[str, Any], instance: Instance) -> list[str]:
+    """The fields Hostwinds sent a value for that :class:`Instance` could not keep (now None)."""
+    if None not in _optional_values(instance):
+        return []  # the common case, checked at C speed: 100,000 instances pass through here
+    return [
+        name
+        for name in _OPTIONAL_FIELDS
+        if getattr(instance, name) is None and _blank_to_none(raw.get(name)) is not None
+    ]
 
 
 def parse_instance(data: Any) -> Instance:
@@ -147,9 +231,11 @@ def parse_instance(data: Any) -> Instance:
 
 
 class Plan(_Frozen):
-    """One row of ``get_price_list``: a plan id and its per-cycle price cells."""
+    """One row of ``get_price_list``: its ``id`` and ``rid`` (either may be what an instance's
+    ``product_id`` names, see ``[hostwinds] plan_key``), its name and its per-cycle price cells."""
 
     id: int
+    rid: OptInt = None
     name: OptStr = None
     prices: Mapping[Cycle, PriceCell] = Field(default_factory=dict)
 
@@ -181,6 +267,8 @@ class VpsRow:
     hostwinds_instance_id: str | None
     status: str | None
     approximate_cost: Decimal | None
+    #: What the last run saw of the row, as :meth:`RowState.key` (None: no run has seen it).
+    seen: tuple[object, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +283,9 @@ class Estimate:
     hourly_ceiling: bool = False
     product_id: int | None = None
     product_name: str | None = None
+    #: The instance's own ``billingcycle`` spelling when a ``[hostwinds.cycle_aliases]`` entry
+    #: turned it into ``cycle`` (e.g. "Bi-Annually"); None when the spelling named the cycle itself.
+    cycle_alias: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +308,43 @@ class RowOutcome:
     def changed(self) -> bool:
         """True when the row gets a new stored value."""
         return isinstance(self.result, Estimate) and self.result.monthly != self.row.approximate_cost
+
+
+@dataclass(frozen=True, slots=True)
+class HeldChange:
+    """A change a run proposed but did not apply: it exceeded ``[guard] max_change_ratio``."""
+
+    row_id: uuid.UUID
+    hostwinds_instance_id: str | None
+    old: Decimal | None
+    proposed: Estimate
+    ratio: Decimal
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RowState:
+    """What a run saw of one row: its instance, its plan, why it was unpriced, upgrade offered."""
+
+    row_id: uuid.UUID
+    matched: bool
+    serviceid: int | None = None
+    server_uuid: str | None = None
+    product_id: int | None = None
+    unpriced_reason: str | None = None
+    unpriced_detail: str | None = None
+    upgrade_available: bool = False
+
+    def key(self) -> tuple[object, ...]:
+        """What a run compares to decide whether the kept state changed (server_uuid follows serviceid)."""
+        return (
+            self.matched,
+            self.serviceid,
+            self.product_id,
+            self.unpriced_reason,
+            self.unpriced_detail,
+            self.upgrade_available,
+        )
 
 
 class PriceCacheReport(_Frozen):
@@ -261,6 +389,16 @@ class RunReport(_Frozen):
     #: Targets that named no row in scope (a daemon run syncs the others), with the reason.
     unknown_instances: dict[str, str] = Field(default_factory=dict)
     price_cache: PriceCacheReport = Field(default_factory=PriceCacheReport)
+    #: Changes this run proposed but held for a person ([guard] max_change_ratio).
+    held: int = 0
+    #: Price-list plans the run's matched instances are on (the next run checks none went missing).
+    plans_in_use: list[int] | None = None
+    #: Instances whose joined price-list row's name agrees (or not) with their product_name.
+    plan_names: dict[str, int] = Field(default_factory=lambda: {"agree": 0, "disagree": 0})
+    #: Rows in scope that share their Hostwinds instance with another row (each is priced).
+    rows_sharing_instance: int = 0
+    #: What an operator should look at before trusting the run (swings, duplicates, unused overrides).
+    warnings: list[str] = Field(default_factory=list)
     error: str | None = None
 
     @property

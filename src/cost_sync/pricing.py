@@ -25,6 +25,7 @@ from cost_sync.models import (
     UnpricedReason,
     VpsRow,
 )
+from cost_sync.redact import redact
 
 __all__ = [
     "MAX_MONTHLY",
@@ -37,6 +38,7 @@ __all__ = [
     "normalise_cycle",
     "parse_price_cell",
     "price_row",
+    "spelling_key",
 ]
 
 MAX_MONTHLY = Decimal("999999.99")
@@ -79,6 +81,11 @@ def cacheable_cell(cell: PriceCell) -> PriceCell:
 # thousands of instances, and a cache hit costs a fraction of parsing again.
 
 
+def spelling_key(billingcycle: str) -> str:
+    """A cycle spelling as compared: lower case, without spaces, ``-`` and ``_``."""
+    return _SEPARATORS.sub("", billingcycle).lower()
+
+
 def normalise_cycle(billingcycle: str | None, *, hourly: bool = False) -> Cycle | None:
     """Return the cycle ``billingcycle`` names (hourly if flagged), or None if it is unknown."""
     if hourly:
@@ -86,7 +93,7 @@ def normalise_cycle(billingcycle: str | None, *, hourly: bool = False) -> Cycle 
     if billingcycle is None:
         return None
     # "Bi-Annually" normalises to "biannually", which is deliberately not a known name.
-    return _CYCLES_BY_NAME.get(_SEPARATORS.sub("", billingcycle).lower())
+    return _CYCLES_BY_NAME.get(spelling_key(billingcycle))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -180,9 +187,18 @@ def estimate_instance(
     *,
     cycle_prices: Mapping[Cycle, PriceCell] | None,
     plan: Plan | None,
+    aliases: Mapping[str, Cycle] | None = None,
 ) -> Estimate | Unpriced:
-    """Return the monthly estimate of one instance from its cycle prices, else its plan's price."""
+    """Return the monthly estimate of one instance from its cycle prices, else its plan's price.
+
+    ``aliases`` (spelling key -> cycle) name cycles for spellings that name none themselves; the
+    estimate then carries the spelling as ``cycle_alias``.
+    """
     cycle = _cycle_of(instance.billingcycle, instance.hourly)
+    alias: str | None = None
+    if cycle is None and aliases and instance.billingcycle is not None:
+        cycle = aliases.get(spelling_key(instance.billingcycle))
+        alias = instance.billingcycle if cycle is not None else None
     if cycle is None:
         return Unpriced(
             reason=UnpricedReason.UNKNOWN_CYCLE,
@@ -249,6 +265,7 @@ def estimate_instance(
         hourly_ceiling=cycle is _HOURLY,
         product_id=instance.product_id,
         product_name=instance.product_name or (plan.name if plan is not None else None),
+        cycle_alias=alias,
     )
 
 
@@ -259,6 +276,7 @@ def price_row(
     override: Decimal | None,
     cycle_prices: Mapping[Cycle, PriceCell] | None,
     plan: Plan | None,
+    aliases: Mapping[str, Cycle] | None = None,
 ) -> Estimate | Unpriced:
     """Return one row's estimate: a Finance override first, else its matched instance's price."""
     if override is not None:
@@ -276,13 +294,12 @@ def price_row(
             reason=UnpricedReason.NOT_FOUND,
             detail=f"no Hostwinds instance {_quote(instance_id)}",
         )
-    return estimate_instance(instance, cycle_prices=cycle_prices, plan=plan)
+    return estimate_instance(instance, cycle_prices=cycle_prices, plan=plan, aliases=aliases)
 
 
 def _quote(text: str | None) -> str:
     """Quote text from Hostwinds for a detail, cut short so a detail stays short."""
     if text is None:
         return "missing"
-    if len(text) > _DETAIL_TEXT_MAX:
-        text = text[: _DETAIL_TEXT_MAX - 3] + "..."
-    return repr(text)
+    # A cell may carry anything Hostwinds put there (one carried a root password).
+    return repr(redact(text, limit=_DETAIL_TEXT_MAX))

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from cost_sync.models import Estimate, RowOutcome, RunReport, Unpriced, UnpricedReason
+from cost_sync.models import Estimate, HeldChange, RowOutcome, RunReport, Unpriced, UnpricedReason
 
 
 def money(value: Decimal | None) -> str:
@@ -50,6 +50,7 @@ def summary(report: RunReport) -> list[str]:
             "",
         ),
         ("unchanged", str(report.unchanged), ""),
+        ("held for approval", str(report.held), "over [guard] max_change_ratio" if report.held else ""),
         ("unpriced (value kept)", str(unpriced), _counts(report.unpriced_by_reason)),
         ("Hostwinds calls", str(calls), _counts(report.hostwinds_calls)),
         ("cached prices used", str(report.price_cache.hits), ""),
@@ -59,9 +60,15 @@ def summary(report: RunReport) -> list[str]:
             _counts({k: v for k, v in report.price_cache.reasons.items() if v}),
         ),
         ("fleet monthly total", f"{money(report.total_before)} -> {money(report.total_after)}", ""),
+        (
+            "plan name mismatches",
+            str(report.plan_names.get("disagree", 0)),
+            f"price-list name vs product_name; {report.plan_names.get('agree', 0)} agree",
+        ),
     ]
     for label, value, detail in pairs:
         lines.append(f"  {label:<22} {value:>6}" + (f"  ({detail})" if detail else ""))
+    lines += [f"  warning: {warning}" for warning in report.warnings]
     if report.price_cache.pending:
         lines.append(
             f"  {report.price_cache.pending} services pending: the run's time budget ran out before "
@@ -85,12 +92,57 @@ def unpriced_rows(outcomes: Sequence[RowOutcome]) -> list[str]:
     ]
 
 
-def changes(outcomes: Sequence[RowOutcome]) -> list[str]:
-    """Each changed row: old -> new and where the price came from."""
+def held_changes(held: Sequence[HeldChange]) -> list[str]:
+    """The changes a run held (old value kept), or nothing when none was held."""
+    if not held:
+        return []
     rows = [
-        [_row_name(o), money(o.row.approximate_cost), money(o.result.monthly), o.result.source.value]
+        [
+            h.hostwinds_instance_id or str(h.row_id),
+            money(h.old),
+            money(h.proposed.monthly),
+            str(h.ratio),
+            h.reason,
+        ]
+        for h in held
+    ]
+    return [
+        "",
+        f"held for approval ({len(rows)}; old values kept; `cost-sync held`, `cost-sync approve`):",
+    ] + ["  " + line for line in table(["instance", "old", "proposed", "ratio", "reason"], rows)]
+
+
+def _held_json(held: Sequence[HeldChange]) -> dict[str, Any]:
+    return {
+        "count": len(held),
+        "rows": [
+            {
+                "id": str(h.row_id),
+                "hostwinds_instance_id": h.hostwinds_instance_id,
+                "old": None if h.old is None else str(h.old),
+                "proposed": str(h.proposed.monthly),
+                "ratio": str(h.ratio),
+                "reason": h.reason,
+                "source": h.proposed.source.value,
+            }
+            for h in held
+        ],
+    }
+
+
+def changes(outcomes: Sequence[RowOutcome], held: Sequence[HeldChange] = ()) -> list[str]:
+    """Each changed row: old -> new and where the price came from."""
+    held_ids = {h.row_id for h in held}
+    rows = [
+        [
+            _row_name(o),
+            money(o.row.approximate_cost),
+            money(o.result.monthly),
+            o.result.source.value
+            + (f" (cycle alias {o.result.cycle_alias!r})" if o.result.cycle_alias else ""),
+        ]
         for o in outcomes
-        if isinstance(o.result, Estimate) and o.changed
+        if isinstance(o.result, Estimate) and o.changed and o.row.id not in held_ids
     ]
     if not rows:
         return ["", "no changes"]
@@ -99,9 +151,11 @@ def changes(outcomes: Sequence[RowOutcome]) -> list[str]:
     ]
 
 
-def as_json(report: RunReport, outcomes: Sequence[RowOutcome]) -> str:
-    """The RunReport as JSON (money as strings), with the changed and unpriced rows."""
+def as_json(report: RunReport, outcomes: Sequence[RowOutcome], held: Sequence[HeldChange] = ()) -> str:
+    """The RunReport as JSON (money as strings), with the changed, held and unpriced rows."""
+    held_ids = {h.row_id for h in held}
     data: dict[str, Any] = report.model_dump(mode="json")
+    data["held"] = _held_json(held)
     data["duration_seconds"] = round(report.duration_seconds, 3)
     data["changes"] = [
         {
@@ -113,9 +167,10 @@ def as_json(report: RunReport, outcomes: Sequence[RowOutcome]) -> str:
             "cycle": o.result.cycle.value if o.result.cycle else None,
             "cycle_price": None if o.result.cycle_price is None else str(o.result.cycle_price),
             "hourly_ceiling": o.result.hourly_ceiling,
+            "cycle_alias": o.result.cycle_alias,
         }
         for o in outcomes
-        if isinstance(o.result, Estimate) and o.changed
+        if isinstance(o.result, Estimate) and o.changed and o.row.id not in held_ids
     ]
     data["unpriced"] = [
         {

@@ -57,6 +57,7 @@ __all__ = [
     "SANDBOX_API_KEY",
     "WRITE_ACTIONS",
     "Container",
+    "CyclePricesShape",
     "Faults",
     "Fleet",
     "FleetFileError",
@@ -80,6 +81,12 @@ DEMO_FLEET_PATH = Path(__file__).with_name("data") / "demo-fleet.toml"
 #: by id, or a bare list with no ``success`` wrapper.
 Container = Literal["list", "object", "bare"]
 _CONTAINERS: tuple[str, ...] = get_args(Container)
+
+#: How ``get_billingcycle_prices`` answers. ``cycle_keyed`` (the default) is a GUESS, cost-sync's
+#: and PenguinMails': ``{"success": {"monthly": "9.99", ...}}`` from the fleet's ``cycle_prices``.
+#: ``empty`` answers ``{}`` for every service, the only success body the public docs show.
+CyclePricesShape = Literal["cycle_keyed", "empty"]
+_CYCLE_PRICES_SHAPES: tuple[str, ...] = get_args(CyclePricesShape)
 
 #: Actions that change an account (and create invoices) at Hostwinds: refused here, loudly.
 WRITE_ACTIONS = frozenset(
@@ -150,10 +157,16 @@ class Fleet:
     plans: list[dict[str, Any]] = field(default_factory=list)
     cycle_prices: dict[int, dict[str, Any]] = field(default_factory=dict)
     container: Container = "list"
+    cycle_prices_shape: CyclePricesShape = "cycle_keyed"
 
     def __post_init__(self) -> None:
         if self.container not in _CONTAINERS:
             raise ValueError(f"container must be one of {', '.join(_CONTAINERS)}, not {self.container!r}")
+        if self.cycle_prices_shape not in _CYCLE_PRICES_SHAPES:
+            raise ValueError(
+                f"cycle_prices_shape must be one of {', '.join(_CYCLE_PRICES_SHAPES)}, "
+                f"not {self.cycle_prices_shape!r}"
+            )
 
     def __repr__(self) -> str:
         # No key, and no 100,000-instance dump.
@@ -201,7 +214,9 @@ class _SchemaError(Exception):
     """A fleet whose structure is wrong; the message names the offending entry."""
 
 
-_TOP_LEVEL_KEYS = frozenset({"api_key", "container", "instances", "plans", "cycle_prices"})
+_TOP_LEVEL_KEYS = frozenset(
+    {"api_key", "container", "cycle_prices_shape", "instances", "plans", "cycle_prices"}
+)
 
 
 def _line_from_message(message: str) -> int | None:
@@ -223,6 +238,11 @@ def _fleet_from_data(data: Any) -> Fleet:
     container = data.get("container", "list")
     if container not in _CONTAINERS:
         raise _SchemaError(f"container: must be one of {', '.join(_CONTAINERS)}, not {container!r}")
+    shape = data.get("cycle_prices_shape", "cycle_keyed")
+    if shape not in _CYCLE_PRICES_SHAPES:
+        raise _SchemaError(
+            f"cycle_prices_shape: must be one of {', '.join(_CYCLE_PRICES_SHAPES)}, not {shape!r}"
+        )
 
     instances = _list_of_tables(data, "instances")
     seen: dict[int, int] = {}
@@ -274,6 +294,7 @@ def _fleet_from_data(data: Any) -> Fleet:
         plans=plans,
         cycle_prices=cycle_prices,
         container=container,
+        cycle_prices_shape=shape,
     )
 
 
@@ -747,6 +768,8 @@ class SandboxServer:
         serviceid = _int_id(form.get("serviceid"))
         if serviceid is None or serviceid not in self._by_serviceid:
             return _error("get_billingcycle_prices", _INVALID_SERVICE)
+        if self._fleet.cycle_prices_shape == "empty":
+            return _json_response({})
         return _json_response({"success": self._fleet.cycle_prices.get(serviceid, {})})
 
     def _check_upgrade_order(self, form: dict[str, str]) -> Response:

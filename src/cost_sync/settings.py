@@ -30,10 +30,13 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from cost_sync.errors import ConfigError
+from cost_sync.models import Cycle, override_key
+from cost_sync.pricing import normalise_cycle, spelling_key
 
 ENV_PREFIX = "COST_SYNC_"
 CONFIG_ENV = "COST_SYNC_CONFIG"
@@ -64,7 +67,21 @@ def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL")
+    try:
+        parts.port  # noqa: B018 - a port out of range raises here, not later as a traceback
+    except ValueError:
+        raise ValueError("the port must be a number from 0 to 65535") from None
     return value
+
+
+#: Hosts an http:// Hostwinds URL may name: the key then never leaves this machine.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _cleartext_off_host(url: str) -> bool:
+    # The API key travels in the form body: over http:// it would cross the network in cleartext.
+    parts = urlsplit(url)
+    return parts.scheme == "http" and (parts.hostname or "").lower() not in LOOPBACK_HOSTS
 
 
 def _cron(value: str) -> str:
@@ -92,6 +109,14 @@ def _amount(value: Any) -> Decimal:
     return amount.quantize(Decimal("0.01"))
 
 
+def _override_amount(value: Any) -> Decimal:
+    amount = _amount(value)
+    if amount == 0:
+        # Unknown is never zero: an override of 0.00 would store "free" for a VPS that costs money.
+        raise ValueError("must be more than 0.00 (remove the override to let Hostwinds price the row)")
+    return amount
+
+
 def _listen(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
@@ -106,6 +131,38 @@ def _comma_list(value: Any) -> Any:
             return json.loads(text)
         return [item.strip() for item in text.split(",") if item.strip()]
     return value
+
+
+def _json_table(value: Any) -> Any:
+    # COST_SYNC_HOSTWINDS_CYCLE_ALIASES='{"Bi-Annually": "semiannually"}': a table from the environment.
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError('must be a JSON object such as {"Bi-Annually": "semiannually"}') from None
+    return value
+
+
+def _cycle_aliases(value: Any) -> dict[str, Cycle]:
+    """Spelling (normalised as cycles are) -> cycle; an alias may not re-point a known spelling."""
+    if not isinstance(value, dict):
+        raise ValueError('must be a table such as [hostwinds.cycle_aliases] "Bi-Annually" = "semiannually"')
+    aliases: dict[str, Cycle] = {}
+    for spelling, target in value.items():
+        cycle = normalise_cycle(target) if isinstance(target, str) else None
+        if cycle is None:
+            known = ", ".join(c.value for c in Cycle)
+            raise ValueError(f"{spelling!r}: {target!r} is not a billing cycle (known: {known})")
+        already = normalise_cycle(spelling)
+        if already is not None and already is not cycle:
+            raise ValueError(f"{spelling!r} already names the {already.value} cycle; it cannot be aliased")
+        key = spelling_key(spelling)
+        if not key:
+            raise ValueError("an alias needs a non-empty spelling")
+        if aliases.get(key, cycle) is not cycle:
+            raise ValueError(f"{spelling!r} is aliased twice, to different cycles")
+        aliases[key] = cycle
+    return aliases
 
 
 def _lower(value: Any) -> Any:
@@ -127,6 +184,7 @@ HttpUrl = Annotated[str, AfterValidator(_http_url)]
 Secret = Annotated[SecretStr | None, BeforeValidator(_blank_is_unset)]
 OptHttpUrl = Annotated[HttpUrl | None, BeforeValidator(_blank_is_unset)]
 Amount = Annotated[Decimal, BeforeValidator(_amount)]
+OverrideAmount = Annotated[Decimal, BeforeValidator(_override_amount)]
 
 
 class _Section(BaseModel):
@@ -137,13 +195,43 @@ class HostwindsSettings(_Section):
     """``[hostwinds]``: where and how politely to ask Hostwinds."""
 
     url: HttpUrl = DEFAULT_HOSTWINDS_URL
+    #: Accept an http:// URL to a host other than loopback (a sandbox in another container).
+    allow_http: bool = False
     api_key: Secret = None
     managed: bool = False
-    requests_per_second: float = Field(default=2.0, ge=0)
+    #: 0 turns the limit off; otherwise at least one request per 100 s, or a run never ends.
+    requests_per_second: float = Field(default=2.0, ge=0, le=1000, allow_inf_nan=False)
     max_concurrency: int = Field(default=4, ge=1, le=64)
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    #: The deadline of one HTTP attempt, the whole body included.
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600, allow_inf_nan=False)
     attempts: int = Field(default=4, ge=1, le=10)
+    #: The largest answer read; a longer body fails the attempt instead of filling memory.
+    max_response_bytes: int = Field(default=256 * 1024 * 1024, ge=1024, le=4 * 1024 * 1024 * 1024)
     currency: str = "USD"
+    #: The price-list field an instance's ``product_id`` is joined to (unverified: see ``doctor``).
+    plan_key: Annotated[Literal["id", "rid"], BeforeValidator(_lower)] = "id"
+    #: An account's billing-cycle spelling -> the cycle it means, e.g. "Bi-Annually" = "semiannually".
+    #: Stored by spelling key (see :func:`cost_sync.pricing.spelling_key`).
+    cycle_aliases: Annotated[
+        dict[str, Cycle], BeforeValidator(_cycle_aliases), BeforeValidator(_json_table)
+    ] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _https_unless_allowed(self) -> HostwindsSettings:
+        if _cleartext_off_host(self.url) and not self.allow_http:
+            raise ValueError(
+                "hostwinds.url must be an https:// URL: over http:// the API key would travel in "
+                "cleartext (http:// is accepted for 127.0.0.1, ::1 and localhost, or with "
+                "hostwinds.allow_http = true, e.g. for a sandbox in another container)"
+            )
+        return self
+
+    @field_validator("requests_per_second")
+    @classmethod
+    def _off_or_sensible(cls, value: float) -> float:
+        if 0 < value < 0.01:
+            raise ValueError("must be 0 (no limit) or at least 0.01 (one request per 100 s)")
+        return value
 
     @field_validator("currency")
     @classmethod
@@ -157,8 +245,9 @@ class DatabaseSettings(_Section):
     """``[database]``: the PostgreSQL that holds ``vps_instances``."""
 
     url: Secret = None
-    lock_timeout_seconds: float = Field(default=30.0, ge=0)
-    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: How long a run waits for the run lock, and its write for a row lock held elsewhere.
+    lock_timeout_seconds: float = Field(default=30.0, ge=0, le=86400, allow_inf_nan=False)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0, le=600, allow_inf_nan=False)
 
     @field_validator("url")
     @classmethod
@@ -173,7 +262,7 @@ class DatabaseSettings(_Section):
                 urlsplit(url).port  # noqa: B018 - parsed for its ValueError only
             except ValueError:
                 raise ValueError(
-                    "the port is not a number (or the password needs percent-encoding)"
+                    "the port must be a number from 0 to 65535 (or the password needs percent-encoding)"
                 ) from None
         return value
 
@@ -187,11 +276,11 @@ class SyncSettings(_Section):
     )
     jitter_seconds: int = Field(default=0, ge=0)
     misfire_grace_seconds: int = Field(default=300, ge=1)
-    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=86400, allow_inf_nan=False)
     #: A cached per-service price older than this is asked again (refreshes spread over this window).
-    max_price_age_seconds: float = Field(default=86400.0, gt=0, le=366 * 86400)
+    max_price_age_seconds: float = Field(default=86400.0, gt=0, le=366 * 86400, allow_inf_nan=False)
     #: When a run has spent this long, it stops asking Hostwinds, prices what it has and commits.
-    max_run_seconds: float = Field(default=300.0, gt=0, le=86400)
+    max_run_seconds: float = Field(default=300.0, gt=0, le=86400, allow_inf_nan=False)
 
     @field_validator("statuses")
     @classmethod
@@ -210,6 +299,15 @@ class AdminSettings(_Section):
     listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:9464"
     token: Secret = None
     url: OptHttpUrl = None
+
+
+class GuardSettings(_Section):
+    """``[guard]``: when a run holds a change for a person, or applies nothing at all."""
+
+    #: A change larger than this share of a positive previous value is held, not applied.
+    max_change_ratio: Decimal = Field(default=Decimal("0.5"), ge=0)
+    #: More than this share of rows lost (or of plans gone from the price list): apply nothing.
+    max_unmatched_ratio: Decimal = Field(default=Decimal("0.2"), ge=0, le=1)
 
 
 class LogSettings(_Section):
@@ -246,10 +344,25 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    guard: GuardSettings = Field(default_factory=GuardSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     attribution: AttributionSettings = Field(default_factory=AttributionSettings)
-    #: Finance overrides: ``hostwinds_instance_id`` -> monthly USD.
-    overrides: dict[str, Amount] = Field(default_factory=dict)
+    #: Finance overrides: ``hostwinds_instance_id`` (trimmed, lower case) -> monthly USD.
+    overrides: dict[str, OverrideAmount] = Field(default_factory=dict)
+
+    @field_validator("overrides")
+    @classmethod
+    def _normalised_ids(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        # Ids are matched trimmed and case-insensitively, as --instance and UUIDs are.
+        normalised: dict[str, Decimal] = {}
+        for key in value:
+            id_ = override_key(key)
+            if not id_:
+                raise ValueError("an override needs a hostwinds_instance_id, not an empty key")
+            if id_ in normalised:
+                raise ValueError(f"two overrides name the same instance {id_!r} (ids are trimmed, any case)")
+            normalised[id_] = value[key]
+        return normalised
 
     def database_dsn(self) -> str:
         """The database URL, which every command that touches PostgreSQL requires."""
@@ -285,6 +398,7 @@ _SECTION_ENV = {
     "hostwinds": "HOSTWINDS_",
     "database": "DATABASE_",
     "admin": "ADMIN_",
+    "guard": "GUARD_",
     "log": "LOG_",
     "attribution": "ATTRIBUTION_",
     "sync": "",
@@ -294,6 +408,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "database": DatabaseSettings,
     "sync": SyncSettings,
     "admin": AdminSettings,
+    "guard": GuardSettings,
     "log": LogSettings,
     "attribution": AttributionSettings,
 }

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
@@ -28,8 +29,17 @@ import structlog
 
 from cost_sync import attribution_store
 from cost_sync.db import database_errors
-from cost_sync.errors import LockTimeout
-from cost_sync.models import Cycle, Estimate, Observation, RowOutcome, RunReport, VpsRow
+from cost_sync.errors import DatabaseError, LockTimeout
+from cost_sync.models import (
+    Cycle,
+    Estimate,
+    HeldChange,
+    Observation,
+    RowOutcome,
+    RowState,
+    RunReport,
+    VpsRow,
+)
 from cost_sync.settings import Settings
 from cost_sync.sqlfiles import sql_dir
 
@@ -38,7 +48,7 @@ if TYPE_CHECKING:
 
     from asyncpg.pool import PoolConnectionProxy
 
-__all__ = ["SYNC_LOCK_KEY", "Conn", "RunStore", "Store", "queries"]
+__all__ = ["SYNC_LOCK_KEY", "Conn", "LastRun", "RunStore", "Store", "insert_run", "mapped", "queries"]
 
 _log = structlog.get_logger(__name__)
 
@@ -69,6 +79,23 @@ def _mapped() -> AbstractContextManager[None]:
     return database_errors("the run failed in PostgreSQL")
 
 
+@dataclass(frozen=True, slots=True)
+class LastRun:
+    """The last successful whole-fleet run, as the guards compare with it."""
+
+    run_id: uuid.UUID
+    finished: datetime
+    plans_in_use: list[int] | None
+
+    def describe(self) -> str:
+        """``run <id> at <time>`` for a message."""
+        return f"run {self.run_id} at {self.finished.isoformat(timespec='seconds')}"
+
+
+#: For the other database readers (cost_sync.trust_store): the same error mapping.
+mapped = _mapped
+
+
 class RunStore(Protocol):
     """What a sync run needs of a database; :class:`Store` is the real one."""
 
@@ -77,7 +104,7 @@ class RunStore(Protocol):
         ...
 
     async def read_rows(self, statuses: Sequence[str]) -> list[VpsRow]:
-        """Every ``vps_instances`` row whose status is in scope."""
+        """Every ``vps_instances`` row whose status is in scope, with what the last run saw of it."""
         ...
 
     async def read_identities(self) -> list[tuple[uuid.UUID, str | None, str | None]]:
@@ -92,6 +119,10 @@ class RunStore(Protocol):
         """Commit a batch of observations now, apart from any run transaction."""
         ...
 
+    async def last_good_run(self) -> LastRun | None:
+        """The last successful whole-fleet run, if any."""
+        ...
+
     async def commit_run(
         self,
         run_id: uuid.UUID,
@@ -99,8 +130,15 @@ class RunStore(Protocol):
         *,
         statuses: Sequence[str],
         finish: Callable[[int], RunReport],
+        held: Sequence[HeldChange] = (),
+        decided: Sequence[uuid.UUID] = (),
+        row_states: Sequence[RowState] = (),
     ) -> RunReport:
-        """Write the changed estimates and the ledger row ``finish(updated)`` in one transaction."""
+        """Write the changed estimates and the ledger row ``finish(updated)`` in one transaction.
+
+        ``held`` changes are stored as held (not applied); any other held change of a row in
+        ``decided`` is cleared; ``row_states`` replace the rows' kept states.
+        """
         ...
 
     async def record_run(self, report: RunReport) -> None:
@@ -115,9 +153,13 @@ class RunStore(Protocol):
 class Store:
     """The real :class:`RunStore`, on an asyncpg pool it does not own."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, write_lock_timeout: float | None = None) -> None:
         self._pool = pool
         self._q = queries("sync")
+        #: How long the write may wait for a row locked by another transaction (None: unbounded).
+        self._write_lock_timeout = write_lock_timeout
+        #: The backend holding the run lock while :meth:`lock` is entered.
+        self._lock_pid: int | None = None
 
     @asynccontextmanager
     async def lock(self, *, timeout: float) -> AsyncIterator[None]:
@@ -137,17 +179,20 @@ class Store:
                             f"another run is in progress (waited {timeout:g} s for it to finish)"
                         )
                     await asyncio.sleep(_LOCK_POLL_SECONDS)
+            self._lock_pid = conn.get_server_pid()
             try:
                 yield
             finally:
+                self._lock_pid = None
                 await self._unlock(conn)
         finally:
             await self._pool.release(conn)
 
     async def _unlock(self, conn: Conn) -> None:
-        if conn.is_closed():
-            return
         try:
+            # is_closed() too: once its connection is lost, asyncpg detaches the pool's proxy.
+            if conn.is_closed():
+                return
             await conn.execute(self._q["unlock"], SYNC_LOCK_KEY)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             # A broken connection: PostgreSQL drops a session's advisory locks with it. Saying so
@@ -164,6 +209,7 @@ class Store:
                 hostwinds_instance_id=r["hostwinds_instance_id"],
                 status=r["status"],
                 approximate_cost=r["approximate_cost"],
+                seen=None if r["matched"] is None else tuple(r.values())[4:],
             )
             for r in records
         ]
@@ -211,6 +257,15 @@ class Store:
             oldest: datetime | None = await self._pool.fetchval(self._q["oldest_observation"])
         return oldest
 
+    async def last_good_run(self) -> LastRun | None:
+        """The last successful whole-fleet run, if any."""
+        with _mapped():
+            record = await self._pool.fetchrow(self._q["last_good_run"])
+        if record is None:
+            return None
+        plans = record["plans_in_use"]
+        return LastRun(record["id"], record["finished"], None if plans is None else list(plans))
+
     async def commit_run(
         self,
         run_id: uuid.UUID,
@@ -218,14 +273,69 @@ class Store:
         *,
         statuses: Sequence[str],
         finish: Callable[[int], RunReport],
+        held: Sequence[HeldChange] = (),
+        decided: Sequence[uuid.UUID] = (),
+        row_states: Sequence[RowState] = (),
     ) -> RunReport:
-        """Store every changed estimate, its history row and the run's ledger row in one transaction."""
-        with _mapped():
-            async with self._pool.acquire() as conn, conn.transaction():
-                updated = await self._write_estimates(conn, outcomes, statuses=statuses, run_id=run_id)
-                # The ledger row goes in last, with the final count, in the same transaction.
-                report = finish(updated)
-                await self._insert_run(conn, report)
+        """Store every changed estimate, its history row and the run's ledger row in one transaction.
+
+        Held changes are stored instead of applied, held changes the run no longer proposes are
+        cleared, and changed row states are written, all in the same transaction.
+        """
+        wait = self._write_lock_timeout
+        try:
+            with _mapped():
+                async with self._pool.acquire() as conn, conn.transaction():
+                    if wait is not None:
+                        # PostgreSQL reads 0 as "no limit": the least bound is 1 ms.
+                        await conn.execute(f"SET LOCAL lock_timeout = {max(1, round(wait * 1000))}")
+                    report = await self._commit(
+                        conn,
+                        run_id,
+                        outcomes,
+                        statuses=statuses,
+                        finish=finish,
+                        held=held,
+                        decided=decided,
+                        row_states=row_states,
+                    )
+        except DatabaseError as exc:
+            if isinstance(exc.__cause__ or exc.__context__, asyncpg.LockNotAvailableError):
+                raise DatabaseError(
+                    f"the write waited {wait:g} s for vps_instances rows locked by another transaction "
+                    "and gave up; nothing was written (database.lock_timeout_seconds)"
+                ) from None
+            raise
+        return report
+
+    async def _commit(
+        self,
+        conn: Conn,
+        run_id: uuid.UUID,
+        outcomes: Sequence[RowOutcome],
+        *,
+        statuses: Sequence[str],
+        finish: Callable[[int], RunReport],
+        held: Sequence[HeldChange],
+        decided: Sequence[uuid.UUID],
+        row_states: Sequence[RowState],
+    ) -> RunReport:
+        if self._lock_pid is not None and not await conn.fetchval(
+            self._q["lock_held"], self._lock_pid, SYNC_LOCK_KEY
+        ):
+            raise DatabaseError(
+                "the run lost its lock (the connection holding it was terminated); nothing was "
+                "written, and the next run recovers"
+            )
+        held_ids = {h.row_id for h in held}
+        updated = await self._write_estimates(
+            conn, [o for o in outcomes if o.row.id not in held_ids], statuses=statuses, run_id=run_id
+        )
+        await self._write_held(conn, run_id, held, decided)
+        await self._write_row_states(conn, run_id, row_states)
+        # The ledger row goes in last, with the final count, in the same transaction.
+        report = finish(updated)
+        await self._insert_run(conn, report)
         return report
 
     async def record_run(self, report: RunReport) -> None:
@@ -239,25 +349,52 @@ class Store:
         return await attribution_store.write_snapshot(self._pool, settings, run_id=run_id)
 
     async def _insert_run(self, conn: Conn, report: RunReport, *, timeout: float | None = None) -> None:
+        await insert_run(conn, report, timeout=timeout)
+
+    async def _write_held(
+        self, conn: Conn, run_id: uuid.UUID, held: Sequence[HeldChange], decided: Sequence[uuid.UUID]
+    ) -> None:
+        # The held table is small (usually empty): read it rather than send every decided id.
+        kept = {r[0] for r in await conn.fetch(self._q["held_ids"])}
+        proposed = {h.row_id for h in held}
+        cleared = [row_id for row_id in decided if row_id in kept and row_id not in proposed]
+        if cleared:
+            await conn.execute(self._q["clear_held"], cleared)
+        if not held:
+            return
         await conn.execute(
-            self._q["insert_run"],
-            report.run_id,
-            report.trigger,
-            report.outcome,
-            report.started_at,
-            report.finished_at,
-            list(report.instances) if report.instances else None,
-            report.rows_in_scope,
-            report.matched,
-            report.updated,
-            report.unchanged,
-            sum(report.unpriced_by_reason.values()),
-            _json(report.priced_by_source),
-            _json(report.unpriced_by_reason),
-            _json(report.hostwinds_calls),
-            report.error,
-            report.price_cache.model_dump_json(),
-            timeout=timeout,
+            self._q["upsert_held"],
+            [h.row_id for h in held],
+            [h.hostwinds_instance_id for h in held],
+            [h.old for h in held],
+            [h.proposed.monthly for h in held],
+            [h.ratio for h in held],
+            [h.reason for h in held],
+            run_id,
+            [h.proposed.source.value for h in held],
+            [h.proposed.cycle.value if h.proposed.cycle else None for h in held],
+            [h.proposed.cycle_price for h in held],
+            [h.proposed.months for h in held],
+            [h.proposed.hourly_ceiling for h in held],
+            [h.proposed.product_id for h in held],
+            [h.proposed.product_name for h in held],
+            [h.proposed.cycle_alias for h in held],
+        )
+
+    async def _write_row_states(self, conn: Conn, run_id: uuid.UUID, states: Sequence[RowState]) -> None:
+        if not states:
+            return
+        await conn.execute(
+            self._q["upsert_row_states"],
+            [s.row_id for s in states],
+            [s.matched for s in states],
+            [s.serviceid for s in states],
+            [s.server_uuid for s in states],
+            [s.product_id for s in states],
+            [s.unpriced_reason for s in states],
+            [s.unpriced_detail for s in states],
+            [s.upgrade_available for s in states],
+            run_id,
         )
 
     async def _write_estimates(
@@ -279,6 +416,7 @@ class Store:
                 est.hourly_ceiling,
                 est.product_id,
                 est.product_name,
+                est.cycle_alias,
             )
             ids.append(row.id)
             costs.append(est.monthly)
@@ -293,6 +431,32 @@ class Store:
         )
         # "INSERT 0 <n>": one history row per updated row.
         return int(status.rsplit(" ", 1)[-1])
+
+
+async def insert_run(conn: Conn, report: RunReport, *, timeout: float | None = None) -> None:
+    """Insert one run ledger row on ``conn`` (inside the caller's transaction, if any)."""
+    await conn.execute(
+        queries("sync")["insert_run"],
+        report.run_id,
+        report.trigger,
+        report.outcome,
+        report.started_at,
+        report.finished_at,
+        list(report.instances) if report.instances else None,
+        report.rows_in_scope,
+        report.matched,
+        report.updated,
+        report.unchanged,
+        sum(report.unpriced_by_reason.values()),
+        _json(report.priced_by_source),
+        _json(report.unpriced_by_reason),
+        _json(report.hostwinds_calls),
+        report.error,
+        report.price_cache.model_dump_json(),
+        report.held,
+        report.plans_in_use,
+        timeout=timeout,
+    )
 
 
 def _json(counts: dict[str, int]) -> str:

@@ -25,13 +25,14 @@ import asyncpg
 import httpx
 import structlog
 
-from cost_sync import __version__, pricing
+from cost_sync import __version__, flags, guard, pricing
 from cost_sync.db import create_pool
-from cost_sync.errors import ConfigError, CostSyncError, HostwindsResponseError
+from cost_sync.errors import ConfigError, CostSyncError, GuardRefused, HostwindsResponseError
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.matching import (
     PriceListKey,
     PricePlan,
+    check_plan_names,
     fingerprint,
     match_rows,
     plan_asks,
@@ -42,6 +43,7 @@ from cost_sync.matching import (
 from cost_sync.models import (
     AskReason,
     Estimate,
+    HeldChange,
     Instance,
     Observation,
     Plan,
@@ -51,15 +53,18 @@ from cost_sync.models import (
     Unpriced,
     UnpricedReason,
 )
+from cost_sync.redact import redact
 from cost_sync.settings import Settings
 from cost_sync.store import RunStore, Store
 
-__all__ = ["Progress", "RunResult", "SyncRun", "open_resources", "run_once"]
+__all__ = ["Progress", "RunResult", "SyncRun", "open_hostwinds", "open_resources", "run_once"]
 
 log = structlog.get_logger(__name__)
 
 #: Answers kept in memory before they are committed to the observation cache.
 OBSERVATION_BATCH = 200
+#: The longest error text a failed run's ledger row keeps.
+_LEDGER_ERROR_MAX = 1000
 #: Off a terminal, the least time between two ``sync.progress`` log lines.
 PROGRESS_LOG_SECONDS = 10.0
 # Asked first when the budget cannot cover every service: an upgraded plan before a routine refresh.
@@ -72,13 +77,16 @@ class RunResult:
 
     report: RunReport
     outcomes: list[RowOutcome] = field(default_factory=list)
+    #: Changes the run proposed but held for a person instead of applying.
+    held: list[HeldChange] = field(default_factory=list)
     #: Why the tenant attribution snapshot after this committed run could not be written.
     attribution_error: CostSyncError | None = None
 
     @property
     def changes(self) -> list[RowOutcome]:
-        """Rows whose stored value this run changes (or, dry, would change)."""
-        return [o for o in self.outcomes if o.changed]
+        """Rows whose stored value this run changes (or, dry, would change); held ones excluded."""
+        held = {h.row_id for h in self.held}
+        return [o for o in self.outcomes if o.changed and o.row.id not in held]
 
 
 @dataclass
@@ -191,6 +199,7 @@ class SyncRun:
         run_id: uuid.UUID | None = None,
         strict_targets: bool = True,
         progress: Progress | None = None,
+        accept_changes: bool = False,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -204,6 +213,8 @@ class SyncRun:
         self.run_id = run_id or uuid.uuid4()
         self.strict_targets = strict_targets
         self.progress = progress or Progress()
+        #: Apply every change without holding it, and skip the vanished-rows checks.
+        self.accept_changes = accept_changes
         self._clock = clock
         self._now = now
         self.started_at = now()
@@ -262,8 +273,11 @@ class SyncRun:
         # Instances first: parsing a large answer is the run's memory peak, best met without the rows.
         with self.phase("hostwinds"):
             instances = await self.client.get_instances()
+        instances_listed = len(instances)
+        instances, conflicting = flags.conflicting_instances(instances)
         with self.phase("database"):
             rows = await self.store.read_rows(statuses)
+        unused = flags.unused_overrides(settings.overrides, rows)
 
         unknown: dict[str, str] = {}
         if self.targets:
@@ -277,6 +291,20 @@ class SyncRun:
         with self.phase("pricing"):
             matches = match_rows(rows, instances)
             wanted = wanted_instances(matches, settings.overrides)
+            shared = flags.shared_instances(matches)
+        for serviceid in conflicting:
+            # Fail closed for that service: neither twin's plan is trusted, nothing is asked.
+            wanted.pop(serviceid, None)
+        with self.phase("database"):
+            last = await self.store.last_good_run()
+        if last is not None and not self.accept_changes:
+            self._refuse_if(
+                guard.check_unmatched(
+                    matches,
+                    max_unmatched_ratio=settings.guard.max_unmatched_ratio,
+                    last_run=last.describe(),
+                )
+            )
         with self.phase("database"):
             observations = await self.store.read_observations(sorted(wanted))
         plan = plan_asks(
@@ -290,6 +318,16 @@ class SyncRun:
 
         with self.phase("hostwinds"):
             fetched = await self._fetch(wanted, plan)
+        # Only a whole-fleet run asks every price list the plans in use are on.
+        if last is not None and not self.accept_changes and self.targets is None:
+            self._refuse_if(
+                guard.check_plans(
+                    last.plans_in_use,
+                    (plan_id for plans in fetched.price_lists.values() for plan_id in plans),
+                    max_unmatched_ratio=settings.guard.max_unmatched_ratio,
+                    last_run=last.describe(),
+                )
+            )
 
         cycle_prices = {sid: o.prices for sid, o in plan.hits.items()}
         cycle_prices.update({sid: o.prices for sid, o in fetched.answers.items()})
@@ -303,6 +341,15 @@ class SyncRun:
                 for sid in fetched.pending
             }
         )
+        withheld.update(
+            {
+                sid: Unpriced(
+                    UnpricedReason.DUPLICATE_INSTANCE,
+                    f"Hostwinds listed service {sid} more than once with different data",
+                )
+                for sid in conflicting
+            }
+        )
         with self.phase("pricing"):
             outcomes = price_matched(
                 matches,
@@ -311,7 +358,36 @@ class SyncRun:
                 price_lists=fetched.price_lists,
                 managed=managed,
                 withheld=withheld,
+                aliases=settings.hostwinds.cycle_aliases,
             )
+            names = check_plan_names(
+                (i for _, i in matches if i is not None), fetched.price_lists, managed=managed
+            )
+
+        held = guard.hold_changes(
+            outcomes, max_change_ratio=settings.guard.max_change_ratio, accept=self.accept_changes
+        )
+        if held:
+            # Once per run, not per row: a glitch at Hostwinds can hold the whole fleet.
+            log.warning(
+                "sync.changes_held",
+                held=len(held),
+                max_change_ratio=str(settings.guard.max_change_ratio),
+                examples=[
+                    {"row_id": str(h.row_id), "old": str(h.old), "proposed": str(h.proposed.monthly)}
+                    for h in held[:5]
+                ],
+                note="review with `cost-sync held`, apply with `cost-sync approve`",
+            )
+        plans_in_use = sorted(
+            {
+                instance.product_id
+                for _, instance in matches
+                if instance is not None
+                and instance.product_id is not None
+                and instance.product_id in fetched.price_lists.get((managed, instance.disk_type), {})
+            }
+        )
 
         for outcome in outcomes:
             if isinstance(outcome.result, Unpriced) and outcome.result.reason is not UnpricedReason.PENDING:
@@ -322,6 +398,16 @@ class SyncRun:
                     reason=outcome.result.reason.value,
                     detail=outcome.result.detail,
                 )
+        for row_id, product_name, plan_name in names.disagreements:
+            # Logged once per distinct pair: a wrong plan_key would otherwise log every instance.
+            log.warning(
+                "sync.plan_name_disagrees",
+                plan_key=settings.hostwinds.plan_key,
+                product_id=row_id,
+                product_name=product_name,
+                plan_name=plan_name,
+                note="priced anyway; `cost-sync doctor` shows which plan_key the data supports",
+            )
         if fetched.pending:
             log.info(
                 "sync.pending",
@@ -344,7 +430,23 @@ class SyncRun:
             failed=len(fetched.failed),
             pending=len(fetched.pending),
         )
-        draft = self._report(outcomes, unknown=unknown, cache=cache)
+        raised = flags.result_flags(
+            outcomes,
+            instances_listed=instances_listed,
+            shared=shared,
+            unused=unused,
+            conflicting=conflicting,
+        )
+        for flag in raised:
+            log.warning("sync.flagged", kind=flag.kind, message=flag.message)
+        draft = self._report(outcomes, unknown=unknown, cache=cache, held=held).model_copy(
+            update={
+                "warnings": [flag.message for flag in raised],
+                "rows_sharing_instance": sum(len(r) for r in shared.values()),
+                "plans_in_use": plans_in_use,
+                "plan_names": names.counts(),
+            }
+        )
         if self.dry_run:
             final = draft
         else:
@@ -356,6 +458,13 @@ class SyncRun:
                     finish=lambda updated: draft.model_copy(
                         update={"updated": updated, "finished_at": self._now()}
                     ),
+                    held=held,
+                    decided=[
+                        o.row.id
+                        for o in outcomes
+                        if not (isinstance(o.result, Unpriced) and o.result.reason is UnpricedReason.PENDING)
+                    ],
+                    row_states=guard.changed_states(outcomes),
                 )
             final = final.model_copy(update={"phase_seconds": self._phase_seconds()})
 
@@ -367,12 +476,20 @@ class SyncRun:
             priced_by_source=final.priced_by_source,
             unchanged=final.unchanged,
             updated=final.updated,
+            held=final.held,
             unpriced_by_reason=final.unpriced_by_reason,
+            warnings=len(final.warnings),
             hostwinds_calls=final.hostwinds_calls,
             price_cache=final.price_cache.model_dump(),
+            plan_names=final.plan_names,
             duration_seconds=round(final.duration_seconds, 3),
         )
-        return RunResult(report=final, outcomes=outcomes)
+        return RunResult(report=final, outcomes=outcomes, held=held)
+
+    def _refuse_if(self, refusal: guard.Refusal | None) -> None:
+        if refusal is not None:
+            log.error("sync.guard_refused", seen=refusal.seen, lost=refusal.lost, ratio=str(refusal.ratio))
+            raise GuardRefused(refusal.message)
 
     async def _after_commit(self, result: RunResult) -> RunResult:
         """With ``[attribution] enabled``, write the tenant attribution snapshot of a committed run.
@@ -404,7 +521,9 @@ class SyncRun:
         self.progress.started = time.monotonic()
 
         async def price_list(key: PriceListKey) -> None:
-            fetched.price_lists[key] = await self.client.get_price_list(managed=key[0], drive_type=key[1])
+            fetched.price_lists[key] = await self.client.get_price_list(
+                managed=key[0], drive_type=key[1], plan_key=self.settings.hostwinds.plan_key
+            )
 
         async def worker() -> None:
             for serviceid in queue:
@@ -460,15 +579,24 @@ class SyncRun:
         return {k: round(v, 4) for k, v in self.phases.items()}
 
     def _report(
-        self, outcomes: Sequence[RowOutcome], *, unknown: dict[str, str], cache: PriceCacheReport
+        self,
+        outcomes: Sequence[RowOutcome],
+        *,
+        unknown: dict[str, str],
+        cache: PriceCacheReport,
+        held: Sequence[HeldChange] = (),
     ) -> RunReport:
+        held_ids = {h.row_id for h in held}
         estimates = [o.result for o in outcomes if isinstance(o.result, Estimate)]
         unpriced = [o.result for o in outcomes if isinstance(o.result, Unpriced)]
-        changed = sum(1 for o in outcomes if o.changed)
+        changed = sum(1 for o in outcomes if o.changed and o.row.id not in held_ids)
         before = sum((o.row.approximate_cost or Decimal(0) for o in outcomes), Decimal("0.00"))
+        # A held row keeps its old value, so the total after is what the table will hold.
         after = sum(
             (
-                o.result.monthly if isinstance(o.result, Estimate) else (o.row.approximate_cost or Decimal(0))
+                o.result.monthly
+                if isinstance(o.result, Estimate) and o.row.id not in held_ids
+                else (o.row.approximate_cost or Decimal(0))
                 for o in outcomes
             ),
             Decimal("0.00"),
@@ -483,8 +611,9 @@ class SyncRun:
             rows_in_scope=len(outcomes),
             matched=sum(1 for o in outcomes if o.instance is not None),
             priced_by_source=_count(e.source.value for e in estimates),
-            unchanged=len(estimates) - changed,
+            unchanged=len(estimates) - changed - len(held),
             changed=changed,
+            held=len(held),
             updated=0,
             unpriced_by_reason=_count(u.reason.value for u in unpriced),
             hostwinds_calls=self.calls,
@@ -501,6 +630,8 @@ class SyncRun:
         message = str(exc) if isinstance(exc, CostSyncError) else f"{type(exc).__name__}: {exc}"
         if isinstance(exc, asyncio.CancelledError):
             message = "cancelled (shutdown) before the run could commit"
+        # A database error's DETAIL may quote a value that came from Hostwinds: bound and redact it.
+        message = redact(message, limit=_LEDGER_ERROR_MAX)
         report = RunReport(
             run_id=self.run_id,
             trigger=self.trigger,
@@ -534,6 +665,7 @@ async def run_once(
     run_id: uuid.UUID | None = None,
     strict_targets: bool = True,
     progress: Progress | None = None,
+    accept_changes: bool = False,
 ) -> RunResult:
     """Run one sync and return its result; on failure record a failed run, write nothing, raise.
 
@@ -545,7 +677,7 @@ async def run_once(
     if store is None:
         if pool is None:
             raise TypeError("run_once needs a pool or a store")
-        store = Store(pool)
+        store = Store(pool, write_lock_timeout=settings.database.lock_timeout_seconds)
     run = SyncRun(
         client=client,
         store=store,
@@ -557,8 +689,40 @@ async def run_once(
         run_id=run_id,
         strict_targets=strict_targets,
         progress=progress,
+        accept_changes=accept_changes,
     )
     return await run.execute()
+
+
+@contextlib.asynccontextmanager
+async def open_hostwinds(settings: Settings, *, purpose: str = "") -> AsyncIterator[HostwindsClient]:
+    """A HostwindsClient configured from ``[hostwinds]``, on an HTTP client closed on exit.
+
+    ``purpose`` is added to the User-Agent (``doctor``), so Hostwinds' logs can tell the callers
+    apart.
+    """
+    settings.require("hostwinds.api_key")
+    hw = settings.hostwinds
+    assert hw.api_key is not None
+    agent = f"cost-sync/{__version__}" + (f" ({purpose})" if purpose else "")
+    # local_address 0.0.0.0: Hostwinds keys are bound to an IPv4 allow-list, so never call over IPv6.
+    transport = httpx.AsyncHTTPTransport(local_address="0.0.0.0", retries=0)  # noqa: S104
+    async with httpx.AsyncClient(
+        transport=transport,
+        timeout=hw.timeout_seconds,
+        limits=httpx.Limits(max_connections=hw.max_concurrency),
+        headers={"User-Agent": agent},
+    ) as http:
+        yield HostwindsClient(
+            http,
+            hw.api_key.get_secret_value(),
+            url=hw.url,
+            requests_per_second=hw.requests_per_second or None,
+            max_concurrency=hw.max_concurrency,
+            attempts=hw.attempts,
+            timeout=hw.timeout_seconds,
+            max_response_bytes=hw.max_response_bytes,
+        )
 
 
 @contextlib.asynccontextmanager
@@ -566,33 +730,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[tuple[HostwindsCli
     """The Hostwinds client and the database pool a run needs; both closed on exit."""
     # Every missing setting is named at once, not one per attempt.
     settings.require("hostwinds.api_key", "database.url")
-    api_key = settings.hostwinds.api_key
-    assert api_key is not None
-    dsn = settings.database_dsn()
-    hw = settings.hostwinds
-    # local_address 0.0.0.0: Hostwinds keys are bound to an IPv4 allow-list, so never call over IPv6.
-    transport = httpx.AsyncHTTPTransport(local_address="0.0.0.0", retries=0)  # noqa: S104
-    async with httpx.AsyncClient(
-        transport=transport,
-        timeout=hw.timeout_seconds,
-        limits=httpx.Limits(max_connections=hw.max_concurrency),
-        headers={"User-Agent": f"cost-sync/{__version__}"},
-    ) as http:
-        pool = await create_pool(
-            dsn,
-            timeout=settings.database.connect_timeout_seconds,
-        )
+    async with open_hostwinds(settings) as client:
+        pool = await create_pool(settings.database_dsn(), timeout=settings.database.connect_timeout_seconds)
         try:
-            yield (
-                HostwindsClient(
-                    http,
-                    api_key.get_secret_value(),
-                    url=hw.url,
-                    requests_per_second=hw.requests_per_second or None,
-                    max_concurrency=hw.max_concurrency,
-                    attempts=hw.attempts,
-                ),
-                pool,
-            )
+            yield client, pool
         finally:
             await pool.close()

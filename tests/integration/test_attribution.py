@@ -349,7 +349,8 @@ async def test_enabled_sync_writes_the_snapshot_after_its_run(
             monkeypatch.setenv("COST_SYNC_ATTRIBUTION_ENABLED", "true")
             assert await asyncio.to_thread(cli.main, ["--once", "--dry-run"]) == 0
             assert await conn.fetchval("SELECT count(*) FROM cost_sync_tenant_costs") == 0
-            await conn.execute("UPDATE vps_instances SET approximate_cost = 1.00 WHERE id = $1", V_UNPRICED)
+            # Within [guard] max_change_ratio of 9.99, so the sync applies it rather than holding it.
+            await conn.execute("UPDATE vps_instances SET approximate_cost = 9.00 WHERE id = $1", V_UNPRICED)
             assert await asyncio.to_thread(cli.main, ["--once"]) == 0
             run_ids = await conn.fetch("SELECT DISTINCT run_id FROM cost_sync_tenant_costs")
             last_run = await conn.fetchval("SELECT id FROM cost_sync_runs ORDER BY started DESC LIMIT 1")

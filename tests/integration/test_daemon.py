@@ -127,6 +127,9 @@ async def test_scheduler_fires_and_metrics_count_runs(
         assert metrics[("cost_sync_run_in_progress", ())] in {0, 1}
         assert metrics[("process_cpu_seconds_total", ())] > 0
         assert metrics[("process_resident_memory_bytes", ())] > 0
+        # 9.99 priced plus the 1.00 kept by the row Hostwinds does not know.
+        assert metrics[("cost_sync_fleet_monthly_usd", ())] == pytest.approx(10.99)  # float-ok
+        assert metrics[("cost_sync_changes_held", ())] == 0
 
 
 async def test_resync_requires_the_token(
@@ -308,6 +311,56 @@ async def test_resync_command_without_daemon_runs_locally(
     assert costs == {"1": Decimal("9.99"), "2": None}
 
 
+async def test_daemon_waits_for_migrations_before_its_scheduler_and_says_why(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, empty_db_url: str
+) -> None:
+    """Without migrations no run starts and nothing asks Hostwinds; /readyz says to migrate; then it runs."""
+    hostwinds.instances = [instance(1)]
+    conn = await asyncpg.connect(empty_db_url)
+    await conn.execute(FIXTURE_TABLE)
+    pool = await asyncpg.create_pool(empty_db_url, min_size=1, max_size=2)
+    assert pool is not None
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    try:
+        async with httpx.AsyncClient() as http:
+            client = HostwindsClient(http, API_KEY, url=URL, requests_per_second=None, sleep=no_sleep)
+            daemon = Daemon(daemon_settings(), client, pool)
+            daemon.schema_retry_seconds = 0.1
+            stop = asyncio.Event()
+            task = asyncio.create_task(daemon.serve(stop, initial_sync=True))
+            try:
+                for _ in range(100):
+                    if daemon.schema_problem is not None and daemon.admin_url is not None:
+                        break
+                    await asyncio.sleep(0.02)
+                async with httpx.AsyncClient(base_url=daemon.admin_url or "", timeout=10) as admin:
+                    waiting = await admin.get("/readyz")
+                    assert waiting.status_code == 503
+                    assert "run `cost-sync migrate`" in waiting.json()["reason"]
+                    assert (await admin.get("/healthz")).status_code == 200
+                    assert daemon.scheduler is not None
+                    assert not daemon.scheduler.running
+                    assert sum(hostwinds.requests.values()) == 0
+
+                    await seed(conn, [("1", "active", None)])
+                    await migrate(conn)
+
+                    async def ready() -> bool:
+                        return (await admin.get("/readyz")).status_code == 200
+
+                    await wait_for(ready, timeout=10)
+                    assert hostwinds.requests["get_instances"] == 1
+            finally:
+                stop.set()
+                await task
+    finally:
+        await conn.close()
+        await pool.close()
+
+
 async def test_in_progress_gauge_is_one_during_a_run(
     hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
 ) -> None:
@@ -484,3 +537,32 @@ async def test_daemon_run_stays_succeeded_when_the_snapshot_fails(
 
 async def _true_when(value: bool) -> bool:
     return value
+
+
+async def test_named_resync_applies_a_large_change_a_fleet_resync_holds_it(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
+) -> None:
+    """After an upgrade (x10), POST /resync {} holds the change; naming the instance applies it."""
+    hostwinds.instances = [instance(1)]
+    hostwinds.cycle_prices = {1: {"monthly": "99.90"}}
+    await seed(pool, [("1", "active", "9.99")])
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with start(pool, daemon_settings(token=TOKEN)) as d:
+
+        async def outcome(body: dict[str, Any]) -> dict[str, Any]:
+            run_id = (await d.http.post("/resync", json=body, headers=auth)).json()["run_id"]
+
+            async def finished() -> bool:
+                return (await d.http.get(f"/runs/{run_id}")).json()["state"] in {"succeeded", "failed"}
+
+            await wait_for(finished)
+            record: dict[str, Any] = (await d.http.get(f"/runs/{run_id}")).json()
+            return record
+
+        fleet = await outcome({})
+        assert (fleet["report"]["held"], fleet["report"]["updated"]) == (1, 0)
+        assert await pool.fetchval("SELECT approximate_cost FROM vps_instances") == Decimal("9.99")
+        named = await outcome({"instances": ["1"]})
+        assert (named["report"]["held"], named["report"]["updated"]) == (0, 1)
+        assert await pool.fetchval("SELECT approximate_cost FROM vps_instances") == Decimal("99.90")
+        assert await pool.fetchval("SELECT count(*) FROM cost_sync_held_changes") == 0

@@ -61,7 +61,7 @@ def fleet(hostwinds: FakeHostwinds) -> None:
 
 ROWS: list[tuple[str | None, str, str | None]] = [
     ("1", "active", None),
-    ("2", "active", "1.00"),
+    ("2", "active", "8.00"),  # within max_change_ratio of 9.99: applied
     ("3", "provisioning", None),
     ("4", "active", None),
     ("5", "scheduled_decommission", None),
@@ -172,7 +172,7 @@ async def test_updated_bumped_only_on_changed_rows(
 ) -> None:
     """A changed row gets a new `updated`; a row already right keeps its old one."""
     hostwinds.instances = [instance(1), instance(2)]
-    await seed(pool, [("1", "active", "9.99"), ("2", "active", "1.00")])
+    await seed(pool, [("1", "active", "9.99"), ("2", "active", "8.00")])
     await run_once(client=client, pool=pool, settings=settings())
     rows = {
         r[0]: r[1].year for r in await pool.fetch("SELECT hostwinds_instance_id, updated FROM vps_instances")

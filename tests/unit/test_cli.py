@@ -30,6 +30,7 @@ def test_help_lists_every_verb_and_the_one_shot_flags(capsys: pytest.CaptureFixt
         "resync",
         "demo",
         "sandbox",
+        "doctor",
         "attribution",
         "--once",
         "--dry-run",
@@ -70,6 +71,24 @@ def test_missing_api_key_is_a_configuration_error(
     assert "hostwinds.api_key" in capsys.readouterr().err
 
 
+def test_doctor_reports_a_bad_setting_as_its_first_failed_check(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cost-sync doctor` with an invalid plan_key fails the settings check, names it, and exits 1."""
+    monkeypatch.delenv("COST_SYNC_CONFIG", raising=False)
+    monkeypatch.setenv("COST_SYNC_HOSTWINDS_PLAN_KEY", "uuid")
+    assert cli.main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "fail  settings" in out
+    assert "hostwinds.plan_key" in out
+
+
+def test_sandbox_api_key_goes_with_replay(capsys: pytest.CaptureFixture[str]) -> None:
+    """`cost-sync sandbox --api-key K` without --replay is a usage error (exit 2)."""
+    assert cli.main(["sandbox", "--api-key", "k", "--port", "0"]) == 2
+    assert "--api-key goes with --replay" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("verb", "options"),
     [
@@ -77,7 +96,8 @@ def test_missing_api_key_is_a_configuration_error(
         ("resync", ["--instance", "--all", "--json", "--wait"]),
         ("migrate", ["--check", "--rollback", "--json"]),
         ("demo", ["--keep", "--json"]),
-        ("sandbox", ["--fleet", "--generate", "--port", "--json"]),
+        ("sandbox", ["--fleet", "--generate", "--replay", "--api-key", "--port", "--json"]),
+        ("doctor", ["--json", "--capture"]),
         ("completion", ["bash", "zsh"]),
     ],
 )
@@ -120,5 +140,19 @@ def test_verbs_register_in_one_list() -> None:
     """Each verb is one registering function in cli.VERBS; the parser offers exactly those verbs."""
     parser = cli.build_parser()
     (verbs,) = [a for a in parser._actions if a.dest == "command"]
-    assert list(verbs.choices) == ["run", "resync", "migrate", "demo", "sandbox", "attribution", "completion"]
+    assert list(verbs.choices) == [
+        "run",
+        "resync",
+        "migrate",
+        "demo",
+        "sandbox",
+        "doctor",
+        "attribution",
+        "explain",
+        "held",
+        "approve",
+        "report",
+        "quote",
+        "completion",
+    ]
     assert len(cli.VERBS) == len(verbs.choices)

@@ -166,7 +166,7 @@ async def test_long_error_message_is_truncated(api: respx.Route, client: Hostwin
     with pytest.raises(HostwindsResponseError) as caught:
         await client.call("get_instances")
 
-    assert str(caught.value) == "get_instances: Hostwinds answered an error: " + "x" * 200
+    assert str(caught.value) == "get_instances: Hostwinds answered an error: " + "x" * 197 + "..."
 
 
 # Authentication
@@ -565,10 +565,13 @@ async def test_price_list_keyed_by_id_with_cycle_spellings(api: respx.Route, cli
 @pytest.mark.parametrize(
     ("row", "expected"),
     [
-        ({"name": "no id", "monthly": "9.99"}, "get_price_list: row 1: id: Field required"),
-        ({"id": "abc", "monthly": "9.99"}, "get_price_list: row 1: id: Input should be a valid integer"),
-        ({"id": True, "monthly": "9.99"}, "get_price_list: row 1: id: a boolean is not a plan id"),
-        ("not a row", "get_price_list: row 1: expected an object, got a string"),
+        (
+            {"name": "no id", "monthly": "9.99"},
+            "get_price_list: answer[1]: a row with cycle prices but no id",
+        ),
+        ({"id": "abc", "monthly": "9.99"}, "get_price_list: answer[1]: id: Input should be a valid integer"),
+        ({"id": True, "monthly": "9.99"}, "get_price_list: answer[1]: id: a boolean is not a plan id"),
+        ("not a row", "get_price_list: answer[1]: expected a price-list row or a group, got a string"),
     ],
 )
 async def test_price_row_without_usable_id_is_a_response_error(
@@ -788,6 +791,99 @@ async def test_params_cannot_override_action_or_key(api: respx.Route, client: Ho
         await client.call("get_instances", API="other-key")
 
     assert not api.called
+
+
+GROUPED_ROW_A = {"id": 101, "rid": 51, "name": "Fixed 1", "monthly": "9.99", "annually": "107.88"}
+GROUPED_ROW_B = {"id": 301, "rid": 81, "name": "Custom 1", "monthly": "14.00", "promo": {"monthly": "7.00"}}
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"success": {"fixed": [GROUPED_ROW_A], "custom": [GROUPED_ROW_B]}},
+        {
+            "success": {
+                "fixed_plans": {"101": GROUPED_ROW_A},
+                "custom_plans": {"301": GROUPED_ROW_B},
+                "count": 2,
+            }
+        },
+        {"success": [{"plans": [GROUPED_ROW_A]}, {"plans": {"x": GROUPED_ROW_B}}]},
+    ],
+)
+async def test_grouped_price_list_rows_are_found(
+    api: respx.Route, client: HostwindsClient, answer: Any
+) -> None:
+    """Rows nested under group keys (fixed/custom, lists or objects) are read like a flat list."""
+    api.mock(return_value=ok(answer))
+
+    plans = await client.get_price_list(managed=False, drive_type="ssd")
+
+    assert sorted(plans) == [101, 301]
+    assert dict(plans[101].prices) == {Cycle.MONTHLY: "9.99", Cycle.ANNUALLY: "107.88"}
+    assert dict(plans[301].prices) == {Cycle.MONTHLY: "14.00"}
+
+
+async def test_plan_key_rid_keys_the_price_list_by_rid(api: respx.Route, client: HostwindsClient) -> None:
+    """With plan_key "rid" the rows are keyed by their rid; a row without one cannot be joined."""
+    api.mock(return_value=ok({"success": [GROUPED_ROW_A, GROUPED_ROW_B, {"id": 9, "monthly": "1.00"}]}))
+
+    plans = await client.get_price_list(managed=False, drive_type="ssd", plan_key="rid")
+
+    assert sorted(plans) == [51, 81]
+    assert plans[51].id == 101
+    assert plans[51].name == "Fixed 1"
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (
+            {"success": {"plans": {"total": 3, "page": "1"}}},
+            "reading stopped at answer.plans.total: a number",
+        ),
+        ({"success": {"fixed": [{"id": 1, "ram": "2"}]}}, "reading stopped at answer.fixed[0].id: a number"),
+        ({"success": {"fixed": ["a plan"]}}, "answer.fixed[0]: expected a price-list row or a group"),
+        ({"success": "maintenance"}, "answer: expected a price-list row or a group, got a string"),
+    ],
+)
+async def test_price_list_in_no_known_shape_names_where_reading_stopped(
+    api: respx.Route, client: HostwindsClient, answer: Any, expected: str
+) -> None:
+    """A non-empty price list with no readable row fails loudly, naming the path, never as 'no plans'."""
+    api.mock(return_value=ok(answer))
+
+    with pytest.raises(HostwindsResponseError) as caught:
+        await client.get_price_list(managed=False, drive_type="ssd")
+
+    assert expected in str(caught.value)
+
+
+async def test_sanitised_body_keeps_the_shape_and_drops_every_secret(
+    api: respx.Route, client: HostwindsClient
+) -> None:
+    """Passwords, configkey, root passwords and any text holding the key are gone; the rest is as sent."""
+    body = {
+        "success": [
+            {
+                "serviceid": 5,
+                "password": PASSWORDS[0],
+                "rootpass": PASSWORDS[1],
+                "root_password": PASSWORDS[2],
+                "configkey": CONFIG_KEYS[0],
+                "note": f"key {API_KEY}",
+                "extra": {"vnc_password": "vnc-secret-1", "disk": "50", "price": Decimal("9.990")},
+            }
+        ]
+    }
+    api.mock(return_value=httpx.Response(200, text=json.dumps(body, default=str).replace('"9.990"', "9.990")))
+
+    clean = await client.sanitised_body("get_instances")
+
+    assert clean == {"success": [{"serviceid": 5, "extra": {"disk": "50", "price": Decimal("9.990")}}]}
+    text = repr(clean)
+    for secret in (*PASSWORDS, CONFIG_KEYS[0], API_KEY, "vnc-secret-1"):
+        assert secret not in text
 
 
 # The retry policy, apart from the call

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cost_sync import matching
 from cost_sync.matching import fingerprint, is_stale, plan_asks
-from cost_sync.models import AskReason, Instance, Observation, parse_instance
+from cost_sync.models import AskReason, Instance, Observation, Plan, parse_instance
 from cost_sync.pricing import UNREADABLE_CELL, cacheable_cell, parse_price_cell
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -114,3 +115,49 @@ def test_cache_keeps_numbers_and_blanks_and_nothing_else(cell: str, kept: str) -
     assert cacheable_cell(cell) == kept
     if kept == UNREADABLE_CELL:
         assert parse_price_cell(kept) == parse_price_cell(cell)
+
+
+@pytest.mark.parametrize(
+    ("product_name", "plan_name", "expected"),
+    [
+        ("Unmanaged Linux VPS 1 CPU / 2 GB", "unmanaged linux vps 1 cpu / 2 gb", True),
+        ("Unmanaged Linux VPS 1CPU/2GB", " Unmanaged  Linux VPS 1 CPU / 2 GB\t", True),
+        ("Unmanaged Linux VPS 1 CPU / 2 GB", "Unmanaged Linux VPS 2 CPU / 4 GB", False),
+        (None, "Unmanaged Linux VPS 1 CPU / 2 GB", None),
+        ("Unmanaged Linux VPS 1 CPU / 2 GB", None, None),
+    ],
+)
+def test_plan_names_compare_ignoring_case_and_whitespace(
+    product_name: str | None, plan_name: str | None, expected: bool | None
+) -> None:
+    """Names agree when equal up to case and whitespace; a missing name compares as unknown."""
+    assert matching.plan_names_agree(product_name, plan_name) is expected
+
+
+def test_check_plan_names_counts_each_joined_instance_and_lists_distinct_disagreements() -> None:
+    """Agreements and disagreements are counted per instance; unjoined instances are not counted."""
+    plans = {
+        101: Plan(id=101, rid=51, name="Plan A"),
+        102: Plan(id=102, rid=52, name="Plan B"),
+    }
+    lists = {(False, "ssd"): plans}
+
+    def inst(serviceid: int, product_id: int | None, name: str | None) -> Instance:
+        return parse_instance(
+            {"serviceid": serviceid, "product_id": product_id, "product_name": name, "disk_type": "ssd"}
+        )
+
+    check = matching.check_plan_names(
+        [
+            inst(1, 101, "plan a"),
+            inst(2, 102, "Plan A"),
+            inst(3, 102, "Plan A"),
+            inst(4, 999, "Plan Z"),
+            inst(5, None, "Plan A"),
+            inst(6, 101, None),
+        ],
+        lists,
+        managed=False,
+    )
+    assert check.counts() == {"agree": 1, "disagree": 2}
+    assert check.disagreements == ((102, "Plan A", "Plan B"),)

@@ -33,6 +33,7 @@ from cost_sync.pricing import (
     normalise_cycle,
     parse_price_cell,
     price_row,
+    spelling_key,
 )
 
 UUID = "5f0c4c1e-8a6b-4d55-9c1e-2b7d1f3a9e01"
@@ -709,3 +710,24 @@ def test_price_row_without_override_estimates_the_instance(
         )
     )
     assert (result.source, str(result.monthly)) == (source, monthly)
+
+
+def test_a_cycle_alias_prices_bi_annually_and_says_so() -> None:
+    """With "Bi-Annually" aliased to semiannually, the 6-month price is used and the alias recorded."""
+    aliases = {spelling_key("Bi-Annually"): Cycle.SEMIANNUALLY}
+    result = estimate_instance(
+        make_instance(billingcycle="bi annually"), cycle_prices=None, plan=make_plan(), aliases=aliases
+    )
+    assert isinstance(result, Estimate)
+    assert (result.monthly, result.cycle, result.months) == (Decimal("9.49"), Cycle.SEMIANNUALLY, 6)
+    assert result.cycle_alias == "bi annually"
+
+
+def test_an_alias_never_changes_a_spelling_that_names_a_cycle() -> None:
+    """A known spelling is priced by its own cycle and carries no alias."""
+    aliases = {spelling_key("Bi-Annually"): Cycle.SEMIANNUALLY}
+    result = estimate_instance(
+        make_instance(billingcycle="Monthly"), cycle_prices=None, plan=make_plan(), aliases=aliases
+    )
+    assert isinstance(result, Estimate)
+    assert (result.cycle, result.cycle_alias) == (Cycle.MONTHLY, None)

@@ -247,6 +247,25 @@ async def test_billingcycle_prices_per_service_empty_or_error(
     ]
 
 
+async def test_cycle_prices_shape_empty_answers_the_documented_body_for_every_service(
+    server: SandboxServer, http: httpx.AsyncClient
+) -> None:
+    """With cycle_prices_shape "empty" every known service gets {}, the only documented body."""
+    server.fleet = dataclasses.replace(DEMO, cycle_prices_shape="empty")
+    own = (await post(http, server, "get_billingcycle_prices", serviceid=1234574)).json()
+    unknown = (await post(http, server, "get_billingcycle_prices", serviceid=42)).json()
+    assert own == {}
+    assert unknown[0]["message"] == "A valid serviceid is required."
+
+
+def test_fleet_file_rejects_an_unknown_cycle_prices_shape(tmp_path: Path) -> None:
+    """A fleet naming a cycle_prices_shape other than cycle_keyed or empty is refused, naming the key."""
+    path = tmp_path / "fleet.json"
+    path.write_text(json.dumps({"api_key": "k", "cycle_prices_shape": "nested"}))
+    with pytest.raises(FleetFileError, match="cycle_prices_shape: must be one of cycle_keyed, empty"):
+        load_fleet(path)
+
+
 async def test_check_upgrade_order_and_unknown_action(server: SandboxServer, http: httpx.AsyncClient) -> None:
     """check_upgrade_order has nothing pending; an unknown or missing action is Invalid Action."""
     assert (await post(http, server, "check_upgrade_order", serviceid=1234567)).json() == {"success": []}

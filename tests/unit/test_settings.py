@@ -9,6 +9,7 @@ import pytest
 
 from cost_sync import cli
 from cost_sync.errors import ConfigError
+from cost_sync.models import Cycle
 from cost_sync.settings import load_settings
 
 ISSUE_EXAMPLE = """
@@ -149,6 +150,33 @@ def test_cli_unknown_flag_is_usage_error(capsys: pytest.CaptureFixture[str]) -> 
         cli.main(["--no-such-flag"])
     assert caught.value.code == 2
     assert "usage:" in capsys.readouterr().err
+
+
+def test_cycle_aliases_from_a_toml_table_and_plan_key_from_the_environment(tmp_path: Path) -> None:
+    """[hostwinds.cycle_aliases] maps spellings (compared as cycles are) to cycles; plan_key from env."""
+    path = tmp_path / "cost-sync.toml"
+    path.write_text(
+        '[hostwinds]\nmanaged = false\n\n[hostwinds.cycle_aliases]\n"Bi-Annually" = "Semi-Annually"\n'
+    )
+    settings = load_settings(path, {"COST_SYNC_HOSTWINDS_PLAN_KEY": "rid"})
+    assert settings.hostwinds.cycle_aliases == {"biannually": Cycle.SEMIANNUALLY}
+    assert settings.hostwinds.plan_key == "rid"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('{"Monthly": "annually"}', "'Monthly' already names the monthly cycle"),
+        ('{"Bi-Annually": "fortnightly"}', "'fortnightly' is not a billing cycle"),
+        ("Bi-Annually=semiannually", "must be a JSON object"),
+    ],
+)
+def test_a_bad_cycle_alias_names_the_setting(value: str, message: str) -> None:
+    """An alias to no cycle, one re-pointing a known spelling, or non-JSON env is a ConfigError."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, {"COST_SYNC_HOSTWINDS_CYCLE_ALIASES": value})
+    assert "hostwinds.cycle_aliases (from COST_SYNC_HOSTWINDS_CYCLE_ALIASES)" in str(caught.value)
+    assert message in str(caught.value)
 
 
 def test_every_problem_is_reported_in_one_error(tmp_path: Path) -> None:

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 import respx
 from structlog.testing import capture_logs
 
 from cost_sync.errors import HostwindsAuthError, HostwindsTransientError, MissingSchemaError
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.memory_store import MemoryStore
+from cost_sync.models import Estimate
 from cost_sync.settings import Settings
 from cost_sync.sync import Progress, RunResult, SyncRun
-from tests.fakes import API_KEY, URL, FakeHostwinds, instance
+from tests.fakes import API_KEY, PLANS, URL, FakeHostwinds, instance
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -38,30 +38,6 @@ def hostwinds() -> FakeHostwinds:
     fake.instances = [instance(n) for n in range(1, 11)]
     fake.cycle_prices = {3: {"monthly": "7.49"}}
     return fake
-
-
-@pytest.fixture
-def store() -> MemoryStore:
-    """Rows naming the ten instances, never priced."""
-    memory = MemoryStore()
-    for n in range(1, 11):
-        memory.add_row(str(n))
-    return memory
-
-
-@pytest_asyncio.fixture
-async def client(hostwinds: FakeHostwinds) -> AsyncIterator[HostwindsClient]:
-    """A real client whose HTTP goes to the fake."""
-
-    async def no_sleep(_: float) -> None:
-        return None
-
-    with respx.mock(assert_all_mocked=True) as mock:
-        mock.post(URL).mock(side_effect=hostwinds)
-        async with httpx.AsyncClient() as http:
-            yield HostwindsClient(
-                http, API_KEY, url=URL, requests_per_second=None, attempts=2, sleep=no_sleep
-            )
 
 
 def settings(**sync: Any) -> Settings:
@@ -112,7 +88,8 @@ async def test_upgrade_and_cycle_change_are_asked_again_nothing_else(
     hostwinds.instances[4] = instance(5, cycle="Quarterly")
     hostwinds.cycle_prices[4] = {"monthly": "19.99"}
     hostwinds.cycle_prices[5] = {"monthly": "9.99", "quarterly": "26.97"}
-    result = await run(client, store, at=T0 + timedelta(minutes=5))
+    # Doubling a price is over max_change_ratio: accepted here, as `resync --instance` does.
+    result = await run(client, store, at=T0 + timedelta(minutes=5), accept_changes=True)
     assert sorted(hostwinds.asked) == [4, 5]
     assert result.report.price_cache.reasons == {"new": 0, "changed": 2, "stale": 0, "forced": 0}
     assert store.value("4") == Decimal("19.99")
@@ -287,6 +264,86 @@ async def test_observations_are_saved_in_batches_and_hold_no_secret(
     second = await run(client, store, at=T0 + timedelta(minutes=1))
     assert second.report.unpriced_by_reason == {"invalid_price": 1}
     assert [o.result for o in first.outcomes] == [o.result for o in second.outcomes]
+
+
+async def test_plan_names_are_counted_and_a_disagreement_is_logged_but_priced(
+    hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
+) -> None:
+    """Names that agree and names that do not are counted; a disagreeing row is still priced."""
+    for item in hostwinds.instances:
+        item["product_name"] = "  unmanaged LINUX 1 CPU / 2 GB "
+    hostwinds.instances[0]["product_name"] = "Something Else"
+    with capture_logs() as logs:
+        result = await run(client, store)
+    assert result.report.plan_names == {"agree": 9, "disagree": 1}
+    assert store.value("1") == Decimal("9.99")
+    warned = [e for e in logs if e["event"] == "sync.plan_name_disagrees"]
+    assert [(e["product_id"], e["product_name"], e["plan_key"]) for e in warned] == [
+        (101, "Something Else", "id")
+    ]
+
+
+async def test_plan_key_rid_joins_product_ids_that_are_rids(
+    hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
+) -> None:
+    """A fleet whose product_ids are rids is unpriced by id and priced right with plan_key = "rid"."""
+    for item in hostwinds.instances:
+        item["product_id"] = 52  # plan 101's rid
+        item["product_name"] = "Unmanaged Linux 1 CPU / 2 GB"
+    by_id = await run(client, store, config=Settings(hostwinds={"max_concurrency": 1}))  # type: ignore[arg-type]
+    assert by_id.report.unpriced_by_reason == {"plan_not_found": 9}
+    by_rid = await run(
+        client,
+        store,
+        at=T0 + DAY,
+        config=Settings(hostwinds={"max_concurrency": 1, "plan_key": "rid"}),  # type: ignore[arg-type]
+        full=True,
+    )
+    assert by_rid.report.unpriced_by_reason == {}
+    assert by_rid.report.plan_names == {"agree": 10, "disagree": 0}
+    assert [store.value(str(n)) for n in (1, 2, 3)] == [Decimal("9.99"), Decimal("9.99"), Decimal("7.49")]
+
+
+async def test_a_cycle_alias_from_settings_prices_bi_annually(
+    hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
+) -> None:
+    """Bi-Annually is unknown_cycle without an alias and the semiannual price with one."""
+    hostwinds.instances[0]["billingcycle"] = "Bi-Annually"
+    plain = await run(client, store)
+    assert plain.report.unpriced_by_reason == {"unknown_cycle": 1}
+    aliased = await run(
+        client,
+        store,
+        at=T0 + DAY,
+        config=Settings(
+            hostwinds={"max_concurrency": 1, "cycle_aliases": {"Bi-Annually": "semiannually"}}  # type: ignore[arg-type]
+        ),
+    )
+    assert aliased.report.unpriced_by_reason == {}
+    assert store.value("1") == Decimal("9.49")  # 56.94 / 6
+    outcome = next(o for o in aliased.outcomes if o.row.hostwinds_instance_id == "1")
+    assert isinstance(outcome.result, Estimate)
+    assert outcome.result.cycle_alias == "Bi-Annually"
+
+
+async def test_a_grouped_price_list_prices_the_fleet_right(
+    hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
+) -> None:
+    """Plans nested under fixed and custom groups price exactly as the same plans in a flat list."""
+    hostwinds.instances[4]["product_id"] = 301
+    hostwinds.instances[4]["billingcycle"] = "Annually"
+    grouped = {
+        "success": {
+            "fixed": [dict(PLANS[0])],
+            "custom": {"301": {"id": 301, "name": "Custom", "monthly": "30.00", "annually": "300.00"}},
+        }
+    }
+    hostwinds.fail["get_price_list"] = lambda: httpx.Response(200, json=grouped)
+    result = await run(client, store)
+    assert result.report.unpriced_by_reason == {}
+    assert store.value("1") == Decimal("9.99")
+    assert store.value("3") == Decimal("7.49")
+    assert store.value("5") == Decimal("25.00")  # 300.00 / 12
 
 
 def test_progress_is_logged_at_most_every_ten_seconds() -> None:

@@ -1,0 +1,103 @@
+-- The read-mostly queries of `cost-sync explain`, `held`, `approve` and `report`, loaded by name
+-- (`-- name: NAME` starts a query) by cost_sync.trust_store. None of them calls Hostwinds; only
+-- `approve` writes.
+
+-- name: resolve
+-- Rows an ID names, as --instance takes it: the row id, its hostwinds_instance_id, or the
+-- Hostwinds serviceid or server_uuid it matched at the last run.
+SELECT v.id
+FROM vps_instances v
+LEFT JOIN cost_sync_row_state s ON s.vps_instance_id = v.id
+WHERE v.id::text = lower($1)
+   OR lower(btrim(v.hostwinds_instance_id)) = lower($1)
+   OR s.serviceid::text = $1
+   OR lower(s.server_uuid) = lower($1)
+ORDER BY v.id;
+
+-- name: read_row
+SELECT id, hostwinds_instance_id, status, region, approximate_cost, monthly_cost
+FROM vps_instances
+WHERE id = $1;
+
+-- name: read_history
+-- A row's whole history, newest first.
+SELECT run_id, created, old_cost, new_cost, source, cycle, cycle_price, months, hourly_ceiling,
+       product_id, product_name, approved, proposed_by, cycle_alias
+FROM cost_sync_history
+WHERE vps_instance_id = $1
+ORDER BY created DESC, run_id;
+
+-- name: read_row_state
+SELECT matched, serviceid, server_uuid, product_id, unpriced_reason, unpriced_detail,
+       upgrade_available, run_id, updated
+FROM cost_sync_row_state
+WHERE vps_instance_id = $1;
+
+-- name: read_observation
+SELECT prices::text AS prices, fingerprint, observed, run_id
+FROM cost_sync_price_observations
+WHERE serviceid = $1;
+
+-- name: read_held
+-- Held changes ($1 NULL: all), oldest first.
+SELECT vps_instance_id, hostwinds_instance_id, old_cost, proposed_cost, ratio, reason, run_id,
+       since, source
+FROM cost_sync_held_changes
+WHERE $1::uuid[] IS NULL OR vps_instance_id = ANY($1::uuid[])
+ORDER BY since, vps_instance_id;
+
+-- name: report_rows
+-- Every row in scope with the plan, cycle and source of its latest history entry and its kept state.
+SELECT v.id, v.hostwinds_instance_id, v.status, v.region, v.approximate_cost, v.monthly_cost,
+       h.source, h.cycle, h.product_id, h.product_name, s.unpriced_reason, s.unpriced_detail,
+       coalesce(s.upgrade_available, false) AS upgrade_available
+FROM vps_instances v
+LEFT JOIN LATERAL (
+    SELECT source, cycle, product_id, product_name
+    FROM cost_sync_history
+    WHERE vps_instance_id = v.id
+    ORDER BY created DESC
+    LIMIT 1
+) h ON true
+LEFT JOIN cost_sync_row_state s ON s.vps_instance_id = v.id
+WHERE v.status = ANY($1::text[])
+ORDER BY v.id;
+
+-- name: oldest_observation
+SELECT min(observed) FROM cost_sync_price_observations;
+
+-- name: fleet_total
+SELECT coalesce(sum(approximate_cost), 0) FROM vps_instances WHERE status = ANY($1::text[]);
+
+-- name: held_count
+SELECT count(*) FROM cost_sync_held_changes;
+
+-- name: approve
+-- Apply these held changes in one statement: only where the row still holds the value the change
+-- was proposed against (and is in scope), recorded in history as approved, naming the run that
+-- proposed it; the applied held changes are deleted. Returns the applied rows.
+WITH chosen AS (
+    SELECT * FROM cost_sync_held_changes WHERE vps_instance_id = ANY($2::uuid[])
+),
+changed AS (
+    UPDATE vps_instances v
+    SET approximate_cost = c.proposed_cost, updated = now()
+    FROM chosen c
+    WHERE v.id = c.vps_instance_id
+      AND v.approximate_cost IS NOT DISTINCT FROM c.old_cost
+      AND v.status = ANY($3::text[])
+    RETURNING c.*
+),
+cleared AS (
+    DELETE FROM cost_sync_held_changes h
+    USING changed c
+    WHERE h.vps_instance_id = c.vps_instance_id
+)
+INSERT INTO cost_sync_history (run_id, vps_instance_id, hostwinds_instance_id, old_cost, new_cost,
+                               source, cycle, cycle_price, months, hourly_ceiling, product_id,
+                               product_name, approved, proposed_by, cycle_alias)
+SELECT $1, c.vps_instance_id, c.hostwinds_instance_id, c.old_cost, c.proposed_cost, c.source,
+       c.cycle, c.cycle_price, c.months, c.hourly_ceiling, c.product_id, c.product_name, true,
+       c.run_id, c.cycle_alias
+FROM changed c
+RETURNING vps_instance_id;

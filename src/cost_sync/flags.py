@@ -1,0 +1,161 @@
+"""What a run should tell an operator about before trusting it: pure checks, no I/O, no logging.
+
+Each check returns :class:`Flag` values (a stable ``kind`` and one human line). A run puts them in
+``RunReport.warnings`` and logs them; it does not hold the run back (a guard that does is separate).
+Guarantees: duplicate Hostwinds service ids are found whatever their order; every message is one
+line, names at most :data:`EXAMPLES` ids, and carries no value copied from Hostwinds but numbers.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from cost_sync.models import Estimate, Instance, RowOutcome, Unpriced, UnpricedReason, VpsRow, override_key
+
+__all__ = [
+    "EXAMPLES",
+    "SWING_DOWN",
+    "SWING_UP",
+    "Flag",
+    "conflicting_instances",
+    "result_flags",
+    "shared_instances",
+    "unused_overrides",
+]
+
+#: Ids named in one message, at most.
+EXAMPLES = 5
+#: A row's new value at least this many times its old one is a swing worth a look.
+SWING_UP = Decimal(10)
+#: A row's new value at most this fraction of its old one is a swing worth a look.
+SWING_DOWN = Decimal("0.5")
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """One thing an operator should look at: a stable kind and one line saying what and how much."""
+
+    kind: str
+    message: str
+
+
+def _some(items: Iterable[object]) -> str:
+    listed = [str(i) for i in items]
+    more = f" and {len(listed) - EXAMPLES} more" if len(listed) > EXAMPLES else ""
+    return ", ".join(listed[:EXAMPLES]) + more
+
+
+def conflicting_instances(instances: Sequence[Instance]) -> tuple[list[Instance], set[int]]:
+    """The instances with one entry per service id, and the ids Hostwinds listed twice, differently.
+
+    Identical repeats are harmless and kept once. Differing repeats (a twin on another plan) make
+    that service's price unknowable from this answer: the caller must not price it on either.
+    """
+    first: dict[int, Instance] = {}
+    conflicting: set[int] = set()
+    for instance in instances:
+        seen = first.setdefault(instance.serviceid, instance)
+        if seen != instance:
+            conflicting.add(instance.serviceid)
+    if len(first) == len(instances):
+        return list(instances), conflicting
+    return list(first.values()), conflicting
+
+
+def shared_instances(matches: Sequence[tuple[VpsRow, Instance | None]]) -> dict[int, list[VpsRow]]:
+    """Service ids matched by more than one row in scope (each such VPS would count more than once)."""
+    by_service: defaultdict[int, list[VpsRow]] = defaultdict(list)
+    for row, instance in matches:
+        if instance is not None:
+            by_service[instance.serviceid].append(row)
+    return {sid: rows for sid, rows in by_service.items() if len(rows) > 1}
+
+
+def unused_overrides(overrides: Mapping[str, Decimal], rows: Sequence[VpsRow]) -> list[str]:
+    """Override ids that name no row in scope (a typo, or a row gone): they price nothing."""
+    if not overrides:
+        return []
+    named = {override_key(row.hostwinds_instance_id) for row in rows}
+    return sorted(key for key in overrides if key not in named)
+
+
+def result_flags(
+    outcomes: Sequence[RowOutcome],
+    *,
+    instances_listed: int,
+    shared: Mapping[int, list[VpsRow]],
+    unused: Sequence[str],
+    conflicting: set[int],
+) -> list[Flag]:
+    """Every flag of a priced run, in a stable order."""
+    flags: list[Flag] = []
+    if conflicting:
+        flags.append(
+            Flag(
+                "duplicate_instance",
+                f"Hostwinds listed {len(conflicting)} service id(s) more than once with different "
+                f"data ({_some(sorted(conflicting))}): their rows are unpriced and keep their value",
+            )
+        )
+    if shared:
+        rows = sum(len(r) for r in shared.values())
+        flags.append(
+            Flag(
+                "rows_share_instance",
+                f"{rows} rows name only {len(shared)} Hostwinds instance(s) between them "
+                f"(service {_some(sorted(shared))}): each row is priced, "
+                "so totals count those VPS more than once",
+            )
+        )
+    if unused:
+        flags.append(
+            Flag(
+                "override_unused",
+                f"{len(unused)} override(s) name no row in scope ({_some(repr(u) for u in unused)}): "
+                "they price nothing",
+            )
+        )
+    if instances_listed == 0 and outcomes:
+        flags.append(
+            Flag(
+                "no_instances",
+                f"Hostwinds listed no instances while {len(outcomes)} rows are in scope: "
+                "every row is unpriced and keeps its value",
+            )
+        )
+    reasons = Counter(o.result.reason for o in outcomes if isinstance(o.result, Unpriced))
+    matched = sum(1 for o in outcomes if o.instance is not None)
+    missing = reasons[UnpricedReason.PLAN_NOT_FOUND]
+    if missing >= 2 and missing * 2 > matched:
+        flags.append(
+            Flag(
+                "plans_missing",
+                f"the price list lacks the plan of {missing} of {matched} matched rows",
+            )
+        )
+    swings = [
+        o
+        for o in outcomes
+        if isinstance(o.result, Estimate)
+        and o.changed
+        and o.row.approximate_cost
+        and (
+            o.result.monthly >= o.row.approximate_cost * SWING_UP
+            or o.result.monthly <= o.row.approximate_cost * SWING_DOWN
+        )
+    ]
+    if swings:
+        example = swings[0]
+        assert isinstance(example.result, Estimate)
+        flags.append(
+            Flag(
+                "price_swing",
+                f"{len(swings)} of {len(outcomes)} rows change to x{SWING_UP} or more or to "
+                f"x{SWING_DOWN} or less of their value (e.g. "
+                f"{example.row.approximate_cost} -> {example.result.monthly})",
+            )
+        )
+    return flags

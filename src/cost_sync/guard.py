@@ -1,0 +1,200 @@
+"""Pure guard decisions: which changes a run holds for a person, and when a run must apply nothing.
+
+Guarantees: no I/O, no logging, no clock, no float. A change is held exactly when its previous
+value is positive and ``|new - old| > max_change_ratio * old`` (compared without dividing); a first
+price (previous value null or zero) and a Finance override are never held. The run-wide checks
+compare with what the last good run saw and never refuse a run that has nothing to compare with.
+"""
+
+from __future__ import annotations
+
+import decimal
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from cost_sync.models import (
+    Estimate,
+    HeldChange,
+    Instance,
+    PriceSource,
+    RowOutcome,
+    RowState,
+    Unpriced,
+    UnpricedReason,
+    VpsRow,
+)
+
+__all__ = [
+    "Refusal",
+    "change_ratio",
+    "changed_states",
+    "check_plans",
+    "check_unmatched",
+    "hold_changes",
+    "recheck",
+    "row_state",
+]
+
+_RATIO_PLACES = Decimal("0.0001")
+
+
+def change_ratio(old: Decimal | None, new: Decimal) -> Decimal | None:
+    """``|new - old| / old`` to four places, half-up; None when there is no positive old value."""
+    if old is None or old <= 0:
+        return None
+    return (abs(new - old) / old).quantize(_RATIO_PLACES, rounding=decimal.ROUND_HALF_UP)
+
+
+def _exceeds(old: Decimal, new: Decimal, max_change_ratio: Decimal) -> bool:
+    return abs(new - old) > max_change_ratio * old
+
+
+def hold_changes(
+    outcomes: Iterable[RowOutcome], *, max_change_ratio: Decimal, accept: bool = False
+) -> list[HeldChange]:
+    """The changes among ``outcomes`` to hold instead of applying (none when ``accept``)."""
+    if accept:
+        return []
+    held: list[HeldChange] = []
+    for outcome in outcomes:
+        result, old = outcome.result, outcome.row.approximate_cost
+        if not isinstance(result, Estimate) or not outcome.changed:
+            continue
+        # Finance set an override on purpose; a first price has nothing to be compared with.
+        if result.source is PriceSource.OVERRIDE or old is None or old <= 0:
+            continue
+        if not _exceeds(old, result.monthly, max_change_ratio):
+            continue
+        ratio = change_ratio(old, result.monthly)
+        assert ratio is not None  # old > 0
+        held.append(
+            HeldChange(
+                row_id=outcome.row.id,
+                hostwinds_instance_id=outcome.row.hostwinds_instance_id,
+                old=old,
+                proposed=result,
+                ratio=ratio,
+                reason=f"{old} -> {result.monthly} changes the value by {ratio * 100:.2f}%, "
+                f"over max_change_ratio {max_change_ratio}",
+            )
+        )
+    return held
+
+
+def row_state(outcome: RowOutcome) -> RowState:
+    """What this run saw of one row, as ``cost_sync_row_state`` keeps it."""
+    instance: Instance | None = outcome.instance
+    result = outcome.result
+    unpriced = result if isinstance(result, Unpriced) else None
+    return RowState(
+        row_id=outcome.row.id,
+        matched=instance is not None,
+        serviceid=instance.serviceid if instance else None,
+        server_uuid=instance.server_uuid if instance else None,
+        product_id=instance.product_id if instance else None,
+        unpriced_reason=unpriced.reason.value if unpriced else None,
+        unpriced_detail=unpriced.detail if unpriced else None,
+        upgrade_available=bool(instance and instance.upgrade_available),
+    )
+
+
+def changed_states(outcomes: Iterable[RowOutcome]) -> list[RowState]:
+    """The row states that differ from what the row was last seen as; a row the run did not reach
+    (pending) keeps its state."""
+    changed = []
+    for outcome in outcomes:
+        if isinstance(outcome.result, Unpriced) and outcome.result.reason is UnpricedReason.PENDING:
+            continue
+        state = row_state(outcome)
+        if outcome.row.seen != state.key():
+            changed.append(state)
+    return changed
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a run applies nothing: what it saw against the last good run."""
+
+    seen: int
+    lost: int
+    ratio: Decimal
+    message: str
+
+
+def check_unmatched(
+    matches: Iterable[tuple[VpsRow, Instance | None]],
+    *,
+    max_unmatched_ratio: Decimal,
+    last_run: str,
+) -> Refusal | None:
+    """Refuse when more than the allowed share of rows that matched last time match nothing now."""
+    # seen[0] is the matched flag of RowState.key(); a row never seen is not counted.
+    before = [instance is not None for row, instance in matches if row.seen is not None and row.seen[0]]
+    if not before:
+        return None
+    lost = before.count(False)
+    if not lost or lost <= max_unmatched_ratio * len(before):
+        return None
+    ratio = Decimal(lost) / Decimal(len(before))
+    return Refusal(
+        seen=len(before),
+        lost=lost,
+        ratio=ratio,
+        message=f"{lost} of {len(before)} rows in scope that matched a Hostwinds instance at the "
+        f"last good run ({last_run}) match none now ({ratio:.1%} > max_unmatched_ratio "
+        f"{max_unmatched_ratio}); nothing was applied",
+    )
+
+
+def check_plans(
+    plans_before: Sequence[int] | None,
+    plans_now: Iterable[int],
+    *,
+    max_unmatched_ratio: Decimal,
+    last_run: str,
+) -> Refusal | None:
+    """Refuse when the price list lost more than the allowed share of the plans in use last time."""
+    if not plans_before:
+        return None
+    present = set(plans_now)
+    before = sorted(set(plans_before))
+    lost = [plan for plan in before if plan not in present]
+    if not lost or len(lost) <= max_unmatched_ratio * len(before):
+        return None
+    ratio = Decimal(len(lost)) / Decimal(len(before))
+    shown = ", ".join(str(p) for p in lost[:10]) + (" ..." if len(lost) > 10 else "")
+    return Refusal(
+        seen=len(before),
+        lost=len(lost),
+        ratio=ratio,
+        message=f"the price list lost {len(lost)} of the {len(before)} plans in use at the last good run "
+        f"({last_run}): {shown} ({ratio:.1%} > max_unmatched_ratio {max_unmatched_ratio}); "
+        "nothing was applied",
+    )
+
+
+def recheck(
+    *,
+    old: Decimal | None,
+    proposed: Decimal,
+    current: Decimal | None,
+    now: Estimate | Unpriced | None,
+) -> str | None:
+    """Why approving a held change would be stale now, or None when it still stands.
+
+    ``current`` is the row's stored value now; ``now`` what a run would compute now (None: the
+    row is no longer in scope).
+    """
+    if now is None:
+        return "the row is no longer in scope"
+    if current != old:
+        return f"the row's value is {current} now, not {old} as when the change was held"
+    if isinstance(now, Unpriced):
+        return f"a run would not price it now ({now.reason.value}: {now.detail})"
+    if now.monthly != proposed:
+        return (
+            f"a run would compute {now.monthly} now, not the held {proposed}; "
+            "the next run replaces the held change"
+        )
+    return None

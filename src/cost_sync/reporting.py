@@ -1,0 +1,222 @@
+"""Pure report aggregation: the fleet's totals, unpriced rows, held changes and drift, from stored rows.
+
+Guarantees: no I/O, no logging, no clock, no float. Amounts are Decimal sums of the stored values
+(a row without a value adds nothing and is counted as such, never as zero), shown as strings
+with two decimals; every group's totals add up to the fleet total.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+__all__ = ["HeldRow", "ReportRow", "amount", "build_report", "report_csv"]
+
+_CENT = Decimal("0.01")
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    """One row in scope with what the report needs: its values, its latest basis, its kept state."""
+
+    row_id: uuid.UUID
+    hostwinds_instance_id: str | None
+    status: str | None
+    region: str | None
+    approximate_cost: Decimal | None
+    monthly_cost: Decimal | None
+    source: str | None = None
+    cycle: str | None = None
+    product_id: int | None = None
+    product_name: str | None = None
+    unpriced_reason: str | None = None
+    unpriced_detail: str | None = None
+    upgrade_available: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRow:
+    """One held change as ``cost-sync held`` and the report list it."""
+
+    row_id: uuid.UUID
+    hostwinds_instance_id: str | None
+    old: Decimal | None
+    proposed: Decimal
+    ratio: Decimal
+    reason: str
+    since: datetime
+    run_id: uuid.UUID
+    source: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        """The held change as JSON-ready values."""
+        return {
+            "row_id": str(self.row_id),
+            "hostwinds_instance_id": self.hostwinds_instance_id,
+            "old": None if self.old is None else amount(self.old),
+            "proposed": amount(self.proposed),
+            "ratio": str(self.ratio),
+            "reason": self.reason,
+            "since": self.since.isoformat(),
+            "run_id": str(self.run_id),
+            "source": self.source,
+        }
+
+
+def amount(value: Decimal) -> str:
+    """An amount as a string with exactly two decimals."""
+    return str(value.quantize(_CENT, rounding=ROUND_HALF_UP))
+
+
+def _group(rows: Iterable[ReportRow], key: Callable[[ReportRow], str]) -> dict[str, dict[str, Any]]:
+    totals: dict[str, Decimal] = {}
+    counts: dict[str, int] = {}
+    without: dict[str, int] = {}
+    for row in rows:
+        k = key(row)
+        counts[k] = counts.get(k, 0) + 1
+        totals.setdefault(k, Decimal("0.00"))
+        if row.approximate_cost is None:
+            without[k] = without.get(k, 0) + 1
+        else:
+            totals[k] += row.approximate_cost
+    return {
+        k: {"total": amount(totals[k]), "rows": counts[k], "rows_without_value": without.get(k, 0)}
+        for k in sorted(totals)
+    }
+
+
+def _name(value: object) -> str:
+    return UNKNOWN if value is None or value == "" else str(value)
+
+
+def build_report(
+    rows: Sequence[ReportRow],
+    held: Sequence[HeldRow],
+    *,
+    oldest_observation: datetime | None,
+    generated_at: datetime,
+) -> dict[str, Any]:
+    """The report as JSON-ready values (see the module docstring for what it guarantees)."""
+    total = sum((r.approximate_cost for r in rows if r.approximate_cost is not None), Decimal("0.00"))
+    by_plan = _group(rows, lambda r: _name(r.product_id))
+    names = {_name(r.product_id): r.product_name for r in rows if r.product_name}
+    for key, entry in by_plan.items():
+        entry["name"] = names.get(key)
+    drift = []
+    for r in rows:
+        if r.approximate_cost is None or r.monthly_cost is None or r.approximate_cost == r.monthly_cost:
+            continue
+        difference = r.approximate_cost - r.monthly_cost
+        percent = (
+            None
+            if r.monthly_cost == 0
+            else (difference / r.monthly_cost * 100).quantize(_CENT, ROUND_HALF_UP)
+        )
+        drift.append((abs(difference), r, difference, percent))
+    drift.sort(key=lambda d: (-d[0], str(d[1].row_id)))
+    return {
+        "generated_at": generated_at.isoformat(),
+        "rows_in_scope": len(rows),
+        "rows_without_value": sum(1 for r in rows if r.approximate_cost is None),
+        "fleet_monthly_total": amount(total),
+        "by_status": _group(rows, lambda r: _name(r.status)),
+        "by_plan": by_plan,
+        "by_cycle": _group(rows, lambda r: _name(r.cycle)),
+        "by_source": _group(rows, lambda r: _name(r.source)),
+        "by_region": _group(rows, lambda r: _name(r.region)),
+        "unpriced": [
+            {
+                "row_id": str(r.row_id),
+                "hostwinds_instance_id": r.hostwinds_instance_id,
+                "reason": r.unpriced_reason,
+                "detail": r.unpriced_detail,
+                "kept_value": None if r.approximate_cost is None else amount(r.approximate_cost),
+            }
+            for r in rows
+            if r.unpriced_reason is not None
+        ],
+        "held": [h.as_json() for h in held],
+        "drift": [
+            {
+                "row_id": str(r.row_id),
+                "hostwinds_instance_id": r.hostwinds_instance_id,
+                "approximate_cost": amount(r.approximate_cost) if r.approximate_cost is not None else None,
+                "monthly_cost": amount(r.monthly_cost) if r.monthly_cost is not None else None,
+                "difference": amount(difference),
+                "percent": None if percent is None else str(percent),
+            }
+            for _, r, difference, percent in drift
+        ],
+        "oldest_observation": None if oldest_observation is None else oldest_observation.isoformat(),
+        "oldest_observation_age_seconds": None
+        if oldest_observation is None
+        else int((generated_at - oldest_observation).total_seconds()),
+        "upgrade_available": [
+            {"row_id": str(r.row_id), "hostwinds_instance_id": r.hostwinds_instance_id}
+            for r in rows
+            if r.upgrade_available
+        ],
+    }
+
+
+def report_csv(report: dict[str, Any]) -> str:
+    """The report as one CSV table: section, key, amount, rows, detail."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["section", "key", "amount", "rows", "detail"])
+    writer.writerow(["fleet_monthly_total", "", report["fleet_monthly_total"], report["rows_in_scope"], ""])
+    for section in ("by_status", "by_plan", "by_cycle", "by_source", "by_region"):
+        for key, entry in report[section].items():
+            detail = entry.get("name") or ""
+            writer.writerow([section, key, entry["total"], entry["rows"], detail])
+    for item in report["unpriced"]:
+        writer.writerow(
+            [
+                "unpriced",
+                item["hostwinds_instance_id"] or item["row_id"],
+                item["kept_value"] or "",
+                1,
+                f"{item['reason']}: {item['detail']}",
+            ]
+        )
+    for item in report["held"]:
+        writer.writerow(
+            [
+                "held",
+                item["hostwinds_instance_id"] or item["row_id"],
+                item["proposed"],
+                1,
+                f"old {item['old']}, ratio {item['ratio']}, since {item['since']}",
+            ]
+        )
+    for item in report["drift"]:
+        writer.writerow(
+            [
+                "drift",
+                item["hostwinds_instance_id"] or item["row_id"],
+                item["difference"],
+                1,
+                f"approximate_cost {item['approximate_cost']}, monthly_cost {item['monthly_cost']}, "
+                f"{item['percent']}%",
+            ]
+        )
+    for item in report["upgrade_available"]:
+        writer.writerow(["upgrade_available", item["hostwinds_instance_id"] or item["row_id"], "", 1, ""])
+    writer.writerow(
+        [
+            "oldest_observation",
+            report["oldest_observation"] or "",
+            "",
+            "",
+            report["oldest_observation_age_seconds"],
+        ]
+    )
+    return out.getvalue()

@@ -1,0 +1,200 @@
+"""Database reads for ``explain``, ``held`` and ``report``, and the one write of ``approve``.
+
+Guarantees: queries are the named blocks of ``sql/queries/trust.sql``; nothing here calls
+Hostwinds; every database failure leaves as a :class:`~cost_sync.errors.DatabaseError`; ``approve``
+applies its changes, their history rows and its ledger row in one transaction, and only where a
+row still holds the value the change was proposed against.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+import asyncpg
+
+from cost_sync.explain import HistoryRecord
+from cost_sync.models import Cycle, RowState, RunReport
+from cost_sync.reporting import HeldRow, ReportRow
+from cost_sync.store import insert_run, mapped, queries
+
+__all__ = ["CachedObservation", "RowView", "TrustStore"]
+
+_CYCLES = {cycle.value: cycle for cycle in Cycle}
+
+
+@dataclass(frozen=True, slots=True)
+class RowView:
+    """One ``vps_instances`` row as explain shows it."""
+
+    row_id: uuid.UUID
+    hostwinds_instance_id: str | None
+    status: str | None
+    region: str | None
+    approximate_cost: Decimal | None
+    monthly_cost: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class CachedObservation:
+    """A cached ``get_billingcycle_prices`` answer as explain uses it."""
+
+    prices: dict[Cycle, str]
+    fingerprint: str
+    observed: datetime
+    run_id: uuid.UUID
+
+
+class TrustStore:
+    """Reads (and the approve write) on an asyncpg pool it does not own."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._q = queries("trust")
+
+    async def resolve(self, key: str) -> list[uuid.UUID]:
+        """Row ids an ID names (row id, hostwinds_instance_id, or the serviceid/server_uuid it matched)."""
+        with mapped():
+            records = await self._pool.fetch(self._q["resolve"], key.strip())
+        return [r["id"] for r in records]
+
+    async def row(self, row_id: uuid.UUID) -> RowView | None:
+        """The row, if it exists."""
+        with mapped():
+            r = await self._pool.fetchrow(self._q["read_row"], row_id)
+        if r is None:
+            return None
+        return RowView(
+            r["id"],
+            r["hostwinds_instance_id"],
+            r["status"],
+            r["region"],
+            r["approximate_cost"],
+            r["monthly_cost"],
+        )
+
+    async def history(self, row_id: uuid.UUID) -> list[HistoryRecord]:
+        """The row's history, newest first."""
+        with mapped():
+            records = await self._pool.fetch(self._q["read_history"], row_id)
+        return [
+            HistoryRecord(
+                run_id=r["run_id"],
+                at=r["created"],
+                old=r["old_cost"],
+                new=r["new_cost"],
+                source=r["source"],
+                cycle=r["cycle"],
+                cycle_price=r["cycle_price"],
+                months=r["months"],
+                hourly_ceiling=r["hourly_ceiling"],
+                product_id=r["product_id"],
+                product_name=r["product_name"],
+                approved=r["approved"],
+                proposed_by=r["proposed_by"],
+                cycle_alias=r["cycle_alias"],
+            )
+            for r in records
+        ]
+
+    async def row_state(self, row_id: uuid.UUID) -> RowState | None:
+        """What the last run that decided the row saw of it."""
+        with mapped():
+            r = await self._pool.fetchrow(self._q["read_row_state"], row_id)
+        if r is None:
+            return None
+        return RowState(
+            row_id=row_id,
+            matched=r["matched"],
+            serviceid=r["serviceid"],
+            server_uuid=r["server_uuid"],
+            product_id=r["product_id"],
+            unpriced_reason=r["unpriced_reason"],
+            unpriced_detail=r["unpriced_detail"],
+            upgrade_available=r["upgrade_available"],
+        )
+
+    async def observation(self, serviceid: int) -> CachedObservation | None:
+        """The cached cycle prices of one service."""
+        with mapped():
+            r = await self._pool.fetchrow(self._q["read_observation"], serviceid)
+        if r is None:
+            return None
+        data = json.loads(r["prices"])
+        prices = {_CYCLES[k]: v for k, v in data.items() if k in _CYCLES and isinstance(v, str)}
+        return CachedObservation(prices, r["fingerprint"], r["observed"], r["run_id"])
+
+    async def held(self, row_ids: Sequence[uuid.UUID] | None = None) -> list[HeldRow]:
+        """Held changes (None: all), oldest first."""
+        with mapped():
+            records = await self._pool.fetch(self._q["read_held"], None if row_ids is None else list(row_ids))
+        return [
+            HeldRow(
+                row_id=r["vps_instance_id"],
+                hostwinds_instance_id=r["hostwinds_instance_id"],
+                old=r["old_cost"],
+                proposed=r["proposed_cost"],
+                ratio=r["ratio"],
+                reason=r["reason"],
+                since=r["since"],
+                run_id=r["run_id"],
+                source=r["source"],
+            )
+            for r in records
+        ]
+
+    async def report_rows(self, statuses: Sequence[str]) -> list[ReportRow]:
+        """Every row in scope with its latest basis and kept state."""
+        with mapped():
+            records = await self._pool.fetch(self._q["report_rows"], list(statuses))
+        return [
+            ReportRow(
+                row_id=r["id"],
+                hostwinds_instance_id=r["hostwinds_instance_id"],
+                status=r["status"],
+                region=r["region"],
+                approximate_cost=r["approximate_cost"],
+                monthly_cost=r["monthly_cost"],
+                source=r["source"],
+                cycle=r["cycle"],
+                product_id=r["product_id"],
+                product_name=r["product_name"],
+                unpriced_reason=r["unpriced_reason"],
+                unpriced_detail=r["unpriced_detail"],
+                upgrade_available=r["upgrade_available"],
+            )
+            for r in records
+        ]
+
+    async def oldest_observation(self) -> datetime | None:
+        """When the oldest cached observation was made."""
+        with mapped():
+            oldest: datetime | None = await self._pool.fetchval(self._q["oldest_observation"])
+        return oldest
+
+    async def fleet_total(self, statuses: Sequence[str]) -> Decimal:
+        """The sum of the stored values of the rows in scope."""
+        with mapped():
+            total: Decimal = await self._pool.fetchval(self._q["fleet_total"], list(statuses))
+        return total
+
+    async def held_count(self) -> int:
+        """How many changes are held."""
+        with mapped():
+            count: int = await self._pool.fetchval(self._q["held_count"])
+        return count
+
+    async def approve(
+        self, run_id: uuid.UUID, row_ids: Sequence[uuid.UUID], *, statuses: Sequence[str], report: RunReport
+    ) -> list[uuid.UUID]:
+        """Apply these held changes and write the ledger row in one transaction; return the applied rows."""
+        with mapped():
+            async with self._pool.acquire() as conn, conn.transaction():
+                records = await conn.fetch(self._q["approve"], run_id, list(row_ids), list(statuses))
+                applied = [r["vps_instance_id"] for r in records]
+                await insert_run(conn, report.model_copy(update={"updated": len(applied)}))
+        return applied

@@ -1,0 +1,41 @@
+"""Fixtures of the run's unit tests: the in-memory store and a real client on a fake Hostwinds.
+
+A module using ``client`` defines its own ``hostwinds`` fixture: the fleet it is about.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import pytest_asyncio
+import respx
+
+from cost_sync.hostwinds import HostwindsClient
+from cost_sync.memory_store import MemoryStore
+from tests.fakes import API_KEY, URL, FakeHostwinds
+
+
+@pytest.fixture
+def store() -> MemoryStore:
+    """Rows naming the ten instances, never priced."""
+    memory = MemoryStore()
+    for n in range(1, 11):
+        memory.add_row(str(n))
+    return memory
+
+
+@pytest_asyncio.fixture
+async def client(hostwinds: FakeHostwinds) -> AsyncIterator[HostwindsClient]:
+    """A real client whose HTTP goes to the fake."""
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    with respx.mock(assert_all_mocked=True) as mock:
+        mock.post(URL).mock(side_effect=hostwinds)
+        async with httpx.AsyncClient() as http:
+            yield HostwindsClient(
+                http, API_KEY, url=URL, requests_per_second=None, attempts=2, sleep=no_sleep
+            )

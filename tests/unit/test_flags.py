@@ -1,0 +1,96 @@
+"""Run flags and parse-boundary checks: duplicates, shared rows, swings, unstorable fields."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+import pytest
+from pydantic import ValidationError
+
+from cost_sync import flags
+from cost_sync.models import (
+    Estimate,
+    PriceSource,
+    RowOutcome,
+    Unpriced,
+    UnpricedReason,
+    VpsRow,
+    dropped_fields,
+    parse_instance,
+)
+
+
+def row(hw_id: str, cost: str | None = None) -> VpsRow:
+    return VpsRow(uuid.uuid4(), hw_id, "active", None if cost is None else Decimal(cost))
+
+
+def test_identical_repeats_are_kept_once_and_differing_ones_are_conflicts() -> None:
+    """An identical repeat is harmless; a twin with other data makes that service id conflicting."""
+    a, b = parse_instance({"serviceid": 1, "product_id": 101}), parse_instance({"serviceid": 2})
+    twin = parse_instance({"serviceid": 1, "product_id": 102})
+    kept, conflicting = flags.conflicting_instances([a, b, b, twin])
+    assert [i.serviceid for i in kept] == [1, 2]
+    assert conflicting == {1}
+    assert flags.conflicting_instances([a, b])[1] == set()
+
+
+def test_rows_naming_one_instance_are_found() -> None:
+    """Two rows matched to service 1 are reported together; a row alone is not."""
+    one, two = parse_instance({"serviceid": 1}), parse_instance({"serviceid": 2})
+    r1, r2, r3 = row("1"), row("01"), row("2")
+    assert flags.shared_instances([(r1, one), (r2, one), (r3, two), (row("x"), None)]) == {1: [r1, r2]}
+
+
+def test_unused_overrides_compare_trimmed_lower_case_ids() -> None:
+    """An override naming a row (in any case, with spaces on the row) is used; others are listed."""
+    rows = [row(" ABC "), row("7")]
+    assert flags.unused_overrides({"abc": Decimal(1), "8": Decimal(1)}, rows) == ["8"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "flagged"),
+    [("1.00", "10.00", True), ("10.00", "5.00", True), ("10.00", "5.01", False), ("1.00", "9.99", False)],
+)
+def test_swings_of_x10_or_half_are_flagged(old: str, new: str, flagged: bool) -> None:
+    """A change to x10 or more, or to half or less, of the old value is flagged; smaller ones are not."""
+    outcome = RowOutcome(row("1", old), None, Estimate(Decimal(new), PriceSource.PRICE_LIST))
+    raised = flags.result_flags([outcome], instances_listed=1, shared={}, unused=[], conflicting=set())
+    assert [f.kind for f in raised] == (["price_swing"] if flagged else [])
+
+
+def test_missing_plans_flagged_only_when_most_rows_lack_them() -> None:
+    """plan_not_found for most matched rows is flagged; for a few it is not."""
+    inst = parse_instance({"serviceid": 1})
+    missing = RowOutcome(row("1"), inst, Unpriced(UnpricedReason.PLAN_NOT_FOUND))
+    priced = RowOutcome(row("2", "1.00"), inst, Estimate(Decimal("1.00"), PriceSource.PRICE_LIST))
+    kinds = lambda outcomes: [  # noqa: E731
+        f.kind
+        for f in flags.result_flags(outcomes, instances_listed=2, shared={}, unused=[], conflicting=set())
+    ]
+    assert kinds([missing, missing, priced]) == ["plans_missing"]
+    assert kinds([missing, priced, priced]) == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "dropped"),
+    [
+        ({"product_id": 99999999999}, ["product_id"]),
+        ({"product_id": "-2147483649"}, ["product_id"]),
+        ({"product_id": 2147483647}, []),
+        ({"product_name": "a\x00b"}, ["product_name"]),
+        ({"product_name": "a\ud800b", "billingcycle": "Monthly\x00"}, ["billingcycle", "product_name"]),
+        ({"server_uuid": "  "}, []),
+    ],
+)
+def test_unstorable_fields_become_unknown_and_are_named(raw: dict[str, object], dropped: list[str]) -> None:
+    """A value PostgreSQL cannot store is None on the Instance, and dropped_fields names it."""
+    data = {"serviceid": 5, **raw}
+    assert dropped_fields(data, parse_instance(data)) == dropped
+
+
+@pytest.mark.parametrize("serviceid", [0, -1, 2**63, "99999999999999999999"])
+def test_serviceid_out_of_bigint_range_is_refused(serviceid: object) -> None:
+    """A service id that cannot be a BIGINT key fails validation (the run names item and field)."""
+    with pytest.raises(ValidationError):
+        parse_instance({"serviceid": serviceid})
