@@ -55,9 +55,9 @@ HISTORY_FLOOR = """
 WITH new AS (
     SELECT *
     FROM unnest($2::uuid[], $3::numeric[], $4::text[], $5::numeric[], $6::text[], $7::text[],
-                $8::numeric[], $9::int[], $10::bool[], $11::int[], $12::text[])
+                $8::numeric[], $9::int[], $10::bool[], $11::int[], $12::text[], $13::text[])
          AS n(id, cost, hostwinds_instance_id, old_cost, source, cycle, cycle_price, months,
-              hourly_ceiling, product_id, product_name)
+              hourly_ceiling, product_id, product_name, cycle_alias)
 ),
 changed AS (
     UPDATE vps_instances v SET approximate_cost = new.cost, updated = now()
@@ -67,20 +67,21 @@ changed AS (
 )
 INSERT INTO cost_sync_history (run_id, vps_instance_id, hostwinds_instance_id, old_cost, new_cost,
                                source, cycle, cycle_price, months, hourly_ceiling, product_id,
-                               product_name)
+                               product_name, cycle_alias)
 SELECT $1, id, hostwinds_instance_id, old_cost, cost, source, cycle, cycle_price, months,
-       hourly_ceiling, product_id, product_name
+       hourly_ceiling, product_id, product_name, cycle_alias
 FROM changed
 """
-#: The history rows of the last run that wrote, one array per column of HISTORY_FLOOR's $2..$12.
+#: The history rows of the last run that wrote, one array per column of HISTORY_FLOOR's $2...
 LAST_HISTORY = """
 SELECT vps_instance_id, new_cost, hostwinds_instance_id, old_cost, source, cycle, cycle_price,
-       months, hourly_ceiling, product_id, product_name
+       months, hourly_ceiling, product_id, product_name, cycle_alias
 FROM cost_sync_history
 WHERE run_id = (SELECT id FROM cost_sync_runs WHERE outcome = 'succeeded' AND updated > 0
                 ORDER BY finished DESC LIMIT 1)
 ORDER BY vps_instance_id
 """
+HISTORY_COLUMNS = 12
 #: The naive baseline, executed once per row.
 NAIVE = "UPDATE vps_instances SET approximate_cost = $2 WHERE id = $1"
 #: The cold starting values: every row unpriced, so every priced row changes.
@@ -268,10 +269,12 @@ async def measure(
         costs = [record["approximate_cost"] for record in final]
         del final
         history = await conn.fetch(LAST_HISTORY)
-        columns = [list(column) for column in zip(*history, strict=True)] or [[] for _ in range(11)]
+        columns = [list(column) for column in zip(*history, strict=True)] or [
+            [] for _ in range(HISTORY_COLUMNS)
+        ]
         del history
         await conn.execute(FLOOR, [], [])  # prepared once, untimed
-        await conn.execute(HISTORY_FLOOR, uuid.UUID(int=0), *([] for _ in range(11)))
+        await conn.execute(HISTORY_FLOOR, uuid.UUID(int=0), *([] for _ in range(HISTORY_COLUMNS)))
         await conn.execute(NAIVE, uuid.UUID(int=0), None)
         floor: list[float] = []
         for _ in range(floor_repeat):
