@@ -8,13 +8,15 @@ fleet from another process::
         --naive-repeat R [--late] --out FILE
 
 In order: a throw-away dry run (one target) to warm imports, the pool and the HTTP connections;
-``--repeat`` cold syncs (every priced row changes; the rows are reset to NULL and vacuumed before
-each); with ``--late``, more cold syncs until the pool's connection runs the write statement for
-the 6th time, the first time PostgreSQL may plan it generically, and that one timed (the daemon's
-situation after five runs with changes); ``--repeat`` warm syncs (nothing changed); the peak RSS
-so far (VmHWM, not ``ru_maxrss``, which a spawned process inherits from its parent); then, outside
-cost-sync, the write floor (one raw ``UPDATE ... FROM unnest`` of the cold run's final values) and
-the naive baseline (one ``UPDATE`` per row in one transaction), each after the same reset. The
+``--repeat`` cold syncs (every priced row changes and every service is asked: the rows are reset to
+NULL, the price observation cache emptied and the table vacuumed before each); with ``--late``,
+more cold syncs until the pool's connection runs the write statement for the 6th time, the first
+time PostgreSQL may plan it generically, and that one timed (the daemon's situation after five
+runs with changes); ``--repeat`` warm syncs (nothing changed, every price cached); the peak RSS so
+far (VmHWM, not ``ru_maxrss``, which a spawned process inherits from its parent); then, outside
+cost-sync, the write floor (one raw ``UPDATE ... FROM unnest`` of the cold run's final values),
+the history floor (the same update plus the cold run's history rows, in one statement) and the
+naive baseline (one ``UPDATE`` per row in one transaction), each after the same reset. The
 figures go to ``--out`` as JSON. The child imports nothing of the benchmark's heavy parts (no
 fleet, no sandbox, no plotting).
 """
@@ -46,10 +48,46 @@ UPDATE vps_instances v SET approximate_cost = n.cost
 FROM unnest($1::uuid[], $2::numeric[]) AS n(id, cost)
 WHERE v.id = n.id
 """
+#: The history floor: what a cold run writes (each changed row's value and ``updated``, and one
+#: history row per change with the same columns as cost-sync's), in one plain statement: one array
+#: per column, no shared price bases, no snapshot join, no status filter.
+HISTORY_FLOOR = """
+WITH new AS (
+    SELECT *
+    FROM unnest($2::uuid[], $3::numeric[], $4::text[], $5::numeric[], $6::text[], $7::text[],
+                $8::numeric[], $9::int[], $10::bool[], $11::int[], $12::text[], $13::text[])
+         AS n(id, cost, hostwinds_instance_id, old_cost, source, cycle, cycle_price, months,
+              hourly_ceiling, product_id, product_name, cycle_alias)
+),
+changed AS (
+    UPDATE vps_instances v SET approximate_cost = new.cost, updated = now()
+    FROM new
+    WHERE v.id = new.id
+    RETURNING new.*
+)
+INSERT INTO cost_sync_history (run_id, vps_instance_id, hostwinds_instance_id, old_cost, new_cost,
+                               source, cycle, cycle_price, months, hourly_ceiling, product_id,
+                               product_name, cycle_alias)
+SELECT $1, id, hostwinds_instance_id, old_cost, cost, source, cycle, cycle_price, months,
+       hourly_ceiling, product_id, product_name, cycle_alias
+FROM changed
+"""
+#: The history rows of the last run that wrote, one array per column of HISTORY_FLOOR's $2...
+LAST_HISTORY = """
+SELECT vps_instance_id, new_cost, hostwinds_instance_id, old_cost, source, cycle, cycle_price,
+       months, hourly_ceiling, product_id, product_name, cycle_alias
+FROM cost_sync_history
+WHERE run_id = (SELECT id FROM cost_sync_runs WHERE outcome = 'succeeded' AND updated > 0
+                ORDER BY finished DESC LIMIT 1)
+ORDER BY vps_instance_id
+"""
+HISTORY_COLUMNS = 12
 #: The naive baseline, executed once per row.
 NAIVE = "UPDATE vps_instances SET approximate_cost = $2 WHERE id = $1"
 #: The cold starting values: every row unpriced, so every priced row changes.
 RESET = "UPDATE vps_instances SET approximate_cost = NULL WHERE approximate_cost IS NOT NULL"
+#: ... and no cached price, so a cold run asks every service, as a first run does.
+EMPTY_CACHE = "TRUNCATE cost_sync_price_observations"
 #: A fingerprint of every row's stored value, to check the floor and naive end where cost-sync did.
 VALUES_CHECKSUM = """
 SELECT md5(string_agg(id::text || '=' || coalesce(approximate_cost::text, '-'), ',' ORDER BY id))
@@ -57,6 +95,10 @@ FROM vps_instances
 """
 FINAL_VALUES = """
 SELECT id, approximate_cost FROM vps_instances WHERE approximate_cost IS NOT NULL ORDER BY id
+"""
+#: How old the cached prices are on average (seconds; NULL when the cache is empty).
+CACHE_AGE = """
+SELECT avg(extract(epoch FROM clock_timestamp() - observed))::float8 FROM cost_sync_price_observations
 """
 _MB = 1024 * 1024
 #: The database URL (it may hold a password) and the sandbox's API key reach the child in its
@@ -97,8 +139,9 @@ def peak_rss_mb() -> float:
 
 
 async def reset(conn: asyncpg.Connection) -> None:
-    """Back to the cold starting values, dead tuples vacuumed and statistics fresh."""
+    """Back to the cold starting values and an empty price cache, dead tuples vacuumed."""
     await conn.execute(RESET)
+    await conn.execute(EMPTY_CACHE)
     await conn.execute("VACUUM ANALYZE vps_instances")
 
 
@@ -113,6 +156,7 @@ async def timed_sync(
     await conn.execute("DROP TABLE IF EXISTS bench_ctid")
     await conn.execute("CREATE TEMP TABLE bench_ctid AS SELECT id, ctid::text AS c FROM vps_instances")
     history_before = await _history_rows(conn)
+    age = await conn.fetchval(CACHE_AGE)
     started = time.perf_counter()
     result = await run_once(client=client, pool=pool, settings=settings, trigger="bench")
     wall = time.perf_counter() - started
@@ -136,6 +180,8 @@ async def timed_sync(
         hostwinds_calls=dict(report.hostwinds_calls),
         history_rows_added=await _history_rows(conn) - history_before,
         rows_rewritten=int(rewritten),
+        price_cache=report.price_cache.model_dump(),
+        cache_age_seconds=None if age is None else float(age),  # float-ok: seconds
     )
 
 
@@ -143,6 +189,13 @@ async def timed_floor(conn: asyncpg.Connection, ids: list[uuid.UUID], costs: lis
     """Seconds to apply ``costs`` with the one-statement write floor."""
     started = time.perf_counter()
     await conn.execute(FLOOR, ids, costs)
+    return time.perf_counter() - started
+
+
+async def timed_history_floor(conn: asyncpg.Connection, columns: list[list[object]]) -> float:
+    """Seconds to apply the cold run's values and history rows with the one-statement history floor."""
+    started = time.perf_counter()
+    await conn.execute(HISTORY_FLOOR, uuid.uuid4(), *columns)
     return time.perf_counter() - started
 
 
@@ -177,6 +230,10 @@ async def measure(
                 "max_concurrency": 16,
             },
             "database": {"url": database_url},
+            # A cold sync is measured as one whole run: at 100,000 the default 300 s budget would
+            # end it early and leave the rest pending for the "warm" run. Budgeted runs are
+            # measured by bench/cache_figures.py.
+            "sync": {"max_run_seconds": 86400},
         }
     )
     conn = await asyncpg.connect(database_url)
@@ -211,13 +268,24 @@ async def measure(
         ids = [record["id"] for record in final]
         costs = [record["approximate_cost"] for record in final]
         del final
+        history = await conn.fetch(LAST_HISTORY)
+        columns = [list(column) for column in zip(*history, strict=True)] or [
+            [] for _ in range(HISTORY_COLUMNS)
+        ]
+        del history
         await conn.execute(FLOOR, [], [])  # prepared once, untimed
+        await conn.execute(HISTORY_FLOOR, uuid.UUID(int=0), *([] for _ in range(HISTORY_COLUMNS)))
         await conn.execute(NAIVE, uuid.UUID(int=0), None)
         floor: list[float] = []
         for _ in range(floor_repeat):
             await reset(conn)
             floor.append(await timed_floor(conn, ids, costs))
         floor_same = await conn.fetchval(VALUES_CHECKSUM) == expected
+        history_floor: list[float] = []
+        for _ in range(floor_repeat):
+            await reset(conn)
+            history_floor.append(await timed_history_floor(conn, columns))
+        history_floor_same = await conn.fetchval(VALUES_CHECKSUM) == expected
         naive: list[float] = []
         for _ in range(naive_repeat):
             await reset(conn)
@@ -231,12 +299,16 @@ async def measure(
         warm=warm,
         late=late,
         floor_seconds=floor,
+        history_floor_seconds=history_floor,
+        history_floor_rows=len(columns[0]),
         naive_seconds=naive,
         rows_written=len(ids),
         floor_same_values=floor_same,
+        history_floor_same_values=history_floor_same,
         naive_same_values=naive_same,
         rss_start_mb=rss_start,
         peak_rss_mb=peak,
+        max_price_age_seconds=settings.sync.max_price_age_seconds,
     )
 
 

@@ -3,21 +3,24 @@
     python bench/explain_write.py [--n 10000] [--database-url URL]
 
 Not part of the benchmark's figures; an investigation tool. In a fresh database seeded as the
-benchmark seeds it, it computes one cold run's outcomes (a dry run against an in-process sandbox),
+benchmark seeds it, it makes one cold run (against an in-process sandbox) and keeps its outcomes,
 then shows:
 
-1. the read: ``store.read_rows``'s query alone vs the whole function (the rest builds the rows);
+1. the reads: ``Store.read_rows`` and ``Store.read_observations`` (every matched service, from the
+   cache the cold run filled), each against its query alone (the rest builds the values);
 2. the cost of sending the write's parameters vs the floor's two arrays (a statement that only
    counts NULLs among them);
-3. ``EXPLAIN (ANALYZE, BUFFERS)`` of the write floor and of cost-sync's write statement, each in a
+3. ``EXPLAIN (ANALYZE, BUFFERS)`` of the write floor, of the history floor (the same update plus
+   the same history rows in one plain statement) and of cost-sync's write statement, each in a
    transaction rolled back;
-4. ``store.write_estimates`` executed 8 times on one connection (reset in between): PostgreSQL plans
-   a cached prepared statement with its parameters 5 times, then may switch to a generic plan; the
+4. ``Store.commit_run`` executed 8 times on one connection (reset in between): PostgreSQL plans a
+   cached prepared statement with its parameters 5 times, then may switch to a generic plan; the
    timings show whether executions 6 to 8 keep their time. Then the write's generic plan
    (``EXPLAIN`` under ``plan_cache_mode = force_generic_plan``): what a cached plan would do.
 
-The statements are captured as ``cost_sync.store`` sends them (a recording stand-in for the
-connection), so the tool follows the store's SQL as it changes.
+The store's own methods run on a stand-in for its pool that hands out one connection and records
+every statement (:class:`OneConnection`), so the tool follows the named queries of
+``sql/queries/sync.sql`` as they change.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -37,7 +41,7 @@ from typing import Any
 import asyncpg
 
 import pgdb
-from child import FLOOR, RESET
+from child import FLOOR, HISTORY_FLOOR, LAST_HISTORY, reset
 from cost_sync import logs, store
 from cost_sync.models import Estimate, RowOutcome, RunReport
 from cost_sync.sandbox import SANDBOX_API_KEY, SandboxServer
@@ -48,27 +52,46 @@ from fleet import generate_fleet, seed_rows
 Statement = tuple[str, tuple[Any, ...]]
 
 
-class Recorder:
-    """Stands in for a connection: forwards each call and records its SQL and arguments."""
+class OneConnection:
+    """Stands in for the store's pool: one connection, and each statement's SQL and arguments recorded."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
         self.statements: list[Statement] = []
 
-    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+    @asynccontextmanager
+    async def acquire(self, *, timeout: float | None = None) -> AsyncIterator[OneConnection]:
+        """As ``Pool.acquire``: always this connection."""
+        yield self
+
+    def transaction(self) -> Any:
+        """As ``Connection.transaction`` (nested: a savepoint)."""
+        return self.conn.transaction()
+
+    def is_closed(self) -> bool:
+        """As ``Connection.is_closed``."""
+        return bool(self.conn.is_closed())
+
+    async def fetch(self, sql: str, *args: Any, timeout: float | None = None) -> list[asyncpg.Record]:
         """As ``Connection.fetch``."""
         self.statements.append((sql, args))
-        return await self.conn.fetch(sql, *args)
+        return await self.conn.fetch(sql, *args, timeout=timeout)
 
-    async def fetchval(self, sql: str, *args: Any) -> Any:
+    async def fetchval(self, sql: str, *args: Any, timeout: float | None = None) -> Any:
         """As ``Connection.fetchval``."""
         self.statements.append((sql, args))
-        return await self.conn.fetchval(sql, *args)
+        return await self.conn.fetchval(sql, *args, timeout=timeout)
 
-    async def execute(self, sql: str, *args: Any) -> str:
+    async def execute(self, sql: str, *args: Any, timeout: float | None = None) -> str:
         """As ``Connection.execute``."""
         self.statements.append((sql, args))
-        return await self.conn.execute(sql, *args)
+        return await self.conn.execute(sql, *args, timeout=timeout)
+
+
+def on(conn: asyncpg.Connection) -> tuple[store.Store, OneConnection]:
+    """A Store whose every statement runs on ``conn``, and the recorder of those statements."""
+    recorder = OneConnection(conn)
+    return store.Store(recorder), recorder  # type: ignore[arg-type]
 
 
 def final_values(outcomes: Sequence[RowOutcome]) -> tuple[list[uuid.UUID], list[Decimal]]:
@@ -86,28 +109,39 @@ async def _median_ms(action: Callable[[], Awaitable[object]], times: int = 5) ->
     return statistics.median(seconds) * 1000
 
 
-async def _reset(conn: asyncpg.Connection) -> None:
-    await conn.execute(RESET)
-    await conn.execute("VACUUM ANALYZE vps_instances")
+def _report(run_id: uuid.UUID) -> Callable[[int], RunReport]:
+    def finish(updated: int) -> RunReport:
+        now = datetime.now(UTC)
+        return RunReport(
+            run_id=run_id,
+            trigger="explain",
+            outcome="succeeded",
+            started_at=now,
+            finished_at=now,
+            updated=updated,
+        )
+
+    return finish
 
 
-async def _ledger_row(conn: Any, run_id: uuid.UUID) -> None:
-    now = datetime.now(UTC)
-    report = RunReport(run_id=run_id, trigger="explain", outcome="succeeded", started_at=now, finished_at=now)
-    await store.insert_run(conn, report)
+async def commit(conn: asyncpg.Connection, outcomes: Sequence[RowOutcome], statuses: Sequence[str]) -> int:
+    """``Store.commit_run`` of ``outcomes`` on ``conn`` (committed); the rows it updated."""
+    run_store, _ = on(conn)
+    run_id = uuid.uuid4()
+    report = await run_store.commit_run(run_id, outcomes, statuses=statuses, finish=_report(run_id))
+    return report.updated
 
 
 async def capture_write(
     conn: asyncpg.Connection, outcomes: Sequence[RowOutcome], statuses: Sequence[str]
 ) -> list[Statement]:
-    """The statements ``store.write_estimates`` sends for ``outcomes`` (run and rolled back)."""
-    recorder = Recorder(conn)
+    """The statements ``Store.commit_run`` sends for ``outcomes`` (run and rolled back)."""
+    run_store, recorder = on(conn)
     transaction = conn.transaction()
     await transaction.start()
     try:
         run_id = uuid.uuid4()
-        await _ledger_row(conn, run_id)
-        await store.write_estimates(recorder, run_id, outcomes, statuses=statuses)  # type: ignore[arg-type]
+        await run_store.commit_run(run_id, outcomes, statuses=statuses, finish=_report(run_id))
     finally:
         await transaction.rollback()
     return recorder.statements
@@ -124,11 +158,10 @@ async def _send_only(conn: asyncpg.Connection, sql: str, args: Sequence[Any]) ->
 async def _explain(
     conn: asyncpg.Connection, title: str, before: Sequence[Statement], sql: str, args: Any
 ) -> None:
-    await _reset(conn)
+    await reset(conn)
     transaction = conn.transaction()
     await transaction.start()
     try:
-        await _ledger_row(conn, uuid.uuid4())
         for statement, statement_args in before:
             await conn.execute(statement, *statement_args)
         plan = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)
@@ -138,18 +171,30 @@ async def _explain(
     print("\n".join(record[0] for record in plan))
 
 
-async def findings(conn: asyncpg.Connection, outcomes: list[RowOutcome], statuses: list[str]) -> None:
-    """Print the four findings (see the module docstring)."""
-    recorder = Recorder(conn)
-    await store.read_rows(recorder, statuses)  # type: ignore[arg-type]
-    read_sql, read_args = recorder.statements[-1]
-    query = await _median_ms(lambda: conn.fetch(read_sql, *read_args))
-    whole = await _median_ms(lambda: store.read_rows(conn, statuses))
-    print("\n== 1. the read (median of 5)")
-    print(f"store.read_rows: {whole:.1f} ms, of which its query {query:.1f} ms")
+async def _reads(conn: asyncpg.Connection, statuses: list[str], serviceids: list[int]) -> None:
+    run_store, recorder = on(conn)
+    print("\n== 1. the reads (median of 5)")
+    for name, action in (
+        ("read_rows", lambda s: s.read_rows(statuses)),
+        (f"read_observations of {len(serviceids):,} services", lambda s: s.read_observations(serviceids)),
+    ):
+        await action(run_store)
+        sql, args = recorder.statements[-1]
+        query = await _median_ms(lambda sql=sql, args=args: conn.fetch(sql, *args))
+        whole = await _median_ms(lambda action=action: action(on(conn)[0]))
+        print(f"Store.{name}: {whole:.1f} ms, of which its query {query:.1f} ms")
 
+
+async def findings(
+    conn: asyncpg.Connection, outcomes: list[RowOutcome], statuses: list[str], serviceids: list[int]
+) -> None:
+    """Print the four findings (see the module docstring)."""
+    await _reads(conn, statuses, serviceids)
+
+    write_query = store.queries("sync")["write_estimates"]
     statements = await capture_write(conn, outcomes, statuses)
-    *before, (write_sql, write_args) = statements
+    at = next(i for i, (sql, _) in enumerate(statements) if sql == write_query)
+    before, (write_sql, write_args) = statements[:at], statements[at]
     ids, costs = final_values(outcomes)
     print("\n== 2. sending the parameters only (median of 5)")
     print(
@@ -159,17 +204,20 @@ async def findings(conn: asyncpg.Connection, outcomes: list[RowOutcome], statuse
     if before:
         print("statements the store sends before its write: " + "; ".join(sql for sql, _ in before))
 
+    # The history floor writes the history rows of a real commit of these outcomes.
+    await reset(conn)
+    await commit(conn, outcomes, statuses)
+    history = await conn.fetch(LAST_HISTORY)
+    columns = [list(column) for column in zip(*history, strict=True)]
     await _explain(conn, "write floor", [], FLOOR, (ids, costs))
+    await _explain(conn, "history floor", [], HISTORY_FLOOR, (uuid.uuid4(), *columns))
     await _explain(conn, "cost-sync's write", before, write_sql, write_args)
 
-    print("\n== 4. store.write_estimates, 8 times on one connection")
+    print("\n== 4. Store.commit_run, 8 times on one connection")
     for execution in range(1, 9):
-        await _reset(conn)
-        run_id = uuid.uuid4()
+        await reset(conn)
         started = time.perf_counter()
-        async with conn.transaction():
-            await _ledger_row(conn, run_id)
-            written = await store.write_estimates(conn, run_id, outcomes, statuses=statuses)
+        written = await commit(conn, outcomes, statuses)
         print(f"execution {execution}: {(time.perf_counter() - started) * 1000:.0f} ms ({written:,} rows)")
     try:
         await conn.execute("SET plan_cache_mode = force_generic_plan")
@@ -205,12 +253,15 @@ async def investigate(server_url: str, n: int) -> None:
                 }
             )
             async with open_resources(settings) as (client, pool):
-                result = await run_once(client=client, pool=pool, settings=settings, dry_run=True)
+                # A real cold run: it fills the price cache that section 1 reads.
+                result = await run_once(client=client, pool=pool, settings=settings, trigger="explain")
         del fleet
         print(f"N = {n:,}: {len(final_values(result.outcomes)[0]):,} rows change in a cold run")
+        # Every matched service: what a warm run reads from the cache the cold run filled.
+        serviceids = sorted({o.instance.serviceid for o in result.outcomes if o.instance is not None})
         conn = await asyncpg.connect(url)
         try:
-            await findings(conn, result.outcomes, list(settings.sync.statuses))
+            await findings(conn, result.outcomes, list(settings.sync.statuses), serviceids)
         finally:
             await conn.close()
     finally:

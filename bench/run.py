@@ -3,11 +3,15 @@
     python bench/run.py [--large] [--database-url URL]
 
 For N = 1,000 and 10,000 instances (and 100,000 with ``--large``), each in a fresh database
-seeded with N ``active`` rows, it measures a cold sync (every row changes), a warm sync (nothing
-changed), the write floor (the same final values in one raw ``UPDATE ... FROM unnest``) and a naive
-baseline (one ``UPDATE`` per row). Each N is measured in a child process (``bench/child.py``) so
-that its peak RSS is cost-sync's own, against ``cost-sync sandbox --generate N`` running in another
-process. Pricing throughput is measured in-process on 100,000 synthetic rows on every run.
+seeded with N ``active`` rows, it measures a cold sync (every row changes, the price cache empty),
+a warm sync (nothing changed, every price cached), the write floor (the same final values in one
+raw ``UPDATE ... FROM unnest``), the history floor (that update plus the same history rows in one
+statement) and a naive baseline (one ``UPDATE`` per row). Each N is measured in a child process
+(``bench/child.py``) so that its peak RSS is cost-sync's own, against ``cost-sync sandbox
+--generate N`` running in another process. Then, up to N = 10,000, ``bench/cache_figures.py``
+measures the price cache: an outage halfway through a cold run, ``--hours`` simulated hourly runs,
+and a resync's latency during a rate-limited cold sync in the daemon. Pricing throughput is
+measured in-process on 100,000 synthetic rows on every run.
 
 It prints a table and each target with PASS/MISS, and saves ``bench/results/<UTC timestamp>.json``,
 ``bench/results/latest.json`` and ``bench/results/latest.png`` (time against N). See
@@ -41,11 +45,11 @@ from child import API_KEY_ENV, DATABASE_URL_ENV
 from cost_sync import __version__, logs
 from cost_sync.db import describe_dsn, scrub
 from cost_sync.sandbox import SANDBOX_API_KEY
-from figures import CUSTOM_PLAN_EXECUTIONS, SizeFigures
+from figures import CUSTOM_PLAN_EXECUTIONS, CacheFigures, SizeFigures
 from fleet import generate_fleet, seed_rows
 from pgdb import Server
 from pricing_throughput import PRICING_N, PricingFigures, measure_pricing
-from report import judge, plot, summarise, table, targets_json, targets_text
+from report import cache_table, judge, plot, summarise, table, targets_json, targets_text
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -54,11 +58,14 @@ LARGE_N = 100_000
 #: Above this size the syncs and the naive baseline are timed once, not ``--repeat`` times (a sync
 #: of 100,000 makes 100,000 HTTP calls), and the 6th-write cold sync is not measured.
 REPEAT_MAX_N = 10_000
+#: Above this size the price-cache figures (outage, simulated hours, resync) are not measured:
+#: they are counts and a rate-limited latency, and the issue states them at 1,000 and 10,000.
+CACHE_MAX_N = 10_000
 _SANDBOX_START_SECONDS = 300.0
 _CHILD_SECONDS = 3600.0
 _STOP_SECONDS = 10.0
 _URL = re.compile(r"https?://\S+")
-_BENCH_SCRIPTS = ("run.py", "child.py", "explain_write.py")
+_BENCH_SCRIPTS = ("run.py", "child.py", "cache_figures.py", "explain_write.py")
 
 
 def progress(message: str) -> None:
@@ -156,8 +163,34 @@ async def run_child(
     return figures
 
 
-async def measure_size(server: Server, n: int, *, repeat: int, workdir: Path) -> SizeFigures:
-    """A fresh database and sandbox for ``n`` instances, the child's figures, everything removed."""
+async def run_cache_child(n: int, *, database_url: str, hours: int, workdir: Path) -> CacheFigures:
+    """Measure one size's price-cache figures in ``bench/cache_figures.py``; RuntimeError on failure."""
+    out = workdir / f"cache-{n}.json"
+    log = workdir / f"cache-{n}.log"
+    command = [
+        sys.executable,
+        str(BENCH_DIR / "cache_figures.py"),
+        f"--n={n}",
+        f"--hours={hours}",
+        f"--out={out}",
+    ]
+    env = _environment(**{DATABASE_URL_ENV: database_url})
+    with log.open("wb") as output:
+        process = await asyncio.create_subprocess_exec(*command, stdout=output, stderr=output, env=env)
+    try:
+        code = await asyncio.wait_for(process.wait(), _CHILD_SECONDS)
+    finally:
+        await _stop(process)
+    if code != 0 or not out.exists():
+        raise RuntimeError(f"the cache measurements of N={n:,} failed (exit {code}):\n{_tail(log)}")
+    figures: CacheFigures = json.loads(out.read_text(encoding="utf-8"))
+    return figures
+
+
+async def measure_size(
+    server: Server, n: int, *, repeat: int, hours: int, workdir: Path
+) -> tuple[SizeFigures, CacheFigures | None]:
+    """A fresh database and sandbox for ``n`` instances, both children's figures, everything removed."""
     name = f"cost_sync_bench_{os.getpid()}_{n}"
     progress(f"N={n:,}: seeding database {name}")
     rows = seed_rows(generate_fleet(n))
@@ -172,7 +205,14 @@ async def measure_size(server: Server, n: int, *, repeat: int, workdir: Path) ->
                 n, database_url=database_url, sandbox_url=sandbox_url, repeat=repeat, workdir=workdir
             )
             progress(f"N={n:,}: done in {time.perf_counter() - started:.1f} s")
-        return figures
+        if n > CACHE_MAX_N:
+            return figures, None
+        # The cache figures serve the fleet from their own process (they change it as they go).
+        progress(f"N={n:,}: price cache: outage, {hours} simulated hours, resync during a cold sync")
+        started = time.perf_counter()
+        cache = await run_cache_child(n, database_url=database_url, hours=hours, workdir=workdir)
+        progress(f"N={n:,}: price cache done in {time.perf_counter() - started:.1f} s")
+        return figures, cache
     finally:
         await pgdb.drop(server.url, name)
 
@@ -292,6 +332,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="fleet sizes instead of 1000,10000 (--large adds 100000); for quick checks",
     )
     parser.add_argument(
+        "--hours",
+        type=int,
+        default=48,
+        help="hourly runs simulated on a virtual clock after the cold run (default: 48)",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=3,
@@ -304,6 +350,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if not 1 <= args.repeat <= CUSTOM_PLAN_EXECUTIONS:
         # More cold syncs would reach the 6th write on the connection, measured on its own.
         parser.error(f"--repeat must be 1 to {CUSTOM_PLAN_EXECUTIONS}")
+    if args.hours < 1:
+        parser.error("--hours must be at least 1")
     if any(n < 1 for n in sizes):
         parser.error("every size must be at least 1")
     args.sizes = sorted(set(sizes))
@@ -328,15 +376,21 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     progress(f"pricing throughput: price_rows over {PRICING_N:,} synthetic rows")
     pricing: PricingFigures = measure_pricing(PRICING_N, repeat=args.repeat)
     sizes: list[SizeFigures] = []
+    caches: list[CacheFigures] = []
     async with pgdb.server(args.database_url) as server:
         postgres = await pgdb.describe(server.url)
         progress(f"PostgreSQL {postgres['version']} at {describe_dsn(server.url)} ({server.origin})")
         with tempfile.TemporaryDirectory(prefix="cost-sync-bench-") as workdir:
             for n in args.sizes:
-                sizes.append(await measure_size(server, n, repeat=args.repeat, workdir=Path(workdir)))
+                size, cache = await measure_size(
+                    server, n, repeat=args.repeat, hours=args.hours, workdir=Path(workdir)
+                )
+                sizes.append(size)
+                if cache is not None:
+                    caches.append(cache)
 
     summaries = [summarise(size) for size in sizes]
-    targets = judge(summaries, pricing)
+    targets = judge(summaries, pricing, caches)
     command = command_line(argv)
     git_at_end = _git()
     watcher.cancel()
@@ -363,10 +417,12 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"\npricing, in-process: price_rows over {pricing['instances']:,} rows: "
         f"{pricing['median_seconds']:.3f} s (median of {len(pricing['seconds'])})\n"
     )
+    print(cache_table(caches))
+    print()
     print(targets_text(targets))
 
     results = {
-        "schema": 1,
+        "schema": 2,
         "command": command,
         "started_at": started.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
@@ -379,10 +435,18 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             "repeat": args.repeat,
             "syncs_and_naive_repeat_above_10000": 1,
             "hostwinds": {"requests_per_second": 0, "max_concurrency": 16, "sandbox": "separate process"},
+            "price_cache": {
+                "sandbox": "in the measuring process",
+                "sizes": [cache["n"] for cache in caches],
+                "simulated_hours": args.hours,
+                "resync_hostwinds": {"requests_per_second": 20, "max_concurrency": 16},
+                "resync_max_run_seconds": 15,
+            },
         },
         "pricing_throughput": pricing,
         "summary": summaries,
         "sizes": sizes,
+        "price_cache": caches,
         "targets": targets_json(targets),
     }
     stamped, latest = save(results, stamp)
