@@ -16,12 +16,13 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 import asyncpg
@@ -55,6 +56,8 @@ _log = structlog.get_logger(__name__)
 #: Advisory lock key making sync runs exclusive (ASCII "cs-sync").
 SYNC_LOCK_KEY = 0x63732D73796E63
 _LOCK_POLL_SECONDS = 0.2
+#: Observations read per statement.
+_OBSERVATION_CHUNK = 10_000
 #: How long recording a failed run may take: the database may be what failed.
 _RECORD_TIMEOUT_SECONDS = 5.0
 
@@ -224,18 +227,32 @@ class Store:
         """The cached observations of these services (absent: never asked, or forgotten)."""
         if not serviceids:
             return {}
-        with _mapped():
-            records = await self._pool.fetch(self._q["read_observations"], list(serviceids))
-        return {
-            r["serviceid"]: Observation(
-                serviceid=r["serviceid"],
-                prices=_prices_from_json(r["prices"]),
-                fingerprint=r["fingerprint"],
-                observed_at=r["observed"],
-                run_id=r["run_id"],
-            )
-            for r in records
-        }
+        # A fleet repeats a few price answers, fingerprints and runs across thousands of services:
+        # one object each, shared (observations are read-only), keeps 100,000 of them small.
+        prices: dict[str, Mapping[Cycle, str]] = {}
+        fingerprints: dict[str, str] = {}
+        runs: dict[uuid.UUID, uuid.UUID] = {}
+        observations: dict[int, Observation] = {}
+        ids = list(serviceids)
+        # In chunks: the raw records of one chunk at a time are all that is held beside the result.
+        for start in range(0, len(ids), _OBSERVATION_CHUNK):
+            with _mapped():
+                records = await self._pool.fetch(
+                    self._q["read_observations"], ids[start : start + _OBSERVATION_CHUNK]
+                )
+            for r in records:
+                text = r["prices"]
+                parsed = prices.get(text)
+                if parsed is None:
+                    parsed = prices[text] = MappingProxyType(_prices_from_json(text))
+                observations[r["serviceid"]] = Observation(
+                    serviceid=r["serviceid"],
+                    prices=parsed,
+                    fingerprint=fingerprints.setdefault(r["fingerprint"], r["fingerprint"]),
+                    observed_at=r["observed"],
+                    run_id=runs.setdefault(r["run_id"], r["run_id"]),
+                )
+        return observations
 
     async def save_observations(self, observations: Sequence[Observation]) -> None:
         """Upsert a batch of observations in a transaction of its own."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -15,8 +17,10 @@ import respx
 from prometheus_client.parser import text_string_to_metric_families
 
 from cost_sync import cli
+from cost_sync import store as store_module
 from cost_sync.errors import HostwindsTransientError
 from cost_sync.hostwinds import HostwindsClient
+from cost_sync.models import Cycle, Observation
 from cost_sync.settings import Settings
 from cost_sync.store import Store
 from cost_sync.sync import run_once
@@ -319,3 +323,24 @@ async def test_error_answer_for_one_service_leaves_one_row_unpriced(
     assert prices["5"] is None
     assert sum(v is not None for v in prices.values()) == N - 1
     assert await pool.fetchval("SELECT count(*) FROM cost_sync_price_observations WHERE serviceid = 5") == 0
+
+
+async def test_observations_read_in_chunks_share_repeated_answers(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read across several chunks, every observation comes back; identical answers share one read-only map."""
+    monkeypatch.setattr(store_module, "_OBSERVATION_CHUNK", 3)
+    run_id = uuid.uuid4()
+    now = datetime.now(UTC)
+    answers = [{Cycle.MONTHLY: "9.99"}, {Cycle.MONTHLY: "4.99", Cycle.ANNUALLY: "50.00"}]
+    store = Store(pool)
+    await store.save_observations(
+        [Observation(n, answers[n % 2], f"fp{n % 2}", now, run_id) for n in range(1, 8)]
+    )
+    read = await store.read_observations(list(range(1, 9)))
+    assert sorted(read) == list(range(1, 8))
+    assert {n: dict(o.prices) for n, o in read.items()} == {n: answers[n % 2] for n in range(1, 8)}
+    assert read[1].prices is read[7].prices
+    assert read[2].prices is not read[1].prices
+    with pytest.raises(TypeError):
+        read[1].prices[Cycle.MONTHLY] = "0.01"  # type: ignore[index]
