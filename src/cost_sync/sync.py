@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 import asyncpg
@@ -42,12 +43,14 @@ from cost_sync.matching import (
 )
 from cost_sync.models import (
     AskReason,
+    Cycle,
     Estimate,
     HeldChange,
     Instance,
     Observation,
     Plan,
     PriceCacheReport,
+    PriceCell,
     RowOutcome,
     RunReport,
     Unpriced,
@@ -164,6 +167,34 @@ class _ObservationWriter:
             await self._store.save_observations(batch)
 
 
+class _Shared:
+    """One object per distinct answer and fingerprint of a run: a fleet repeats a handful of each
+    across thousands of services, and a cold run keeps every answer until it commits."""
+
+    #: Distinct values shared at most; beyond that (a fleet of unique prices) values are not kept.
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._prices: dict[tuple[tuple[Cycle, PriceCell], ...], Mapping[Cycle, PriceCell]] = {}
+        self._texts: dict[str, str] = {}
+
+    def prices(self, answer: Mapping[Cycle, PriceCell]) -> Mapping[Cycle, PriceCell]:
+        """The answer as the cache keeps it (see pricing.cacheable_cell), read-only, shared."""
+        cells = tuple((cycle, pricing.cacheable_cell(cell)) for cycle, cell in answer.items())
+        shared = self._prices.get(cells)
+        if shared is None:
+            shared = MappingProxyType(dict(cells))
+            if len(self._prices) < self.LIMIT:
+                self._prices[cells] = shared
+        return shared
+
+    def text(self, value: str) -> str:
+        """``value``, or the equal string seen before."""
+        if len(self._texts) < self.LIMIT:
+            return self._texts.setdefault(value, value)
+        return self._texts.get(value, value)
+
+
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The error a failed TaskGroup stands for: its first cost-sync error, else its first error."""
     leaves: list[BaseException] = []
@@ -222,6 +253,7 @@ class SyncRun:
         self._deadline = float("inf")  # float-ok: seconds
         self.phases: defaultdict[str, float] = defaultdict(float)
         self._calls_before = Counter(client.calls)
+        self._shared = _Shared()
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -559,8 +591,8 @@ class SyncRun:
             return
         observation = Observation(
             serviceid=serviceid,
-            prices={cycle: pricing.cacheable_cell(cell) for cycle, cell in prices.items()},
-            fingerprint=fingerprint(instance, managed=self.settings.hostwinds.managed),
+            prices=self._shared.prices(prices),
+            fingerprint=self._shared.text(fingerprint(instance, managed=self.settings.hostwinds.managed)),
             observed_at=self._now(),
             run_id=self.run_id,
         )

@@ -393,3 +393,22 @@ async def test_failed_snapshot_leaves_the_committed_run_succeeded(
     assert store.value("3") == Decimal("7.49")
     assert [e["error"] for e in logs if e["event"] == "attribution.failed"] == [str(store.attribution_fault)]
     assert not [e for e in logs if e["event"] == "sync.failed"]
+
+
+def test_a_run_keeps_one_object_per_distinct_answer_and_fingerprint() -> None:
+    """Equal answers and fingerprints share one read-only object, up to the limit; values are unchanged."""
+    from cost_sync.models import Cycle
+    from cost_sync.sync import _Shared
+
+    shared = _Shared()
+    first = shared.prices({Cycle.MONTHLY: "9.99", Cycle.ANNUALLY: "{'rootpass': 'x'}"})
+    again = shared.prices({Cycle.MONTHLY: "9.99", Cycle.ANNUALLY: "{'rootpass': 'x'}"})
+    assert first is again
+    assert dict(first) == {Cycle.MONTHLY: "9.99", Cycle.ANNUALLY: "[not a number]"}
+    with pytest.raises(TypeError):
+        first[Cycle.MONTHLY] = "0.01"  # type: ignore[index]
+    text = "product_id=101;billingcycle=Monthly"
+    assert shared.text("".join(text)) is shared.text("".join(text))
+    shared.LIMIT = 1
+    assert shared.prices({Cycle.MONTHLY: "1.00"}) == {Cycle.MONTHLY: "1.00"}
+    assert shared.prices({Cycle.MONTHLY: "1.00"}) is not shared.prices({Cycle.MONTHLY: "1.00"})
