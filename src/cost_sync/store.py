@@ -49,7 +49,17 @@ if TYPE_CHECKING:
 
     from asyncpg.pool import PoolConnectionProxy
 
-__all__ = ["SYNC_LOCK_KEY", "Conn", "LastRun", "RunStore", "Store", "insert_run", "mapped", "queries"]
+__all__ = [
+    "SYNC_LOCK_KEY",
+    "Conn",
+    "LastRun",
+    "RunStore",
+    "Store",
+    "insert_run",
+    "mapped",
+    "prices_from_json",
+    "queries",
+]
 
 _log = structlog.get_logger(__name__)
 
@@ -244,7 +254,7 @@ class Store:
                 text = r["prices"]
                 parsed = prices.get(text)
                 if parsed is None:
-                    parsed = prices[text] = MappingProxyType(_prices_from_json(text))
+                    parsed = prices[text] = MappingProxyType(prices_from_json(text))
                 observations[r["serviceid"]] = Observation(
                     serviceid=r["serviceid"],
                     prices=parsed,
@@ -484,6 +494,7 @@ def _prices_to_json(observation: Observation) -> str:
     return json.dumps({cycle.value: text for cycle, text in observation.prices.items()}, sort_keys=True)
 
 
-def _prices_from_json(text: str) -> dict[Cycle, str]:
+def prices_from_json(text: str) -> dict[Cycle, str]:
+    """A cached observation's ``prices`` column: each known cycle's exact price text."""
     data = json.loads(text)
     return {_CYCLES[key]: value for key, value in data.items() if key in _CYCLES and isinstance(value, str)}

@@ -8,7 +8,6 @@ row still holds the value the change was proposed against.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,11 +19,9 @@ import asyncpg
 from cost_sync.explain import HistoryRecord
 from cost_sync.models import Cycle, RowState, RunReport
 from cost_sync.reporting import HeldRow, ReportRow
-from cost_sync.store import insert_run, mapped, queries
+from cost_sync.store import insert_run, mapped, prices_from_json, queries
 
 __all__ = ["CachedObservation", "RowView", "TrustStore"]
-
-_CYCLES = {cycle.value: cycle for cycle in Cycle}
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +121,7 @@ class TrustStore:
             r = await self._pool.fetchrow(self._q["read_observation"], serviceid)
         if r is None:
             return None
-        data = json.loads(r["prices"])
-        prices = {_CYCLES[k]: v for k, v in data.items() if k in _CYCLES and isinstance(v, str)}
-        return CachedObservation(prices, r["fingerprint"], r["observed"], r["run_id"])
+        return CachedObservation(prices_from_json(r["prices"]), r["fingerprint"], r["observed"], r["run_id"])
 
     async def held(self, row_ids: Sequence[uuid.UUID] | None = None) -> list[HeldRow]:
         """Held changes (None: all), oldest first."""
