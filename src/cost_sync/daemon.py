@@ -416,6 +416,8 @@ class Daemon:
         #: Hostwinds instances the runs so far matched to rows, by serviceid: lets POST /resync
         #: recognise a serviceid or server_uuid that a row reaches only through its instance.
         self.known_instances: dict[int, Instance] = {}
+        #: Scheduled jobs in flight (each waits for the run it asked for).
+        self._jobs: set[asyncio.Task[Any]] = set()
         #: Why the scheduler has not started: the schema check failed (None once it passes).
         self.schema_problem: str | None = None
         #: How often the schema is checked again while it is not ready.
@@ -438,23 +440,30 @@ class Daemon:
                 accept_changes=record.accept_changes,
             )
         except BaseException:
+            self.metrics.in_progress.set(0)
             self.metrics.observe(record.trigger, None, full=record.instances is None)
             raise
-        finally:
-            self.metrics.in_progress.set(0)
-        self.metrics.observe(record.trigger, result.report, full=record.instances is None)
         matched = {o.instance.serviceid: o.instance for o in result.outcomes if o.instance is not None}
         if record.instances is None:
             self.known_instances = matched
         else:
             self.known_instances.update(matched)
+        # Read what the run left first, then publish it all at once: a scrape never sees the run
+        # counted with the fleet total of the run before.
+        oldest = self.metrics.oldest_observation.oldest
+        total = held = None
         with contextlib.suppress(CostSyncError):
-            self.metrics.oldest_observation.oldest = await self.store.oldest_observation()
+            oldest = await self.store.oldest_observation()
         with contextlib.suppress(CostSyncError):
             trust = TrustStore(self.pool)
             total = await trust.fleet_total(self.settings.sync.statuses)
+            held = await trust.held_count()
+        self.metrics.in_progress.set(0)
+        self.metrics.observe(record.trigger, result.report, full=record.instances is None)
+        self.metrics.oldest_observation.oldest = oldest
+        if total is not None and held is not None:
             self.metrics.fleet_total.set(float(total))  # float-ok: Prometheus samples are floats
-            self.metrics.held.set(await trust.held_count())
+            self.metrics.held.set(held)
         return result.report
 
     async def unknown_targets(self, targets: list[str]) -> dict[str, str]:
@@ -470,8 +479,16 @@ class Daemon:
         return unknown
 
     async def _scheduled(self) -> None:
-        record = self.runner.request(None, "schedule")
-        await record.done.wait()
+        # The job lasts as long as its run, so a slow run makes the scheduler skip fires (max_instances=1)
+        # instead of queueing a second whole-fleet run behind it.
+        task = asyncio.current_task()
+        assert task is not None
+        self._jobs.add(task)
+        try:
+            record = self.runner.request(None, "schedule")
+            await record.done.wait()
+        finally:
+            self._jobs.discard(task)
 
     # -- admin HTTP ---------------------------------------------------------------------------
 
@@ -655,11 +672,18 @@ class Daemon:
             log.info(
                 "daemon.stopping", run_in_flight=self.runner.busy, grace_seconds=sync.shutdown_grace_seconds
             )
-            if self.scheduler is not None and self.scheduler.running:
-                self.scheduler.shutdown(wait=False)
+            scheduler = self.scheduler if self.scheduler is not None and self.scheduler.running else None
+            if scheduler is not None:
+                scheduler.pause()  # no new fires while the run in flight finishes
             try:
                 finished = await self.runner.close(sync.shutdown_grace_seconds)
+                # Every run is done now, so a scheduled job waiting on one returns on its own; shutting
+                # the scheduler down under it would cancel it and log an error for a clean stop.
+                if self._jobs:
+                    await asyncio.wait(set(self._jobs), timeout=1)
             finally:
+                if scheduler is not None:
+                    scheduler.shutdown(wait=False)
                 await server.stop()
             log.info("daemon.stopped", in_flight_run_cancelled=not finished)
         return finished

@@ -91,18 +91,32 @@ async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.05)
 
 
+Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def scrape(d: Running) -> Metrics:
+    """Every sample /metrics serves, by name and sorted labels."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families((await d.http.get("/metrics")).text)
+        for s in family.samples
+    }
+
+
 async def test_scheduler_fires_and_metrics_count_runs(
     hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
 ) -> None:
     """On a one-second interval the scheduler runs syncs; /healthz, /readyz and /metrics report it."""
     hostwinds.instances = [instance(1)]
     await seed(pool, [("1", "active", None), ("999", "active", "1.00")])
+    succeeded = ("cost_sync_runs_total", (("outcome", "succeeded"), ("trigger", "schedule")))
     async with start(pool, daemon_settings(), interval=1) as d:
         assert (await d.http.get("/readyz")).status_code == 503  # nothing has succeeded yet
         assert (await d.http.get("/healthz")).status_code == 200
 
         async def ran() -> bool:
-            return await pool.fetchval("SELECT count(*) FROM cost_sync_runs WHERE trigger = 'schedule'") >= 1
+            # The ledger row commits inside the run; the run's metrics are published once it returns.
+            return (await scrape(d)).get(succeeded, 0) >= 1
 
         await wait_for(ran, timeout=5)
         # The scheduled run priced row 1 (plan 101, Monthly) and left the unknown row 999 as it was.
@@ -110,12 +124,7 @@ async def test_scheduler_fires_and_metrics_count_runs(
         assert costs == {"1": Decimal("9.99"), "999": Decimal("1.00")}
         ready = await d.http.get("/readyz")
         assert ready.status_code == 200, ready.text
-        metrics = {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families((await d.http.get("/metrics")).text)
-            for s in family.samples
-        }
-        assert metrics[("cost_sync_runs_total", (("outcome", "succeeded"), ("trigger", "schedule")))] >= 1
+        metrics = await scrape(d)
         assert metrics[("cost_sync_instances_priced", (("source", "price_list"),))] == 1
         assert metrics[("cost_sync_instances_unpriced", (("reason", "not_found"),))] == 1
         assert (
@@ -127,9 +136,34 @@ async def test_scheduler_fires_and_metrics_count_runs(
         assert metrics[("cost_sync_run_in_progress", ())] in {0, 1}
         assert metrics[("process_cpu_seconds_total", ())] > 0
         assert metrics[("process_resident_memory_bytes", ())] > 0
-        # 9.99 priced plus the 1.00 kept by the row Hostwinds does not know.
+        # A counted run is served with the totals it left: 9.99 priced plus the 1.00 kept by the
+        # row Hostwinds does not know.
         assert metrics[("cost_sync_fleet_monthly_usd", ())] == pytest.approx(10.99)  # float-ok
         assert metrics[("cost_sync_changes_held", ())] == 0
+
+
+async def test_stop_during_a_scheduled_run_is_clean(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopping while a scheduled run is in flight lets it finish and logs no scheduler error."""
+    hostwinds.instances = [instance(1)]
+    await seed(pool, [("1", "active", None)])
+    in_flight = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        in_flight.set()
+        await asyncio.sleep(0.3)
+        return hostwinds(request)
+
+    mocked.post(URL).mock(side_effect=slow)
+    with caplog.at_level("WARNING", logger="apscheduler"):
+        async with start(pool, daemon_settings(), interval=1) as d:
+            await asyncio.wait_for(in_flight.wait(), timeout=5)
+            assert d.daemon.runner.current is not None
+            assert d.daemon.runner.current.trigger == "schedule"
+        assert await d.task is True  # the run finished within the grace period
+    assert [r.getMessage() for r in caplog.records if r.levelname in {"ERROR", "CRITICAL"}] == []
+    assert await pool.fetchval("SELECT outcome FROM cost_sync_runs WHERE trigger = 'schedule'") == "succeeded"
 
 
 async def test_resync_requires_the_token(
