@@ -403,11 +403,15 @@ def _matching_check(
 ) -> None:
     by_serviceid = by_uuid = 0
     not_found: list[str] = []
+    ambiguous: list[str] = []
+    shared = pricing.shared_server_uuids(instances)
     no_id = 0
     for row, instance in matches:
         key = (row.hostwinds_instance_id or "").strip()
         if not key:
             no_id += 1
+        elif instance is None and key.lower() in shared:
+            ambiguous.append(key)
         elif instance is None:
             not_found.append(key)
         elif key.isascii() and key.isdigit():
@@ -426,7 +430,21 @@ def _matching_check(
         f"{len(not_found)} not found{_examples(not_found)}, {no_id} without hostwinds_instance_id; "
         f"{len(orphans)} Hostwinds instance(s) with no row{_examples([str(s) for s in orphans])}"
     )
-    if not_found or no_id or orphans:
+    if shared:
+        services = sorted({sid for sids in shared.values() for sid in sids})
+        evidence += (
+            f"; {len(shared)} server_uuid(s) on more than one service id"
+            f"{_examples([str(s) for s in services])}, naming {len(ambiguous)} row(s)"
+        )
+    if ambiguous:
+        report.add(
+            "matching",
+            "warn",
+            evidence,
+            "a row keyed by a server_uuid several services carry stays unpriced (duplicate_instance); "
+            "set its hostwinds_instance_id to the serviceid",
+        )
+    elif not_found or no_id or orphans:
         report.add(
             "matching",
             "warn",

@@ -2,8 +2,9 @@
 
 Each check returns :class:`Flag` values (a stable ``kind`` and one human line). A run puts them in
 ``RunReport.warnings`` and logs them; it does not hold the run back (a guard that does is separate).
-Guarantees: duplicate Hostwinds service ids are found whatever their order; every message is one
-line, names at most :data:`EXAMPLES` ids, and carries no value copied from Hostwinds but numbers.
+Guarantees: duplicate Hostwinds service ids (and server_uuids shared by several) are found whatever
+their order; every message is one line, names at most :data:`EXAMPLES` ids, and carries no value
+copied from Hostwinds but numbers.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def result_flags(
     shared: Mapping[int, list[VpsRow]],
     unused: Sequence[str],
     conflicting: set[int],
+    shared_uuids: Mapping[str, Sequence[int]] | None = None,
 ) -> list[Flag]:
     """Every flag of a priced run, in a stable order."""
     flags: list[Flag] = []
@@ -98,6 +100,17 @@ def result_flags(
                 "duplicate_instance",
                 f"Hostwinds listed {len(conflicting)} service id(s) more than once with different "
                 f"data ({_some(sorted(conflicting))}): their rows are unpriced and keep their value",
+            )
+        )
+    if shared_uuids:
+        # The uuids themselves are Hostwinds values: the message names the service ids only.
+        services = sorted({sid for sids in shared_uuids.values() for sid in sids})
+        flags.append(
+            Flag(
+                "shared_server_uuid",
+                f"Hostwinds listed {len(shared_uuids)} server_uuid(s) on more than one service id "
+                f"(services {_some(services)}): rows keyed by such a server_uuid are unpriced "
+                "and keep their value; rows keyed by serviceid are priced",
             )
         )
     if shared:

@@ -26,6 +26,7 @@ from cost_sync.models import (
     PriceCell,
     RowOutcome,
     Unpriced,
+    UnpricedReason,
     VpsRow,
     override_key,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "price_matched",
     "price_rows",
     "resolve_targets",
+    "shared_uuid_unpriced",
     "wanted_instances",
 ]
 
@@ -271,12 +273,15 @@ def price_matched(
     managed: bool,
     withheld: Mapping[int, Unpriced] | None = None,
     aliases: Mapping[str, Cycle] | None = None,
+    shared_uuids: Mapping[str, Sequence[int]] | None = None,
 ) -> list[RowOutcome]:
     """Decide every matched row: pick its price source, estimate.
 
     ``withheld`` names services whose cycle prices this run could not establish (not reached in
     its budget, or unreadable): their rows are unpriced with that reason, and keep their value.
     ``aliases`` map an account's cycle spellings to cycles (``[hostwinds.cycle_aliases]``).
+    ``shared_uuids`` (:func:`pricing.shared_server_uuids`): a row keyed by a server_uuid that several
+    services carry matched none of them; it is unpriced ``duplicate_instance``, not ``not_found``.
     """
     outcomes = []
     no_plans: Mapping[int, Plan] = {}
@@ -287,6 +292,11 @@ def price_matched(
             if override is None and instance is not None and instance.serviceid in withheld:
                 outcomes.append(RowOutcome(row, instance, withheld[instance.serviceid]))
                 continue
+            if override is None and instance is None and shared_uuids:
+                services = shared_uuids.get((row.hostwinds_instance_id or "").strip().lower())
+                if services is not None:
+                    outcomes.append(RowOutcome(row, None, shared_uuid_unpriced(services)))
+                    continue
             plan = None
             if instance is not None and instance.product_id is not None:
                 plan = price_lists.get((managed, instance.disk_type), no_plans).get(instance.product_id)
@@ -300,6 +310,15 @@ def price_matched(
             )
             outcomes.append(RowOutcome(row, instance, result))
     return outcomes
+
+
+def shared_uuid_unpriced(services: Sequence[int]) -> Unpriced:
+    """Why a row keyed by a server_uuid that these services all carry is not priced."""
+    listed = ", ".join(str(s) for s in services)
+    return Unpriced(
+        UnpricedReason.DUPLICATE_INSTANCE,
+        f"its server_uuid is on services {listed}; name one by serviceid",
+    )
 
 
 def price_rows(
@@ -320,4 +339,5 @@ def price_rows(
         price_lists=price_lists,
         managed=managed,
         aliases=aliases,
+        shared_uuids=pricing.shared_server_uuids(instances),
     )

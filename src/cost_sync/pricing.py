@@ -38,6 +38,7 @@ __all__ = [
     "normalise_cycle",
     "parse_price_cell",
     "price_row",
+    "shared_server_uuids",
     "spelling_key",
 ]
 
@@ -152,14 +153,36 @@ def _context(precision: int) -> decimal.Context:
 def index_instances(
     instances: Iterable[Instance],
 ) -> tuple[dict[int, Instance], dict[str, Instance]]:
-    """Return the instances keyed by serviceid and by lower-case server_uuid (if they have one)."""
+    """Return the instances keyed by serviceid and by lower-case server_uuid (if they have one).
+
+    A server_uuid that several service ids carry names none of them: which VPS a row keyed by it
+    means is unknowable (:func:`shared_server_uuids` says which they are).
+    """
     by_serviceid: dict[int, Instance] = {}
     by_uuid: dict[str, Instance] = {}
+    shared: set[str] = set()
     for instance in instances:
         by_serviceid[instance.serviceid] = instance
         if instance.server_uuid:
-            by_uuid[instance.server_uuid.lower()] = instance
+            key = instance.server_uuid.lower()
+            if by_uuid.setdefault(key, instance).serviceid != instance.serviceid:
+                shared.add(key)
+    for key in shared:
+        del by_uuid[key]
     return by_serviceid, by_uuid
+
+
+def shared_server_uuids(instances: Iterable[Instance]) -> dict[str, tuple[int, ...]]:
+    """Each lower-case server_uuid that more than one service id carries, with those ids (sorted)."""
+    first: dict[str, int] = {}
+    shared: dict[str, set[int]] = {}
+    for instance in instances:
+        if instance.server_uuid:
+            key = instance.server_uuid.lower()
+            serviceid = first.setdefault(key, instance.serviceid)
+            if serviceid != instance.serviceid:
+                shared.setdefault(key, {serviceid}).add(instance.serviceid)
+    return {key: tuple(sorted(ids)) for key, ids in shared.items()}
 
 
 def match_instance(

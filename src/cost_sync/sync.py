@@ -307,6 +307,7 @@ class SyncRun:
             instances = await self.client.get_instances()
         instances_listed = len(instances)
         instances, conflicting = flags.conflicting_instances(instances)
+        shared_uuids = pricing.shared_server_uuids(instances)
         with self.phase("database"):
             rows = await self.store.read_rows(statuses)
         unused = flags.unused_overrides(settings.overrides, rows)
@@ -391,6 +392,7 @@ class SyncRun:
                 managed=managed,
                 withheld=withheld,
                 aliases=settings.hostwinds.cycle_aliases,
+                shared_uuids=shared_uuids,
             )
             names = check_plan_names(
                 (i for _, i in matches if i is not None), fetched.price_lists, managed=managed
@@ -468,6 +470,7 @@ class SyncRun:
             shared=shared,
             unused=unused,
             conflicting=conflicting,
+            shared_uuids=shared_uuids,
         )
         for flag in raised:
             log.warning("sync.flagged", kind=flag.kind, message=flag.message)

@@ -23,7 +23,7 @@ import asyncpg
 from cost_sync import explain, guard, pricing, render, reporting
 from cost_sync.db import create_pool
 from cost_sync.errors import ConfigError, CostSyncError
-from cost_sync.matching import match_rows, resolve_targets
+from cost_sync.matching import match_rows, resolve_targets, shared_uuid_unpriced
 from cost_sync.migrate import require_schema
 from cost_sync.models import Estimate, RunReport, Unpriced, override_key
 from cost_sync.settings import Settings
@@ -445,7 +445,15 @@ async def _quote(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(f"--instance {args.instance}: matches {len(rows)} rows; name one by its row id")
         ((row, instance),) = match_rows(rows, instances)
         if instance is None:
-            raise CostSyncError(f"--instance {args.instance}: the row matches no Hostwinds instance")
+            services = pricing.shared_server_uuids(instances).get(
+                (row.hostwinds_instance_id or "").strip().lower()
+            )
+            why = (
+                "the row matches no Hostwinds instance"
+                if services is None
+                else shared_uuid_unpriced(services).detail
+            )
+            raise CostSyncError(f"--instance {args.instance}: {why}")
         plans = await client.get_price_list(
             managed=settings.hostwinds.managed,
             drive_type=instance.disk_type,

@@ -229,6 +229,24 @@ async def test_doctor_finds_rids_and_plan_key_rid_prices_them_right(
     assert got["1234576"] == Decimal("4.79")  # Bi-Annually, aliased: 28.74 / 6
 
 
+async def test_doctor_warns_about_a_server_uuid_on_two_services(db_url: str) -> None:
+    """Two services carry one server_uuid and a row is keyed by it: matching warns with the fix."""
+    fleet = load_demo_fleet()
+    first, second = fleet.instances[0], fleet.instances[1]
+    instances = [first, {**second, "server_uuid": str(first["server_uuid"]).upper()}, *fleet.instances[2:]]
+    async with SandboxServer(dataclasses.replace(fleet, instances=instances)) as sandbox:
+        conn = await asyncpg.connect(db_url)
+        await seed(conn, [*demo_rows(sandbox.fleet)[1:], (str(first["server_uuid"]), "active", None)])
+        await conn.close()
+        report = await run_doctor(environ=environ(sandbox.url, db_url, sandbox.fleet.api_key))
+    matching = check(report, "matching")
+    assert matching.status == "warn"
+    services = ", ".join(str(i["serviceid"]) for i in (first, second))
+    assert f"1 server_uuid(s) on more than one service id ({services}), naming 1 row(s)" in matching.evidence
+    assert "set its hostwinds_instance_id to the serviceid" in matching.fix
+    assert str(first["server_uuid"]) not in " ".join(report.lines())
+
+
 async def test_capture_then_replay_computes_the_same_values_and_keeps_no_secret(
     sandbox: SandboxServer, databases: Databases, migrated_template: str, tmp_path: Path
 ) -> None:

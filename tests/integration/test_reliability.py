@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from structlog.testing import capture_logs
 from cost_sync import cli
 from cost_sync.errors import DatabaseError
 from cost_sync.hostwinds import HostwindsClient
+from cost_sync.models import Unpriced
 from cost_sync.sandbox import Faults, SandboxServer, load_demo_fleet
 from cost_sync.settings import Settings
 from cost_sync.sync import run_once
@@ -140,6 +142,30 @@ async def test_duplicate_serviceid_fails_closed_for_that_service(
     assert 7 not in hostwinds.asked  # neither twin's price is asked
     assert any("listed 1 service id(s) more than once" in w for w in result.report.warnings)
     assert any(e["event"] == "sync.flagged" and e["kind"] == "duplicate_instance" for e in logs)
+
+
+async def test_server_uuid_on_two_services_fails_closed_for_rows_keyed_by_it(
+    hostwinds: FakeHostwinds, client: HostwindsClient, pool: asyncpg.Pool
+) -> None:
+    """Services 7 and 8 carry one server_uuid: the row keyed by it keeps its value, flagged; 8 is priced."""
+    shared = str(uuid.UUID(int=7))
+    hostwinds.instances = [
+        instance(7, product_id=101),
+        instance(8, product_id=102, server_uuid=shared.upper()),
+    ]
+    await seed(pool, [(shared, "active", "4.99"), ("8", "active", None)])
+    with capture_logs() as logs:
+        result = await run_once(client=client, pool=pool, settings=Settings())
+    assert await values(pool) == {shared: Decimal("4.99"), "8": Decimal("19.99")}
+    assert result.report.unpriced_by_reason == {"duplicate_instance": 1}
+    (unpriced,) = [o.result for o in result.outcomes if isinstance(o.result, Unpriced)]
+    assert "services 7, 8" in unpriced.detail
+    assert 7 not in hostwinds.asked  # no row is priced on service 7: its prices are not asked
+    assert any(
+        "1 server_uuid(s) on more than one service id (services 7, 8)" in w for w in result.report.warnings
+    )
+    assert any(e["event"] == "sync.flagged" and e["kind"] == "shared_server_uuid" for e in logs)
+    assert not any(shared in str(e) for e in logs if e["event"] == "sync.flagged")
 
 
 async def test_swings_shared_rows_and_unused_overrides_are_flagged(

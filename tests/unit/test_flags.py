@@ -8,9 +8,12 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from cost_sync import flags
+from cost_sync import flags, pricing
+from cost_sync.matching import price_rows
 from cost_sync.models import (
+    Cycle,
     Estimate,
+    Plan,
     PriceSource,
     RowOutcome,
     Unpriced,
@@ -33,6 +36,45 @@ def test_identical_repeats_are_kept_once_and_differing_ones_are_conflicts() -> N
     assert [i.serviceid for i in kept] == [1, 2]
     assert conflicting == {1}
     assert flags.conflicting_instances([a, b])[1] == set()
+
+
+SHARED = "7f3c9a52-0000-4000-8000-000000000001"
+
+
+def test_a_server_uuid_on_two_services_names_neither() -> None:
+    """A server_uuid on services 1 and 2 matches no row keyed by it; their serviceids still match."""
+    one = parse_instance(
+        {"serviceid": 1, "server_uuid": SHARED, "product_id": 101, "billingcycle": "Monthly"}
+    )
+    two = parse_instance({"serviceid": 2, "server_uuid": SHARED.upper(), "product_id": 102})
+    three = parse_instance({"serviceid": 3, "server_uuid": "7f3c9a52-0000-4000-8000-000000000003"})
+    assert pricing.shared_server_uuids([one, two, three]) == {SHARED: (1, 2)}
+    # The same service listed twice with its own uuid is not a shared uuid.
+    assert pricing.shared_server_uuids([one, one, three]) == {}
+    by_serviceid, by_uuid = pricing.index_instances([one, two, three])
+    assert SHARED not in by_uuid
+    assert by_serviceid[1] is one
+    outcomes = price_rows(
+        [row(SHARED.upper(), "4.99"), row("1"), row("7f3c9a52-0000-4000-8000-000000000003")],
+        [one, two, three],
+        overrides={},
+        cycle_prices={},
+        price_lists={(False, None): {101: Plan(id=101, prices={Cycle.MONTHLY: "4.99"})}},
+        managed=False,
+    )
+    keyed_by_uuid, keyed_by_serviceid, _ = (o.result for o in outcomes)
+    assert outcomes[2].instance is three  # a server_uuid on one service still matches it
+    assert isinstance(keyed_by_uuid, Unpriced)
+    assert keyed_by_uuid.reason is UnpricedReason.DUPLICATE_INSTANCE
+    assert "services 1, 2" in keyed_by_uuid.detail
+    assert isinstance(keyed_by_serviceid, Estimate)
+    assert keyed_by_serviceid.monthly == Decimal("4.99")
+    raised = flags.result_flags(
+        outcomes, instances_listed=3, shared={}, unused=[], conflicting=set(), shared_uuids={SHARED: (1, 2)}
+    )
+    (flag,) = [f for f in raised if f.kind == "shared_server_uuid"]
+    assert "1 server_uuid(s) on more than one service id (services 1, 2)" in flag.message
+    assert SHARED not in flag.message.lower()  # a Hostwinds value: only service ids are named
 
 
 def test_rows_naming_one_instance_are_found() -> None:
