@@ -3,7 +3,8 @@
     python bench/attribution_scale.py --database-url postgresql://postgres@127.0.0.1:5432/postgres
 
 For N = 1,000 and 10,000 VPS (3 SMTP IPs each, one idle in ten, N / 5 tenants, two tenants'
-domains on each IP, a cost_sync_history row per VPS), in a fresh database each, it times
+domains on each IP, a cost_sync_history and a cost_sync_row_state row per VPS, one in fifty left
+unpriced by the last run), in a fresh database each, it times
 ``attribution_store.compute`` and ``store_snapshot`` (best of three) beside the floor of reading
 the same rows with one raw query, and prints the ratios. The database is dropped afterwards.
 """
@@ -28,6 +29,9 @@ SELECT ('00000000-0000-0000-0000-' || lpad(to_hex(v), 12, '0'))::uuid, v::text, 
 FROM generate_series(1, $1) v;
 INSERT INTO cost_sync_history (run_id, vps_instance_id, hostwinds_instance_id, new_cost, source)
 SELECT gen_random_uuid(), id, hostwinds_instance_id, approximate_cost, 'price_list' FROM vps_instances;
+INSERT INTO cost_sync_row_state (vps_instance_id, matched, serviceid, unpriced_reason, run_id)
+SELECT id, v % 50 <> 0, v, CASE WHEN v % 50 = 0 THEN 'not_found' END, gen_random_uuid()
+FROM (SELECT id, hostwinds_instance_id::bigint AS v FROM vps_instances) r;
 INSERT INTO tenants (id, name)
 SELECT ('00000000-0000-0000-0001-' || lpad(to_hex(t), 12, '0'))::uuid, 'tenant ' || t
 FROM generate_series(1, greatest($1 / 5, 1)) t;

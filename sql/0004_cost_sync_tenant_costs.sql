@@ -40,7 +40,7 @@ COMMENT ON COLUMN cost_sync_tenant_costs.tenant_ref IS
 COMMENT ON COLUMN cost_sync_tenant_costs.vps_cost IS
 'This tenant''s share of the VPS''s approximate_cost in USD; NULL when the VPS has no value (unknown, never zero).';
 COMMENT ON COLUMN cost_sync_tenant_costs.unpriced IS
-'True when the VPS''s approximate_cost is not the last price cost-sync wrote (NULL, never priced, or changed by someone else): counted with its kept value.';
+'True when the VPS''s approximate_cost is not a current price cost-sync wrote (NULL, never priced, changed by someone else, or the last run could not price it): counted with its kept value.';
 
 CREATE INDEX IF NOT EXISTS idx_cost_sync_tenant_costs_tenant_ref
     ON cost_sync_tenant_costs (snapshot_id, tenant_ref);

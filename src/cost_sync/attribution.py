@@ -28,6 +28,8 @@ class Vps:
     status: str
     approximate_cost: Decimal | None
     unpriced: bool
+    #: Why it is unpriced, for people (:func:`why_unpriced`); None when it is priced.
+    why: str | None = None
 
 
 @dataclass(frozen=True)
@@ -175,13 +177,32 @@ class Allocation:
         return [a.vps for a in self.vps if a.vps.unpriced]
 
 
-def is_unpriced(approximate_cost: Decimal | None, last_written: Decimal | None) -> bool:
-    """True when the stored value is not the last price cost-sync wrote (or there is no value).
+def is_unpriced(
+    approximate_cost: Decimal | None, last_written: Decimal | None, last_run_reason: str | None = None
+) -> bool:
+    """True when the stored value is not a current price cost-sync wrote (or there is no value).
 
     ``last_written`` is the ``new_cost`` of the VPS's latest ``cost_sync_history`` row: a row cost-sync
-    never priced, or whose value someone else changed since, is unpriced.
+    never priced, or whose value someone else changed since, is unpriced. ``last_run_reason`` is why
+    the last run that decided the row could not price it (``cost_sync_row_state``): its value is
+    then a kept one, perhaps out of date.
     """
-    return approximate_cost is None or last_written is None or last_written != approximate_cost
+    return why_unpriced(approximate_cost, last_written, last_run_reason) is not None
+
+
+def why_unpriced(
+    approximate_cost: Decimal | None, last_written: Decimal | None, last_run_reason: str | None = None
+) -> str | None:
+    """Why a VPS's stored value is not a current cost-sync price, in a few words; None when it is."""
+    if approximate_cost is None:
+        return "no value"
+    if last_run_reason is not None:
+        return f"the last run could not price it ({last_run_reason})"
+    if last_written is None:
+        return "never priced by cost-sync"
+    if last_written != approximate_cost:
+        return "changed since cost-sync wrote it"
+    return None
 
 
 def split(amount: Decimal, keys: Sequence[str]) -> dict[str, Decimal]:

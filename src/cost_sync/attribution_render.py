@@ -103,6 +103,7 @@ def as_dict(report: Report, by: By = "tenant") -> dict[str, Any]:
                 "vps_instance_id": v.id,
                 "hostwinds_instance_id": v.hostwinds_instance_id,
                 "approximate_cost": amount(v.approximate_cost),
+                "why": v.why,
             }
             for v in a.unpriced
         ],
@@ -280,12 +281,15 @@ def text(report: Report, by: By = "tenant") -> list[str]:
         for row in table(["vps", "status", "IPs", "idle IPs", "vps cost", "ip cost", ""], rest_rows)
     ]
     if a.unpriced:
-        lines += ["", "unpriced VPS (counted with their kept value; not a price cost-sync wrote):"]
+        lines += ["", "unpriced VPS (counted with their kept value; not a current cost-sync price):"]
         lines += [
             "  " + row
             for row in table(
-                ["vps", "kept value"],
-                sorted([v.hostwinds_instance_id or v.id, money(v.approximate_cost)] for v in a.unpriced),
+                ["vps", "kept value", "why"],
+                sorted(
+                    [v.hostwinds_instance_id or v.id, money(v.approximate_cost), v.why or ""]
+                    for v in a.unpriced
+                ),
             )
         ]
     if a.has_ip_cost and a.ips_without_cost:

@@ -42,6 +42,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "domain_ip_assignments": ("domain_id", "smtp_ip_address_id", "status"),
     "domains": ("id", "tenant_id"),
     "cost_sync_history": ("vps_instance_id", "new_cost", "created"),
+    "cost_sync_row_state": ("vps_instance_id", "unpriced_reason"),
 }
 #: What a snapshot writes (migration 0004).
 SNAPSHOT_TABLE: dict[str, tuple[str, ...]] = {
@@ -68,12 +69,15 @@ WHERE table_schema = current_schema() AND table_name = ANY($1::text[])
 """
 
 # The latest price cost-sync wrote for each row: a stored value that differs (or no history at
-# all) makes the row unpriced. A run changes a row at most once, so `created` orders them.
+# all) makes the row unpriced. A run changes a row at most once, so `created` orders them. The
+# row's state says whether the last run that decided it could not price it (its value is kept).
 _READ_VPS = """
 SELECT v.id::text AS id, v.hostwinds_instance_id, v.status, v.approximate_cost,
        (SELECT h.new_cost FROM cost_sync_history h
-        WHERE h.vps_instance_id = v.id ORDER BY h.created DESC LIMIT 1) AS last_written
+        WHERE h.vps_instance_id = v.id ORDER BY h.created DESC LIMIT 1) AS last_written,
+       s.unpriced_reason
 FROM vps_instances v
+LEFT JOIN cost_sync_row_state s ON s.vps_instance_id = v.id
 WHERE v.status = ANY($1::text[])
 """
 
@@ -157,21 +161,26 @@ def _mapped() -> AbstractContextManager[None]:
     return database_errors("tenant attribution failed in PostgreSQL")
 
 
+def _vps(record: asyncpg.Record) -> Vps:
+    """A VPS as _READ_VPS reads it, with why its value is not a current cost-sync price (if so)."""
+    cost = record["approximate_cost"]
+    why = attribution.why_unpriced(cost, record["last_written"], record["unpriced_reason"])
+    return Vps(
+        id=record["id"],
+        hostwinds_instance_id=record["hostwinds_instance_id"],
+        status=record["status"],
+        approximate_cost=cost,
+        unpriced=why is not None,
+        why=why,
+    )
+
+
 async def _read(conn: Conn, settings: Settings) -> Report:
     optional = await _columns(conn, ["smtp_ip_addresses", "tenants"])
     has_ip_cost = "approximate_cost" in optional.get("smtp_ip_addresses", set())
     has_names = {"id", "name"} <= optional.get("tenants", set())
     statuses = list(settings.sync.statuses)
-    vps = [
-        Vps(
-            id=r["id"],
-            hostwinds_instance_id=r["hostwinds_instance_id"],
-            status=r["status"],
-            approximate_cost=r["approximate_cost"],
-            unpriced=attribution.is_unpriced(r["approximate_cost"], r["last_written"]),
-        )
-        for r in await conn.fetch(_READ_VPS, statuses)
-    ]
+    vps = [_vps(r) for r in await conn.fetch(_READ_VPS, statuses)]
     ip_sql = _READ_IPS.format(cost="s.approximate_cost" if has_ip_cost else "NULL::numeric")
     ips = [
         Ip(id=r["id"], vps_instance_id=r["vps_instance_id"], status=r["status"], approximate_cost=r[3])

@@ -157,9 +157,9 @@ async def test_hand_computed_fleet(
     assert report["fleet_monthly_total"] == "39.00"
     assert report["check"]["balanced"] is True
     assert "allocated $27.01 + unallocated $11.99 = fleet total $39.00" in report["check"]["line"]
-    assert {u["hostwinds_instance_id"]: u["approximate_cost"] for u in report["unpriced"]} == {
-        "unpriced": "12.00",
-        "null": None,
+    assert {u["hostwinds_instance_id"]: (u["approximate_cost"], u["why"]) for u in report["unpriced"]} == {
+        "unpriced": ("12.00", "never priced by cost-sync"),
+        "null": (None, "no value"),
     }
     assert report["generated_at"].endswith("+00:00")
 
@@ -325,6 +325,47 @@ async def test_without_a_tenants_table_names_are_null(
     tenants = by_tenant(json.loads(out))
     assert {t: row[0] for t, row in tenants.items()} == {T1: None, T2: None, T3: None}
     assert tenants[T1][3] == "7.51"
+
+
+async def test_a_vps_the_last_run_could_not_price_is_flagged_with_its_kept_value(
+    hostwinds: FakeHostwinds, db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Priced once, then gone from Hostwinds: its last price still counts, flagged unpriced with why."""
+    await seed_platform(db_url)
+    conn = await asyncpg.connect(db_url)
+    await conn.execute("UPDATE vps_instances SET hostwinds_instance_id = '1' WHERE id = $1", V_SHARED)
+    await conn.close()
+    monkeypatch.setenv("COST_SYNC_HOSTWINDS_API_KEY", API_KEY)
+    monkeypatch.setenv("COST_SYNC_HOSTWINDS_URL", URL)
+    monkeypatch.setenv("COST_SYNC_HOSTWINDS_REQUESTS_PER_SECOND", "0")
+    monkeypatch.setenv("COST_SYNC_DATABASE_URL", db_url)
+    with respx.mock(assert_all_mocked=True) as mock:
+        mock.post(URL).mock(side_effect=hostwinds)
+        hostwinds.instances = [instance(1)]  # plan 101, monthly: 9.99
+        assert await asyncio.to_thread(cli.main, ["--once"]) == 0
+        _, out, _ = await attribution(monkeypatch, capsys, db_url, "--json")
+        assert "shared" not in {u["hostwinds_instance_id"] for u in json.loads(out)["unpriced"]}
+        assert "1" not in {u["hostwinds_instance_id"] for u in json.loads(out)["unpriced"]}
+        hostwinds.instances = [instance(2)]  # service 1 is no longer listed
+        assert await asyncio.to_thread(cli.main, ["--once", "--accept-changes"]) == 0
+    code, out, _ = await attribution(monkeypatch, capsys, db_url, "--json")
+    assert code == 0
+    report = json.loads(out)
+    flagged = {u["hostwinds_instance_id"]: (u["approximate_cost"], u["why"]) for u in report["unpriced"]}
+    gone = "the last run could not price it (not_found)"
+    # Every row Hostwinds does not list now is flagged, whatever it was before; no value stays "no value".
+    assert flagged == {
+        "1": ("9.99", gone),
+        "idle": ("9.99", gone),
+        "bare": ("7.00", gone),
+        "unpriced": ("12.00", gone),
+        "null": (None, "no value"),
+    }
+    # Kept values still count: T1 uses "1" and idle, both flagged, and the totals still balance.
+    assert report["check"]["balanced"] is True
+    assert by_tenant(report)[T1][6] == 2
+    _, text, _ = await attribution(monkeypatch, capsys, db_url)
+    assert "the last run could not price it (not_found)" in text
 
 
 async def test_enabled_sync_writes_the_snapshot_after_its_run(

@@ -18,6 +18,7 @@ from cost_sync.attribution import (
     is_unpriced,
     snapshot_lines,
     split,
+    why_unpriced,
 )
 
 D = Decimal
@@ -187,22 +188,29 @@ def test_ips_of_vps_out_of_scope_are_ignored() -> None:
 
 
 @pytest.mark.parametrize(
-    ("stored", "last_written", "unpriced"),
+    ("stored", "last_written", "last_run", "why"),
     [
-        ("4.99", "4.99", False),
-        ("4.99", None, True),  # never priced by cost-sync: the migration's default or a hand value
-        ("4.99", "5.99", True),  # changed by someone else since cost-sync wrote it
-        (None, None, True),
+        ("4.99", "4.99", None, None),
+        ("4.99", None, None, "never priced by cost-sync"),  # the migration's default or a hand value
+        ("4.99", "5.99", None, "changed since cost-sync wrote it"),  # by someone else
+        (None, None, None, "no value"),
+        (None, "4.99", "not_found", "no value"),
+        # Priced once, then a run could not price it: the value is a kept one, perhaps out of date.
+        ("4.99", "4.99", "not_found", "the last run could not price it (not_found)"),
+        ("4.99", None, "unknown_cycle", "the last run could not price it (unknown_cycle)"),
     ],
 )
-def test_unpriced_means_not_the_last_price_cost_sync_wrote(
-    stored: str | None, last_written: str | None, unpriced: bool
+def test_unpriced_means_not_a_current_price_cost_sync_wrote(
+    stored: str | None, last_written: str | None, last_run: str | None, why: str | None
 ) -> None:
-    """A stored value is priced only when it equals the latest value cost-sync's history wrote."""
-    assert (
-        is_unpriced(None if stored is None else D(stored), None if last_written is None else D(last_written))
-        is unpriced
+    """Priced only when the value is the latest cost-sync wrote and the last run priced the row."""
+    args = (
+        None if stored is None else D(stored),
+        None if last_written is None else D(last_written),
+        last_run,
     )
+    assert why_unpriced(*args) == why
+    assert is_unpriced(*args) is (why is not None)
 
 
 def test_snapshot_keeps_every_vps_and_only_meaningful_unallocated_lines() -> None:
