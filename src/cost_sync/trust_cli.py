@@ -334,12 +334,13 @@ async def _approve(args: argparse.Namespace, settings: Settings) -> int:
             )
         )
     else:
+        if not held and not refused:
+            print("no changes are held: nothing to approve")
+            return 0
         verb = "would approve" if args.dry_run else "approved"
         print(f"{verb} {len(would)} held change(s)" + (f": {', '.join(would)}" if would else ""))
         for name, why in refused.items():
             print(f"refused {name}: {why}")
-        if not held and not refused:
-            print("no changes are held")
     return 1 if refused else 0
 
 

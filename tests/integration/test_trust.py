@@ -102,6 +102,8 @@ async def test_tenfold_glitch_is_held_listed_and_approved_one_then_all(
     assert sorted(json.loads(out)["approved"]) == ["2", "3"]
     assert set((await values(conn)).values()) == {Decimal("99.90")}
     assert await conn.fetchval("SELECT count(*) FROM cost_sync_held_changes") == 0
+    code, out = await cost_sync(capsys, "approve", "--all", "--dry-run")
+    assert (code, out.strip()) == (0, "no changes are held: nothing to approve")
     approved = await conn.fetch(
         "SELECT h.run_id, h.proposed_by, h.source, h.cycle_price, r.trigger FROM cost_sync_history h "
         "JOIN cost_sync_runs r ON r.id = h.run_id WHERE h.approved"
