@@ -85,9 +85,9 @@ FROM changed c JOIN basis b ON b.position = c.basis;
 INSERT INTO cost_sync_runs (id, trigger, outcome, started, finished, instances, rows_in_scope,
                             matched, updated, unchanged, unpriced, priced_by_source,
                             unpriced_by_reason, hostwinds_calls, error, price_cache, held,
-                            plans_in_use)
+                            plans_in_use, warnings, plan_names)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13::jsonb, $14::jsonb, $15,
-        $16::jsonb, $17, $18::int[]);
+        $16::jsonb, $17, $18::int[], $19::text[], $20::jsonb);
 
 -- name: last_good_run
 -- The last successful whole-fleet sync: what the guards compare a run with.

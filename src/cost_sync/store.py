@@ -482,6 +482,8 @@ async def insert_run(conn: Conn, report: RunReport, *, timeout: float | None = N
         report.price_cache.model_dump_json(),
         report.held,
         report.plans_in_use,
+        list(report.warnings),
+        _json(report.plan_names),
         timeout=timeout,
     )
 

@@ -183,6 +183,12 @@ async def test_swings_shared_rows_and_unused_overrides_are_flagged(
     assert "1 override(s) name no row in scope ('424242')" in text
     assert "1 of 3 rows change to x10 or more" in text
     assert "0.99 -> 9.99" in text
+    # The ledger keeps the same lines and the plan-name comparison (sql/0007).
+    ledger = await pool.fetchrow(
+        "SELECT warnings, plan_names FROM cost_sync_runs WHERE id = $1", report.run_id
+    )
+    assert ledger["warnings"] == report.warnings
+    assert json.loads(ledger["plan_names"]) == report.plan_names == {"agree": 0, "disagree": 3}
 
 
 async def test_empty_instance_list_and_missing_plans_are_flagged(
