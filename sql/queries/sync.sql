@@ -46,6 +46,14 @@ SET prices = excluded.prices, fingerprint = excluded.fingerprint,
     observed = excluded.observed, run_id = excluded.run_id
 WHERE o.observed <= excluded.observed;
 
+-- name: save_price_list
+-- Upsert one price list; an older answer never replaces a newer one.
+INSERT INTO cost_sync_price_lists AS p (managed, drive_type, plan_key, plans, observed, run_id)
+VALUES ($1, $2, $3, $4::jsonb, $5, $6)
+ON CONFLICT (managed, drive_type, plan_key) DO UPDATE
+SET plans = excluded.plans, observed = excluded.observed, run_id = excluded.run_id
+WHERE p.observed <= excluded.observed;
+
 -- name: oldest_observation
 SELECT min(observed) FROM cost_sync_price_observations;
 

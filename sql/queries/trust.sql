@@ -38,6 +38,11 @@ SELECT prices::text AS prices, fingerprint, observed, run_id
 FROM cost_sync_price_observations
 WHERE serviceid = $1;
 
+-- name: read_price_list
+SELECT plans::text AS plans, observed, run_id
+FROM cost_sync_price_lists
+WHERE managed = $1 AND drive_type = $2 AND plan_key = $3;
+
 -- name: read_held
 -- Held changes ($1 NULL: all), oldest first.
 SELECT vps_instance_id, hostwinds_instance_id, old_cost, proposed_cost, ratio, reason, run_id,

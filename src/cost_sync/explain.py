@@ -143,8 +143,10 @@ def compute_now(
     prices: Mapping[Cycle, PriceCell] | None,
     fingerprint: str | None,
     aliases: Mapping[str, Cycle] | None = None,
+    plans: Mapping[int, Plan] | None = None,
 ) -> Estimate | Unpriced:
-    """What a run would store now from the cached observation alone (the price list is not cached)."""
+    """What a run would store now from the cache alone: the service's cached observation, and
+    ``plans``, the cached price list of its options (None: none is cached)."""
     if override is not None:
         return Estimate(monthly=override, source=PriceSource.OVERRIDE)
     if serviceid is None or prices is None or fingerprint is None:
@@ -152,10 +154,13 @@ def compute_now(
     instance = instance_from_fingerprint(serviceid, fingerprint)
     if instance is None:
         return Unpriced(UnpricedReason.NOT_FOUND, "the cached observation's fingerprint is unreadable")
-    result = pricing.estimate_instance(instance, cycle_prices=prices, plan=None, aliases=aliases)
-    if isinstance(result, Unpriced) and result.reason is UnpricedReason.PLAN_NOT_FOUND:
+    plan = None
+    if plans is not None and instance.product_id is not None:
+        plan = plans.get(instance.product_id)
+    result = pricing.estimate_instance(instance, cycle_prices=prices, plan=plan, aliases=aliases)
+    if isinstance(result, Unpriced) and result.reason is UnpricedReason.PLAN_NOT_FOUND and plans is None:
         return Unpriced(
-            result.reason, "the cached cycle prices have no price for it and the price list is not cached"
+            result.reason, "the cached cycle prices have no price for it and no price list is cached"
         )
     return result
 

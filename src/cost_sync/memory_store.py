@@ -17,7 +17,7 @@ from decimal import Decimal
 from cost_sync.errors import LockTimeout
 from cost_sync.models import Estimate, HeldChange, Observation, RowOutcome, RowState, RunReport, VpsRow
 from cost_sync.settings import Settings
-from cost_sync.store import LastRun
+from cost_sync.store import CachedPriceList, LastRun
 
 __all__ = ["HeldEntry", "HistoryEntry", "MemoryStore"]
 
@@ -52,6 +52,8 @@ class MemoryStore:
     runs: list[RunReport] = field(default_factory=list)
     held: dict[uuid.UUID, HeldEntry] = field(default_factory=dict)
     row_states: dict[uuid.UUID, RowState] = field(default_factory=dict)
+    #: Cached price lists by (managed, drive_type, plan_key).
+    price_lists: dict[tuple[bool, str | None, str], CachedPriceList] = field(default_factory=dict)
     #: How many times observations were saved (one per batch).
     saves: int = 0
     #: The runs after which a tenant attribution snapshot was written.
@@ -117,6 +119,13 @@ class MemoryStore:
             kept = self.observations.get(observation.serviceid)
             if kept is None or kept.observed_at <= observation.observed_at:
                 self.observations[observation.serviceid] = observation
+
+    async def save_price_list(self, cached: CachedPriceList) -> None:
+        """Keep a price list; an older one never replaces a newer one."""
+        key = (cached.managed, cached.drive_type, cached.plan_key)
+        kept = self.price_lists.get(key)
+        if kept is None or kept.observed_at <= cached.observed_at:
+            self.price_lists[key] = cached
 
     async def last_good_run(self) -> LastRun | None:
         """The last successful whole-fleet run, if any."""

@@ -36,11 +36,13 @@ from cost_sync.models import (
     Estimate,
     HeldChange,
     Observation,
+    Plan,
     RowOutcome,
     RowState,
     RunReport,
     VpsRow,
 )
+from cost_sync.pricing import cacheable_cell
 from cost_sync.settings import Settings
 from cost_sync.sqlfiles import sql_dir
 
@@ -51,12 +53,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SYNC_LOCK_KEY",
+    "CachedPriceList",
     "Conn",
     "LastRun",
     "RunStore",
     "Store",
     "insert_run",
     "mapped",
+    "price_list_from_json",
+    "price_list_to_json",
     "prices_from_json",
     "queries",
 ]
@@ -105,6 +110,18 @@ class LastRun:
         return f"run {self.run_id} at {self.finished.isoformat(timespec='seconds')}"
 
 
+@dataclass(frozen=True, slots=True)
+class CachedPriceList:
+    """One get_price_list answer as the cache keeps it: the plans by their join key, when, which run."""
+
+    managed: bool
+    drive_type: str | None
+    plan_key: str
+    plans: Mapping[int, Plan]
+    observed_at: datetime
+    run_id: uuid.UUID
+
+
 #: For the other database readers (cost_sync.trust_store): the same error mapping.
 mapped = _mapped
 
@@ -130,6 +147,10 @@ class RunStore(Protocol):
 
     async def save_observations(self, observations: Sequence[Observation]) -> None:
         """Commit a batch of observations now, apart from any run transaction."""
+        ...
+
+    async def save_price_list(self, cached: CachedPriceList) -> None:
+        """Commit one price list now, apart from any run transaction."""
         ...
 
     async def last_good_run(self) -> LastRun | None:
@@ -276,6 +297,19 @@ class Store:
                 [o.fingerprint for o in observations],
                 [o.observed_at for o in observations],
                 [o.run_id for o in observations],
+            )
+
+    async def save_price_list(self, cached: CachedPriceList) -> None:
+        """Upsert one price list in a transaction of its own."""
+        with _mapped():
+            await self._pool.execute(
+                self._q["save_price_list"],
+                cached.managed,
+                cached.drive_type or "",
+                cached.plan_key,
+                price_list_to_json(cached.plans),
+                cached.observed_at,
+                cached.run_id,
             )
 
     async def oldest_observation(self) -> datetime | None:
@@ -499,4 +533,37 @@ def _prices_to_json(observation: Observation) -> str:
 def prices_from_json(text: str) -> dict[Cycle, str]:
     """A cached observation's ``prices`` column: each known cycle's exact price text."""
     data = json.loads(text)
+    return _prices(data)
+
+
+def _prices(data: Mapping[str, object]) -> dict[Cycle, str]:
     return {_CYCLES[key]: value for key, value in data.items() if key in _CYCLES and isinstance(value, str)}
+
+
+def price_list_to_json(plans: Mapping[int, Plan]) -> str:
+    """A price list as ``cost_sync_price_lists.plans`` keeps it: by join key, cells made cacheable."""
+    return json.dumps(
+        {
+            str(key): {
+                "id": plan.id,
+                "rid": plan.rid,
+                "name": plan.name,
+                "prices": {cycle.value: cacheable_cell(cell) for cycle, cell in plan.prices.items()},
+            }
+            for key, plan in plans.items()
+        },
+        sort_keys=True,
+    )
+
+
+def price_list_from_json(text: str) -> dict[int, Plan]:
+    """The plans of a cached price list by their join key (an unreadable entry is left out)."""
+    plans: dict[int, Plan] = {}
+    for key, entry in json.loads(text).items():
+        try:
+            plans[int(key)] = Plan(
+                id=entry["id"], rid=entry.get("rid"), name=entry.get("name"), prices=_prices(entry["prices"])
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
+    return plans

@@ -58,7 +58,7 @@ from cost_sync.models import (
 )
 from cost_sync.redact import redact
 from cost_sync.settings import Settings
-from cost_sync.store import RunStore, Store
+from cost_sync.store import CachedPriceList, RunStore, Store
 
 __all__ = ["Progress", "RunResult", "SyncRun", "open_hostwinds", "open_resources", "run_once"]
 
@@ -556,9 +556,14 @@ class SyncRun:
         self.progress.started = time.monotonic()
 
         async def price_list(key: PriceListKey) -> None:
-            fetched.price_lists[key] = await self.client.get_price_list(
-                managed=key[0], drive_type=key[1], plan_key=self.settings.hostwinds.plan_key
-            )
+            plan_key = self.settings.hostwinds.plan_key
+            plans = await self.client.get_price_list(managed=key[0], drive_type=key[1], plan_key=plan_key)
+            fetched.price_lists[key] = plans
+            if not self.dry_run:
+                # Kept for `explain`, committed now as observations are (a failed run keeps it).
+                await self.store.save_price_list(
+                    CachedPriceList(key[0], key[1], plan_key, plans, self._now(), self.run_id)
+                )
 
         async def worker() -> None:
             for serviceid in queue:

@@ -25,7 +25,7 @@ from cost_sync.db import create_pool
 from cost_sync.errors import ConfigError, CostSyncError
 from cost_sync.matching import match_rows, resolve_targets, shared_uuid_unpriced
 from cost_sync.migrate import require_schema
-from cost_sync.models import Estimate, RunReport, Unpriced, override_key
+from cost_sync.models import Estimate, PriceSource, RunReport, Unpriced, override_key
 from cost_sync.settings import Settings
 from cost_sync.store import Store
 from cost_sync.sync import open_resources, run_once
@@ -77,6 +77,19 @@ async def _explain(args: argparse.Namespace, settings: Settings) -> int:
             else None
         )
         held = await trust.held([row_id])
+        fingerprint_instance = (
+            explain.instance_from_fingerprint(state.serviceid, observation.fingerprint)
+            if state is not None and state.serviceid is not None and observation is not None
+            else None
+        )
+        # The price list a run would join this instance to now: the current settings' options.
+        price_list = (
+            await trust.price_list(
+                settings.hostwinds.managed, fingerprint_instance.disk_type, settings.hostwinds.plan_key
+            )
+            if fingerprint_instance is not None
+            else None
+        )
     hw_id = (row.hostwinds_instance_id or "").strip()
     override = settings.overrides.get(override_key(hw_id))
     now = explain.compute_now(
@@ -85,13 +98,9 @@ async def _explain(args: argparse.Namespace, settings: Settings) -> int:
         prices=observation.prices if observation else None,
         fingerprint=observation.fingerprint if observation else None,
         aliases=settings.hostwinds.cycle_aliases,
+        plans=price_list.plans if price_list else None,
     )
     derived = [explain.derive(entry) for entry in history]
-    fingerprint_instance = (
-        explain.instance_from_fingerprint(state.serviceid, observation.fingerprint)
-        if state is not None and state.serviceid is not None and observation is not None
-        else None
-    )
     spelled = fingerprint_instance.billingcycle if fingerprint_instance else None
     # An alias is a spelling that names no cycle itself ("Bi-Annually") mapped by the settings;
     # "Quarterly" normalising to quarterly is no alias.
@@ -131,7 +140,12 @@ async def _explain(args: argparse.Namespace, settings: Settings) -> int:
         "last_change": derived[0] if derived else None,
         "history": derived,
         "held": [h.as_json() for h in held],
-        "now": _now_json(now, row.approximate_cost, observation.observed if observation else None),
+        "now": _now_json(
+            now,
+            row.approximate_cost,
+            observation.observed if observation else None,
+            price_list.observed_at if price_list else None,
+        ),
     }
     if args.json:
         print(json.dumps(data, indent=2))
@@ -140,9 +154,12 @@ async def _explain(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _now_json(now: Estimate | Unpriced, stored: Any, observed: datetime | None) -> dict[str, Any]:
+def _now_json(
+    now: Estimate | Unpriced, stored: Any, observed: datetime | None, list_observed: datetime | None
+) -> dict[str, Any]:
     if isinstance(now, Unpriced):
         return {"monthly": None, "differs": None, "reason": now.reason.value, "detail": now.detail}
+    from_list = now.source is PriceSource.PRICE_LIST
     return {
         "monthly": str(now.monthly),
         "source": now.source.value,
@@ -151,6 +168,8 @@ def _now_json(now: Estimate | Unpriced, stored: Any, observed: datetime | None) 
         "months": now.months,
         "differs": now.monthly != stored,
         "observed": None if observed is None else observed.isoformat(),
+        # When the cached price list it came from was read (price_list sources only).
+        "price_list_observed": list_observed.isoformat() if from_list and list_observed else None,
     }
 
 

@@ -19,7 +19,14 @@ import asyncpg
 from cost_sync.explain import HistoryRecord
 from cost_sync.models import Cycle, RowState, RunReport
 from cost_sync.reporting import HeldRow, ReportRow
-from cost_sync.store import insert_run, mapped, prices_from_json, queries
+from cost_sync.store import (
+    CachedPriceList,
+    insert_run,
+    mapped,
+    price_list_from_json,
+    prices_from_json,
+    queries,
+)
 
 __all__ = ["CachedObservation", "RowView", "TrustStore"]
 
@@ -122,6 +129,18 @@ class TrustStore:
         if r is None:
             return None
         return CachedObservation(prices_from_json(r["prices"]), r["fingerprint"], r["observed"], r["run_id"])
+
+    async def price_list(
+        self, managed: bool, drive_type: str | None, plan_key: str
+    ) -> CachedPriceList | None:
+        """The cached price list a run read with these options, if any."""
+        with mapped():
+            r = await self._pool.fetchrow(self._q["read_price_list"], managed, drive_type or "", plan_key)
+        if r is None:
+            return None
+        return CachedPriceList(
+            managed, drive_type, plan_key, price_list_from_json(r["plans"]), r["observed"], r["run_id"]
+        )
 
     async def held(self, row_ids: Sequence[uuid.UUID] | None = None) -> list[HeldRow]:
         """Held changes (None: all), oldest first."""

@@ -16,7 +16,7 @@ import pytest_asyncio
 import respx
 from prometheus_client.parser import text_string_to_metric_families
 
-from cost_sync import cli
+from cost_sync import cli, pricing
 from cost_sync import store as store_module
 from cost_sync.errors import HostwindsTransientError
 from cost_sync.hostwinds import HostwindsClient
@@ -73,6 +73,28 @@ async def test_answers_are_cached_exactly_and_a_warm_run_asks_none(
     ledger = await pool.fetchval("SELECT price_cache FROM cost_sync_runs WHERE id = $1", warm.report.run_id)
     assert json.loads(ledger)["hits"] == N
     assert (await values(pool))["7"] == Decimal("7.49")
+
+
+@pytest.mark.usefixtures("rows")
+async def test_the_price_list_is_cached_without_secrets_and_a_dry_run_keeps_none(
+    fleet: FakeHostwinds, client: HostwindsClient, pool: asyncpg.Pool
+) -> None:
+    """Each price list a run reads is kept by its options and join key; a cell holding a secret is a
+    marker; a dry run keeps nothing."""
+    plans = [dict(plan) for plan in fleet.plans]
+    plans[0]["quarterly"] = {"rootpass": "hunter2-NEVER-STORE"}
+    fleet.plans = plans
+    await run_once(client=client, pool=pool, settings=Settings(), dry_run=True)
+    assert await pool.fetchval("SELECT count(*) FROM cost_sync_price_lists") == 0
+    result = await run_once(client=client, pool=pool, settings=Settings())
+    (row,) = await pool.fetch("SELECT *, plans::text AS p FROM cost_sync_price_lists")
+    assert (row["managed"], row["drive_type"], row["plan_key"]) == (False, "ssd", "id")
+    assert row["run_id"] == result.report.run_id
+    assert "hunter2" not in row["p"]
+    cached = store_module.price_list_from_json(row["p"])
+    assert cached[101].prices[Cycle.MONTHLY] == "9.99"
+    assert cached[101].prices[Cycle.QUARTERLY] == pricing.UNREADABLE_CELL
+    assert cached[101].name == "Unmanaged Linux 1 CPU / 2 GB"
 
 
 @pytest.mark.usefixtures("rows")

@@ -252,6 +252,8 @@ async def test_explain_reproduces_every_stored_value(
         assert last["rounded"] == data["approximate_cost"]
         assert set(last) >= {"run_id", "at", "old", "new", "source", "cycle", "cycle_price", "months"}
         assert data["history"][0] == last
+        # The cache (observations and the cached price list) computes the same value now.
+        assert (data["now"]["monthly"], data["now"]["differs"]) == (data["approximate_cost"], False), key
         sources.add((last["source"], last["hourly_ceiling"]))
     assert sources == {
         ("price_list", False),
@@ -286,6 +288,19 @@ async def test_explain_reproduces_every_stored_value(
     code, text = await cost_sync(capsys, "--config", path, "explain", "3")
     assert "reproduces the stored value" in text
     assert "120.00 / 12" in text
+
+    # A x10 price list is held by the guard, but it is cached: explain says what a run computes now.
+    hostwinds.plans = scaled_plans("10")
+    assert (await cost_sync(capsys, "--config", path, "--once"))[0] == 0
+    code, out = await cost_sync(capsys, "--config", path, "explain", "1", "--json")
+    data = json.loads(out)
+    assert data["approximate_cost"] == "9.99"
+    assert [h["proposed"] for h in data["held"]] == ["99.90"]
+    now = data["now"]
+    assert (now["monthly"], now["source"], now["differs"]) == ("99.90", "price_list", True)
+    assert now["price_list_observed"] is not None
+    code, text = await cost_sync(capsys, "--config", path, "explain", "1")
+    assert "now: a run would compute 99.90 from the cached prices (price_list)" in text
     await conn.close()
 
 

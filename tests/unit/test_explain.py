@@ -82,7 +82,8 @@ def test_a_value_the_basis_does_not_give_is_flagged() -> None:
 
 
 def test_compute_now_prices_from_the_cached_observation() -> None:
-    """The fingerprint and cached prices give what a run would store; a price-list row says it cannot."""
+    """The fingerprint and cached prices give what a run would store; the cached price list prices the
+    rest; without one, a price-list row says it cannot."""
     fp = "product_id=101;billingcycle=Semi-Annually;hourly=0;disk_type=ssd;managed=0"
     now = explain.compute_now(
         override=None, serviceid=7, prices={Cycle.SEMIANNUALLY: "56.94"}, fingerprint=fp
@@ -93,7 +94,16 @@ def test_compute_now_prices_from_the_cached_observation() -> None:
     empty = explain.compute_now(override=None, serviceid=7, prices={}, fingerprint=fp)
     assert isinstance(empty, Unpriced)
     assert empty.reason is UnpricedReason.PLAN_NOT_FOUND
-    assert "not cached" in empty.detail
+    assert "no price list is cached" in empty.detail
+    plans = {101: Plan(id=101, prices={Cycle.SEMIANNUALLY: "59.94"})}
+    listed = explain.compute_now(override=None, serviceid=7, prices={}, fingerprint=fp, plans=plans)
+    assert isinstance(listed, Estimate)
+    assert (listed.monthly, listed.source) == (Decimal("9.99"), PriceSource.PRICE_LIST)
+    # A cached list without the plan: plan_not_found, as a run would say it.
+    gone = explain.compute_now(override=None, serviceid=7, prices={}, fingerprint=fp, plans={})
+    assert isinstance(gone, Unpriced)
+    assert gone.reason is UnpricedReason.PLAN_NOT_FOUND
+    assert "no price list is cached" not in gone.detail
     override = explain.compute_now(override=Decimal("3.00"), serviceid=None, prices=None, fingerprint=None)
     assert isinstance(override, Estimate)
     assert override.monthly == Decimal("3.00")
