@@ -9,8 +9,9 @@ copied from Hostwinds but numbers.
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -83,6 +84,10 @@ def unused_overrides(overrides: Mapping[str, Decimal], rows: Sequence[VpsRow]) -
     return sorted(key for key in overrides if key not in named)
 
 
+def _held(outcomes: Iterable[RowOutcome], held: Collection[uuid.UUID]) -> int:
+    return sum(1 for o in outcomes if o.row.id in held) if held else 0
+
+
 def result_flags(
     outcomes: Sequence[RowOutcome],
     *,
@@ -91,8 +96,9 @@ def result_flags(
     unused: Sequence[str],
     conflicting: set[int],
     shared_uuids: Mapping[str, Sequence[int]] | None = None,
+    held: Collection[uuid.UUID] = (),
 ) -> list[Flag]:
-    """Every flag of a priced run, in a stable order."""
+    """Every flag of a priced run, in a stable order (``held``: the rows whose change the guard held)."""
     flags: list[Flag] = []
     if conflicting:
         flags.append(
@@ -168,7 +174,8 @@ def result_flags(
                 "price_swing",
                 f"{len(swings)} of {len(outcomes)} rows change to x{SWING_UP} or more or to "
                 f"x{SWING_DOWN} or less of their value (e.g. "
-                f"{example.row.approximate_cost} -> {example.result.monthly})",
+                f"{example.row.approximate_cost} -> {example.result.monthly})"
+                + (f"; {kept} of them held for approval" if (kept := _held(swings, held)) else ""),
             )
         )
     return flags

@@ -16,10 +16,29 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-__all__ = ["HeldRow", "ReportRow", "amount", "build_report", "report_csv"]
+__all__ = ["HeldRow", "LastFleetRun", "ReportRow", "amount", "build_report", "report_csv"]
 
 _CENT = Decimal("0.01")
 UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class LastFleetRun:
+    """The last successful whole-fleet sync, and the lines it flagged for a person to look at."""
+
+    run_id: uuid.UUID
+    trigger: str
+    finished: datetime
+    warnings: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        """The run as JSON-ready values."""
+        return {
+            "run_id": str(self.run_id),
+            "trigger": self.trigger,
+            "finished": self.finished.isoformat(),
+            "warnings": list(self.warnings),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +122,7 @@ def build_report(
     *,
     oldest_observation: datetime | None,
     generated_at: datetime,
+    last_run: LastFleetRun | None = None,
 ) -> dict[str, Any]:
     """The report as JSON-ready values (see the module docstring for what it guarantees)."""
     total = sum((r.approximate_cost for r in rows if r.approximate_cost is not None), Decimal("0.00"))
@@ -164,6 +184,7 @@ def build_report(
             for r in rows
             if r.upgrade_available
         ],
+        "last_run": None if last_run is None else last_run.as_json(),
     }
 
 
@@ -219,4 +240,8 @@ def report_csv(report: dict[str, Any]) -> str:
             report["oldest_observation_age_seconds"],
         ]
     )
+    last = report["last_run"]
+    if last is not None:
+        for warning in last["warnings"]:
+            writer.writerow(["warning", last["run_id"], "", "", warning])
     return out.getvalue()

@@ -471,6 +471,7 @@ class SyncRun:
             unused=unused,
             conflicting=conflicting,
             shared_uuids=shared_uuids,
+            held={h.row_id for h in held},
         )
         for flag in raised:
             log.warning("sync.flagged", kind=flag.kind, message=flag.message)

@@ -372,7 +372,10 @@ async def _report(args: argparse.Namespace, settings: Settings) -> int:
         rows = await trust.report_rows(settings.sync.statuses)
         held = await trust.held()
         oldest = await trust.oldest_observation()
-    data = reporting.build_report(rows, held, oldest_observation=oldest, generated_at=datetime.now(UTC))
+        last_run = await trust.last_fleet_run()
+    data = reporting.build_report(
+        rows, held, oldest_observation=oldest, generated_at=datetime.now(UTC), last_run=last_run
+    )
     if args.json:
         print(json.dumps(data, indent=2))
     elif args.csv:
@@ -437,6 +440,14 @@ def _report_text(data: dict[str, Any]) -> list[str]:
         f"oldest price observation: {data['oldest_observation'] or 'none'}"
         + (f" ({age // 3600} h old)" if age is not None else ""),
     ]
+    last = data["last_run"]
+    if last is not None:
+        warnings = last["warnings"]
+        lines.append(
+            f"last whole-fleet run {last['run_id']} ({last['trigger']}) finished {last['finished']}: "
+            + (f"{len(warnings)} warning(s)" if warnings else "no warnings")
+        )
+        lines += [f"  warning: {w}" for w in warnings]
     return lines
 
 

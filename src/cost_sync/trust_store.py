@@ -18,7 +18,7 @@ import asyncpg
 
 from cost_sync.explain import HistoryRecord
 from cost_sync.models import Cycle, RowState, RunReport
-from cost_sync.reporting import HeldRow, ReportRow
+from cost_sync.reporting import HeldRow, LastFleetRun, ReportRow
 from cost_sync.store import (
     CachedPriceList,
     insert_run,
@@ -189,6 +189,14 @@ class TrustStore:
         with mapped():
             oldest: datetime | None = await self._pool.fetchval(self._q["oldest_observation"])
         return oldest
+
+    async def last_fleet_run(self) -> LastFleetRun | None:
+        """The last successful whole-fleet sync and what it flagged; None before the first."""
+        with mapped():
+            r = await self._pool.fetchrow(self._q["last_fleet_run"])
+        if r is None:
+            return None
+        return LastFleetRun(r["id"], r["trigger"], r["finished"], tuple(r["warnings"]))
 
     async def fleet_total(self, statuses: Sequence[str]) -> Decimal:
         """The sum of the stored values of the rows in scope."""

@@ -345,6 +345,15 @@ async def test_report_totals_equal_the_sums_in_sql(
     ]
     assert [u["hostwinds_instance_id"] for u in report["upgrade_available"]] == ["3"]
     assert report["oldest_observation_age_seconds"] >= 0
+    # The last whole-fleet run and what it flagged, as the ledger keeps it.
+    last = await conn.fetchrow("SELECT id, warnings FROM cost_sync_runs ORDER BY started DESC LIMIT 1")
+    assert report["last_run"]["run_id"] == str(last["id"])
+    assert report["last_run"]["trigger"] == "once"
+    assert report["last_run"]["warnings"] == last["warnings"]
+    assert last["warnings"] == [
+        "1 of 8 rows change to x10 or more or to x0.5 or less of their value (e.g. 8.33 -> 100.00); "
+        "1 of them held for approval"
+    ]
     assert set(report) >= {
         "fleet_monthly_total",
         "by_status",
@@ -361,11 +370,17 @@ async def test_report_totals_equal_the_sums_in_sql(
     rows = list(csv.DictReader(io.StringIO(out)))
     assert rows[0]["section"] == "fleet_monthly_total"
     assert rows[0]["amount"] == f"{total:.2f}"
-    amounts = [r["amount"] for r in rows if r["section"] != "oldest_observation" and r["amount"]]
+    amounts = [
+        r["amount"] for r in rows if r["section"] not in {"oldest_observation", "warning"} and r["amount"]
+    ]
     assert amounts
     assert all(re.fullmatch(r"-?\d+\.\d\d", a) for a in amounts)
+    assert ["warning", str(last["id"])] == [rows[-1]["section"], rows[-1]["key"]]
+    assert rows[-1]["detail"] == last["warnings"][0]
     code, text = await cost_sync(capsys, "report")
     assert f"${total:.2f}" in text
+    assert f"last whole-fleet run {last['id']} (once)" in text
+    assert "1 warning(s)\n  warning: 1 of 8 rows change to x10" in text
     await conn.close()
 
 

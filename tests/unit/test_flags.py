@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -99,6 +100,17 @@ def test_swings_of_x10_or_half_are_flagged(old: str, new: str, flagged: bool) ->
     outcome = RowOutcome(row("1", old), None, Estimate(Decimal(new), PriceSource.PRICE_LIST))
     raised = flags.result_flags([outcome], instances_listed=1, shared={}, unused=[], conflicting=set())
     assert [f.kind for f in raised] == (["price_swing"] if flagged else [])
+
+
+def test_a_swing_the_guard_held_is_said_to_be_held() -> None:
+    """The swing flag counts the swings the guard held, so the line does not read as applied."""
+    swung = RowOutcome(row("1", "1.00"), None, Estimate(Decimal("10.00"), PriceSource.PRICE_LIST))
+    other = RowOutcome(row("2", "1.00"), None, Estimate(Decimal("20.00"), PriceSource.PRICE_LIST))
+    common: dict[str, Any] = {"instances_listed": 2, "shared": {}, "unused": [], "conflicting": set()}
+    (applied,) = flags.result_flags([swung, other], **common)
+    assert applied.message.endswith("(e.g. 1.00 -> 10.00)")
+    (held,) = flags.result_flags([swung, other], held={swung.row.id}, **common)
+    assert held.message.endswith("(e.g. 1.00 -> 10.00); 1 of them held for approval")
 
 
 def test_missing_plans_flagged_only_when_most_rows_lack_them() -> None:
