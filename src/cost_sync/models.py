@@ -236,7 +236,8 @@ class Plan(_Frozen):
 
     id: int
     rid: OptInt = None
-    name: OptStr = None
+    #: Unstorable text (a NUL, a lone surrogate) becomes None: the name is cached (sql/0008).
+    name: StoredStr = None
     prices: Mapping[Cycle, PriceCell] = Field(default_factory=dict)
 
 

@@ -43,6 +43,7 @@ from cost_sync.models import (
     VpsRow,
 )
 from cost_sync.pricing import cacheable_cell
+from cost_sync.redact import redact
 from cost_sync.settings import Settings
 from cost_sync.sqlfiles import sql_dir
 
@@ -73,6 +74,8 @@ SYNC_LOCK_KEY = 0x63732D73796E63
 _LOCK_POLL_SECONDS = 0.2
 #: Observations read per statement.
 _OBSERVATION_CHUNK = 10_000
+#: A cached plan name is cut to this many characters.
+_PLAN_NAME_MAX = 200
 #: How long recording a failed run may take: the database may be what failed.
 _RECORD_TIMEOUT_SECONDS = 5.0
 
@@ -547,7 +550,8 @@ def price_list_to_json(plans: Mapping[int, Plan]) -> str:
             str(key): {
                 "id": plan.id,
                 "rid": plan.rid,
-                "name": plan.name,
+                # One printable line, secret-shaped fields redacted: storable in jsonb whatever was sent.
+                "name": None if plan.name is None else redact(plan.name, limit=_PLAN_NAME_MAX),
                 "prices": {cycle.value: cacheable_cell(cell) for cycle, cell in plan.prices.items()},
             }
             for key, plan in plans.items()

@@ -83,6 +83,9 @@ async def test_the_price_list_is_cached_without_secrets_and_a_dry_run_keeps_none
     marker; a dry run keeps nothing."""
     plans = [dict(plan) for plan in fleet.plans]
     plans[0]["quarterly"] = {"rootpass": "hunter2-NEVER-STORE"}
+    # Text jsonb cannot hold (NUL, a lone surrogate) and a secret-shaped field in a plan's name.
+    plans[1]["name"] = "Plan 2 rootpass=hunter3-NEVER-STORE"
+    plans[2]["name"] = "Plan\x00 3 \ud800"
     fleet.plans = plans
     await run_once(client=client, pool=pool, settings=Settings(), dry_run=True)
     assert await pool.fetchval("SELECT count(*) FROM cost_sync_price_lists") == 0
@@ -91,10 +94,13 @@ async def test_the_price_list_is_cached_without_secrets_and_a_dry_run_keeps_none
     assert (row["managed"], row["drive_type"], row["plan_key"]) == (False, "ssd", "id")
     assert row["run_id"] == result.report.run_id
     assert "hunter2" not in row["p"]
+    assert "hunter3" not in row["p"]
     cached = store_module.price_list_from_json(row["p"])
     assert cached[101].prices[Cycle.MONTHLY] == "9.99"
     assert cached[101].prices[Cycle.QUARTERLY] == pricing.UNREADABLE_CELL
     assert cached[101].name == "Unmanaged Linux 1 CPU / 2 GB"
+    assert cached[102].name == "Plan 2 rootpass=[redacted]"
+    assert cached[plans[2]["id"]].name is None
 
 
 @pytest.mark.usefixtures("rows")
