@@ -188,6 +188,21 @@ async def test_rollback_then_reapply(fresh: asyncpg.Connection) -> None:
     assert await snapshot(fresh) == migrated
 
 
+async def test_every_migration_rolls_back_newest_first_and_reapplies(fresh: asyncpg.Connection) -> None:
+    """Each rollback file undoes its migration (check names it as not applied); migrate then brings
+    back exactly the schema it had."""
+    applied_names = await migrate(fresh)
+    migrated = await snapshot(fresh)
+    names = [m.name for m in discover()]
+    assert applied_names == names
+    for name in reversed(names):
+        assert await rollback(fresh, name[:4]) == name
+        assert any(name in problem and "not applied" in problem for problem in await check(fresh)), name
+    assert await migrate(fresh) == names
+    assert await snapshot(fresh) == migrated
+    assert await check(fresh) == []
+
+
 async def test_changed_applied_file_is_refused(fresh: asyncpg.Connection, tmp_path: Path) -> None:
     """Editing an applied file is refused before anything runs, including newer files."""
     folder = tmp_path / "sql"
