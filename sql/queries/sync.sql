@@ -98,8 +98,9 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13::jsonb, $1
         $16::jsonb, $17, $18::int[], $19::text[], $20::jsonb);
 
 -- name: last_good_run
--- The last successful whole-fleet sync: what the guards compare a run with.
-SELECT id, finished, plans_in_use
+-- The last successful whole-fleet sync: what the guards compare a run with, and what
+-- `cost-sync report` shows as the run behind its figures (with the warnings it flagged).
+SELECT id, trigger, finished, plans_in_use, coalesce(warnings, '{}') AS warnings
 FROM cost_sync_runs
 WHERE outcome = 'succeeded' AND instances IS NULL AND trigger <> 'approve'
 ORDER BY started DESC

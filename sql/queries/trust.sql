@@ -71,14 +71,6 @@ ORDER BY v.id;
 -- name: oldest_observation
 SELECT min(observed) FROM cost_sync_price_observations;
 
--- name: last_fleet_run
--- The last successful whole-fleet sync and what it flagged (warnings: migration 0007).
-SELECT id, trigger, finished, coalesce(warnings, '{}') AS warnings
-FROM cost_sync_runs
-WHERE outcome = 'succeeded' AND instances IS NULL AND trigger <> 'approve'
-ORDER BY started DESC
-LIMIT 1;
-
 -- name: fleet_total
 SELECT coalesce(sum(approximate_cost), 0) FROM vps_instances WHERE status = ANY($1::text[]);
 

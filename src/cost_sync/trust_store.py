@@ -191,9 +191,11 @@ class TrustStore:
         return oldest
 
     async def last_fleet_run(self) -> LastFleetRun | None:
-        """The last successful whole-fleet sync and what it flagged; None before the first."""
+        """The last successful whole-fleet sync and what it flagged; None before the first.
+
+        The same run the guards compare with (the sync queries' ``last_good_run``)."""
         with mapped():
-            r = await self._pool.fetchrow(self._q["last_fleet_run"])
+            r = await self._pool.fetchrow(queries("sync")["last_good_run"])
         if r is None:
             return None
         return LastFleetRun(r["id"], r["trigger"], r["finished"], tuple(r["warnings"]))
