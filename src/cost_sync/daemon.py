@@ -44,7 +44,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cost_sync import __version__, schedule
+from cost_sync import __version__, build_revision, schedule
 from cost_sync.db import database_errors
 from cost_sync.errors import ConfigError, CostSyncError, DatabaseError
 from cost_sync.hostwinds import HostwindsClient
@@ -345,11 +345,11 @@ class Metrics:
         )
         build = Gauge(
             "cost_sync_build_info",
-            "The running cost-sync build; the value is always 1.",
-            ["version"],
+            "The running cost-sync build: its version and the git revision it was built from; always 1.",
+            ["version", "revision"],
             registry=r,
         )
-        build.labels(version=__version__).set(1)
+        build.labels(version=__version__, revision=build_revision()).set(1)
         # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
         ProcessCollector(registry=r)
         r.register(_HostwindsRequests(client))

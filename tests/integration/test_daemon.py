@@ -21,7 +21,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from cost_sync import __version__, cli
+from cost_sync import __version__, build_revision, cli
 from cost_sync.daemon import Daemon
 from cost_sync.errors import ConfigError
 from cost_sync.hostwinds import HostwindsClient
@@ -132,7 +132,8 @@ async def test_scheduler_fires_and_metrics_count_runs(
             >= 1
         )
         assert metrics[("cost_sync_last_success_timestamp_seconds", ())] > 0
-        assert metrics[("cost_sync_build_info", (("version", __version__),))] == 1
+        build = (("revision", build_revision()), ("version", __version__))
+        assert metrics[("cost_sync_build_info", build)] == 1
         assert metrics[("cost_sync_run_in_progress", ())] in {0, 1}
         assert metrics[("process_cpu_seconds_total", ())] > 0
         assert metrics[("process_resident_memory_bytes", ())] > 0
