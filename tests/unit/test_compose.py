@@ -32,15 +32,18 @@ def real() -> dict[str, Any]:
     return project(BASE, REAL)
 
 
-def test_each_file_and_the_merge_follow_the_compose_spec() -> None:
-    """Both files, and the demo and real-account projects, pass the compose-spec schema and rules."""
+def test_each_file_and_the_merge_follow_the_compose_spec(no_network: None) -> None:
+    """Both files, and the demo and real-account projects, pass the compose-spec schema and rules.
+
+    The schema is the one check-jsonschema ships, read with the network refused.
+    """
     assert set(demo()["services"]) == {"db", "migrate", "sandbox", "cost-sync"}
     assert set(real()["services"]) == {"migrate", "cost-sync"}
     # With the demo profile asked for, the override still makes a valid project.
     assert set(project(BASE, REAL, profiles=frozenset({"demo"}))["services"]) == set(demo()["services"])
 
 
-def test_the_schema_check_refuses_what_compose_refuses() -> None:
+def test_the_schema_check_refuses_what_compose_refuses(no_network: None) -> None:
     """The schema is really applied: an unknown key or a wrong condition is refused."""
     broken = copy.deepcopy(load(BASE))
     broken["services"]["migrate"]["depends_on"]["db"]["condition"] = "service_ready"
