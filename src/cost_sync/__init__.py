@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "build_revision"]
 
 __version__: str
 
@@ -19,3 +19,15 @@ def __getattr__(name: str) -> str:
         value = "0.0.0"
     globals()["__version__"] = value
     return value
+
+
+def build_revision() -> str:
+    """The git revision this installation was built from (see hatch_build.py), or "unknown"."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        text = distribution("cost-sync").read_text("extra_metadata/REVISION")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"
+    revision = (text or "").strip()
+    return revision or "unknown"

@@ -36,7 +36,10 @@ async def resync(
     if url is None:
         raise ConfigError("setting admin.url: required to ask a daemon (set COST_SYNC_ADMIN_URL)")
     if token is None:
-        raise ConfigError("setting admin.token: required to ask the daemon (set COST_SYNC_ADMIN_TOKEN)")
+        raise ConfigError(
+            "setting admin.token: required to ask the daemon "
+            "(set COST_SYNC_ADMIN_TOKEN or COST_SYNC_ADMIN_TOKEN_FILE)"
+        )
     base = url.rstrip("/")
     headers = {"Authorization": f"Bearer {token.get_secret_value()}"}
     body: dict[str, Any] = {} if instances is None else {"instances": instances}

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
@@ -42,9 +43,10 @@ from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cost_sync import __version__, schedule
+from cost_sync import __version__, build_revision, schedule
 from cost_sync.db import database_errors
 from cost_sync.errors import ConfigError, CostSyncError, DatabaseError
 from cost_sync.hostwinds import HostwindsClient
@@ -59,8 +61,10 @@ from cost_sync.trust_store import TrustStore
 
 log = structlog.get_logger(__name__)
 
-#: Finished runs kept for ``GET /runs/{id}``.
+#: Finished runs kept for ``GET /runs/{id}`` and ``GET /runs``.
 RUNS_KEPT = 500
+#: ``GET /runs`` page size when ``limit`` is not given.
+RUNS_PAGE = 20
 MAX_INSTANCES_PER_REQUEST = 1000
 #: The longest id a resync may name: hostwinds_instance_id is VARCHAR(255).
 MAX_INSTANCE_ID_LENGTH = 255
@@ -199,6 +203,19 @@ class Runner:
     def get(self, run_id: uuid.UUID) -> RunRecord | None:
         """A known run by id."""
         return self.runs.get(run_id)
+
+    def newest(self, limit: int, before: uuid.UUID | None = None) -> tuple[list[RunRecord], bool]:
+        """Up to ``limit`` known runs, newest first, older than ``before``; and whether more follow."""
+        records: list[RunRecord] = []
+        seen = before is None
+        for record in reversed(self.runs.values()):
+            if not seen:
+                seen = record.run_id == before
+                continue
+            if len(records) == limit:
+                return records, True
+            records.append(record)
+        return records, False
 
     def _remember(self, record: RunRecord) -> None:
         self.runs[record.run_id] = record
@@ -345,11 +362,30 @@ class Metrics:
         )
         build = Gauge(
             "cost_sync_build_info",
-            "The running cost-sync build; the value is always 1.",
-            ["version"],
+            "The running cost-sync build: its version and the git revision it was built from; always 1.",
+            ["version", "revision"],
             registry=r,
         )
-        build.labels(version=__version__).set(1)
+        build.labels(version=__version__, revision=build_revision()).set(1)
+        self.admin_requests = Counter(
+            "cost_sync_admin_requests",
+            "Requests to the admin HTTP endpoint, by route, method and status code.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.admin_duration = Histogram(
+            "cost_sync_admin_request_duration_seconds",
+            "Time the admin HTTP endpoint took to answer, by route.",
+            ["route"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.tokens_rejected = Counter(
+            "cost_sync_admin_tokens_rejected",
+            "Admin requests refused for a missing or wrong bearer token, by reason.",
+            ["reason"],
+            registry=r,
+        )
         # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
         ProcessCollector(registry=r)
         r.register(_HostwindsRequests(client))
@@ -389,6 +425,51 @@ class Metrics:
                 self.by_source.labels(source=source).set(count)
             for reason, count in report.unpriced_by_reason.items():
                 self.by_reason.labels(reason=reason).set(count)
+
+
+class _RequestMetrics:
+    """ASGI middleware counting and timing every admin request by route template, method and status.
+
+    Labels stay bounded: the route is the matched template (``/runs/{run_id}``, never a run id) or
+    ``unmatched``, and an unusual method is counted as ``other``.
+    """
+
+    METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+    def __init__(self, app: Starlette, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    def _route(self, scope: Scope) -> str:
+        partial = None
+        for route in self.app.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL and isinstance(route, Route):
+                return route.path
+            if match is Match.PARTIAL and partial is None and isinstance(route, Route):
+                partial = route.path  # the path exists, the method does not: 405 on that route
+        return partial or "unmatched"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = self._route(scope)
+        method = scope["method"] if scope["method"] in self.METHODS else "other"
+        status = 500  # what the client gets when the app raises before answering
+        started = time.perf_counter()
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.metrics.admin_duration.labels(route=route).observe(time.perf_counter() - started)
+            self.metrics.admin_requests.labels(route=route, method=method, status=str(status)).inc()
 
 
 class Daemon:
@@ -492,17 +573,19 @@ class Daemon:
 
     # -- admin HTTP ---------------------------------------------------------------------------
 
-    def app(self) -> Starlette:
-        """The admin endpoint: /healthz, /readyz, /metrics, POST /resync, GET /runs/{id}."""
-        return Starlette(
+    def app(self) -> ASGIApp:
+        """The admin endpoint: /healthz, /readyz, /metrics, POST /resync, GET /runs, GET /runs/{id}."""
+        app = Starlette(
             routes=[
                 Route("/healthz", self._healthz),
                 Route("/readyz", self._readyz),
                 Route("/metrics", self._metrics),
                 Route("/resync", self._resync, methods=["POST"]),
+                Route("/runs", self._runs),
                 Route("/runs/{run_id}", self._run),
             ]
         )
+        return _RequestMetrics(app, self.metrics)
 
     async def _healthz(self, _: Request) -> Response:
         # Waiting for `cost-sync migrate` is alive, not ready: a restart would not help.
@@ -539,6 +622,20 @@ class Daemon:
             value.strip().encode(), token.get_secret_value().encode()
         )
 
+    def _rejected(self, request: Request) -> None:
+        """Log and count a refused token: who sent it and why, never what it was."""
+        given = request.headers.get("authorization")
+        if given is None:
+            reason = "missing"
+        elif given.partition(" ")[0].lower() != "bearer":
+            reason = "not_bearer"
+        else:
+            reason = "wrong"
+        client = request.client
+        source = f"{client.host}:{client.port}" if client is not None else "unknown"
+        self.metrics.tokens_rejected.labels(reason=reason).inc()
+        log.warning("admin.token_rejected", source=source, reason=reason, path=request.url.path)
+
     async def _resync(self, request: Request) -> Response:
         if self.settings.admin.token is None:
             return JSONResponse(
@@ -546,6 +643,7 @@ class Daemon:
                 status_code=404,
             )
         if not self._authorised(request):
+            self._rejected(request)
             return JSONResponse(
                 {"error": "missing or wrong bearer token"},
                 status_code=401,
@@ -615,6 +713,26 @@ class Daemon:
             {"run_id": str(record.run_id), "state": record.state.value, "location": f"/runs/{record.run_id}"},
             status_code=202,
         )
+
+    async def _runs(self, request: Request) -> Response:
+        """Known runs, newest first, ``limit`` at a time; ``before`` (a run id) pages to older ones."""
+        raw_limit = request.query_params.get("limit", str(RUNS_PAGE))
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= RUNS_KEPT:
+            return JSONResponse({"error": f"limit must be a number from 1 to {RUNS_KEPT}"}, status_code=400)
+        limit = int(raw_limit)
+        before: uuid.UUID | None = None
+        if "before" in request.query_params:
+            try:
+                before = uuid.UUID(request.query_params["before"])
+            except ValueError:
+                return JSONResponse({"error": "before must be a run id"}, status_code=400)
+            if self.runner.get(before) is None:
+                return JSONResponse(
+                    {"error": "before names no known run (or one too old to be kept)"}, status_code=404
+                )
+        records, more = self.runner.newest(limit, before)
+        following = f"/runs?limit={limit}&before={records[-1].run_id}" if more else None
+        return JSONResponse({"runs": [record.as_json() for record in records], "next": following})
 
     async def _run(self, request: Request) -> Response:
         try:

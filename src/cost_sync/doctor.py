@@ -140,7 +140,7 @@ async def run_doctor(
             "hostwinds",
             "fail",
             "no API key is set",
-            "set COST_SYNC_HOSTWINDS_API_KEY (never in the config file)",
+            "set COST_SYNC_HOSTWINDS_API_KEY or COST_SYNC_HOSTWINDS_API_KEY_FILE",
         )
         if capture_dir is not None:
             report.add("capture", "fail", "nothing to capture without an API key", "set the key")

@@ -7,6 +7,14 @@ A setting is named by its TOML path (``hostwinds.url``). Its environment variabl
 value, a required setting left unset) is reported in one :class:`~cost_sync.errors.ConfigError`
 that names each setting, before any I/O, and secrets (the API key, the database URL's password,
 the admin token) never appear in a repr or an error.
+
+Each secret setting (:data:`SECRET_SETTINGS`) can instead be read from a file, the Docker and
+Kubernetes convention for mounted secrets: ``COST_SYNC_HOSTWINDS_API_KEY_FILE``,
+``COST_SYNC_ADMIN_TOKEN_FILE``, ``COST_SYNC_DATABASE_URL_FILE``, or ``api_key_file``, ``token_file``,
+``url_file`` in the TOML (a relative path there is relative to the config file). The file's text,
+trailing newlines removed, is then validated as the value would be. Giving a setting both as a value
+and as a file in the same place is an error naming both; the environment still wins over the TOML.
+The only I/O here is reading those files (and the TOML).
 """
 
 from __future__ import annotations
@@ -39,6 +47,11 @@ from cost_sync.models import Cycle, override_key
 from cost_sync.pricing import normalise_cycle, spelling_key
 
 ENV_PREFIX = "COST_SYNC_"
+#: Settings that hold a secret: each can also be given as a file (``<KEY>_FILE`` / ``<key>_file``).
+SECRET_SETTINGS = (("hostwinds", "api_key"), ("database", "url"), ("admin", "token"))
+FILE_SUFFIX = "_file"
+#: A secret file larger than this is not a secret (a wrong path such as a log or /dev/zero).
+MAX_SECRET_FILE_BYTES = 64 * 1024
 CONFIG_ENV = "COST_SYNC_CONFIG"
 #: Variables with the prefix that are not settings (so they are not reported as unknown).
 NON_SETTING_ENV = frozenset({CONFIG_ENV})
@@ -376,7 +389,10 @@ class Settings(BaseSettings):
         for path in paths:
             section, _, key = path.partition(".")
             if getattr(getattr(self, section), key) is None:
-                missing.append(f"setting {path}: required (set {env_name(section, key)})")
+                how = env_name(section, key)
+                if (section, key) in SECRET_SETTINGS:
+                    how += f" or {env_name(section, key + FILE_SUFFIX)}"
+                missing.append(f"setting {path}: required (set {how})")
         if missing:
             raise ConfigError(_together(missing))
 
@@ -428,11 +444,14 @@ def _together(problems: list[str]) -> str:
 
 def env_names() -> dict[str, tuple[str, str]]:
     """Every settings environment variable -> (section, key)."""
-    return {
+    names = {
         env_name(section, key): (section, key)
         for section in _SECTION_ENV
         for key in _SECTIONS[section].model_fields
     }
+    for section, key in SECRET_SETTINGS:
+        names[env_name(section, key + FILE_SUFFIX)] = (section, key + FILE_SUFFIX)
+    return names
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -477,6 +496,93 @@ def _describe(error: Mapping[str, Any], origin: Mapping[str, str], source: str) 
     return f"setting {loc}{where}: {message}"
 
 
+def read_secret_file(path: Path) -> str:
+    """The text of a secret file, trailing newlines removed; ValueError (never the content) if unusable."""
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_SECRET_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise ValueError(f"file {path} not found") from None
+    except OSError as exc:
+        raise ValueError(f"file {path} cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if len(raw) > MAX_SECRET_FILE_BYTES:
+        raise ValueError(f"file {path} is larger than {MAX_SECRET_FILE_BYTES // 1024} KiB: not a secret file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"file {path} is not UTF-8 text") from None
+    # `echo KEY > file` and most editors end the file with a newline that is not part of the secret.
+    text = text.rstrip("\r\n")
+    if not text.strip():
+        raise ValueError(f"file {path} is empty")
+    return text
+
+
+def _resolve_secret_files(
+    data: dict[str, Any],
+    env: dict[str, dict[str, Any]],
+    origin: dict[str, str],
+    config_path: Path | None,
+    problems: list[str],
+) -> None:
+    """Replace every ``<key>_file`` (TOML or environment) in ``data``/``env`` by the file's text."""
+    for section, key in SECRET_SETTINGS:
+        file_key = key + FILE_SUFFIX
+        env_keys = env.get(section, {})
+        toml_keys = data.get(section)
+        if file_key in env_keys and not str(env_keys[file_key]).strip():
+            # COST_SYNC_..._FILE= (empty, as compose files leave it) means "not set", as for the value.
+            del env_keys[file_key]
+            origin.pop(f"{section}.{file_key}", None)
+        if (file_key in env_keys or key in env_keys) and isinstance(toml_keys, dict):
+            # The environment wins over the TOML, whichever form each uses.
+            toml_keys.pop(key, None)
+            toml_keys.pop(file_key, None)
+        if file_key in env_keys:
+            name = env_name(section, file_key)
+            raw_path = str(env_keys.pop(file_key))
+            origin.pop(f"{section}.{file_key}", None)
+            if str(env_keys.get(key) or "").strip():
+                problems.append(
+                    f"setting {section}.{key}: both {env_name(section, key)} and {name} are set; set only one"
+                )
+                continue
+            try:
+                env_keys[key] = read_secret_file(Path(raw_path))
+            except ValueError as exc:
+                problems.append(f"setting {section}.{key} (from {name}): {exc}")
+                env_keys.pop(key, None)
+                continue
+            origin[f"{section}.{key}"] = name
+            continue
+        if key in env_keys:
+            continue
+        if not isinstance(toml_keys, dict) or file_key not in toml_keys:
+            continue
+        where = f" (in {config_path})" if config_path else ""
+        source = f"{section}.{file_key}" + (f" in {config_path}" if config_path else "")
+        if key in toml_keys:
+            problems.append(
+                f"setting {section}.{key}{where}: both {section}.{key} and {section}.{file_key} are set; "
+                "set only one"
+            )
+            del toml_keys[file_key]
+            continue
+        file_value = toml_keys.pop(file_key)
+        if not isinstance(file_value, str) or not file_value.strip():
+            problems.append(f"setting {section}.{file_key}{where}: must be the path of a file")
+            continue
+        path = Path(file_value)
+        if not path.is_absolute() and config_path is not None:
+            path = config_path.parent / path
+        try:
+            toml_keys[key] = read_secret_file(path)
+        except ValueError as exc:
+            problems.append(f"setting {section}.{key} (from {source}): {exc}")
+            continue
+        origin[f"{section}.{key}"] = source
+
+
 def load_settings(config_path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read settings from the TOML file (if any) and the environment; raise ConfigError if bad."""
     environ = os.environ if environ is None else environ
@@ -485,6 +591,7 @@ def load_settings(config_path: Path | None = None, environ: Mapping[str, str] | 
     data: dict[str, Any] = _read_toml(config_path) if config_path is not None else {}
     problems: list[str] = []
     env, origin = _env_values(environ, problems)
+    _resolve_secret_files(data, env, origin, config_path, problems)
     for section, keys in env.items():
         current = data.get(section)
         if current is not None and not isinstance(current, dict):

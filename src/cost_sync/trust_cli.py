@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import structlog
 
 from cost_sync import explain, guard, pricing, render, reporting
 from cost_sync.db import create_pool
@@ -32,6 +33,8 @@ from cost_sync.sync import open_resources, run_once
 from cost_sync.trust_store import TrustStore
 
 __all__ = ["HANDLERS"]
+
+log = structlog.get_logger(__name__)
 
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
@@ -269,6 +272,13 @@ async def _held(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _approve(args: argparse.Namespace, settings: Settings) -> int:
+    # One id for the whole approval: its recheck's log lines, its own, and its ledger row.
+    run_id = uuid.uuid4()
+    with structlog.contextvars.bound_contextvars(run_id=str(run_id), trigger="approve"):
+        return await _approve_as(run_id, args, settings)
+
+
+async def _approve_as(run_id: uuid.UUID, args: argparse.Namespace, settings: Settings) -> int:
     started = datetime.now(UTC)
     settings.require("hostwinds.api_key", "database.url")
     async with open_resources(settings) as (client, pool):
@@ -304,7 +314,10 @@ async def _approve(args: argparse.Namespace, settings: Settings) -> int:
                     dry_run=True,
                     strict_targets=False,
                     accept_changes=True,
+                    run_id=run_id,
                 )
+                # The recheck unbinds the run's context when it ends; the approval goes on under it.
+                structlog.contextvars.bind_contextvars(run_id=str(run_id), trigger="approve")
                 outcomes = {o.row.id: o for o in result.outcomes}
                 for h in held:
                     outcome = outcomes.get(h.row_id)
@@ -319,7 +332,6 @@ async def _approve(args: argparse.Namespace, settings: Settings) -> int:
                 {h.hostwinds_instance_id or str(h.row_id): why for h in held if (why := decided[h.row_id])}
             )
             applied: list[uuid.UUID] = []
-            run_id = uuid.uuid4()
             if ok and not args.dry_run:
                 report = RunReport(
                     run_id=run_id,
@@ -340,6 +352,13 @@ async def _approve(args: argparse.Namespace, settings: Settings) -> int:
                 )
     names = {h.row_id: h.hostwinds_instance_id or str(h.row_id) for h in held}
     would = [names[i] for i in ok] if args.dry_run else [names[i] for i in applied]
+    log.info(
+        "approve.finished",
+        dry_run=args.dry_run,
+        held=len(held),
+        approved=len(would) if not args.dry_run else 0,
+        refused=len(refused),
+    )
     if args.json:
         print(
             json.dumps(

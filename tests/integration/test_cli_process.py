@@ -220,3 +220,27 @@ def test_a_bad_resync_answer_is_one_line(garbage_daemon: str) -> None:
     assert_one_clear_failure(done, 1, garbage_daemon, "run_id")
     assert json.loads(done.stdout)["exit_code"] == 1
     assert "token-for-tests" not in done.stderr + done.stdout
+
+
+@pytest.mark.db
+def test_secrets_from_files_reach_a_real_database(db_url: str, tmp_path: Path) -> None:
+    """`migrate --check` with the database URL only in a mounted-secret style file: it connects."""
+    secret = tmp_path / "database_url"
+    secret.write_text(db_url + "\n")
+    done = cost_sync("migrate", "--check", env=clean_env(COST_SYNC_DATABASE_URL_FILE=str(secret)))
+    assert done.returncode == 0, done.stderr
+
+
+def test_secret_given_twice_is_exit_2_naming_both(tmp_path: Path) -> None:
+    """The API key as a value and as a file: exit 2, one line naming both variables, neither value."""
+    secret = tmp_path / "key"
+    secret.write_text("key-from-file\n")
+    env = clean_env(
+        COST_SYNC_HOSTWINDS_API_KEY="key-from-env",
+        COST_SYNC_HOSTWINDS_API_KEY_FILE=str(secret),
+        COST_SYNC_DATABASE_URL=UNREACHABLE_DB,
+    )
+    line = assert_one_clear_failure(
+        cost_sync("--once", env=env), 2, "COST_SYNC_HOSTWINDS_API_KEY", "COST_SYNC_HOSTWINDS_API_KEY_FILE"
+    )
+    assert "key-from" not in line

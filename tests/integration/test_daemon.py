@@ -21,7 +21,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from cost_sync import __version__, cli
+from cost_sync import __version__, build_revision, cli
 from cost_sync.daemon import Daemon
 from cost_sync.errors import ConfigError
 from cost_sync.hostwinds import HostwindsClient
@@ -132,7 +132,8 @@ async def test_scheduler_fires_and_metrics_count_runs(
             >= 1
         )
         assert metrics[("cost_sync_last_success_timestamp_seconds", ())] > 0
-        assert metrics[("cost_sync_build_info", (("version", __version__),))] == 1
+        build = (("revision", build_revision()), ("version", __version__))
+        assert metrics[("cost_sync_build_info", build)] == 1
         assert metrics[("cost_sync_run_in_progress", ())] in {0, 1}
         assert metrics[("process_cpu_seconds_total", ())] > 0
         assert metrics[("process_resident_memory_bytes", ())] > 0
@@ -600,3 +601,91 @@ async def test_named_resync_applies_a_large_change_a_fleet_resync_holds_it(
         assert (named["report"]["held"], named["report"]["updated"]) == (0, 1)
         assert await pool.fetchval("SELECT approximate_cost FROM vps_instances") == Decimal("99.90")
         assert await pool.fetchval("SELECT count(*) FROM cost_sync_held_changes") == 0
+
+
+async def test_runs_list_pages_newest_first_with_the_fields_of_one_run(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
+) -> None:
+    """GET /runs: newest first, `limit` at a time, `next` pages back; each entry is GET /runs/{id}."""
+    hostwinds.instances = [instance(1)]
+    await seed(pool, [("1", "active", None)])
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with start(pool, daemon_settings(token=TOKEN)) as d:
+        empty = await d.http.get("/runs")
+        assert (empty.status_code, empty.json()) == (200, {"runs": [], "next": None})
+        ids = []
+        for _ in range(5):
+            run_id = (await d.http.post("/resync", json={"instances": ["1"]}, headers=auth)).json()["run_id"]
+
+            async def finished(run_id: str = run_id) -> bool:
+                return (await d.http.get(f"/runs/{run_id}")).json()["state"] == "succeeded"
+
+            await wait_for(finished)
+            ids.append(run_id)
+        newest_first = list(reversed(ids))
+        page = (await d.http.get("/runs", params={"limit": 2})).json()
+        assert [r["run_id"] for r in page["runs"]] == newest_first[:2]
+        for entry in page["runs"]:
+            assert entry == (await d.http.get(f"/runs/{entry['run_id']}")).json()
+        seen = [r["run_id"] for r in page["runs"]]
+        while page["next"] is not None:
+            page = (await d.http.get(page["next"])).json()
+            seen += [r["run_id"] for r in page["runs"]]
+        assert seen == newest_first
+        assert [r["run_id"] for r in (await d.http.get("/runs")).json()["runs"]] == newest_first
+        for bad in ({"limit": "0"}, {"limit": "501"}, {"limit": "x"}, {"before": "nope"}):
+            assert (await d.http.get("/runs", params=bad)).status_code == 400, bad
+        unknown = await d.http.get("/runs", params={"before": "00000000-0000-0000-0000-000000000000"})
+        assert unknown.status_code == 404
+
+
+async def test_rejected_tokens_are_logged_without_the_token_and_counted(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
+) -> None:
+    """Each refused POST /resync logs its source address and reason, never the token, and is counted."""
+    async with start(pool, daemon_settings(token=TOKEN)) as d:
+        with capture_logs() as logs:
+            assert (await d.http.post("/resync", json={})).status_code == 401
+            wrong = {"Authorization": "Bearer guessed-token-123"}
+            assert (await d.http.post("/resync", json={}, headers=wrong)).status_code == 401
+            basic = {"Authorization": "Basic Z3Vlc3NlZC10b2tlbi0xMjM="}
+            assert (await d.http.post("/resync", json={}, headers=basic)).status_code == 401
+        rejected = [e for e in logs if e["event"] == "admin.token_rejected"]
+        assert [e["reason"] for e in rejected] == ["missing", "wrong", "not_bearer"]
+        for event in rejected:
+            assert event["log_level"] == "warning"
+            assert event["source"].startswith("127.0.0.1:")
+            assert int(event["source"].rpartition(":")[2]) > 0
+        assert "guessed-token-123" not in repr(logs)
+        assert "Z3Vlc3NlZC10b2tlbi0xMjM=" not in repr(logs)
+        metrics = await scrape(d)
+        for reason in ("missing", "wrong", "not_bearer"):
+            assert metrics[("cost_sync_admin_tokens_rejected_total", (("reason", reason),))] == 1
+
+
+async def test_admin_requests_are_counted_and_timed_by_route_template(
+    hostwinds: FakeHostwinds, mocked: respx.MockRouter, pool: asyncpg.Pool
+) -> None:
+    """Request metrics label by route template and status: run ids and unknown paths add no series."""
+    async with start(pool, daemon_settings()) as d:
+        assert (await d.http.get("/healthz")).status_code == 200
+        assert (await d.http.get("/healthz")).status_code == 200
+        for n in range(3):
+            assert (await d.http.get(f"/runs/00000000-0000-0000-0000-00000000000{n}")).status_code == 404
+        assert (await d.http.get("/no/such/path")).status_code == 404
+        assert (await d.http.get("/resync")).status_code == 405
+        metrics = await scrape(d)
+
+        def requests(route: str, method: str, status: str) -> float:
+            key = (("method", method), ("route", route), ("status", status))
+            return metrics.get(("cost_sync_admin_requests_total", key), 0)
+
+        assert requests("/healthz", "GET", "200") == 2
+        assert requests("/runs/{run_id}", "GET", "404") == 3
+        assert requests("unmatched", "GET", "404") == 1
+        assert requests("/resync", "GET", "405") == 1
+        assert metrics[("cost_sync_admin_request_duration_seconds_count", (("route", "/healthz"),))] == 2
+        routes = {
+            dict(labels)["route"] for (name, labels) in metrics if name == "cost_sync_admin_requests_total"
+        }
+        assert routes == {"/healthz", "/runs/{run_id}", "unmatched", "/resync"}

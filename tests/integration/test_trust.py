@@ -433,3 +433,30 @@ async def test_explain_names_the_cycle_alias_a_value_was_priced_through(
     assert data["last_change"]["cycle"] == "semiannually"
     assert data["approximate_cost"] == str((await values(conn))["8"])
     await conn.close()
+
+
+async def test_approve_logs_under_the_run_id_the_ledger_records(
+    hostwinds: FakeHostwinds, db_url: str, env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every log line of an approval (its recheck included) carries the id of its ledger row."""
+    hostwinds.instances = [instance(1)]
+    conn = await connect(db_url)
+    await seed(conn, [("1", "active", None)])
+    assert (await cost_sync(capsys, "--once"))[0] == 0
+    hostwinds.plans = scaled_plans("10")
+    assert (await cost_sync(capsys, "--once"))[0] == 0
+    capsys.readouterr()
+    code = await asyncio.to_thread(cli.main, ["approve", "--all", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured
+    run_id = json.loads(captured.out)["run_id"]
+    lines = [json.loads(line) for line in captured.err.splitlines() if line.startswith("{")]
+    events = {line["event"] for line in lines}
+    assert "approve.finished" in events
+    assert len(events) > 1, events  # the recheck's own lines too
+    assert {line.get("run_id") for line in lines} == {run_id}
+    ledger = await conn.fetch("SELECT id::text, trigger FROM cost_sync_runs WHERE trigger = 'approve'")
+    assert [(r["id"], r["trigger"]) for r in ledger] == [(run_id, "approve")]
+    history = await conn.fetchval("SELECT run_id::text FROM cost_sync_history WHERE approved")
+    assert history == run_id
+    await conn.close()

@@ -5,7 +5,9 @@ A module using ``client`` defines its own ``hostwinds`` fixture: the fleet it is
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -39,3 +41,15 @@ async def client(hostwinds: FakeHostwinds) -> AsyncIterator[HostwindsClient]:
             yield HostwindsClient(
                 http, API_KEY, url=URL, requests_per_second=None, attempts=2, sleep=no_sleep
             )
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to resolve a name or open a connection fails the test (schemas must be offline)."""
+
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise AssertionError("the test tried to use the network")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
