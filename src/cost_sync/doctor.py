@@ -33,7 +33,7 @@ from cost_sync.hostwinds import (
     unwrap,
 )
 from cost_sync.migrate import MIGRATE_HINT, check, discover
-from cost_sync.models import Cycle, Instance, Plan, VpsRow
+from cost_sync.models import Cycle, Instance, Plan, PriceList, VpsRow
 from cost_sync.settings import CONFIG_ENV, Settings, load_settings
 from cost_sync.store import queries
 from cost_sync.sync import open_hostwinds
@@ -294,11 +294,12 @@ async def _ask_and_read(
         wanted = {i.serviceid: i for i in instances}
     considered = list(wanted.values()) or instances
 
-    lists_by_id: dict[matching.PriceListKey, dict[int, Plan]] = {}
+    lists_by_id: dict[matching.PriceListKey, PriceList] = {}
     lists_by_rid: dict[matching.PriceListKey, dict[int, Plan]] = {}
     keys = sorted({(hw.managed, i.disk_type) for i in considered}, key=lambda k: k[1] or "")
     shapes: list[str] = []
     failures: list[str] = []
+    skipped: list[str] = []
     for key in keys:
         params = price_list_params(managed=key[0], drive_type=key[1])
         label = f"managed={int(key[0])} drive_type={key[1] or '(default)'}"
@@ -315,9 +316,19 @@ async def _ask_and_read(
             failures.append(f"{label}: {exc}")
             continue
         shapes.append(f"{label}: {_shape(plist)}, {len(lists_by_id[key])} rows")
+        skipped.extend(f"{label}: {row.describe()}" for row in lists_by_id[key].unreadable)
     if failures:
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
         report.add("get_price_list", "fail", f"{failures[0]}{more}", _REPORT_IT)
+    elif skipped:
+        more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        report.add(
+            "get_price_list",
+            "warn",
+            f"{'; '.join(shapes)}; price_list_row_unreadable: {skipped[0]}{more}",
+            "instances on those plans are priced from their own cycle prices, else unpriced "
+            f"(plan_unreadable, custom_plan); {_REPORT_IT}",
+        )
     else:
         report.add("get_price_list", "pass", "; ".join(shapes) or "no instance needs a price list")
 

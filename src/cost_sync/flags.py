@@ -15,7 +15,17 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from cost_sync.models import Estimate, Instance, RowOutcome, Unpriced, UnpricedReason, VpsRow, override_key
+from cost_sync.models import (
+    Estimate,
+    Instance,
+    Plan,
+    PriceList,
+    RowOutcome,
+    Unpriced,
+    UnpricedReason,
+    VpsRow,
+    override_key,
+)
 
 __all__ = [
     "EXAMPLES",
@@ -23,6 +33,7 @@ __all__ = [
     "SWING_UP",
     "Flag",
     "conflicting_instances",
+    "price_list_flags",
     "result_flags",
     "shared_instances",
     "unused_overrides",
@@ -82,6 +93,28 @@ def unused_overrides(overrides: Mapping[str, Decimal], rows: Sequence[VpsRow]) -
         return []
     named = {override_key(row.hostwinds_instance_id) for row in rows}
     return sorted(key for key in overrides if key not in named)
+
+
+def price_list_flags(price_lists: Mapping[tuple[bool, str | None], Mapping[int, Plan]]) -> list[Flag]:
+    """One ``price_list_row_unreadable`` flag per price-list row the reader skipped: which list
+    (managed, drive type), the row's key and the path where reading stopped."""
+    found: list[Flag] = []
+    for (managed, drive_type), plans in sorted(
+        price_lists.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")
+    ):
+        if not isinstance(plans, PriceList):
+            continue
+        for row in plans.unreadable:
+            reason = UnpricedReason.CUSTOM_PLAN if row.custom else UnpricedReason.PLAN_UNREADABLE
+            found.append(
+                Flag(
+                    "price_list_row_unreadable",
+                    f"price_list_row_unreadable: price list managed={int(managed)} "
+                    f"drive_type={drive_type or '(default)'}: {row.describe()}; instances on that plan "
+                    f"without their own cycle prices are unpriced ({reason.value}), other rows are priced",
+                )
+            )
+    return found
 
 
 def _held(outcomes: Iterable[RowOutcome], held: Collection[uuid.UUID]) -> int:

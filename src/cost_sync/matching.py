@@ -24,6 +24,7 @@ from cost_sync.models import (
     Observation,
     Plan,
     PriceCell,
+    PriceList,
     RowOutcome,
     Unpriced,
     UnpricedReason,
@@ -48,6 +49,7 @@ __all__ = [
     "price_rows",
     "resolve_targets",
     "shared_uuid_unpriced",
+    "unreadable_plan",
     "wanted_instances",
 ]
 
@@ -298,8 +300,12 @@ def price_matched(
                     outcomes.append(RowOutcome(row, None, shared_uuid_unpriced(services)))
                     continue
             plan = None
+            missing = None
             if instance is not None and instance.product_id is not None:
-                plan = price_lists.get((managed, instance.disk_type), no_plans).get(instance.product_id)
+                plans = price_lists.get((managed, instance.disk_type), no_plans)
+                plan = plans.get(instance.product_id)
+                if plan is None and isinstance(plans, PriceList) and plans.unreadable:
+                    missing = unreadable_plan(plans, instance.product_id)
             result = pricing.price_row(
                 row,
                 instance,
@@ -307,9 +313,27 @@ def price_matched(
                 cycle_prices=cycle_prices.get(instance.serviceid) if instance else None,
                 plan=plan,
                 aliases=aliases,
+                plan_missing=missing,
             )
             outcomes.append(RowOutcome(row, instance, result))
     return outcomes
+
+
+def unreadable_plan(plans: PriceList, product_id: int) -> Unpriced | None:
+    """Why an instance on plan ``product_id`` cannot be priced from this list, when the list has a
+    row for that plan it could not read: ``custom_plan`` or ``plan_unreadable``, with the path."""
+    row = plans.unreadable_row(product_id)
+    if row is None:
+        return None
+    if row.custom:
+        return Unpriced(
+            UnpricedReason.CUSTOM_PLAN,
+            f"plan {product_id} is a custom plan priced per service only ({row.path})",
+        )
+    return Unpriced(
+        UnpricedReason.PLAN_UNREADABLE,
+        f"price-list row for plan {product_id} could not be read at {row.path}: {row.detail}",
+    )
 
 
 def shared_uuid_unpriced(services: Sequence[int]) -> Unpriced:

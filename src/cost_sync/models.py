@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -72,6 +72,10 @@ class UnpricedReason(StrEnum):
     OUT_OF_RANGE = "out_of_range"
     #: Hostwinds answered this service's cycle prices with an error or an unreadable body.
     CYCLE_PRICES_UNAVAILABLE = "cycle_prices_unavailable"
+    #: The instance's price-list row could not be read (finding ``price_list_row_unreadable``).
+    PLAN_UNREADABLE = "plan_unreadable"
+    #: The instance's plan is a custom plan the price list prices per service only.
+    CUSTOM_PLAN = "custom_plan"
     #: The run's time budget ran out before this service was asked; the next run continues.
     PENDING = "pending"
     #: Hostwinds listed this service id more than once with different data: which one is true?
@@ -239,6 +243,44 @@ class Plan(_Frozen):
     #: Unstorable text (a NUL, a lone surrogate) becomes None: the name is cached (sql/0008).
     name: StoredStr = None
     prices: Mapping[Cycle, PriceCell] = Field(default_factory=dict)
+    #: A custom plan (a ``pricing`` object of resource options): priced per service; a cycle it
+    #: has no price for is ``custom_plan``, not ``cycle_not_offered``.
+    custom: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableRow:
+    """One price-list row the reader skipped: its join key (None when it has none), the path where
+    reading stopped, whether it is a custom plan, and why (never a value from the row)."""
+
+    key: int | None
+    path: str
+    custom: bool
+    detail: str
+
+    def describe(self) -> str:
+        """One line: which row, where reading stopped, why."""
+        kind = "custom plan" if self.custom else "row"
+        which = f" {self.key}" if self.key is not None else ""
+        return f"{kind}{which} at {self.path}: {self.detail}"
+
+
+class PriceList(dict[int, Plan]):
+    """The plans of one price list keyed by their join key, and the rows that could not be read.
+
+    A ``dict`` so every caller that only needs the plans keeps reading it as one.
+    """
+
+    def __init__(
+        self, plans: Mapping[int, Plan] | None = None, unreadable: Sequence[UnreadableRow] = ()
+    ) -> None:
+        super().__init__(plans or {})
+        #: Rows skipped (finding ``price_list_row_unreadable``), in answer order.
+        self.unreadable: tuple[UnreadableRow, ...] = tuple(unreadable)
+
+    def unreadable_row(self, key: int) -> UnreadableRow | None:
+        """The skipped row whose join key is ``key``, if any."""
+        return next((u for u in self.unreadable if u.key == key), None)
 
 
 @dataclass(frozen=True, slots=True)

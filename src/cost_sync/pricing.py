@@ -211,11 +211,14 @@ def estimate_instance(
     cycle_prices: Mapping[Cycle, PriceCell] | None,
     plan: Plan | None,
     aliases: Mapping[str, Cycle] | None = None,
+    plan_missing: Unpriced | None = None,
 ) -> Estimate | Unpriced:
     """Return the monthly estimate of one instance from its cycle prices, else its plan's price.
 
     ``aliases`` (spelling key -> cycle) name cycles for spellings that name none themselves; the
-    estimate then carries the spelling as ``cycle_alias``.
+    estimate then carries the spelling as ``cycle_alias``. ``plan_missing`` says why ``plan`` is
+    None when the price list has a row for it that could not be read (``plan_unreadable``,
+    ``custom_plan``); without it a missing plan is ``plan_not_found``.
     """
     cycle = _cycle_of(instance.billingcycle, instance.hourly)
     alias: str | None = None
@@ -248,6 +251,8 @@ def estimate_instance(
 
     if price is None:
         source = _PRICE_LIST
+        if plan is None and plan_missing is not None:
+            return plan_missing
         if plan is None:
             return Unpriced(
                 reason=UnpricedReason.PLAN_NOT_FOUND,
@@ -257,6 +262,12 @@ def estimate_instance(
             )
         cell = plan.prices.get(priced_cycle)
         parsed = parse_price_cell(cell)
+        if not isinstance(parsed, Decimal) and plan.custom:
+            return Unpriced(
+                reason=UnpricedReason.CUSTOM_PLAN,
+                detail=f"plan {plan.id} is a custom plan priced per service; the price list has no "
+                f"'{priced_cycle}' price for it",
+            )
         if not isinstance(parsed, Decimal):
             verb = "has no" if parsed is UnpricedReason.CYCLE_NOT_OFFERED else "has an invalid"
             return Unpriced(
@@ -300,6 +311,7 @@ def price_row(
     cycle_prices: Mapping[Cycle, PriceCell] | None,
     plan: Plan | None,
     aliases: Mapping[str, Cycle] | None = None,
+    plan_missing: Unpriced | None = None,
 ) -> Estimate | Unpriced:
     """Return one row's estimate: a Finance override first, else its matched instance's price."""
     if override is not None:
@@ -317,7 +329,9 @@ def price_row(
             reason=UnpricedReason.NOT_FOUND,
             detail=f"no Hostwinds instance {_quote(instance_id)}",
         )
-    return estimate_instance(instance, cycle_prices=cycle_prices, plan=plan, aliases=aliases)
+    return estimate_instance(
+        instance, cycle_prices=cycle_prices, plan=plan, aliases=aliases, plan_missing=plan_missing
+    )
 
 
 def _quote(text: str | None) -> str:

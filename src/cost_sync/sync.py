@@ -464,7 +464,7 @@ class SyncRun:
             failed=len(fetched.failed),
             pending=len(fetched.pending),
         )
-        raised = flags.result_flags(
+        raised = flags.price_list_flags(fetched.price_lists) + flags.result_flags(
             outcomes,
             instances_listed=instances_listed,
             shared=shared,
