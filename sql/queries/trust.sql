@@ -22,7 +22,7 @@ WHERE id = $1;
 -- name: read_history
 -- A row's whole history, newest first.
 SELECT run_id, created, old_cost, new_cost, source, cycle, cycle_price, months, hourly_ceiling,
-       product_id, product_name, approved, proposed_by, cycle_alias
+       product_id, product_name, approved, proposed_by, cycle_alias, fallback, provisional
 FROM cost_sync_history
 WHERE vps_instance_id = $1
 ORDER BY created DESC, run_id;

@@ -10,6 +10,7 @@ directory, every answer a full sync needs is asked and written there (:mod:`cost
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -395,15 +396,47 @@ async def _cycle_price_check(
             f"{len(unreadable)} of {len(asked)} answer(s) not read, first: {unreadable[0]}",
             f"{_REPORT_IT}: the client does not read this shape",
         )
+    elif errors and len(errors) == len(asked) and len({_SERVICE_ID.sub("service N", e) for e in errors}) == 1:
+        cause, fix = _everywhere_cause(errors[0])
+        report.add(
+            "get_billingcycle_prices",
+            "fail",
+            f"cycle_prices_unavailable_everywhere: all {len(asked)} service(s) asked answered the same "
+            f"error: {errors[0]}; likely cause: {cause}",
+            f"{fix}; meanwhile every row is priced from the price list (fallback cycle_prices_error), "
+            "so check the plan_join check below",
+        )
     elif errors:
         report.add(
             "get_billingcycle_prices",
             "warn",
             f"{evidence}; {len(errors)} error(s), first: {errors[0]}",
-            "those rows will be unpriced (cycle_prices_unavailable) until Hostwinds answers",
+            "those rows are priced from the price list (fallback cycle_prices_error) until Hostwinds "
+            "answers; with no price-list plan they stay unpriced (cycle_prices_unavailable)",
         )
     else:
         report.add("get_billingcycle_prices", "pass", evidence)
+
+
+_SERVICE_ID = re.compile(r"service \d+")
+
+
+def _everywhere_cause(error: str) -> tuple[str, str]:
+    """The likely cause and fix of one error every service's get_billingcycle_prices answered."""
+    text = error.lower()
+    if "invalid action" in text:
+        return (
+            "this account or key does not offer get_billingcycle_prices",
+            "ask Hostwinds to enable get_billingcycle_prices for this API key",
+        )
+    if "serviceid" in text:
+        return (
+            "Hostwinds does not take these service ids for get_billingcycle_prices "
+            "(another account's key, or the action wants another id)",
+            "check that COST_SYNC_HOSTWINDS_API_KEY is the key of the account that owns these "
+            f"instances; if it is, {_REPORT_IT}",
+        )
+    return ("the action fails for the whole account", _REPORT_IT)
 
 
 def _matching_check(

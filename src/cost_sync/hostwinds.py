@@ -55,6 +55,7 @@ from cost_sync.errors import (
     ForbiddenActionError,
     HostwindsAuthError,
     HostwindsError,
+    HostwindsErrorEnvelope,
     HostwindsResponseError,
     HostwindsTransientError,
 )
@@ -406,7 +407,7 @@ class HostwindsClient:
         message = self._scrub(first.get("message"), _MESSAGE_MAX) or "no message"
         code = self._scrub(first.get("ERROR"), 20)
         suffix = f" (code {code})" if code else ""
-        return HostwindsResponseError(f"{action}: Hostwinds answered an error: {message}{suffix}")
+        return HostwindsErrorEnvelope(f"{action}: Hostwinds answered an error: {message}{suffix}")
 
     def _scrub(self, value: object, limit: int) -> str:
         if value is None:

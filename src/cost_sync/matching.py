@@ -20,6 +20,7 @@ from cost_sync import pricing
 from cost_sync.models import (
     AskReason,
     Cycle,
+    Fallback,
     Instance,
     Observation,
     Plan,
@@ -276,8 +277,13 @@ def price_matched(
     withheld: Mapping[int, Unpriced] | None = None,
     aliases: Mapping[str, Cycle] | None = None,
     shared_uuids: Mapping[str, Sequence[int]] | None = None,
+    failed: Mapping[int, tuple[Fallback, str]] | None = None,
 ) -> list[RowOutcome]:
     """Decide every matched row: pick its price source, estimate.
+
+    ``failed`` names services whose cycle prices were asked and could not be used (an error
+    envelope, an unreadable answer): their rows are priced from the price list with that
+    ``fallback``, else unpriced ``cycle_prices_unavailable``.
 
     ``withheld`` names services whose cycle prices this run could not establish (not reached in
     its budget, or unreadable): their rows are unpriced with that reason, and keep their value.
@@ -288,6 +294,7 @@ def price_matched(
     outcomes = []
     no_plans: Mapping[int, Plan] = {}
     withheld = withheld or {}
+    failed = failed or {}
     with gc_paused():
         for row, instance in matches:
             override = overrides.get(override_key(row.hostwinds_instance_id)) if overrides else None
@@ -314,6 +321,7 @@ def price_matched(
                 plan=plan,
                 aliases=aliases,
                 plan_missing=missing,
+                failed=failed.get(instance.serviceid) if instance is not None and failed else None,
             )
             outcomes.append(RowOutcome(row, instance, result))
     return outcomes

@@ -60,6 +60,19 @@ class PriceSource(StrEnum):
     PRICE_LIST = "price_list"
 
 
+class Fallback(StrEnum):
+    """Why a row was priced from the price list rather than from its service's own cycle prices."""
+
+    #: The service's cycle prices were ``{}``: Hostwinds has no data for it (documented).
+    CYCLE_PRICES_EMPTY = "cycle_prices_empty"
+    #: Hostwinds answered the service's cycle prices with an error envelope.
+    CYCLE_PRICES_ERROR = "cycle_prices_error"
+    #: The service's cycle-price answer could not be read.
+    CYCLE_PRICES_UNREADABLE = "cycle_prices_unreadable"
+    #: The answer has prices, but none (or "not offered") for the instance's cycle.
+    CYCLE_MISSING = "cycle_missing"
+
+
 class UnpricedReason(StrEnum):
     """Why a row in scope got no estimate; its stored value is then left as it was."""
 
@@ -329,6 +342,12 @@ class Estimate:
     #: The instance's own ``billingcycle`` spelling when a ``[hostwinds.cycle_aliases]`` entry
     #: turned it into ``cycle`` (e.g. "Bi-Annually"); None when the spelling named the cycle itself.
     cycle_alias: str | None = None
+    #: Why a ``price_list`` estimate did not come from the service's own cycle prices (None: it
+    #: did not fall back, or no cycle prices were asked).
+    fallback: Fallback | None = None
+    #: A price-list estimate for a row with no value while its own cycle prices are still to be
+    #: asked (a cold start); a later run refines it.
+    provisional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,7 +420,7 @@ class PriceCacheReport(_Frozen):
     reasons: dict[str, int] = Field(
         default_factory=lambda: {reason.value: 0 for reason in AskReason},
     )
-    #: Asked services whose answer was an error or unreadable (their rows are unpriced).
+    #: Asked services whose answer was an error or unreadable (their rows fall back to the price list).
     failed: int = 0
     #: Services the run's time budget did not reach (their rows keep their value).
     pending: int = 0

@@ -481,6 +481,8 @@ class Store:
                 est.product_id,
                 est.product_name,
                 est.cycle_alias,
+                est.fallback.value if est.fallback else None,
+                est.provisional,
             )
             ids.append(row.id)
             costs.append(est.monthly)

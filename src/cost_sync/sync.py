@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -28,7 +29,13 @@ import structlog
 
 from cost_sync import __version__, flags, guard, pricing
 from cost_sync.db import create_pool
-from cost_sync.errors import ConfigError, CostSyncError, GuardRefused, HostwindsResponseError
+from cost_sync.errors import (
+    ConfigError,
+    CostSyncError,
+    GuardRefused,
+    HostwindsErrorEnvelope,
+    HostwindsResponseError,
+)
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.matching import (
     PriceListKey,
@@ -45,6 +52,7 @@ from cost_sync.models import (
     AskReason,
     Cycle,
     Estimate,
+    Fallback,
     HeldChange,
     Instance,
     Observation,
@@ -144,7 +152,8 @@ class Progress:
 class _Fetched:
     price_lists: dict[PriceListKey, dict[int, Plan]] = field(default_factory=dict)
     answers: dict[int, Observation] = field(default_factory=dict)
-    failed: dict[int, str] = field(default_factory=dict)
+    #: serviceid -> why its cycle prices could not be used: an error envelope or an unreadable answer.
+    failed: dict[int, tuple[Fallback, str]] = field(default_factory=dict)
     pending: list[int] = field(default_factory=list)
 
 
@@ -364,16 +373,12 @@ class SyncRun:
 
         cycle_prices = {sid: o.prices for sid, o in plan.hits.items()}
         cycle_prices.update({sid: o.prices for sid, o in fetched.answers.items()})
+        # A service whose cycle prices failed falls back to the price list (matching.price_matched).
+        failed = {sid: (kind, f"service {sid}: {why}") for sid, (kind, why) in fetched.failed.items()}
         withheld = {
-            sid: Unpriced(UnpricedReason.CYCLE_PRICES_UNAVAILABLE, f"service {sid}: {why}")
-            for sid, why in fetched.failed.items()
+            sid: Unpriced(UnpricedReason.PENDING, "not reached within this run's time budget")
+            for sid in fetched.pending
         }
-        withheld.update(
-            {
-                sid: Unpriced(UnpricedReason.PENDING, "not reached within this run's time budget")
-                for sid in fetched.pending
-            }
-        )
         withheld.update(
             {
                 sid: Unpriced(
@@ -393,6 +398,7 @@ class SyncRun:
                 withheld=withheld,
                 aliases=settings.hostwinds.cycle_aliases,
                 shared_uuids=shared_uuids,
+                failed=failed,
             )
             names = check_plan_names(
                 (i for _, i in matches if i is not None), fetched.price_lists, managed=managed
@@ -464,7 +470,11 @@ class SyncRun:
             failed=len(fetched.failed),
             pending=len(fetched.pending),
         )
-        raised = flags.price_list_flags(fetched.price_lists) + flags.result_flags(
+        raised = flags.price_list_flags(fetched.price_lists)
+        everywhere = unavailable_everywhere(fetched.failed, asked=len(fetched.answers) + len(fetched.failed))
+        if everywhere is not None:
+            raised.append(everywhere)
+        raised += flags.result_flags(
             outcomes,
             instances_listed=instances_listed,
             shared=shared,
@@ -594,8 +604,19 @@ class SyncRun:
         try:
             prices = await self.client.get_billingcycle_prices(serviceid)
         except HostwindsResponseError as exc:
-            fetched.failed[serviceid] = str(exc)
-            log.warning("sync.cycle_prices_unavailable", serviceid=serviceid, reason=str(exc))
+            kind = (
+                Fallback.CYCLE_PRICES_ERROR
+                if isinstance(exc, HostwindsErrorEnvelope)
+                else Fallback.CYCLE_PRICES_UNREADABLE
+            )
+            fetched.failed[serviceid] = (kind, str(exc))
+            log.warning(
+                "sync.cycle_prices_unavailable",
+                serviceid=serviceid,
+                reason=str(exc),
+                fallback=kind.value,
+                note="priced from the price list when it has the plan and cycle",
+            )
             self.progress.tick(failed=True)
             return
         observation = Observation(
@@ -691,6 +712,26 @@ class SyncRun:
             # Cancelled again while recording: say so, and let the cancellation go on.
             log.error("sync.failure_not_recorded", error="cancelled while recording the failure")
             raise
+
+
+_SERVICE_ID = re.compile(r"service \d+")
+
+
+def unavailable_everywhere(failed: Mapping[int, tuple[Fallback, str]], *, asked: int) -> flags.Flag | None:
+    """The ``cycle_prices_unavailable_everywhere`` warning when every service asked this run failed
+    the same way (one kind, one message but for the service id); None otherwise."""
+    if not failed or len(failed) < asked:
+        return None
+    kinds = {(kind, _SERVICE_ID.sub("service N", why)) for kind, why in failed.values()}
+    if len(kinds) != 1:
+        return None
+    [(kind, why)] = kinds
+    return flags.Flag(
+        "cycle_prices_unavailable_everywhere",
+        f"cycle_prices_unavailable_everywhere: all {len(failed)} service(s) asked answered "
+        f"get_billingcycle_prices the same way ({why}); every row is priced from the price list "
+        f"(fallback {kind.value}); `cost-sync doctor` says the likely cause and the fix",
+    )
 
 
 async def run_once(

@@ -101,6 +101,8 @@ class TrustStore:
                 approved=r["approved"],
                 proposed_by=r["proposed_by"],
                 cycle_alias=r["cycle_alias"],
+                fallback=r["fallback"],
+                provisional=r["provisional"],
             )
             for r in records
         ]

@@ -345,18 +345,23 @@ async def test_short_max_age_refetches_every_service(
 
 
 @pytest.mark.usefixtures("rows")
-async def test_error_answer_for_one_service_leaves_one_row_unpriced(
+async def test_error_answer_for_one_service_prices_that_row_from_the_price_list(
     fleet: FakeHostwinds, client: HostwindsClient, pool: asyncpg.Pool
 ) -> None:
-    """An error envelope for service 5's cycle prices: row 5 keeps its value, the others are written."""
+    """An error envelope for service 5's cycle prices: row 5 is priced from the price list with the
+    fallback recorded in its history, the others from their own prices; nothing cached for 5."""
     fleet.service_faults[5] = lambda: httpx.Response(
         200, json=[{"result": "error", "action": "get_billingcycle_prices", "message": "No such service"}]
     )
     result = await run_once(client=client, pool=pool, settings=Settings())
-    assert result.report.unpriced_by_reason == {"cycle_prices_unavailable": 1}
+    assert result.report.unpriced_by_reason == {}
     prices = await values(pool)
-    assert prices["5"] is None
-    assert sum(v is not None for v in prices.values()) == N - 1
+    assert prices["5"] is not None
+    assert sum(v is not None for v in prices.values()) == N
+    assert (
+        await pool.fetchval("SELECT fallback FROM cost_sync_history WHERE hostwinds_instance_id = '5'")
+        == "cycle_prices_error"
+    )
     assert await pool.fetchval("SELECT count(*) FROM cost_sync_price_observations WHERE serviceid = 5") == 0
 
 

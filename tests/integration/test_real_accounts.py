@@ -3,6 +3,7 @@ a real PostgreSQL (the sandbox's ``openapi`` price-list shape, error envelopes i
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from decimal import Decimal
@@ -12,6 +13,8 @@ import asyncpg
 import httpx
 import pytest
 
+from cost_sync import cli
+from cost_sync.doctor import run_doctor
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.sandbox import CUSTOM_PLAN_ID, Fleet, SandboxServer, load_demo_fleet
 from cost_sync.settings import Settings, load_settings
@@ -139,3 +142,95 @@ async def test_a_custom_plan_row_next_to_ordinary_rows_prices_every_ordinary_row
     assert ".pricing" in finding
     # The resource options inside `pricing` never became plans.
     assert not set(result.report.plans_in_use or []) & {1, 2, 3, 4, 11, 12, 21, 22, 31, 41}
+
+
+async def cost_sync(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """Run the CLI in a thread (it runs its own event loop); its exit code and stdout."""
+    code = await asyncio.to_thread(cli.main, list(argv))
+    out = capsys.readouterr().out
+    # The in-process sandbox logs to stdout too: the command's JSON starts at its first "{" line.
+    lines = out.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.startswith("{")), 0)
+    return code, "".join(lines[start:])
+
+
+@pytest.mark.parametrize("error_form", ["list", "object"])
+async def test_a_failed_services_row_is_priced_from_the_list_visible_in_history_and_explain(
+    db_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, error_form: str
+) -> None:
+    """An error envelope (list at 200 / object at 400) and an unreadable answer: each row is priced
+    from the price list; --json, the history and `explain` name the fallback."""
+    demo = load_demo_fleet()
+    fleet = dataclasses.replace(
+        demo,
+        error_form=error_form,
+        cycle_price_errors={1234568: "A valid serviceid is required.", 1234570: "Invalid Action."},
+        cycle_prices={**demo.cycle_prices, 1234569: {"price": "56.94"}},
+    )
+    async with SandboxServer(fleet) as server:
+        conn = await asyncpg.connect(db_url)
+        ids = await seed(conn, rows(fleet))
+        await conn.close()
+        for name, value in environ(server.url, db_url, fleet.api_key).items():
+            monkeypatch.setenv(name, value)
+        code, out = await cost_sync(capsys, "--log-level", "error", "--once", "--json")
+        assert code == 0, out
+        report = json.loads(out)
+        explained = [
+            json.loads((await cost_sync(capsys, "--log-level", "error", "explain", str(sid), "--json"))[1])
+            for sid in (1234568, 1234569, 1234570)
+        ]
+
+    changes = {c["hostwinds_instance_id"]: c for c in report["changes"]}
+    assert changes["1234568"]["new"] == "9.99"  # 29.97 / 3 from the list
+    assert (changes["1234568"]["source"], changes["1234568"]["fallback"]) == (
+        "price_list",
+        "cycle_prices_error",
+    )
+    assert changes["1234569"]["fallback"] == "cycle_prices_unreadable"
+    assert changes["1234570"]["fallback"] == "cycle_prices_error"
+    assert changes["1234567"]["fallback"] == "cycle_prices_empty"  # the fleet has no own prices for it
+    conn = await asyncpg.connect(db_url)
+    try:
+        history = {
+            r["hostwinds_instance_id"]: (r["source"], r["fallback"])
+            for r in await conn.fetch("SELECT hostwinds_instance_id, source, fallback FROM cost_sync_history")
+        }
+    finally:
+        await conn.close()
+    assert history["1234568"] == ("price_list", "cycle_prices_error")
+    assert history["1234569"] == ("price_list", "cycle_prices_unreadable")
+    assert history["1234574"] == ("cycle_prices", None)
+    assert [e["last_change"]["fallback"] for e in explained] == [
+        "cycle_prices_error",
+        "cycle_prices_unreadable",
+        "cycle_prices_error",
+    ]
+    assert ids  # every demo row was seeded
+
+
+@pytest.mark.parametrize(("shape", "cause"), [("error", "service ids"), ("invalid_action", "does not offer")])
+async def test_every_service_failing_is_a_doctor_fail_and_the_run_prices_from_the_list(
+    db_url: str, shape: str, cause: str
+) -> None:
+    """Every get_billingcycle_prices answers one error: doctor FAILs with cause and fix, the run
+    carries cycle_prices_unavailable_everywhere and prices every plan-backed row from the list."""
+    fleet = dataclasses.replace(load_demo_fleet(), cycle_prices_shape=shape)
+    async with SandboxServer(fleet) as server:
+        conn = await asyncpg.connect(db_url)
+        await seed(conn, rows(fleet))
+        await conn.close()
+        env = environ(server.url, db_url, fleet.api_key)
+        report = await run_doctor(environ=env)
+        result = await sync(server, db_url, load_settings(environ=env))
+
+    checked = next(c for c in report.checks if c.name == "get_billingcycle_prices")
+    assert checked.status == "fail"
+    assert checked.evidence.startswith("cycle_prices_unavailable_everywhere: all 5 service(s) asked")
+    assert cause in checked.evidence
+    assert "fallback cycle_prices_error" in checked.fix
+    assert not report.ok
+    assert any(w.startswith("cycle_prices_unavailable_everywhere: all 13") for w in result.report.warnings)
+    assert result.report.priced_by_source == {"price_list": 12}
+    # 1234577: its service failed and plan 104 offers no triennial price: neither source.
+    assert result.report.unpriced_by_reason == {"cycle_prices_unavailable": 1}

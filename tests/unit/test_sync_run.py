@@ -118,31 +118,85 @@ async def test_full_asks_every_service_afresh(
     assert result.report.price_cache.reasons["forced"] == 10
 
 
-async def test_error_answer_for_one_service_unprices_that_row_only(
+async def test_error_answer_for_one_service_falls_back_to_the_price_list(
     hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
 ) -> None:
-    """An error envelope for service 6's cycle prices: row 6 unpriced with the reason, nine priced."""
+    """An error envelope for service 6's cycle prices: row 6 priced from the price list with the
+    fallback named, the others as usual; nothing cached for service 6."""
     hostwinds.service_faults[6] = envelope("A valid serviceid is required.")
     with capture_logs() as logs:
         result = await run(client, store)
-    assert result.report.unpriced_by_reason == {"cycle_prices_unavailable": 1}
+    assert result.report.unpriced_by_reason == {}
     assert result.report.price_cache.failed == 1
-    assert store.value("6") is None
-    assert store.value("7") == Decimal("9.99")
+    assert store.value("6") == Decimal("9.99")
+    [six] = [o.result for o in result.outcomes if o.row.hostwinds_instance_id == "6"]
+    assert isinstance(six, Estimate)
+    assert (six.source.value, six.fallback) == ("price_list", "cycle_prices_error")
     assert 6 not in store.observations
     warned = [e for e in logs if e["event"] == "sync.cycle_prices_unavailable"]
     assert warned[0]["serviceid"] == 6
+    assert warned[0]["fallback"] == "cycle_prices_error"
     assert "valid serviceid" in warned[0]["reason"]
+    assert not any("cycle_prices_unavailable_everywhere" in w for w in result.report.warnings)
 
 
-async def test_unreadable_body_for_one_service_unprices_that_row_only(
+@pytest.mark.parametrize(
+    ("answer", "fallback"),
+    [
+        (lambda: httpx.Response(200, json={"success": ["not", "cycles"]}), "cycle_prices_unreadable"),
+        (lambda: httpx.Response(200, json={}), "cycle_prices_empty"),
+        (lambda: httpx.Response(200, json={"success": {"annually": "99.00"}}), "cycle_missing"),
+        (
+            lambda: httpx.Response(
+                400, json={"result": "error", "action": "x", "message": "Invalid Action."}
+            ),
+            "cycle_prices_error",
+        ),
+    ],
+    ids=["unreadable", "empty", "cycle-missing", "object-envelope-400"],
+)
+async def test_each_unusable_cycle_price_answer_falls_back_with_its_reason(
+    hostwinds: FakeHostwinds,
+    client: HostwindsClient,
+    store: MemoryStore,
+    answer: Callable[[], httpx.Response],
+    fallback: str,
+) -> None:
+    """{}, an unreadable body, no price for the cycle, an error object at HTTP 400: priced from the list."""
+    hostwinds.service_faults[2] = answer
+    result = await run(client, store)
+    [two] = [o.result for o in result.outcomes if o.row.hostwinds_instance_id == "2"]
+    assert isinstance(two, Estimate)
+    assert (two.monthly, two.source.value, two.fallback) == (Decimal("9.99"), "price_list", fallback)
+    assert result.report.outcome == "succeeded"
+
+
+async def test_an_error_answer_and_no_plan_leave_the_row_unpriced(
     hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
 ) -> None:
-    """A cycle-price answer in no known shape fails that row alone; the run succeeds."""
-    hostwinds.service_faults[2] = lambda: httpx.Response(200, json={"success": ["not", "cycles"]})
+    """With neither source the row is unpriced cycle_prices_unavailable, naming both causes."""
+    hostwinds.instances[1] = instance(2, product_id=999)
+    hostwinds.service_faults[2] = envelope("Invalid Action.")
     result = await run(client, store)
-    assert result.report.unpriced_by_reason == {"cycle_prices_unavailable": 1}
-    assert result.report.outcome == "succeeded"
+    [two] = [o.result for o in result.outcomes if o.row.hostwinds_instance_id == "2"]
+    assert not isinstance(two, Estimate)
+    assert two.reason.value == "cycle_prices_unavailable"
+    assert "Invalid Action." in two.detail
+    assert "no price-list plan 999" in two.detail
+
+
+async def test_every_service_failing_the_same_way_is_one_warning_and_prices_from_the_list(
+    hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
+) -> None:
+    """All ten services answer the same error: the run warns once and every row has a list price."""
+    for sid in range(1, 11):
+        hostwinds.service_faults[sid] = envelope("A valid serviceid is required.")
+    result = await run(client, store)
+    assert result.report.priced_by_source == {"price_list": 10}
+    [warning] = [w for w in result.report.warnings if w.startswith("cycle_prices_unavailable_everywhere")]
+    assert "all 10 service(s) asked" in warning
+    assert "A valid serviceid is required." in warning
+    assert "fallback cycle_prices_error" in warning
 
 
 @pytest.mark.parametrize(
