@@ -462,10 +462,21 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
 
 
 def _committed(result: RunResult) -> int:
-    """0 for a run that committed, unless the attribution snapshot after it failed: then its error."""
+    """0 for a run that committed, unless the attribution snapshot after it failed: then its error;
+    1 when it priced too little to trust (``mostly_unpriced``, ``nothing_matched``): what it
+    priced is written, and the warning says what to fix."""
+    from cost_sync.flags import FAILING_KINDS
+
     if result.attribution_error is not None:
         raise result.attribution_error
-    return 0
+    failing = [
+        w
+        for w, k in zip(result.report.warnings, result.report.warning_kinds, strict=False)
+        if k in FAILING_KINDS
+    ]
+    for warning in failing:
+        print(f"cost-sync: {warning}", file=sys.stderr)
+    return 1 if failing else 0
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:

@@ -461,6 +461,8 @@ class RunReport(_Frozen):
     rows_sharing_instance: int = 0
     #: What an operator should look at before trusting the run (swings, duplicates, unused overrides).
     warnings: list[str] = Field(default_factory=list)
+    #: The kind of each warning, in the same order (``mostly_unpriced``, ``nothing_matched``...).
+    warning_kinds: list[str] = Field(default_factory=list)
     error: str | None = None
 
     @property

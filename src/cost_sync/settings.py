@@ -308,6 +308,9 @@ class GuardSettings(_Section):
     max_change_ratio: Decimal = Field(default=Decimal("0.5"), ge=0)
     #: More than this share of rows lost (or of plans gone from the price list): apply nothing.
     max_unmatched_ratio: Decimal = Field(default=Decimal("0.2"), ge=0, le=1)
+    #: More than this share of the matched rows in scope unpriced: the run warns
+    #: ``mostly_unpriced`` and ``--once`` exits 1 (what it priced is still written).
+    max_unpriced_ratio: Decimal = Field(default=Decimal("0.5"), ge=0, le=1)
 
 
 class LogSettings(_Section):

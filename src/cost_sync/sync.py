@@ -483,11 +483,27 @@ class SyncRun:
             shared_uuids=shared_uuids,
             held={h.row_id for h in held},
         )
+        raised += flags.coverage_flags(
+            outcomes,
+            instances_listed=instances_listed,
+            max_unpriced_ratio=settings.guard.max_unpriced_ratio,
+            plan_key=settings.hostwinds.plan_key,
+            plan_keys={
+                "id": {p.id for plans in fetched.price_lists.values() for p in plans.values()},
+                "rid": {
+                    p.rid
+                    for plans in fetched.price_lists.values()
+                    for p in plans.values()
+                    if p.rid is not None
+                },
+            },
+        )
         for flag in raised:
             log.warning("sync.flagged", kind=flag.kind, message=flag.message)
         draft = self._report(outcomes, unknown=unknown, cache=cache, held=held).model_copy(
             update={
                 "warnings": [flag.message for flag in raised],
+                "warning_kinds": [flag.kind for flag in raised],
                 "rows_sharing_instance": sum(len(r) for r in shared.values()),
                 "plans_in_use": plans_in_use,
                 "plan_names": names.counts(),

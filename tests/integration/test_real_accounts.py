@@ -234,3 +234,91 @@ async def test_every_service_failing_is_a_doctor_fail_and_the_run_prices_from_th
     assert result.report.priced_by_source == {"price_list": 12}
     # 1234577: its service failed and plan 104 offers no triennial price: neither source.
     assert result.report.unpriced_by_reason == {"cycle_prices_unavailable": 1}
+
+
+def rid_fleet() -> Fleet:
+    """The demo fleet with every instance's product_id replaced by its plan's rid."""
+    fleet = load_demo_fleet()
+    rid = {
+        (p["id"], p.get("drive_type", "ssd")): p["rid"] for p in fleet.plans if not p.get("managed", False)
+    }
+    instances = [
+        {**i, "product_id": rid[(int(i["product_id"]), i.get("disk_type", "ssd"))]} for i in fleet.instances
+    ]
+    return dataclasses.replace(fleet, instances=instances)
+
+
+async def once(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> tuple[int, str]:
+    """`cost-sync --once` with this environment: its exit code and stderr."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code = await asyncio.to_thread(cli.main, ["--log-level", "error", "--once"])
+    return code, capsys.readouterr().err
+
+
+async def test_a_wrong_plan_key_is_mostly_unpriced_exit_1_with_the_fix_and_the_priced_rows_written(
+    db_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """product_ids are rids, plan_key is "id": the run writes the two rows priced by their own
+    cycle prices, records mostly_unpriced in the ledger, prints the plan_key fix and exits 1."""
+    fleet = rid_fleet()
+    async with SandboxServer(fleet) as server:
+        conn = await asyncpg.connect(db_url)
+        await seed(conn, rows(fleet))
+        await conn.close()
+        code, err = await once(capsys, monkeypatch, environ(server.url, db_url, fleet.api_key))
+
+    assert code == 1
+    assert "mostly_unpriced: 11 of 13 matched rows in scope are unpriced" in err
+    assert "top reasons: plan_not_found 11" in err
+    assert 'set [hostwinds] plan_key = "rid" (COST_SYNC_HOSTWINDS_PLAN_KEY=rid)' in err
+    conn = await asyncpg.connect(db_url)
+    try:
+        stored = await values(conn)
+        ledger = await conn.fetchrow("SELECT outcome, warnings FROM cost_sync_runs")
+    finally:
+        await conn.close()
+    assert stored["1234574"] == Decimal("17.99")  # its own cycle prices: right on its own
+    assert stored["1234575"] == Decimal("44.99")
+    assert sum(v is not None for v in stored.values()) == 2
+    assert ledger["outcome"] == "succeeded"
+    assert any(w.startswith("mostly_unpriced: 11 of 13") for w in ledger["warnings"])
+
+
+async def test_no_row_matching_any_instance_is_nothing_matched_and_exit_1(
+    db_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hostwinds lists 13 instances, the database has no row for any: nothing_matched, exit 1."""
+    fleet = load_demo_fleet()
+    async with SandboxServer(fleet) as server:
+        conn = await asyncpg.connect(db_url)
+        await seed(conn, [("99999999", "active", None)])
+        await conn.close()
+        code, err = await once(capsys, monkeypatch, environ(server.url, db_url, fleet.api_key))
+
+    assert code == 1
+    assert "nothing_matched: Hostwinds lists 13 instance(s) and no row in scope matches any of them" in err
+    assert "13 instance(s) have no row; 1 row(s) in scope" in err
+    conn = await asyncpg.connect(db_url)
+    try:
+        warnings = await conn.fetchval("SELECT warnings FROM cost_sync_runs")
+    finally:
+        await conn.close()
+    assert any(w.startswith("nothing_matched") for w in warnings)
+
+
+async def test_max_unpriced_ratio_from_the_environment_lets_the_run_pass(
+    db_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """COST_SYNC_GUARD_MAX_UNPRICED_RATIO=0.9 accepts 11 of 13 unpriced: exit 0, no warning."""
+    fleet = rid_fleet()
+    async with SandboxServer(fleet) as server:
+        conn = await asyncpg.connect(db_url)
+        await seed(conn, rows(fleet))
+        await conn.close()
+        env = environ(server.url, db_url, fleet.api_key, COST_SYNC_GUARD_MAX_UNPRICED_RATIO="0.9")
+        code, err = await once(capsys, monkeypatch, env)
+    assert code == 0
+    assert "mostly_unpriced" not in err
