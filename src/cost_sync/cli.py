@@ -665,11 +665,14 @@ def _doctor(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 async def _attribution(args: argparse.Namespace, settings: Settings) -> int:
     from cost_sync import attribution_render, attribution_store
     from cost_sync.db import create_pool
+    from cost_sync.migrate import require_platform_table
 
     pool = await create_pool(
         settings.database_dsn(), timeout=settings.database.connect_timeout_seconds, max_size=2
     )
     try:
+        async with pool.acquire() as conn:
+            await require_platform_table(conn)
         report = await attribution_store.compute(pool, settings, snapshot=args.write)
         if args.write:
             await attribution_store.store_snapshot(pool, report)
@@ -695,12 +698,14 @@ async def _trust(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from cost_sync.db import connect
-    from cost_sync.migrate import check, migrate, rollback
+    from cost_sync.migrate import check, migrate, require_platform_table, rollback
 
     dsn = settings.database_dsn()
     lock_timeout = settings.database.lock_timeout_seconds
     conn = await connect(dsn, timeout=settings.database.connect_timeout_seconds)
     try:
+        if not args.rollback:
+            await require_platform_table(conn)
         if args.check:
             problems = await check(conn)
             if args.json:

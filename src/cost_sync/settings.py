@@ -58,9 +58,14 @@ URL_ENCODING_HINT = (
 def password_in_host(url: str) -> bool:
     """True when an unencoded character in the URL's password makes its host look like a password."""
     rest = url.partition("://")[2]
-    authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    head = rest.split("/", 1)[0].split("?", 1)[0]
+    authority = head.split("#", 1)[0]
     # Two @ in the authority, or an @ that only appears after a / ? or # cut the authority short.
-    return authority.count("@") > 1 or ("@" not in authority and "@" in rest.split("?", 1)[0])
+    if authority.count("@") > 1 or ("@" not in authority and "@" in rest.split("?", 1)[0]):
+        return True
+    # An @ and a # both in the password: the # cuts the URL after the first @, leaving a host
+    # that is really the rest of the password; the true host follows an @ after the #.
+    return "@" in head.partition("#")[2]
 
 
 def _http_url(value: str) -> str:

@@ -322,3 +322,55 @@ async def test_max_unpriced_ratio_from_the_environment_lets_the_run_pass(
         code, err = await once(capsys, monkeypatch, env)
     assert code == 0
     assert "mostly_unpriced" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--once"],
+        ["--once", "--dry-run"],
+        ["resync", "--all"],
+        ["report"],
+        ["explain", "1234567"],
+        ["held"],
+        ["approve", "--all"],
+        ["attribution"],
+        ["migrate"],
+        ["migrate", "--check"],
+    ],
+    ids=lambda argv: " ".join(argv),
+)
+async def test_every_verb_without_the_platform_table_exits_2_with_one_line_that_never_loops(
+    empty_db_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    """No vps_instances: exit 2, one line saying the table is missing and which setting to check;
+    never "run `cost-sync migrate`", never a raw database error."""
+    monkeypatch.setenv("COST_SYNC_DATABASE_URL", empty_db_url)
+    monkeypatch.setenv("COST_SYNC_HOSTWINDS_API_KEY", "never-used")
+    monkeypatch.setenv("COST_SYNC_HOSTWINDS_URL", "http://127.0.0.1:9/cloud/api.php")
+    code = await asyncio.to_thread(cli.main, ["--log-level", "error", *argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    [line] = err.strip().splitlines()
+    assert "this database has no vps_instances table" in line
+    assert "check which database COST_SYNC_DATABASE_URL names" in line
+    assert "cost-sync migrate" not in line
+    assert "UndefinedTable" not in line
+    conn = await asyncpg.connect(empty_db_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == 0
+    finally:
+        await conn.close()
+
+
+async def test_doctor_without_the_platform_table_points_at_the_database_not_at_migrate(
+    empty_db_url: str,
+) -> None:
+    """doctor fails vps_instances with the same line and does not send the user to `migrate`."""
+    report = await run_doctor(
+        environ={"COST_SYNC_DATABASE_URL": empty_db_url, "COST_SYNC_HOSTWINDS_URL": "http://127.0.0.1:9/"}
+    )
+    checks = {c.name: c for c in report.checks}
+    assert checks["vps_instances"].status == "fail"
+    assert checks["vps_instances"].evidence.startswith("this database has no vps_instances table")
+    assert "cost-sync migrate`" not in checks["migrations"].fix
