@@ -247,6 +247,17 @@ def _verb_sandbox(verbs: Any, common: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="serve the answers `cost-sync doctor --capture DIR` saved, exactly, instead of a fleet",
     )
+    p.add_argument(
+        "--price-list-shape",
+        choices=["flat", "openapi"],
+        help="serve get_price_list as the fleet writes it (flat) or as the OpenAPI description shapes "
+        "it: keyed by resource id, promo/cycles/firsts objects, one custom plan priced in `pricing`",
+    )
+    p.add_argument(
+        "--error-form",
+        choices=["list", "object"],
+        help="error envelopes as a list at HTTP 200 (default) or an object at HTTP 400/401",
+    )
     p.add_argument("--api-key", metavar="KEY", help="with --replay: accept only this key (default: any key)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8080, help="port to listen on (default: 8080; 0: any)")
@@ -577,6 +588,8 @@ async def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     from cost_sync.signals import stop_on_signals
 
     if args.replay is not None:
+        if args.price_list_shape is not None or args.error_form is not None:
+            raise ConfigError("--price-list-shape and --error-form go with a fleet, not --replay")
         return await _replay(args)
     if args.api_key is not None:
         raise ConfigError("--api-key goes with --replay")
@@ -584,6 +597,10 @@ async def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
         fleet = sandbox.generate_fleet(args.generate)
     else:
         fleet = sandbox.load_fleet(args.fleet or sandbox.DEMO_FLEET_PATH)
+    import dataclasses
+
+    shape = {"price_list_shape": args.price_list_shape, "error_form": args.error_form}
+    fleet = dataclasses.replace(fleet, **{k: v for k, v in shape.items() if v is not None})
     server = sandbox.SandboxServer(fleet, host=args.host, port=args.port)
     async with stop_on_signals() as stop:
         try:

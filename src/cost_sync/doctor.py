@@ -23,7 +23,13 @@ import httpx
 from cost_sync import __version__, matching, pricing
 from cost_sync.capture import Answer, CaptureError, write_capture
 from cost_sync.db import connect, describe_dsn
-from cost_sync.errors import ConfigError, CostSyncError, HostwindsAuthError, HostwindsError
+from cost_sync.errors import (
+    ConfigError,
+    CostSyncError,
+    HostwindsAuthError,
+    HostwindsError,
+    HostwindsErrorEnvelope,
+)
 from cost_sync.hostwinds import (
     HostwindsClient,
     PlanKey,
@@ -372,6 +378,11 @@ async def _cycle_price_check(
             break
         except HostwindsError as exc:
             errors.append(str(exc))
+            if isinstance(exc, HostwindsErrorEnvelope) and exc.answer is not None:
+                # Kept: a replay answers this service with the same envelope, at the same status.
+                answers.append(
+                    Answer("get_billingcycle_prices", {"serviceid": str(serviceid)}, exc.answer, exc.status)
+                )
             continue
         answers.append(Answer("get_billingcycle_prices", {"serviceid": str(serviceid)}, body))
         try:

@@ -82,6 +82,11 @@ class HostwindsResponseError(HostwindsError):
 class HostwindsErrorEnvelope(HostwindsResponseError):
     """Hostwinds answered with an error envelope."""
 
+    #: The envelope as sent, with every deny-listed field and any text holding the key removed
+    #: (``doctor --capture`` keeps it so a replay answers the same), and its HTTP status.
+    answer: object = None
+    status: int = 200
+
 
 class ForbiddenActionError(HostwindsError):
     """That Hostwinds action is not on cost-sync's read-only allow-list; nothing was sent."""

@@ -289,6 +289,9 @@ class HostwindsClient:
         """The body of a final attempt (still wrapped), or the error it stands for (counted either way)."""
         if _is_error_envelope(body) and not is_transient(outcome, body):
             error = self._envelope_error(action, body)
+            if isinstance(error, HostwindsErrorEnvelope):
+                error.answer = sanitise(body, secret=self._api_key)
+                error.status = outcome.status_code if isinstance(outcome, httpx.Response) else 200
             kind = "auth_error" if isinstance(error, HostwindsAuthError) else "error"
             self.requests[action, kind] += 1
             raise error

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from cost_sync import cli
+from cost_sync.capture import ReplayServer, load_capture
 from cost_sync.doctor import run_doctor
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.sandbox import CUSTOM_PLAN_ID, Fleet, SandboxServer, load_demo_fleet
@@ -60,13 +61,16 @@ def rows(fleet: Fleet) -> list[tuple[str | None, str, str | None]]:
     return [(str(i["serviceid"]), "active", None) for i in fleet.instances]
 
 
-async def sync(server: SandboxServer, db_url: str, settings: Settings, **kwargs: Any) -> RunResult:
+async def sync(
+    server: SandboxServer | ReplayServer, db_url: str, settings: Settings, **kwargs: Any
+) -> RunResult:
     """One run against the sandbox, on a pool of the test database."""
     pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
     assert pool is not None
     try:
         async with httpx.AsyncClient() as http:
-            client = HostwindsClient(http, server.fleet.api_key, url=server.url, requests_per_second=None)
+            key = server.fleet.api_key if isinstance(server, SandboxServer) else "any-key"
+            client = HostwindsClient(http, key, url=server.url, requests_per_second=None)
             return await run_once(client=client, pool=pool, settings=settings, **kwargs)
     finally:
         await pool.close()
@@ -374,3 +378,60 @@ async def test_doctor_without_the_platform_table_points_at_the_database_not_at_m
     assert checks["vps_instances"].status == "fail"
     assert checks["vps_instances"].evidence.startswith("this database has no vps_instances table")
     assert "cost-sync migrate`" not in checks["migrations"].fix
+
+
+def outcomes_by_row(result: RunResult) -> dict[str, tuple[Any, ...]]:
+    """hostwinds_instance_id -> (monthly or reason, source, fallback) of every row."""
+    shown: dict[str, tuple[Any, ...]] = {}
+    for o in result.outcomes:
+        r = o.result
+        shown[str(o.row.hostwinds_instance_id)] = (
+            (r.monthly, r.source.value, r.fallback) if hasattr(r, "monthly") else (r.reason.value,)  # type: ignore[union-attr]
+        )
+    return shown
+
+
+async def test_the_openapi_shape_and_both_error_forms_round_trip_through_capture_and_replay(
+    databases: Any, migrated_template: str, tmp_path: Any
+) -> None:
+    """sandbox (OpenAPI price list, error objects at HTTP 400) -> doctor --capture -> replay: a sync
+    decides every row the same way, the error envelopes come back at their status."""
+    fleet = openapi_fleet(error_form="object", cycle_price_errors={1234568: "A valid serviceid is required."})
+    capture_dir = tmp_path / "capture"
+    db_url = await databases.create(template=migrated_template)
+    async with SandboxServer(fleet) as server:
+        conn = await asyncpg.connect(db_url)
+        await seed(conn, rows(fleet))
+        await conn.close()
+        env = environ(server.url, db_url, fleet.api_key)
+        report = await run_doctor(environ=env, capture_dir=capture_dir)
+        expected = await sync(
+            server, await seeded(databases, migrated_template, fleet), load_settings(environ=env)
+        )
+
+    assert report.capture == str(capture_dir)
+    manifest = json.loads((capture_dir / "manifest.json").read_text())
+    errored = [a for a in manifest["answers"] if a.get("status") == 400]
+    assert [a["params"] for a in errored] == [{"serviceid": "1234568"}]
+    assert json.loads((capture_dir / errored[0]["file"]).read_text())["result"] == "error"
+
+    async with ReplayServer(load_capture(capture_dir)) as replay:
+        replay_env = environ(replay.url, db_url, "any-key")
+        got = await sync(
+            replay, await seeded(databases, migrated_template, fleet), load_settings(environ=replay_env)
+        )
+        assert replay.missing == []
+    assert outcomes_by_row(got) == outcomes_by_row(expected)
+    assert outcomes_by_row(got)["1234568"][2] == "cycle_prices_error"
+    assert outcomes_by_row(got)[str(CUSTOM_SERVICE)] == ("custom_plan",)
+
+
+async def seeded(databases: Any, migrated_template: str, fleet: Fleet) -> str:
+    """A fresh migrated database with one row per fleet instance."""
+    db_url = await databases.create(template=migrated_template)
+    conn = await asyncpg.connect(db_url)
+    try:
+        await seed(conn, rows(fleet))
+    finally:
+        await conn.close()
+    return db_url

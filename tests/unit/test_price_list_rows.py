@@ -129,3 +129,23 @@ def test_price_list_is_still_a_mapping_of_plans() -> None:
     assert isinstance(plans, PriceList)
     assert dict(plans) == {101: plans[101]}
     assert plans.unreadable == ()
+
+
+def test_fleet_files_choose_the_openapi_shape_error_form_and_per_service_errors(tmp_path: Any) -> None:
+    """The sandbox's new options are read from a fleet file; a wrong value names the key."""
+    from cost_sync.sandbox import FleetFileError, load_fleet
+
+    path = tmp_path / "fleet.toml"
+    path.write_text(
+        'api_key = "k"\nprice_list_shape = "openapi"\nerror_form = "object"\n'
+        '[[instances]]\nserviceid = 7\n[cycle_price_errors]\n"7" = "Invalid Action."\n'
+    )
+    fleet = load_fleet(path)
+    assert (fleet.price_list_shape, fleet.error_form, fleet.cycle_price_errors) == (
+        "openapi",
+        "object",
+        {7: "Invalid Action."},
+    )
+    path.write_text('api_key = "k"\nerror_form = "xml"\n')
+    with pytest.raises(FleetFileError, match="error_form: must be one of list, object"):
+        load_fleet(path)
