@@ -8,6 +8,7 @@ stale; every row in scope gets exactly one :class:`~cost_sync.models.RowOutcome`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import math
 import uuid
@@ -20,6 +21,7 @@ from cost_sync import pricing
 from cost_sync.models import (
     AskReason,
     Cycle,
+    Estimate,
     Fallback,
     Instance,
     Observation,
@@ -299,7 +301,15 @@ def price_matched(
         for row, instance in matches:
             override = overrides.get(override_key(row.hostwinds_instance_id)) if overrides else None
             if override is None and instance is not None and instance.serviceid in withheld:
-                outcomes.append(RowOutcome(row, instance, withheld[instance.serviceid]))
+                kept = withheld[instance.serviceid]
+                if kept.reason is UnpricedReason.PENDING and row.approximate_cost is None:
+                    # A number early: a row with no value gets the price list's estimate now,
+                    # marked provisional; its own cycle prices refine it in a later run.
+                    estimate = _provisional(instance, price_lists, managed=managed, aliases=aliases)
+                    if estimate is not None:
+                        outcomes.append(RowOutcome(row, instance, estimate))
+                        continue
+                outcomes.append(RowOutcome(row, instance, kept))
                 continue
             if override is None and instance is None and shared_uuids:
                 services = shared_uuids.get((row.hostwinds_instance_id or "").strip().lower())
@@ -325,6 +335,26 @@ def price_matched(
             )
             outcomes.append(RowOutcome(row, instance, result))
     return outcomes
+
+
+def _provisional(
+    instance: Instance,
+    price_lists: Mapping[PriceListKey, Mapping[int, Plan]],
+    *,
+    managed: bool,
+    aliases: Mapping[str, Cycle] | None,
+) -> Estimate | None:
+    """The price list's estimate for an instance whose own cycle prices are still to be asked,
+    marked provisional; None when the list cannot price it."""
+    if instance.product_id is None:
+        return None
+    plan = price_lists.get((managed, instance.disk_type), {}).get(instance.product_id)
+    if plan is None:
+        return None
+    result = pricing.estimate_instance(instance, cycle_prices=None, plan=plan, aliases=aliases)
+    if not isinstance(result, Estimate):
+        return None
+    return dataclasses.replace(result, provisional=True)
 
 
 def unreadable_plan(plans: PriceList, product_id: int) -> Unpriced | None:

@@ -457,6 +457,8 @@ class RunReport(_Frozen):
     plans_in_use: list[int] | None = None
     #: Instances whose joined price-list row's name agrees (or not) with their product_name.
     plan_names: dict[str, int] = Field(default_factory=lambda: {"agree": 0, "disagree": 0})
+    #: Rows priced with a provisional price-list estimate (no value yet, own prices still to ask).
+    provisional: int = 0
     #: Rows in scope that share their Hostwinds instance with another row (each is priced).
     rows_sharing_instance: int = 0
     #: What an operator should look at before trusting the run (swings, duplicates, unused overrides).

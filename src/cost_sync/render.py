@@ -45,6 +45,11 @@ def summary(report: RunReport) -> list[str]:
         ("matched at Hostwinds", str(report.matched), ""),
         ("priced", str(priced), _counts(report.priced_by_source)),
         (
+            "provisional",
+            str(report.provisional),
+            "price-list estimates for rows with no value; their own prices refine them",
+        ),
+        (
             "updated" if not report.dry_run else "would update",
             str(report.changed if report.dry_run else report.updated),
             "",

@@ -63,6 +63,7 @@ from cost_sync.models import (
     RunReport,
     Unpriced,
     UnpricedReason,
+    override_key,
 )
 from cost_sync.redact import redact
 from cost_sync.settings import Settings
@@ -76,6 +77,10 @@ log = structlog.get_logger(__name__)
 OBSERVATION_BATCH = 200
 #: The longest error text a failed run's ledger row keeps.
 _LEDGER_ERROR_MAX = 1000
+#: While rows with no value wait for per-service prices the run cannot ask within this many
+#: seconds, it stops asking after them and commits: those rows get the price list's provisional
+#: estimate at once, and the next run (the daemon's catch-up) refines them.
+PROVISIONAL_ASK_SECONDS = 10.0
 #: Off a terminal, the least time between two ``sync.progress`` log lines.
 PROGRESS_LOG_SECONDS = 10.0
 # Asked first when the budget cannot cover every service: an upgraded plan before a routine refresh.
@@ -359,7 +364,7 @@ class SyncRun:
         )
 
         with self.phase("hostwinds"):
-            fetched = await self._fetch(wanted, plan)
+            fetched = await self._fetch(wanted, plan, cold=self._cold_rows(matches, plan))
         # Only a whole-fleet run asks every price list the plans in use are on.
         if last is not None and not self.accept_changes and self.targets is None:
             self._refuse_if(
@@ -567,7 +572,42 @@ class SyncRun:
             return replace(result, attribution_error=exc)
         return result
 
-    async def _fetch(self, wanted: Mapping[int, Instance], plan: PricePlan) -> _Fetched:
+    def _cold_rows(self, matches: Sequence[tuple[Any, Instance | None]], plan: PricePlan) -> list[Instance]:
+        """The instances of rows with no value that wait for per-service prices, when this run
+        cannot ask every service within PROVISIONAL_ASK_SECONDS at the configured rate (a cold
+        start, or many new instances); else none."""
+        rate = self.settings.hostwinds.requests_per_second
+        if not rate or len(plan.asks) <= PROVISIONAL_ASK_SECONDS * rate:
+            return []
+        overrides = self.settings.overrides
+        return [
+            instance
+            for row, instance in matches
+            if row.approximate_cost is None
+            and instance is not None
+            and instance.serviceid in plan.asks
+            and not (overrides and overrides.get(override_key(row.hostwinds_instance_id)) is not None)
+        ]
+
+    def _list_prices_any(
+        self, instances: Sequence[Instance], price_lists: Mapping[PriceListKey, Any]
+    ) -> bool:
+        """True when the price lists give at least one of these instances an estimate."""
+        managed = self.settings.hostwinds.managed
+        aliases = self.settings.hostwinds.cycle_aliases
+        for instance in instances:
+            if instance.product_id is None:
+                continue
+            plan = price_lists.get((managed, instance.disk_type), {}).get(instance.product_id)
+            if plan is not None and isinstance(
+                pricing.estimate_instance(instance, cycle_prices=None, plan=plan, aliases=aliases), Estimate
+            ):
+                return True
+        return False
+
+    async def _fetch(
+        self, wanted: Mapping[int, Instance], plan: PricePlan, *, cold: Sequence[Instance] = ()
+    ) -> _Fetched:
         """The price lists and the planned cycle prices, asked side by side until the budget is spent.
 
         A TaskGroup: when any fetch fails the run, the others are cancelled at once, so nothing
@@ -582,10 +622,25 @@ class SyncRun:
         self.progress.to_ask = len(order)
         self.progress.started = time.monotonic()
 
+        # Rows with no value that the price lists can estimate: once the lists are in, asking
+        # stops after PROVISIONAL_ASK_SECONDS so that the run commits their estimates early.
+        deadline = self._deadline
+        lists_left = len(keys)
+        started = self._clock() if cold else 0.0
+
+        def lists_arrived() -> None:
+            nonlocal deadline
+            if cold and self._list_prices_any(cold, fetched.price_lists):
+                deadline = min(deadline, started + PROVISIONAL_ASK_SECONDS)
+
         async def price_list(key: PriceListKey) -> None:
+            nonlocal lists_left
             plan_key = self.settings.hostwinds.plan_key
             plans = await self.client.get_price_list(managed=key[0], drive_type=key[1], plan_key=plan_key)
             fetched.price_lists[key] = plans
+            lists_left -= 1
+            if lists_left == 0:
+                lists_arrived()
             if not self.dry_run:
                 # Kept for `explain`, committed now as observations are (a failed run keeps it).
                 await self.store.save_price_list(
@@ -594,7 +649,7 @@ class SyncRun:
 
         async def worker() -> None:
             for serviceid in queue:
-                if self._clock() >= self._deadline:
+                if self._clock() >= deadline:
                     return
                 await self._ask(serviceid, wanted[serviceid], fetched, writer)
 
@@ -689,6 +744,7 @@ class SyncRun:
             rows_in_scope=len(outcomes),
             matched=sum(1 for o in outcomes if o.instance is not None),
             priced_by_source=_count(e.source.value for e in estimates),
+            provisional=sum(1 for e in estimates if e.provisional),
             unchanged=len(estimates) - changed - len(held),
             changed=changed,
             held=len(held),

@@ -399,6 +399,11 @@ def _report_text(data: dict[str, Any]) -> list[str]:
     lines = [
         f"fleet monthly total ${data['fleet_monthly_total']} over {data['rows_in_scope']} rows in scope"
         + (f" ({data['rows_without_value']} without a value)" if data["rows_without_value"] else "")
+        + (
+            f"; {data['provisional']} provisional (price-list estimates their own prices will refine)"
+            if data.get("provisional")
+            else ""
+        )
     ]
     for section in ("by_status", "by_plan", "by_cycle", "by_source", "by_region"):
         rows = [

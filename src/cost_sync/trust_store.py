@@ -182,6 +182,7 @@ class TrustStore:
                 unpriced_reason=r["unpriced_reason"],
                 unpriced_detail=r["unpriced_detail"],
                 upgrade_available=r["upgrade_available"],
+                provisional=r["provisional"],
             )
             for r in records
         ]

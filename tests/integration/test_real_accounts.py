@@ -14,10 +14,11 @@ import httpx
 import pytest
 
 from cost_sync import cli
+from cost_sync import sync as sync_module
 from cost_sync.capture import ReplayServer, load_capture
 from cost_sync.doctor import run_doctor
 from cost_sync.hostwinds import HostwindsClient
-from cost_sync.sandbox import CUSTOM_PLAN_ID, Fleet, SandboxServer, load_demo_fleet
+from cost_sync.sandbox import CUSTOM_PLAN_ID, Fleet, SandboxServer, generate_fleet, load_demo_fleet
 from cost_sync.settings import Settings, load_settings
 from cost_sync.sync import RunResult, run_once
 from tests.integration.conftest import seed, values
@@ -435,3 +436,62 @@ async def seeded(databases: Any, migrated_template: str, fleet: Fleet) -> str:
     finally:
         await conn.close()
     return db_url
+
+
+async def test_a_cold_start_gives_every_row_a_provisional_value_at_the_first_commit_then_refines(
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """60 rows with no value, 20 requests/s, a 1 s provisional window: after the first commit every
+    priceable row has a value (most provisional, counted by `report`); the next run refines them
+    from their own cycle prices and nothing stays provisional."""
+    monkeypatch.setattr(sync_module, "PROVISIONAL_ASK_SECONDS", 1.0)
+    fleet = generate_fleet(60)
+    async with SandboxServer(fleet) as server:
+        conn = await asyncpg.connect(db_url)
+        await seed(conn, rows(fleet))
+        await conn.close()
+        env = environ(server.url, db_url, fleet.api_key, COST_SYNC_HOSTWINDS_REQUESTS_PER_SECOND="20")
+        settings = load_settings(environ=env)
+        pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
+        assert pool is not None
+        try:
+            async with httpx.AsyncClient() as http:
+                client = HostwindsClient(http, fleet.api_key, url=server.url, requests_per_second=20)
+                first = await run_once(client=client, pool=pool, settings=settings)
+                after_first = await values(pool)
+                history = await pool.fetch("SELECT hostwinds_instance_id, provisional FROM cost_sync_history")
+                for name, value in env.items():
+                    monkeypatch.setenv(name, value)
+                code, out = await cost_sync(capsys, "--log-level", "error", "report", "--json")
+                report = json.loads(out)
+                second = await run_once(client=client, pool=pool, settings=settings)
+                after_second = await values(pool)
+                code2, out = await cost_sync(capsys, "--log-level", "error", "report", "--json")
+                report2 = json.loads(out)
+        finally:
+            await pool.close()
+
+    unpriceable = {k for k, v in after_second.items() if v is None}
+    assert first.report.price_cache.pending > 0
+    still_pending = {
+        str(o.row.hostwinds_instance_id)
+        for o in first.outcomes
+        if getattr(o.result, "reason", None) == "pending"
+    }
+    # Every row the window did not reach has its provisional value, unless the list cannot price it.
+    assert still_pending <= unpriceable
+    assert first.report.provisional == first.report.price_cache.pending - len(still_pending)
+    assert first.report.provisional > 0
+    assert {k for k, v in after_first.items() if v is None} == unpriceable
+    assert sum(1 for r in history if r["provisional"]) == first.report.provisional
+    assert code == 0
+    assert report["provisional"] == first.report.provisional
+    assert second.report.price_cache.pending == 0
+    assert second.report.provisional == 0
+    assert second.report.price_cache.reasons["new"] == first.report.price_cache.pending
+    assert code2 == 0
+    assert report2["provisional"] == 0
+    # Refined values come from the services' own prices: some differ from the list's estimate.
+    assert any(after_second[k] != after_first[k] for k in after_first if k not in unpriceable)

@@ -272,22 +272,31 @@ async def test_failed_price_list_stops_the_per_service_fetch(
     assert asked_at_failure < 10
 
 
-async def test_budget_leaves_pending_rows_that_the_next_run_prices(
+async def test_budget_leaves_pending_rows_provisional_and_the_next_run_refines_them(
     hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
 ) -> None:
-    """A budget of four asks commits those, reports six pending, and the next run prices them."""
+    """A budget of four asks commits those, gives the six rows with no value the price list's
+    provisional estimate at once, and the next run asks them and refines them."""
+    hostwinds.cycle_prices[9] = {"monthly": "8.49"}  # its own price differs from the list's 9.99
     ticks = itertools.count()
     # The clock reads once at the start and once before each ask: asks 1-4 start before 4.5 s.
     first = await run(client, store, config=settings(max_run_seconds=4.5), clock=lambda: float(next(ticks)))
     assert first.report.price_cache.pending == 6
-    assert first.report.unpriced_by_reason == {"pending": 6}
-    assert first.report.updated == 4
-    assert sum(row.approximate_cost is not None for row in store.rows.values()) == 4
+    assert first.report.unpriced_by_reason == {}
+    assert first.report.provisional == 6
+    assert first.report.updated == 10
+    provisional = {
+        o.row.hostwinds_instance_id for o in first.outcomes if getattr(o.result, "provisional", False)
+    }
+    assert provisional == {"5", "6", "7", "8", "9", "10"}
+    assert store.value("9") == Decimal("9.99")
     second = await run(client, store, at=T0 + timedelta(minutes=1))
     assert second.report.price_cache.reasons["new"] == 6
     assert second.report.price_cache.hits == 4
     assert second.report.price_cache.pending == 0
-    assert all(row.approximate_cost is not None for row in store.rows.values())
+    assert second.report.provisional == 0
+    assert store.value("9") == Decimal("8.49")  # refined: a change like any other, within the guard
+    assert second.report.updated == 1
 
 
 async def test_pending_row_keeps_its_value(hostwinds: FakeHostwinds, client: HostwindsClient) -> None:
@@ -466,3 +475,64 @@ def test_a_run_keeps_one_object_per_distinct_answer_and_fingerprint() -> None:
     shared.LIMIT = 1
     assert shared.prices({Cycle.MONTHLY: "1.00"}) == {Cycle.MONTHLY: "1.00"}
     assert shared.prices({Cycle.MONTHLY: "1.00"}) is not shared.prices({Cycle.MONTHLY: "1.00"})
+
+
+def rated(**sync: Any) -> Settings:
+    """Settings at 2 requests/s (the polite default), one worker, and these [sync] values."""
+    return Settings(hostwinds={"max_concurrency": 1, "requests_per_second": 2}, sync=sync)  # type: ignore[arg-type]
+
+
+async def test_a_cold_start_commits_provisional_estimates_within_seconds_then_refines(
+    hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
+) -> None:
+    """30 rows with no value at 2 requests/s: the run stops asking after PROVISIONAL_ASK_SECONDS
+    (not its 300 s budget), every row has a value after its commit, and the next run refines."""
+    from cost_sync.sync import PROVISIONAL_ASK_SECONDS
+
+    hostwinds.instances = [instance(n) for n in range(1, 31)]
+    store.rows.clear()
+    for n in range(1, 31):
+        store.add_row(str(n))
+    ticks = itertools.count()
+    first = await run(client, store, config=rated(), clock=lambda: float(next(ticks)))
+    asked = first.report.price_cache.asked
+    assert 0 < asked <= PROVISIONAL_ASK_SECONDS
+    assert first.report.price_cache.pending == 30 - asked
+    assert first.report.provisional == 30 - asked
+    assert all(row.approximate_cost is not None for row in store.rows.values())
+    # Rows now have values: the next run asks within its whole budget, and prices them all.
+    ticks2 = itertools.count()
+    second = await run(
+        client, store, at=T0 + timedelta(minutes=1), config=rated(), clock=lambda: float(next(ticks2))
+    )
+    assert second.report.price_cache.pending == 0
+    assert second.report.provisional == 0
+    assert store.value("3") == Decimal("7.49")  # its own cycle price
+
+
+async def test_rows_with_values_keep_the_whole_budget(
+    hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
+) -> None:
+    """Every row already has a value: no early stop, every service asked within the budget."""
+    hostwinds.instances = [instance(n) for n in range(1, 31)]
+    store.rows.clear()
+    for n in range(1, 31):
+        store.add_row(str(n), cost="9.99")
+    ticks = itertools.count()
+    result = await run(client, store, config=rated(), clock=lambda: float(next(ticks)))
+    assert result.report.price_cache.asked == 30
+    assert result.report.price_cache.pending == 0
+
+
+async def test_rows_the_price_list_cannot_estimate_keep_the_whole_budget(
+    hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
+) -> None:
+    """No value, but no plan in the list: nothing to commit early, so no early stop."""
+    hostwinds.instances = [instance(n, product_id=999) for n in range(1, 31)]
+    store.rows.clear()
+    for n in range(1, 31):
+        store.add_row(str(n))
+    ticks = itertools.count()
+    result = await run(client, store, config=rated(), clock=lambda: float(next(ticks)))
+    assert result.report.price_cache.asked == 30
+    assert result.report.provisional == 0
