@@ -536,3 +536,16 @@ async def test_rows_the_price_list_cannot_estimate_keep_the_whole_budget(
     result = await run(client, store, config=rated(), clock=lambda: float(next(ticks)))
     assert result.report.price_cache.asked == 30
     assert result.report.provisional == 0
+
+
+async def test_refining_a_provisional_value_is_held_like_any_other_change(
+    hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
+) -> None:
+    """A provisional 9.99 whose own price is 1.00: not a first price, so the 90% drop is held."""
+    hostwinds.cycle_prices[9] = {"monthly": "1.00"}
+    ticks = itertools.count()
+    await run(client, store, config=settings(max_run_seconds=4.5), clock=lambda: float(next(ticks)))
+    assert store.value("9") == Decimal("9.99")
+    second = await run(client, store, at=T0 + timedelta(minutes=1))
+    assert [h.hostwinds_instance_id for h in second.held] == ["9"]
+    assert store.value("9") == Decimal("9.99")
