@@ -65,10 +65,10 @@ SELECT min(observed) FROM cost_sync_price_observations;
 WITH basis AS (
     SELECT *
     FROM unnest($5::text[], $6::text[], $7::numeric[], $8::int[], $9::bool[], $10::int[], $11::text[],
-                $12::text[])
+                $12::text[], $13::text[], $14::bool[])
          WITH ORDINALITY
          AS b(source, cycle, cycle_price, months, hourly_ceiling, product_id, product_name, cycle_alias,
-              position)
+              fallback, provisional, position)
 ),
 new AS (
     SELECT * FROM unnest($2::uuid[], $3::numeric[], $4::int[]) AS n(id, cost, basis)
@@ -79,14 +79,15 @@ changed AS (
     FROM new JOIN vps_instances prior ON prior.id = new.id
     WHERE v.id = new.id
       AND v.approximate_cost IS DISTINCT FROM new.cost
-      AND v.status = ANY($13::text[])
+      AND v.status = ANY($15::text[])
     RETURNING v.id, prior.hostwinds_instance_id, prior.approximate_cost AS old_cost, new.cost, new.basis
 )
 INSERT INTO cost_sync_history (run_id, vps_instance_id, hostwinds_instance_id, old_cost, new_cost,
                                source, cycle, cycle_price, months, hourly_ceiling, product_id,
-                               product_name, cycle_alias)
+                               product_name, cycle_alias, fallback, provisional)
 SELECT $1, c.id, c.hostwinds_instance_id, c.old_cost, c.cost, b.source, b.cycle, b.cycle_price,
-       b.months, b.hourly_ceiling, b.product_id, b.product_name, b.cycle_alias
+       b.months, b.hourly_ceiling, b.product_id, b.product_name, b.cycle_alias, b.fallback,
+       b.provisional
 FROM changed c JOIN basis b ON b.position = c.basis;
 
 -- name: insert_run

@@ -22,7 +22,7 @@ WHERE id = $1;
 -- name: read_history
 -- A row's whole history, newest first.
 SELECT run_id, created, old_cost, new_cost, source, cycle, cycle_price, months, hourly_ceiling,
-       product_id, product_name, approved, proposed_by, cycle_alias
+       product_id, product_name, approved, proposed_by, cycle_alias, fallback, provisional
 FROM cost_sync_history
 WHERE vps_instance_id = $1
 ORDER BY created DESC, run_id;
@@ -53,12 +53,18 @@ ORDER BY since, vps_instance_id;
 
 -- name: report_rows
 -- Every row in scope with the plan, cycle and source of its latest history entry and its kept state.
+-- `provisional`: that entry is a provisional price-list estimate and no answer of the service's
+-- own cycle prices has been cached since (one would have refined or confirmed it).
 SELECT v.id, v.hostwinds_instance_id, v.status, v.region, v.approximate_cost, v.monthly_cost,
        h.source, h.cycle, h.product_id, h.product_name, s.unpriced_reason, s.unpriced_detail,
-       coalesce(s.upgrade_available, false) AS upgrade_available
+       coalesce(s.upgrade_available, false) AS upgrade_available,
+       coalesce(h.provisional, false) AND NOT EXISTS (
+           SELECT 1 FROM cost_sync_price_observations o
+           WHERE o.serviceid = s.serviceid AND o.observed >= h.created
+       ) AS provisional
 FROM vps_instances v
 LEFT JOIN LATERAL (
-    SELECT source, cycle, product_id, product_name
+    SELECT source, cycle, product_id, product_name, provisional, created
     FROM cost_sync_history
     WHERE vps_instance_id = v.id
     ORDER BY created DESC

@@ -77,6 +77,8 @@ class Answer:
     action: str
     params: Mapping[str, str]
     body: Any
+    #: The HTTP status it came with: an error envelope may come as an object at HTTP 400/401.
+    status: int = 200
 
 
 def answer_key(action: str, params: Mapping[str, str]) -> tuple[str, tuple[tuple[str, str], ...]]:
@@ -139,7 +141,10 @@ def write_capture(
         if any(secret and secret in text for secret in secrets):
             raise CaptureError(f"{name}: the answer still holds a secret; nothing was written")
         texts[name] = text
-        entries.append({"action": answer.action, "params": dict(answer.params), "file": name})
+        entry: dict[str, Any] = {"action": answer.action, "params": dict(answer.params), "file": name}
+        if answer.status != 200:
+            entry["status"] = answer.status
+        entries.append(entry)
     manifest = {
         "format": FORMAT,
         "note": _NOTE,
@@ -165,6 +170,8 @@ class Capture:
 
     directory: Path
     bodies: dict[tuple[str, tuple[tuple[str, str], ...]], bytes] = field(default_factory=dict)
+    #: Answers captured with an HTTP status other than 200, by the same key.
+    statuses: dict[tuple[str, tuple[tuple[str, str], ...]], int] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"Capture({str(self.directory)!r}, answers={len(self.bodies)})"
@@ -185,6 +192,7 @@ def load_capture(directory: Path) -> Capture:
     if not isinstance(entries, list):
         raise CaptureError(f"{manifest_path}: answers: must be a list")
     bodies: dict[tuple[str, tuple[tuple[str, str], ...]], bytes] = {}
+    statuses: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
     for index, entry in enumerate(entries):
         where = f"{manifest_path}: answers[{index}]"
         if not isinstance(entry, dict):
@@ -199,8 +207,14 @@ def load_capture(directory: Path) -> Capture:
             json.loads(body)
         except (OSError, ValueError) as exc:
             raise CaptureError(f"{directory / name}: cannot be read as JSON ({exc})") from None
-        bodies[answer_key(action, {str(k): str(v) for k, v in params.items()})] = body
-    return Capture(directory=directory, bodies=bodies)
+        key = answer_key(action, {str(k): str(v) for k, v in params.items()})
+        bodies[key] = body
+        status = entry.get("status", 200)
+        if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
+            raise CaptureError(f"{where}: status must be an HTTP status code")
+        if status != 200:
+            statuses[key] = status
+    return Capture(directory=directory, bodies=bodies, statuses=statuses)
 
 
 def _form(body: bytes) -> dict[str, str]:
@@ -290,4 +304,9 @@ class ReplayServer:
             self.missing.append(key)
             _log.warning("replay.not_captured", action=action, params=dict(key[1]))
             return _error(action, "Not in this capture (cost-sync replay).")
-        return Response(body, media_type=_JSON, headers={"X-Replay": "hostwinds"})
+        return Response(
+            body,
+            status_code=self.capture.statuses.get(key, 200),
+            media_type=_JSON,
+            headers={"X-Replay": "hostwinds"},
+        )

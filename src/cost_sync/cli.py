@@ -247,6 +247,17 @@ def _verb_sandbox(verbs: Any, common: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="serve the answers `cost-sync doctor --capture DIR` saved, exactly, instead of a fleet",
     )
+    p.add_argument(
+        "--price-list-shape",
+        choices=["flat", "openapi"],
+        help="serve get_price_list as the fleet writes it (flat) or as the OpenAPI description shapes "
+        "it: keyed by resource id, promo/cycles/firsts objects, one custom plan priced in `pricing`",
+    )
+    p.add_argument(
+        "--error-form",
+        choices=["list", "object"],
+        help="error envelopes as a list at HTTP 200 (default) or an object at HTTP 400/401",
+    )
     p.add_argument("--api-key", metavar="KEY", help="with --replay: accept only this key (default: any key)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8080, help="port to listen on (default: 8080; 0: any)")
@@ -462,10 +473,21 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
 
 
 def _committed(result: RunResult) -> int:
-    """0 for a run that committed, unless the attribution snapshot after it failed: then its error."""
+    """0 for a run that committed, unless the attribution snapshot after it failed: then its error;
+    1 when it priced too little to trust (``mostly_unpriced``, ``nothing_matched``): what it
+    priced is written, and the warning says what to fix."""
+    from cost_sync.flags import FAILING_KINDS
+
     if result.attribution_error is not None:
         raise result.attribution_error
-    return 0
+    failing = [
+        w
+        for w, k in zip(result.report.warnings, result.report.warning_kinds, strict=False)
+        if k in FAILING_KINDS
+    ]
+    for warning in failing:
+        print(f"cost-sync: {warning}", file=sys.stderr)
+    return 1 if failing else 0
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -566,6 +588,8 @@ async def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     from cost_sync.signals import stop_on_signals
 
     if args.replay is not None:
+        if args.price_list_shape is not None or args.error_form is not None:
+            raise ConfigError("--price-list-shape and --error-form go with a fleet, not --replay")
         return await _replay(args)
     if args.api_key is not None:
         raise ConfigError("--api-key goes with --replay")
@@ -573,6 +597,10 @@ async def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
         fleet = sandbox.generate_fleet(args.generate)
     else:
         fleet = sandbox.load_fleet(args.fleet or sandbox.DEMO_FLEET_PATH)
+    import dataclasses
+
+    shape = {"price_list_shape": args.price_list_shape, "error_form": args.error_form}
+    fleet = dataclasses.replace(fleet, **{k: v for k, v in shape.items() if v is not None})
     server = sandbox.SandboxServer(fleet, host=args.host, port=args.port)
     async with stop_on_signals() as stop:
         try:
@@ -654,11 +682,14 @@ def _doctor(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 async def _attribution(args: argparse.Namespace, settings: Settings) -> int:
     from cost_sync import attribution_render, attribution_store
     from cost_sync.db import create_pool
+    from cost_sync.migrate import require_platform_table
 
     pool = await create_pool(
         settings.database_dsn(), timeout=settings.database.connect_timeout_seconds, max_size=2
     )
     try:
+        async with pool.acquire() as conn:
+            await require_platform_table(conn)
         report = await attribution_store.compute(pool, settings, snapshot=args.write)
         if args.write:
             await attribution_store.store_snapshot(pool, report)
@@ -684,12 +715,14 @@ async def _trust(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from cost_sync.db import connect
-    from cost_sync.migrate import check, migrate, rollback
+    from cost_sync.migrate import check, migrate, require_platform_table, rollback
 
     dsn = settings.database_dsn()
     lock_timeout = settings.database.lock_timeout_seconds
     conn = await connect(dsn, timeout=settings.database.connect_timeout_seconds)
     try:
+        if not args.rollback:
+            await require_platform_table(conn)
         if args.check:
             problems = await check(conn)
             if args.json:

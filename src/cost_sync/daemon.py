@@ -394,6 +394,16 @@ class Metrics:
             "Sum of approximate_cost over the rows in scope after the last run.",
             registry=r,
         )
+        self.warnings = Gauge(
+            "cost_sync_run_warnings",
+            "Warnings the last successful run raised, by kind (mostly_unpriced, nothing_matched, "
+            "cycle_prices_unavailable_everywhere, price_list_row_unreadable, ...).",
+            ["kind"],
+            registry=r,
+        )
+        self._warning_kinds = {"mostly_unpriced", "nothing_matched", "cycle_prices_unavailable_everywhere"}
+        for kind in self._warning_kinds:
+            self.warnings.labels(kind=kind).set(0)
         self.held = Gauge(
             "cost_sync_changes_held",
             "Changes held for approval ([guard] max_change_ratio) after the last run.",
@@ -418,6 +428,12 @@ class Metrics:
         for reason, count in cache.reasons.items():
             self.cache_asks.labels(reason=reason).inc(count)
         self.last_success.set(report.finished_at.timestamp())
+        # Every kind seen so far goes back to 0, so a warning that cleared reads 0, not its old value.
+        for kind in self._warning_kinds:
+            self.warnings.labels(kind=kind).set(0)
+        for kind in report.warning_kinds:
+            self._warning_kinds.add(kind)
+            self.warnings.labels(kind=kind).inc()
         if full:
             self.by_source.clear()
             self.by_reason.clear()

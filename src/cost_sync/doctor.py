@@ -10,6 +10,7 @@ directory, every answer a full sync needs is asked and written there (:mod:`cost
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,13 @@ import httpx
 from cost_sync import __version__, matching, pricing
 from cost_sync.capture import Answer, CaptureError, write_capture
 from cost_sync.db import connect, describe_dsn
-from cost_sync.errors import ConfigError, CostSyncError, HostwindsAuthError, HostwindsError
+from cost_sync.errors import (
+    ConfigError,
+    CostSyncError,
+    HostwindsAuthError,
+    HostwindsError,
+    HostwindsErrorEnvelope,
+)
 from cost_sync.hostwinds import (
     HostwindsClient,
     PlanKey,
@@ -32,8 +39,8 @@ from cost_sync.hostwinds import (
     read_price_list,
     unwrap,
 )
-from cost_sync.migrate import MIGRATE_HINT, check, discover
-from cost_sync.models import Cycle, Instance, Plan, VpsRow
+from cost_sync.migrate import MIGRATE_HINT, NO_PLATFORM_TABLE, check, discover
+from cost_sync.models import Cycle, Instance, Plan, PriceList, VpsRow
 from cost_sync.settings import CONFIG_ENV, Settings, load_settings
 from cost_sync.store import queries
 from cost_sync.sync import open_hostwinds
@@ -179,9 +186,12 @@ async def _database_checks(report: DoctorReport, settings: Settings) -> _Databas
             report.add(
                 "vps_instances",
                 "fail",
-                "no vps_instances table in the current schema",
-                "point COST_SYNC_DATABASE_URL at the platform's database",
+                NO_PLATFORM_TABLE,
+                "point COST_SYNC_DATABASE_URL at the platform's database (not `cost-sync migrate`: "
+                "it cannot create the platform's table)",
             )
+            report.add("migrations", "fail", "not checked: no vps_instances table", "fix the check above")
+            return database
         elif missing:
             report.add(
                 "vps_instances",
@@ -294,11 +304,12 @@ async def _ask_and_read(
         wanted = {i.serviceid: i for i in instances}
     considered = list(wanted.values()) or instances
 
-    lists_by_id: dict[matching.PriceListKey, dict[int, Plan]] = {}
+    lists_by_id: dict[matching.PriceListKey, PriceList] = {}
     lists_by_rid: dict[matching.PriceListKey, dict[int, Plan]] = {}
     keys = sorted({(hw.managed, i.disk_type) for i in considered}, key=lambda k: k[1] or "")
     shapes: list[str] = []
     failures: list[str] = []
+    skipped: list[str] = []
     for key in keys:
         params = price_list_params(managed=key[0], drive_type=key[1])
         label = f"managed={int(key[0])} drive_type={key[1] or '(default)'}"
@@ -315,9 +326,19 @@ async def _ask_and_read(
             failures.append(f"{label}: {exc}")
             continue
         shapes.append(f"{label}: {_shape(plist)}, {len(lists_by_id[key])} rows")
+        skipped.extend(f"{label}: {row.describe()}" for row in lists_by_id[key].unreadable)
     if failures:
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
         report.add("get_price_list", "fail", f"{failures[0]}{more}", _REPORT_IT)
+    elif skipped:
+        more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        report.add(
+            "get_price_list",
+            "warn",
+            f"{'; '.join(shapes)}; price_list_row_unreadable: {skipped[0]}{more}",
+            "instances on those plans are priced from their own cycle prices, else unpriced "
+            f"(plan_unreadable, custom_plan); {_REPORT_IT}",
+        )
     else:
         report.add("get_price_list", "pass", "; ".join(shapes) or "no instance needs a price list")
 
@@ -357,6 +378,11 @@ async def _cycle_price_check(
             break
         except HostwindsError as exc:
             errors.append(str(exc))
+            if isinstance(exc, HostwindsErrorEnvelope) and exc.answer is not None:
+                # Kept: a replay answers this service with the same envelope, at the same status.
+                answers.append(
+                    Answer("get_billingcycle_prices", {"serviceid": str(serviceid)}, exc.answer, exc.status)
+                )
             continue
         answers.append(Answer("get_billingcycle_prices", {"serviceid": str(serviceid)}, body))
         try:
@@ -384,15 +410,47 @@ async def _cycle_price_check(
             f"{len(unreadable)} of {len(asked)} answer(s) not read, first: {unreadable[0]}",
             f"{_REPORT_IT}: the client does not read this shape",
         )
+    elif errors and len(errors) == len(asked) and len({_SERVICE_ID.sub("service N", e) for e in errors}) == 1:
+        cause, fix = _everywhere_cause(errors[0])
+        report.add(
+            "get_billingcycle_prices",
+            "fail",
+            f"cycle_prices_unavailable_everywhere: all {len(asked)} service(s) asked answered the same "
+            f"error: {errors[0]}; likely cause: {cause}",
+            f"{fix}; meanwhile every row is priced from the price list (fallback cycle_prices_error), "
+            "so check the plan_join check below",
+        )
     elif errors:
         report.add(
             "get_billingcycle_prices",
             "warn",
             f"{evidence}; {len(errors)} error(s), first: {errors[0]}",
-            "those rows will be unpriced (cycle_prices_unavailable) until Hostwinds answers",
+            "those rows are priced from the price list (fallback cycle_prices_error) until Hostwinds "
+            "answers; with no price-list plan they stay unpriced (cycle_prices_unavailable)",
         )
     else:
         report.add("get_billingcycle_prices", "pass", evidence)
+
+
+_SERVICE_ID = re.compile(r"service \d+")
+
+
+def _everywhere_cause(error: str) -> tuple[str, str]:
+    """The likely cause and fix of one error every service's get_billingcycle_prices answered."""
+    text = error.lower()
+    if "invalid action" in text:
+        return (
+            "this account or key does not offer get_billingcycle_prices",
+            "ask Hostwinds to enable get_billingcycle_prices for this API key",
+        )
+    if "serviceid" in text:
+        return (
+            "Hostwinds does not take these service ids for get_billingcycle_prices "
+            "(another account's key, or the action wants another id)",
+            "check that COST_SYNC_HOSTWINDS_API_KEY is the key of the account that owns these "
+            f"instances; if it is, {_REPORT_IT}",
+        )
+    return ("the action fails for the whole account", _REPORT_IT)
 
 
 def _matching_check(

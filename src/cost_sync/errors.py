@@ -15,6 +15,7 @@
         ├── HostwindsTransientError   5xx, 429, timeout, non-JSON body, "too fast" envelope:
         │                             retried, then raised
         ├── HostwindsResponseError    a well-formed error envelope or a body of the wrong shape
+        │   └── HostwindsErrorEnvelope  an error envelope (list at HTTP 200, or object at 4xx)
         └── ForbiddenActionError      an action outside the read-only allow-list; nothing was sent
 
 An error's message is meant for an operator: it names what failed and never carries a secret
@@ -76,6 +77,15 @@ class HostwindsTransientError(HostwindsError):
 
 class HostwindsResponseError(HostwindsError):
     """Hostwinds answered with an error or a body cost-sync does not understand."""
+
+
+class HostwindsErrorEnvelope(HostwindsResponseError):
+    """Hostwinds answered with an error envelope."""
+
+    #: The envelope as sent, with every deny-listed field and any text holding the key removed
+    #: (``doctor --capture`` keeps it so a replay answers the same), and its HTTP status.
+    answer: object = None
+    status: int = 200
 
 
 class ForbiddenActionError(HostwindsError):

@@ -63,6 +63,10 @@ class HistoryRecord:
     proposed_by: uuid.UUID | None = None
     #: The account's cycle spelling when a [hostwinds.cycle_aliases] entry chose the cycle.
     cycle_alias: str | None = None
+    #: Why a price_list value did not come from the service's own cycle prices (sql/0009).
+    fallback: str | None = None
+    #: A price-list estimate given while the service's own cycle prices were still to be asked.
+    provisional: bool = False
 
 
 def _text(value: Decimal | None) -> str | None:
@@ -95,6 +99,8 @@ def derive(entry: HistoryRecord) -> dict[str, Any]:
         "approved": entry.approved,
         "proposed_by": None if entry.proposed_by is None else str(entry.proposed_by),
         "cycle_alias": entry.cycle_alias,
+        "fallback": entry.fallback,
+        "provisional": entry.provisional,
     }
     if entry.source == "override":
         data.update(quotient=None, quotient_exact=None, rounded=str(entry.new), reproduces=True)

@@ -15,14 +15,27 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from cost_sync.models import Estimate, Instance, RowOutcome, Unpriced, UnpricedReason, VpsRow, override_key
+from cost_sync.models import (
+    Estimate,
+    Instance,
+    Plan,
+    PriceList,
+    RowOutcome,
+    Unpriced,
+    UnpricedReason,
+    VpsRow,
+    override_key,
+)
 
 __all__ = [
     "EXAMPLES",
+    "FAILING_KINDS",
     "SWING_DOWN",
     "SWING_UP",
     "Flag",
     "conflicting_instances",
+    "coverage_flags",
+    "price_list_flags",
     "result_flags",
     "shared_instances",
     "unused_overrides",
@@ -82,6 +95,106 @@ def unused_overrides(overrides: Mapping[str, Decimal], rows: Sequence[VpsRow]) -
         return []
     named = {override_key(row.hostwinds_instance_id) for row in rows}
     return sorted(key for key in overrides if key not in named)
+
+
+def price_list_flags(price_lists: Mapping[tuple[bool, str | None], Mapping[int, Plan]]) -> list[Flag]:
+    """One ``price_list_row_unreadable`` flag per price-list row the reader skipped: which list
+    (managed, drive type), the row's key and the path where reading stopped."""
+    found: list[Flag] = []
+    for (managed, drive_type), plans in sorted(
+        price_lists.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")
+    ):
+        if not isinstance(plans, PriceList):
+            continue
+        for row in plans.unreadable:
+            reason = UnpricedReason.CUSTOM_PLAN if row.custom else UnpricedReason.PLAN_UNREADABLE
+            found.append(
+                Flag(
+                    "price_list_row_unreadable",
+                    f"price_list_row_unreadable: price list managed={int(managed)} "
+                    f"drive_type={drive_type or '(default)'}: {row.describe()}; instances on that plan "
+                    f"without their own cycle prices are unpriced ({reason.value}), other rows are priced",
+                )
+            )
+    return found
+
+
+#: Flags that make ``--once`` exit 1 although the run committed: it priced too little to trust.
+FAILING_KINDS = frozenset({"mostly_unpriced", "nothing_matched"})
+
+# What `cost-sync doctor` would say to fix, per unpriced reason.
+_FIXES: dict[UnpricedReason, str] = {
+    UnpricedReason.PLAN_NOT_FOUND: "run `cost-sync doctor`: its plan_join check compares product_id "
+    "with the price list's `id` and `rid` and says which [hostwinds] plan_key the data supports",
+    UnpricedReason.NOT_FOUND: "check the rows' hostwinds_instance_id against "
+    "`cost-sync doctor`'s matching check",
+    UnpricedReason.UNKNOWN_CYCLE: "confirm the spellings on an invoice and map them in "
+    "[hostwinds.cycle_aliases] (`cost-sync doctor` lists them)",
+    UnpricedReason.CYCLE_PRICES_UNAVAILABLE: "run `cost-sync doctor`: its get_billingcycle_prices check "
+    "names the cause",
+    UnpricedReason.PLAN_UNREADABLE: "capture the answers (`cost-sync doctor --capture DIR`) and report them",
+    UnpricedReason.CUSTOM_PLAN: "custom plans are priced per service: check get_billingcycle_prices with "
+    "`cost-sync doctor`, or set [overrides] for them",
+}
+
+
+def coverage_flags(
+    outcomes: Sequence[RowOutcome],
+    *,
+    instances_listed: int,
+    max_unpriced_ratio: Decimal,
+    plan_key: str,
+    plan_keys: Mapping[str, Collection[int]] | None = None,
+) -> list[Flag]:
+    """``nothing_matched`` when Hostwinds lists instances and no row in scope matches one;
+    ``mostly_unpriced`` when more than ``max_unpriced_ratio`` of the matched rows are unpriced
+    (``pending`` rows, which keep their value for the next run, are not counted).
+
+    ``plan_keys`` maps ``"id"`` and ``"rid"`` to the values the price lists carry in each field,
+    so that a wrong ``plan_key`` is named with the value that would join.
+    """
+    matched = [o for o in outcomes if o.instance is not None]
+    if instances_listed and not matched:
+        return [
+            Flag(
+                "nothing_matched",
+                f"nothing_matched: Hostwinds lists {instances_listed} instance(s) and no row in scope "
+                f"matches any of them ({instances_listed} instance(s) have no row; {len(outcomes)} "
+                "row(s) in scope); check which database COST_SYNC_DATABASE_URL names and the rows' "
+                "hostwinds_instance_id (`cost-sync doctor` shows the matching)",
+            )
+        ]
+    unpriced = Counter(
+        o.result.reason
+        for o in matched
+        if isinstance(o.result, Unpriced) and o.result.reason is not UnpricedReason.PENDING
+    )
+    total = sum(unpriced.values())
+    if not matched or Decimal(total) <= max_unpriced_ratio * len(matched):
+        return []
+    top = unpriced.most_common(3)
+    reasons = ", ".join(f"{reason.value} {count}" for reason, count in top)
+    first = top[0][0]
+    fix = _FIXES.get(first, "run `cost-sync doctor`")
+    if first is UnpricedReason.PLAN_NOT_FOUND and plan_keys:
+        products = [
+            o.instance.product_id for o in matched if o.instance is not None and o.instance.product_id
+        ]
+        other = "rid" if plan_key == "id" else "id"
+        joins = {key: sum(1 for p in products if p in plan_keys.get(key, ())) for key in ("id", "rid")}
+        if joins[other] > joins[plan_key]:
+            fix = (
+                f"the instances' product_id matches the price list's `{other}` for {joins[other]} of "
+                f"{len(products)} and `{plan_key}` for {joins[plan_key]}: set [hostwinds] plan_key = "
+                f'"{other}" (COST_SYNC_HOSTWINDS_PLAN_KEY={other}); `cost-sync doctor` cross-checks the names'
+            )
+    return [
+        Flag(
+            "mostly_unpriced",
+            f"mostly_unpriced: {total} of {len(matched)} matched rows in scope are unpriced (more than "
+            f"max_unpriced_ratio {max_unpriced_ratio}); top reasons: {reasons}; fix: {fix}",
+        )
+    ]
 
 
 def _held(outcomes: Iterable[RowOutcome], held: Collection[uuid.UUID]) -> int:

@@ -55,6 +55,7 @@ from cost_sync.errors import (
     ForbiddenActionError,
     HostwindsAuthError,
     HostwindsError,
+    HostwindsErrorEnvelope,
     HostwindsResponseError,
     HostwindsTransientError,
 )
@@ -65,6 +66,8 @@ from cost_sync.models import (
     Instance,
     Plan,
     PriceCell,
+    PriceList,
+    UnreadableRow,
     dropped_fields,
     parse_instance,
 )
@@ -77,7 +80,9 @@ __all__ = [
     "READ_ONLY_ACTIONS",
     "HostwindsClient",
     "PlanKey",
+    "PriceList",
     "RetryPolicy",
+    "UnreadableRow",
     "is_denied_field",
     "is_transient",
     "price_cell_text",
@@ -284,6 +289,9 @@ class HostwindsClient:
         """The body of a final attempt (still wrapped), or the error it stands for (counted either way)."""
         if _is_error_envelope(body) and not is_transient(outcome, body):
             error = self._envelope_error(action, body)
+            if isinstance(error, HostwindsErrorEnvelope):
+                error.answer = sanitise(body, secret=self._api_key)
+                error.status = outcome.status_code if isinstance(outcome, httpx.Response) else 200
             kind = "auth_error" if isinstance(error, HostwindsAuthError) else "error"
             self.requests[action, kind] += 1
             raise error
@@ -326,8 +334,9 @@ class HostwindsClient:
 
     async def get_price_list(
         self, *, managed: bool, drive_type: str | None, plan_key: PlanKey = "id"
-    ) -> dict[int, Plan]:
-        """The plans Hostwinds lists for these options, keyed by ``plan_key``, with their price cells."""
+    ) -> PriceList:
+        """The plans Hostwinds lists for these options, keyed by ``plan_key``, with their price cells
+        (and the rows that could not be read, see :func:`read_price_list`)."""
         return read_price_list(
             await self.call("get_price_list", **price_list_params(managed=managed, drive_type=drive_type)),
             plan_key=plan_key,
@@ -401,7 +410,7 @@ class HostwindsClient:
         message = self._scrub(first.get("message"), _MESSAGE_MAX) or "no message"
         code = self._scrub(first.get("ERROR"), 20)
         suffix = f" (code {code})" if code else ""
-        return HostwindsResponseError(f"{action}: Hostwinds answered an error: {message}{suffix}")
+        return HostwindsErrorEnvelope(f"{action}: Hostwinds answered an error: {message}{suffix}")
 
     def _scrub(self, value: object, limit: int) -> str:
         if value is None:
@@ -485,27 +494,82 @@ def read_instances(answer: Any) -> list[Instance]:
     return [_instance(action, item, f"item {index}: ") for index, item in enumerate(items)]
 
 
-def read_price_list(answer: Any, *, plan_key: PlanKey = "id") -> dict[int, Plan]:
-    """The plans of a ``get_price_list`` answer (unwrapped), keyed by ``plan_key``.
+class _RowUnreadable(Exception):
+    def __init__(self, path: str, detail: str, *, custom: bool = False) -> None:
+        super().__init__(detail)
+        self.path = path
+        self.detail = detail
+        self.custom = custom
+
+
+def read_price_list(answer: Any, *, plan_key: PlanKey = "id") -> PriceList:
+    """The plans of a ``get_price_list`` answer (unwrapped), keyed by ``plan_key``, read row by row.
 
     Rows are found wherever the answer puts them: a list, an object keyed by id, or lists and
-    objects nested under group keys (fixed and custom plans). A row is an object with an ``id``
-    and at least one cycle-price field. A non-empty answer with no row, an item that is neither a
-    row nor a group, or a row's field of the wrong type raises, naming the path where reading
-    stopped. Rows without the ``plan_key`` field cannot be joined and are left out.
+    objects nested under group keys (fixed and custom plans). A row is an object with an ``id``, a
+    ``rid``, a cycle-price field or a ``pricing`` object, or any object under a numeric key; the
+    reader never looks inside a row for further rows, so objects keyed by cycle in a row
+    (``promo``, ``cycles``, ``firsts``) are never rows or prices, and the options inside
+    ``pricing`` are never plans, whatever ``plan_key`` says.
+
+    A row the reader cannot use (no usable cycle price, a cell that is not a number, an id that is
+    not an integer, a custom plan priced only through ``pricing``) is skipped and listed in
+    :attr:`PriceList.unreadable` with the path where reading stopped; the other rows are read. The
+    answer fails as a whole only when it is not empty and no row in it can be read. Rows without
+    the ``plan_key`` field cannot be joined and are left out.
     """
     action = "get_price_list"
     plans: dict[int, Plan] = {}
-    for where, row in _price_rows(action, answer):
-        plan = _plan(action, where, row)
+    unreadable: list[UnreadableRow] = []
+    conflicting: set[int] = set()
+    candidates = _price_rows(action, answer)
+    readable = 0
+    for where, row in candidates:
+        if not isinstance(row, dict):
+            unreadable.append(
+                UnreadableRow(None, where, False, f"expected a price-list row or a group, got {_kind(row)}")
+            )
+            continue
+        key = _row_key(row, plan_key)
+        try:
+            plan = _plan(action, where, row)
+        except _RowUnreadable as exc:
+            unreadable.append(UnreadableRow(key, exc.path, exc.custom, exc.detail))
+            continue
+        readable += 1
         key = plan.id if plan_key == "id" else plan.rid
         if key is None:
             continue
+        if key in conflicting:
+            continue
         if plans.get(key, plan) != plan:
             by = "" if plan_key == "id" else f" ({plan_key})"
-            raise HostwindsResponseError(f"{action}: {where}: two different rows for plan {key}{by}")
+            # Neither row is trusted: which one is the plan's price is unknowable.
+            del plans[key]
+            conflicting.add(key)
+            unreadable.append(
+                UnreadableRow(key, where, plan.custom, f"two different rows for plan {key}{by}")
+            )
+            continue
         plans[key] = plan
-    return plans
+    if candidates and readable == 0:
+        first = unreadable[0]
+        raise HostwindsResponseError(
+            f"{action}: no price-list row could be read; reading stopped at {first.path}: {first.detail}"
+        )
+    return PriceList(plans, unreadable)
+
+
+def _row_key(row: Mapping[str, Any], plan_key: PlanKey) -> int | None:
+    """A row's join key when it is an integer (also for a row that cannot be read otherwise)."""
+    value = row.get(plan_key)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
 
 
 def read_cycle_prices(serviceid: int, answer: Any) -> dict[Cycle, PriceCell]:
@@ -529,32 +593,44 @@ def _has_cycle_field(obj: Mapping[str, Any]) -> bool:
     return any(_normalise_key(str(key)) in _CYCLES_BY_KEY for key in obj)
 
 
-def _price_rows(action: str, answer: Any) -> list[tuple[str, dict[str, Any]]]:
-    """Every price-list row in the answer with its path (``answer.fixed[0]``), in answer order."""
-    rows: list[tuple[str, dict[str, Any]]] = []
+#: Fields that make an object a price-list row (beside a cycle-price field): the reader never
+#: looks inside one for further rows.
+_ROW_FIELDS = frozenset({"id", "rid", "pricing"})
+
+
+def _is_row(node: Mapping[str, Any], key: str | None) -> bool:
+    return (
+        bool(_ROW_FIELDS & node.keys())
+        or _has_cycle_field(node)
+        or (key is not None and key.strip().isdigit())
+    )
+
+
+def _price_rows(action: str, answer: Any) -> list[tuple[str, Any]]:
+    """Every price-list row candidate in the answer with its path (``answer.fixed[0]``), in answer
+    order; an item in a list that is neither an object nor a list is a candidate the reader will
+    skip. Raises when a non-empty answer holds no candidate at all, naming where reading stopped."""
+    rows: list[tuple[str, Any]] = []
     dead_ends: list[str] = []
 
-    def walk(node: Any, path: str) -> None:
+    def walk(node: Any, path: str, key: str | None) -> None:
         if isinstance(node, dict):
-            if "id" in node and _has_cycle_field(node):
+            if node and _is_row(node, key):
                 rows.append((path, node))
                 return
-            if _has_cycle_field(node):
-                raise HostwindsResponseError(f"{action}: {path}: a row with cycle prices but no id")
-            for key, value in node.items():
+            for name, value in node.items():
                 if isinstance(value, dict | list):
-                    walk(value, f"{path}.{key}")
+                    walk(value, f"{path}.{name}", str(name))
                 else:
-                    dead_ends.append(f"{path}.{key}: {_kind(value)}")
+                    dead_ends.append(f"{path}.{name}: {_kind(value)}")
             if not node:
                 dead_ends.append(f"{path}: an empty object")
         elif isinstance(node, list):
             for index, item in enumerate(node):
-                if not isinstance(item, dict | list):
-                    raise HostwindsResponseError(
-                        f"{action}: {path}[{index}]: expected a price-list row or a group, got {_kind(item)}"
-                    )
-                walk(item, f"{path}[{index}]")
+                if isinstance(item, dict | list):
+                    walk(item, f"{path}[{index}]", None)
+                else:
+                    rows.append((f"{path}[{index}]", item))
         else:
             raise HostwindsResponseError(
                 f"{action}: {path}: expected a price-list row or a group, got {_kind(node)}"
@@ -562,7 +638,7 @@ def _price_rows(action: str, answer: Any) -> list[tuple[str, dict[str, Any]]]:
 
     if answer is None or (isinstance(answer, dict | list) and not answer):
         return []
-    walk(answer, "answer")
+    walk(answer, "answer", None)
     if not rows:
         stop = dead_ends[0] if dead_ends else "answer: no object with an id and a cycle price"
         raise HostwindsResponseError(f"{action}: no price-list row found; reading stopped at {stop}")
@@ -711,19 +787,70 @@ def _instance(action: str, item: Any, where: str) -> Instance:
 
 
 def _plan(action: str, path: str, row: dict[str, Any]) -> Plan:
+    """One row as a plan, or :class:`_RowUnreadable` naming where reading stopped."""
     where = f"{path}: "
-    fields: dict[str, Any] = {"prices": _cycle_cells(action, where, row)}
+    pricing_options = row.get("pricing")
+    custom = isinstance(pricing_options, dict | list) and bool(pricing_options)
+    for name in ("id", "rid"):
+        if name in row and isinstance(row[name], bool):
+            raise _RowUnreadable(f"{path}.{name}", "a boolean is not a plan id", custom=custom)
+    if "id" not in row:
+        raise _RowUnreadable(path, "a row with no id", custom=custom)
+    try:
+        cells = _cycle_cells(action, where, row)
+    except HostwindsResponseError as exc:
+        raise _RowUnreadable(path, str(exc).removeprefix(f"{action}: {where}"), custom=custom) from None
+    if custom:
+        # Beside a `pricing` object, "0.00" (or -1) means "priced per service", not "not offered":
+        # only real prices are kept, and a cycle without one is a custom-plan cycle.
+        cells = {c: text for c, text in cells.items() if _is_price(text)}
+        if not cells:
+            raise _RowUnreadable(
+                f"{path}.pricing",
+                "a custom plan priced per service (its cycle prices are resource options)",
+                custom=True,
+            )
+    elif not any(_is_price(text) for text in cells.values()):
+        if not cells:
+            raise _RowUnreadable(path, "no cycle price")
+        bad = next((c for c, text in cells.items() if not _is_number_or_blank(text)), None)
+        if bad is not None:
+            raise _RowUnreadable(f"{path}.{bad.value}", "a cycle price that is not a number")
+    fields: dict[str, Any] = {"prices": cells, "custom": custom}
     for name in ("id", "rid"):
         if name in row:
-            if isinstance(row[name], bool):
-                raise HostwindsResponseError(f"{action}: {where}{name}: a boolean is not a plan id")
             fields[name] = row[name]
     if isinstance(row.get("name"), str):
         fields["name"] = row["name"]
     try:
         return Plan.model_validate(fields)
     except ValidationError as exc:
-        raise HostwindsResponseError(f"{action}: {where}{_validation_summary(exc)}") from None
+        summary = _validation_summary(exc)
+        field_name = summary.split(":", 1)[0] if ":" in summary else ""
+        raise _RowUnreadable(
+            f"{path}.{field_name}" if field_name in ("id", "rid", "name") else path,
+            summary.split(": ", 1)[1] if ": " in summary else summary,
+            custom=custom,
+        ) from None
+
+
+_CELL_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def _is_number_or_blank(text: PriceCell) -> bool:
+    stripped = text.strip()
+    return stripped == "" or _CELL_NUMBER.fullmatch(stripped) is not None
+
+
+def _is_price(text: PriceCell) -> bool:
+    """A cell holding a positive number (pricing decides the rest: range, cents)."""
+    stripped = text.strip()
+    if _CELL_NUMBER.fullmatch(stripped) is None:
+        return False
+    try:
+        return Decimal(stripped) > 0
+    except ArithmeticError:
+        return False
 
 
 def _cycle_cells(action: str, where: str, mapping: Mapping[str, Any]) -> dict[Cycle, PriceCell]:

@@ -8,6 +8,7 @@ stale; every row in scope gets exactly one :class:`~cost_sync.models.RowOutcome`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import math
 import uuid
@@ -20,10 +21,13 @@ from cost_sync import pricing
 from cost_sync.models import (
     AskReason,
     Cycle,
+    Estimate,
+    Fallback,
     Instance,
     Observation,
     Plan,
     PriceCell,
+    PriceList,
     RowOutcome,
     Unpriced,
     UnpricedReason,
@@ -48,6 +52,7 @@ __all__ = [
     "price_rows",
     "resolve_targets",
     "shared_uuid_unpriced",
+    "unreadable_plan",
     "wanted_instances",
 ]
 
@@ -274,8 +279,13 @@ def price_matched(
     withheld: Mapping[int, Unpriced] | None = None,
     aliases: Mapping[str, Cycle] | None = None,
     shared_uuids: Mapping[str, Sequence[int]] | None = None,
+    failed: Mapping[int, tuple[Fallback, str]] | None = None,
 ) -> list[RowOutcome]:
     """Decide every matched row: pick its price source, estimate.
+
+    ``failed`` names services whose cycle prices were asked and could not be used (an error
+    envelope, an unreadable answer): their rows are priced from the price list with that
+    ``fallback``, else unpriced ``cycle_prices_unavailable``.
 
     ``withheld`` names services whose cycle prices this run could not establish (not reached in
     its budget, or unreadable): their rows are unpriced with that reason, and keep their value.
@@ -286,11 +296,20 @@ def price_matched(
     outcomes = []
     no_plans: Mapping[int, Plan] = {}
     withheld = withheld or {}
+    failed = failed or {}
     with gc_paused():
         for row, instance in matches:
             override = overrides.get(override_key(row.hostwinds_instance_id)) if overrides else None
             if override is None and instance is not None and instance.serviceid in withheld:
-                outcomes.append(RowOutcome(row, instance, withheld[instance.serviceid]))
+                kept = withheld[instance.serviceid]
+                if kept.reason is UnpricedReason.PENDING and row.approximate_cost is None:
+                    # A number early: a row with no value gets the price list's estimate now,
+                    # marked provisional; its own cycle prices refine it in a later run.
+                    estimate = _provisional(instance, price_lists, managed=managed, aliases=aliases)
+                    if estimate is not None:
+                        outcomes.append(RowOutcome(row, instance, estimate))
+                        continue
+                outcomes.append(RowOutcome(row, instance, kept))
                 continue
             if override is None and instance is None and shared_uuids:
                 services = shared_uuids.get((row.hostwinds_instance_id or "").strip().lower())
@@ -298,8 +317,12 @@ def price_matched(
                     outcomes.append(RowOutcome(row, None, shared_uuid_unpriced(services)))
                     continue
             plan = None
+            missing = None
             if instance is not None and instance.product_id is not None:
-                plan = price_lists.get((managed, instance.disk_type), no_plans).get(instance.product_id)
+                plans = price_lists.get((managed, instance.disk_type), no_plans)
+                plan = plans.get(instance.product_id)
+                if plan is None and isinstance(plans, PriceList) and plans.unreadable:
+                    missing = unreadable_plan(plans, instance.product_id)
             result = pricing.price_row(
                 row,
                 instance,
@@ -307,9 +330,48 @@ def price_matched(
                 cycle_prices=cycle_prices.get(instance.serviceid) if instance else None,
                 plan=plan,
                 aliases=aliases,
+                plan_missing=missing,
+                failed=failed.get(instance.serviceid) if instance is not None and failed else None,
             )
             outcomes.append(RowOutcome(row, instance, result))
     return outcomes
+
+
+def _provisional(
+    instance: Instance,
+    price_lists: Mapping[PriceListKey, Mapping[int, Plan]],
+    *,
+    managed: bool,
+    aliases: Mapping[str, Cycle] | None,
+) -> Estimate | None:
+    """The price list's estimate for an instance whose own cycle prices are still to be asked,
+    marked provisional; None when the list cannot price it."""
+    if instance.product_id is None:
+        return None
+    plan = price_lists.get((managed, instance.disk_type), {}).get(instance.product_id)
+    if plan is None:
+        return None
+    result = pricing.estimate_instance(instance, cycle_prices=None, plan=plan, aliases=aliases)
+    if not isinstance(result, Estimate):
+        return None
+    return dataclasses.replace(result, provisional=True)
+
+
+def unreadable_plan(plans: PriceList, product_id: int) -> Unpriced | None:
+    """Why an instance on plan ``product_id`` cannot be priced from this list, when the list has a
+    row for that plan it could not read: ``custom_plan`` or ``plan_unreadable``, with the path."""
+    row = plans.unreadable_row(product_id)
+    if row is None:
+        return None
+    if row.custom:
+        return Unpriced(
+            UnpricedReason.CUSTOM_PLAN,
+            f"plan {product_id} is a custom plan priced per service only ({row.path})",
+        )
+    return Unpriced(
+        UnpricedReason.PLAN_UNREADABLE,
+        f"price-list row for plan {product_id} could not be read at {row.path}: {row.detail}",
+    )
 
 
 def shared_uuid_unpriced(services: Sequence[int]) -> Unpriced:

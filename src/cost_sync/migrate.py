@@ -29,11 +29,13 @@ from cost_sync.sqlfiles import sql_dir
 __all__ = [
     "MIGRATE_HINT",
     "MIGRATE_LOCK_KEY",
+    "NO_PLATFORM_TABLE",
     "Migration",
     "applied",
     "check",
     "discover",
     "migrate",
+    "require_platform_table",
     "require_schema",
     "rollback",
     "sql_dir",
@@ -41,6 +43,12 @@ __all__ = [
 
 #: What to do when :func:`check` finds a problem.
 MIGRATE_HINT = "run `cost-sync migrate`"
+#: Why nothing can run (or be migrated) against a database without the platform's table: the
+#: advice never loops back to `migrate`, which cannot create it.
+NO_PLATFORM_TABLE = (
+    "this database has no vps_instances table: cost-sync prices the rows the platform creates "
+    "there and never creates that table itself; check which database COST_SYNC_DATABASE_URL names"
+)
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -153,6 +161,15 @@ async def _migration_lock(conn: asyncpg.Connection, timeout: float) -> AsyncIter
             await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK_KEY)
 
 
+async def require_platform_table(conn: _Conn) -> None:
+    """Return when the platform's ``vps_instances`` table is visible; else raise
+    :class:`~cost_sync.errors.MissingSchemaError` (exit 2) with :data:`NO_PLATFORM_TABLE`."""
+    with database_errors("cannot look for the vps_instances table"):
+        found = await conn.fetchval("SELECT to_regclass('vps_instances') IS NOT NULL")
+    if not found:
+        raise MissingSchemaError(NO_PLATFORM_TABLE)
+
+
 async def migrate(
     conn: asyncpg.Connection,
     migrations: list[Migration] | None = None,
@@ -161,6 +178,8 @@ async def migrate(
 ) -> list[str]:
     """Apply every pending migration in order; return the names applied (empty: up to date)."""
     migrations = discover() if migrations is None else migrations
+    # 0001 alters the platform's table: without it every later step would fail with a raw error.
+    await require_platform_table(conn)
     async with _migration_lock(conn, lock_timeout):
         with database_errors("cannot read the migration ledger", error=MigrationError):
             await conn.execute(_ledger_sql())
@@ -213,6 +232,7 @@ async def require_schema(pool: asyncpg.Pool) -> None:
     so a run fails before its first Hostwinds call."""
     with database_errors("cannot check the schema"):
         async with pool.acquire() as conn:
+            await require_platform_table(conn)
             problems = await check(conn)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -60,6 +60,19 @@ class PriceSource(StrEnum):
     PRICE_LIST = "price_list"
 
 
+class Fallback(StrEnum):
+    """Why a row was priced from the price list rather than from its service's own cycle prices."""
+
+    #: The service's cycle prices were ``{}``: Hostwinds has no data for it (documented).
+    CYCLE_PRICES_EMPTY = "cycle_prices_empty"
+    #: Hostwinds answered the service's cycle prices with an error envelope.
+    CYCLE_PRICES_ERROR = "cycle_prices_error"
+    #: The service's cycle-price answer could not be read.
+    CYCLE_PRICES_UNREADABLE = "cycle_prices_unreadable"
+    #: The answer has prices, but none (or "not offered") for the instance's cycle.
+    CYCLE_MISSING = "cycle_missing"
+
+
 class UnpricedReason(StrEnum):
     """Why a row in scope got no estimate; its stored value is then left as it was."""
 
@@ -72,6 +85,10 @@ class UnpricedReason(StrEnum):
     OUT_OF_RANGE = "out_of_range"
     #: Hostwinds answered this service's cycle prices with an error or an unreadable body.
     CYCLE_PRICES_UNAVAILABLE = "cycle_prices_unavailable"
+    #: The instance's price-list row could not be read (finding ``price_list_row_unreadable``).
+    PLAN_UNREADABLE = "plan_unreadable"
+    #: The instance's plan is a custom plan the price list prices per service only.
+    CUSTOM_PLAN = "custom_plan"
     #: The run's time budget ran out before this service was asked; the next run continues.
     PENDING = "pending"
     #: Hostwinds listed this service id more than once with different data: which one is true?
@@ -239,6 +256,44 @@ class Plan(_Frozen):
     #: Unstorable text (a NUL, a lone surrogate) becomes None: the name is cached (sql/0008).
     name: StoredStr = None
     prices: Mapping[Cycle, PriceCell] = Field(default_factory=dict)
+    #: A custom plan (a ``pricing`` object of resource options): priced per service; a cycle it
+    #: has no price for is ``custom_plan``, not ``cycle_not_offered``.
+    custom: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableRow:
+    """One price-list row the reader skipped: its join key (None when it has none), the path where
+    reading stopped, whether it is a custom plan, and why (never a value from the row)."""
+
+    key: int | None
+    path: str
+    custom: bool
+    detail: str
+
+    def describe(self) -> str:
+        """One line: which row, where reading stopped, why."""
+        kind = "custom plan" if self.custom else "row"
+        which = f" {self.key}" if self.key is not None else ""
+        return f"{kind}{which} at {self.path}: {self.detail}"
+
+
+class PriceList(dict[int, Plan]):
+    """The plans of one price list keyed by their join key, and the rows that could not be read.
+
+    A ``dict`` so every caller that only needs the plans keeps reading it as one.
+    """
+
+    def __init__(
+        self, plans: Mapping[int, Plan] | None = None, unreadable: Sequence[UnreadableRow] = ()
+    ) -> None:
+        super().__init__(plans or {})
+        #: Rows skipped (finding ``price_list_row_unreadable``), in answer order.
+        self.unreadable: tuple[UnreadableRow, ...] = tuple(unreadable)
+
+    def unreadable_row(self, key: int) -> UnreadableRow | None:
+        """The skipped row whose join key is ``key``, if any."""
+        return next((u for u in self.unreadable if u.key == key), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +342,12 @@ class Estimate:
     #: The instance's own ``billingcycle`` spelling when a ``[hostwinds.cycle_aliases]`` entry
     #: turned it into ``cycle`` (e.g. "Bi-Annually"); None when the spelling named the cycle itself.
     cycle_alias: str | None = None
+    #: Why a ``price_list`` estimate did not come from the service's own cycle prices (None: it
+    #: did not fall back, or no cycle prices were asked).
+    fallback: Fallback | None = None
+    #: A price-list estimate for a row with no value while its own cycle prices are still to be
+    #: asked (a cold start); a later run refines it.
+    provisional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,7 +420,7 @@ class PriceCacheReport(_Frozen):
     reasons: dict[str, int] = Field(
         default_factory=lambda: {reason.value: 0 for reason in AskReason},
     )
-    #: Asked services whose answer was an error or unreadable (their rows are unpriced).
+    #: Asked services whose answer was an error or unreadable (their rows fall back to the price list).
     failed: int = 0
     #: Services the run's time budget did not reach (their rows keep their value).
     pending: int = 0
@@ -396,10 +457,14 @@ class RunReport(_Frozen):
     plans_in_use: list[int] | None = None
     #: Instances whose joined price-list row's name agrees (or not) with their product_name.
     plan_names: dict[str, int] = Field(default_factory=lambda: {"agree": 0, "disagree": 0})
+    #: Rows priced with a provisional price-list estimate (no value yet, own prices still to ask).
+    provisional: int = 0
     #: Rows in scope that share their Hostwinds instance with another row (each is priced).
     rows_sharing_instance: int = 0
     #: What an operator should look at before trusting the run (swings, duplicates, unused overrides).
     warnings: list[str] = Field(default_factory=list)
+    #: The kind of each warning, in the same order (``mostly_unpriced``, ``nothing_matched``...).
+    warning_kinds: list[str] = Field(default_factory=list)
     error: str | None = None
 
     @property

@@ -17,6 +17,7 @@ from decimal import Decimal
 from cost_sync.models import (
     Cycle,
     Estimate,
+    Fallback,
     Instance,
     Plan,
     PriceCell,
@@ -211,11 +212,19 @@ def estimate_instance(
     cycle_prices: Mapping[Cycle, PriceCell] | None,
     plan: Plan | None,
     aliases: Mapping[str, Cycle] | None = None,
+    plan_missing: Unpriced | None = None,
+    failed: tuple[Fallback, str] | None = None,
 ) -> Estimate | Unpriced:
     """Return the monthly estimate of one instance from its cycle prices, else its plan's price.
 
+    ``failed`` says the service's cycle prices were asked and could not be used (an error
+    envelope, an unreadable answer) and why: the price list prices the row with that
+    ``fallback``; when it cannot either, the row is ``cycle_prices_unavailable``.
+
     ``aliases`` (spelling key -> cycle) name cycles for spellings that name none themselves; the
-    estimate then carries the spelling as ``cycle_alias``.
+    estimate then carries the spelling as ``cycle_alias``. ``plan_missing`` says why ``plan`` is
+    None when the price list has a row for it that could not be read (``plan_unreadable``,
+    ``custom_plan``); without it a missing plan is ``plan_not_found``.
     """
     cycle = _cycle_of(instance.billingcycle, instance.hourly)
     alias: str | None = None
@@ -246,24 +255,23 @@ def estimate_instance(
             detail=f"service {instance.serviceid} '{priced_cycle}' price is not a price ({_quote(cell)})",
         )
 
+    fallback: Fallback | None = None
     if price is None:
         source = _PRICE_LIST
-        if plan is None:
-            return Unpriced(
-                reason=UnpricedReason.PLAN_NOT_FOUND,
-                detail=f"instance {instance.serviceid} has no product_id"
-                if instance.product_id is None
-                else f"no price-list plan {instance.product_id}",
-            )
-        cell = plan.prices.get(priced_cycle)
-        parsed = parse_price_cell(cell)
-        if not isinstance(parsed, Decimal):
-            verb = "has no" if parsed is UnpricedReason.CYCLE_NOT_OFFERED else "has an invalid"
-            return Unpriced(
-                reason=parsed,
-                detail=f"plan {plan.id} {verb} '{priced_cycle}' price ({_quote(cell)})",
-            )
-        price = parsed
+        if failed is not None:
+            fallback = failed[0]
+        elif cycle_prices is not None:
+            fallback = Fallback.CYCLE_MISSING if cycle_prices else Fallback.CYCLE_PRICES_EMPTY
+        listed = _from_plan(instance, plan, priced_cycle, plan_missing)
+        if isinstance(listed, Unpriced):
+            if failed is not None:
+                # Neither source: the service's own failure is the reason, the list's the rest.
+                return Unpriced(
+                    UnpricedReason.CYCLE_PRICES_UNAVAILABLE,
+                    f"{failed[1]}; the price list cannot price it either: {listed.detail}",
+                )
+            return listed
+        price, cell = listed
 
     # Checked before dividing so that a huge price (Decimal takes "1e999999") costs nothing.
     if price >= _MAX_CYCLE_PRICE[priced_cycle]:
@@ -289,7 +297,38 @@ def estimate_instance(
         product_id=instance.product_id,
         product_name=instance.product_name or (plan.name if plan is not None else None),
         cycle_alias=alias,
+        fallback=fallback,
     )
+
+
+def _from_plan(
+    instance: Instance, plan: Plan | None, priced_cycle: Cycle, plan_missing: Unpriced | None
+) -> tuple[Decimal, PriceCell | None] | Unpriced:
+    """The plan's price (and its cell) for the cycle, or why the price list cannot price it."""
+    if plan is None and plan_missing is not None:
+        return plan_missing
+    if plan is None:
+        return Unpriced(
+            reason=UnpricedReason.PLAN_NOT_FOUND,
+            detail=f"instance {instance.serviceid} has no product_id"
+            if instance.product_id is None
+            else f"no price-list plan {instance.product_id}",
+        )
+    cell = plan.prices.get(priced_cycle)
+    parsed = parse_price_cell(cell)
+    if not isinstance(parsed, Decimal) and plan.custom:
+        return Unpriced(
+            reason=UnpricedReason.CUSTOM_PLAN,
+            detail=f"plan {plan.id} is a custom plan priced per service; the price list has no "
+            f"'{priced_cycle}' price for it",
+        )
+    if not isinstance(parsed, Decimal):
+        verb = "has no" if parsed is UnpricedReason.CYCLE_NOT_OFFERED else "has an invalid"
+        return Unpriced(
+            reason=parsed,
+            detail=f"plan {plan.id} {verb} '{priced_cycle}' price ({_quote(cell)})",
+        )
+    return parsed, cell
 
 
 def price_row(
@@ -300,6 +339,8 @@ def price_row(
     cycle_prices: Mapping[Cycle, PriceCell] | None,
     plan: Plan | None,
     aliases: Mapping[str, Cycle] | None = None,
+    plan_missing: Unpriced | None = None,
+    failed: tuple[Fallback, str] | None = None,
 ) -> Estimate | Unpriced:
     """Return one row's estimate: a Finance override first, else its matched instance's price."""
     if override is not None:
@@ -317,7 +358,14 @@ def price_row(
             reason=UnpricedReason.NOT_FOUND,
             detail=f"no Hostwinds instance {_quote(instance_id)}",
         )
-    return estimate_instance(instance, cycle_prices=cycle_prices, plan=plan, aliases=aliases)
+    return estimate_instance(
+        instance,
+        cycle_prices=cycle_prices,
+        plan=plan,
+        aliases=aliases,
+        plan_missing=plan_missing,
+        failed=failed,
+    )
 
 
 def _quote(text: str | None) -> str:

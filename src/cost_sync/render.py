@@ -45,6 +45,11 @@ def summary(report: RunReport) -> list[str]:
         ("matched at Hostwinds", str(report.matched), ""),
         ("priced", str(priced), _counts(report.priced_by_source)),
         (
+            "provisional",
+            str(report.provisional),
+            "price-list estimates for rows with no value; their own prices refine them",
+        ),
+        (
             "updated" if not report.dry_run else "would update",
             str(report.changed if report.dry_run else report.updated),
             "",
@@ -139,7 +144,9 @@ def changes(outcomes: Sequence[RowOutcome], held: Sequence[HeldChange] = ()) -> 
             money(o.row.approximate_cost),
             money(o.result.monthly),
             o.result.source.value
-            + (f" (cycle alias {o.result.cycle_alias!r})" if o.result.cycle_alias else ""),
+            + (f" (cycle alias {o.result.cycle_alias!r})" if o.result.cycle_alias else "")
+            + (f" (fallback {o.result.fallback.value})" if o.result.fallback else "")
+            + (" (provisional)" if o.result.provisional else ""),
         ]
         for o in outcomes
         if isinstance(o.result, Estimate) and o.changed and o.row.id not in held_ids
@@ -168,6 +175,8 @@ def as_json(report: RunReport, outcomes: Sequence[RowOutcome], held: Sequence[He
             "cycle_price": None if o.result.cycle_price is None else str(o.result.cycle_price),
             "hourly_ceiling": o.result.hourly_ceiling,
             "cycle_alias": o.result.cycle_alias,
+            "fallback": o.result.fallback.value if o.result.fallback else None,
+            "provisional": o.result.provisional,
         }
         for o in outcomes
         if isinstance(o.result, Estimate) and o.changed and o.row.id not in held_ids

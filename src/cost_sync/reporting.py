@@ -58,6 +58,8 @@ class ReportRow:
     unpriced_reason: str | None = None
     unpriced_detail: str | None = None
     upgrade_available: bool = False
+    #: The value is a provisional price-list estimate its own cycle prices have not refined yet.
+    provisional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +148,7 @@ def build_report(
         "generated_at": generated_at.isoformat(),
         "rows_in_scope": len(rows),
         "rows_without_value": sum(1 for r in rows if r.approximate_cost is None),
+        "provisional": sum(1 for r in rows if r.provisional and r.approximate_cost is not None),
         "fleet_monthly_total": amount(total),
         "by_status": _group(rows, lambda r: _name(r.status)),
         "by_plan": by_plan,

@@ -53,15 +53,19 @@ from cost_sync.httpserve import AppServer
 
 __all__ = [
     "API_PATH",
+    "CUSTOM_PLAN_ID",
     "DEMO_FLEET_PATH",
     "SANDBOX_API_KEY",
     "WRITE_ACTIONS",
     "Container",
     "CyclePricesShape",
+    "ErrorForm",
     "Faults",
     "Fleet",
     "FleetFileError",
+    "PriceListShape",
     "SandboxServer",
+    "custom_plan_row",
     "generate_fleet",
     "load_demo_fleet",
     "load_fleet",
@@ -85,8 +89,26 @@ _CONTAINERS: tuple[str, ...] = get_args(Container)
 #: How ``get_billingcycle_prices`` answers. ``cycle_keyed`` (the default) is a GUESS, cost-sync's
 #: and PenguinMails': ``{"success": {"monthly": "9.99", ...}}`` from the fleet's ``cycle_prices``.
 #: ``empty`` answers ``{}`` for every service, the only success body the public docs show.
-CyclePricesShape = Literal["cycle_keyed", "empty"]
+#: ``error`` answers every service with the envelope ``A valid serviceid is required.``,
+#: ``invalid_action`` with ``Invalid Action.`` (both seen from the real API for other actions).
+CyclePricesShape = Literal["cycle_keyed", "empty", "error", "invalid_action"]
 _CYCLE_PRICES_SHAPES: tuple[str, ...] = get_args(CyclePricesShape)
+
+#: How ``get_price_list`` rows are shaped. ``flat`` serves the fleet's rows as written;
+#: ``openapi`` serves them as the most detailed public description has them (an object keyed by
+#: resource id; ``promo`` and ``cycles`` objects keyed by cycle, ``firsts`` an object) and adds one
+#: custom plan (:data:`CUSTOM_PLAN_ID`) whose row-level cycles are ``"0.00"`` and whose prices are
+#: only resource options inside ``pricing``.
+PriceListShape = Literal["flat", "openapi"]
+_PRICE_LIST_SHAPES: tuple[str, ...] = get_args(PriceListShape)
+
+#: How error envelopes are sent: ``list`` (HTTP 200, a list of one, as working clients saw) or
+#: ``object`` (one object, HTTP 400, or 401 for the auth error, as the OpenAPI description has it).
+ErrorForm = Literal["list", "object"]
+_ERROR_FORMS: tuple[str, ...] = get_args(ErrorForm)
+
+#: The id (and ``rid`` - 900) of the custom plan the ``openapi`` price-list shape adds.
+CUSTOM_PLAN_ID = 60
 
 #: Actions that change an account (and create invoices) at Hostwinds: refused here, loudly.
 WRITE_ACTIONS = frozenset(
@@ -158,6 +180,10 @@ class Fleet:
     cycle_prices: dict[int, dict[str, Any]] = field(default_factory=dict)
     container: Container = "list"
     cycle_prices_shape: CyclePricesShape = "cycle_keyed"
+    price_list_shape: PriceListShape = "flat"
+    error_form: ErrorForm = "list"
+    #: serviceid -> the error message its get_billingcycle_prices answers instead of prices.
+    cycle_price_errors: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.container not in _CONTAINERS:
@@ -167,6 +193,13 @@ class Fleet:
                 f"cycle_prices_shape must be one of {', '.join(_CYCLE_PRICES_SHAPES)}, "
                 f"not {self.cycle_prices_shape!r}"
             )
+        if self.price_list_shape not in _PRICE_LIST_SHAPES:
+            raise ValueError(
+                f"price_list_shape must be one of {', '.join(_PRICE_LIST_SHAPES)}, "
+                f"not {self.price_list_shape!r}"
+            )
+        if self.error_form not in _ERROR_FORMS:
+            raise ValueError(f"error_form must be one of {', '.join(_ERROR_FORMS)}, not {self.error_form!r}")
 
     def __repr__(self) -> str:
         # No key, and no 100,000-instance dump.
@@ -215,7 +248,17 @@ class _SchemaError(Exception):
 
 
 _TOP_LEVEL_KEYS = frozenset(
-    {"api_key", "container", "cycle_prices_shape", "instances", "plans", "cycle_prices"}
+    {
+        "api_key",
+        "container",
+        "cycle_prices_shape",
+        "price_list_shape",
+        "error_form",
+        "instances",
+        "plans",
+        "cycle_prices",
+        "cycle_price_errors",
+    }
 )
 
 
@@ -288,6 +331,25 @@ def _fleet_from_data(data: Any) -> Fleet:
         if not isinstance(body, dict):
             raise _SchemaError(f"cycle_prices.{name}: must be a table/object of cycle prices")
         cycle_prices[serviceid] = body
+    list_shape = data.get("price_list_shape", "flat")
+    if list_shape not in _PRICE_LIST_SHAPES:
+        raise _SchemaError(
+            f"price_list_shape: must be one of {', '.join(_PRICE_LIST_SHAPES)}, not {list_shape!r}"
+        )
+    error_form = data.get("error_form", "list")
+    if error_form not in _ERROR_FORMS:
+        raise _SchemaError(f"error_form: must be one of {', '.join(_ERROR_FORMS)}, not {error_form!r}")
+    raw_errors = data.get("cycle_price_errors", {})
+    if not isinstance(raw_errors, dict):
+        raise _SchemaError("cycle_price_errors: must be a table/object keyed by serviceid")
+    errors: dict[int, str] = {}
+    for name, message in raw_errors.items():
+        serviceid = _int_id(name)
+        if serviceid is None or serviceid not in seen:
+            raise _SchemaError(f"cycle_price_errors.{name}: no instance has serviceid {name}")
+        if not isinstance(message, str):
+            raise _SchemaError(f"cycle_price_errors.{name}: must be the error message (a string)")
+        errors[serviceid] = message
     return Fleet(
         api_key=api_key,
         instances=instances,
@@ -295,6 +357,9 @@ def _fleet_from_data(data: Any) -> Fleet:
         cycle_prices=cycle_prices,
         container=container,
         cycle_prices_shape=shape,
+        price_list_shape=list_shape,
+        error_form=error_form,
+        cycle_price_errors=errors,
     )
 
 
@@ -696,10 +761,10 @@ class SandboxServer:
             return faulted
         if not hmac.compare_digest(form.get("API", "").encode(), self._fleet.api_key.encode()):
             _log.info("sandbox.not_authorized", action=action)
-            return _json_response(_AUTH_ERROR)
+            return self._auth_error()
         handler = self._handlers.get(action)
         if handler is None:
-            return _error(action, _INVALID_ACTION)
+            return self._error(action, _INVALID_ACTION)
         return handler(form)
 
     async def _apply_faults(self, action: str) -> Response | None:
@@ -728,8 +793,19 @@ class SandboxServer:
             return Response(_HTML_PAGE, status_code=200, media_type="text/html")
         if faults.auth_error:
             _log.info("sandbox.fault", kind="auth_error", action=action)
-            return _json_response(_AUTH_ERROR)
+            return self._auth_error()
         return None
+
+    def _error(self, action: str, message: str) -> Response:
+        """An error envelope in the fleet's error form."""
+        if self._fleet.error_form == "object":
+            return _json_response({"result": "error", "action": action, "message": message}, status_code=400)
+        return _error(action, message)
+
+    def _auth_error(self) -> Response:
+        if self._fleet.error_form == "object":
+            return _json_response(_AUTH_ERROR[0], status_code=401)
+        return _json_response(_AUTH_ERROR)
 
     def _get_instances(self, form: dict[str, str]) -> Response:
         key = ("get_instances",)
@@ -744,7 +820,7 @@ class SandboxServer:
         serviceid = _int_id(form.get("serviceid"))
         instance = None if serviceid is None else self._by_serviceid.get(serviceid)
         if instance is None:
-            return _error("get_instance", _INVALID_SERVICE)
+            return self._error("get_instance", _INVALID_SERVICE)
         return _json_response({"success": instance})
 
     def _get_price_list(self, form: dict[str, str]) -> Response:
@@ -759,7 +835,10 @@ class SandboxServer:
                 if bool(plan.get("managed", False)) == managed
                 and str(plan.get("drive_type", "ssd")).strip().lower() == drive_type
             ]
-            body = _dumps(_contain(self._fleet.container, rows, "id"))
+            if self._fleet.price_list_shape == "openapi":
+                body = _dumps({"success": _openapi_rows(rows)})
+            else:
+                body = _dumps(_contain(self._fleet.container, rows, "id"))
             if len(self._bodies) < 64:  # drive_type is client-chosen: keep the cache bounded
                 self._bodies[key] = body
         return Response(body, media_type=_JSON)
@@ -767,8 +846,14 @@ class SandboxServer:
     def _get_billingcycle_prices(self, form: dict[str, str]) -> Response:
         serviceid = _int_id(form.get("serviceid"))
         if serviceid is None or serviceid not in self._by_serviceid:
-            return _error("get_billingcycle_prices", _INVALID_SERVICE)
-        if self._fleet.cycle_prices_shape == "empty":
+            return self._error("get_billingcycle_prices", _INVALID_SERVICE)
+        shape = self._fleet.cycle_prices_shape
+        message = self._fleet.cycle_price_errors.get(serviceid)
+        if message is None and shape in ("error", "invalid_action"):
+            message = _INVALID_SERVICE if shape == "error" else _INVALID_ACTION
+        if message is not None:
+            return self._error("get_billingcycle_prices", message)
+        if shape == "empty":
             return _json_response({})
         return _json_response({"success": self._fleet.cycle_prices.get(serviceid, {})})
 
@@ -831,6 +916,75 @@ def _contain(container: Container, items: list[dict[str, Any]], key: str) -> Any
     if container == "object":
         return {"success": {str(item.get(key, index)): item for index, item in enumerate(items)}}
     return {"success": items}
+
+
+_CYCLE_NAMES = ("monthly", "quarterly", "semiannually", "annually", "biennially", "triennially")
+_RESOURCES = ("ram", "cpu", "disk", "bandwidth")
+
+
+def _openapi_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Price-list rows as the OpenAPI description shapes them, keyed by resource id, plus one
+    custom plan priced only through ``pricing`` resource options (six of them)."""
+    shaped: dict[str, Any] = {}
+    for row in rows:
+        if "pricing" in row:  # a fleet's own custom plan: served as written
+            shaped[str(row.get("rid", row.get("id")))] = row
+            continue
+        cycles = {c: row[c] for c in _CYCLE_NAMES if isinstance(row.get(c), str)}
+        shaped[str(row.get("rid", row.get("id")))] = {
+            **row,
+            "promo": {"monthly": {"discount": Decimal("1.5"), "pctoff": "15%", "code": "SANDBOX15"}},
+            "cycles": cycles,
+            "firsts": {name: str(row.get(name, "")) for name in _RESOURCES},
+        }
+    if not any(str(row.get("id")) == str(CUSTOM_PLAN_ID) for row in rows):
+        shaped[str(CUSTOM_PLAN_ID + 900)] = custom_plan_row()
+    return shaped
+
+
+def custom_plan_row() -> dict[str, Any]:
+    """The custom plan of the ``openapi`` price-list shape: ``"0.00"`` cycles, prices in options."""
+    options = {
+        "ram": [(11, "1 GB", "2.00"), (12, "2 GB", "4.00")],
+        "cpu": [(21, "1 vCPU", "3.00"), (22, "2 vCPU", "6.00")],
+        "disk": [(31, "50 GB", "1.50")],
+        "bandwidth": [(41, "1 TB", "0.50")],
+    }
+    pricing = {
+        resource: {
+            "id": index + 1,
+            "options": {
+                str(oid): {
+                    "id": oid,
+                    "name": name,
+                    **{c: _cycle_total(monthly, c) for c in _CYCLE_NAMES},
+                    "value": name.split()[0],
+                }
+                for oid, name, monthly in entries
+            },
+        }
+        for index, (resource, entries) in enumerate(options.items())
+    }
+    return {
+        "id": CUSTOM_PLAN_ID,
+        "rid": CUSTOM_PLAN_ID + 900,
+        "name": "Custom VPS (sandbox)",
+        **{c: "0.00" for c in _CYCLE_NAMES},
+        "mysort": 99,
+        "current": 0,
+        "promo": {},
+        "percent": 0,
+        "mtotal": "0.00",
+        "cycles": {},
+        "firsts": {},
+        "resource": "custom",
+        "pricing": pricing,
+    }
+
+
+def _cycle_total(monthly: str, cycle: str) -> str:
+    months = {"monthly": 1, "quarterly": 3, "semiannually": 6, "annually": 12, "biennially": 24}
+    return str(Decimal(monthly) * months.get(cycle, 36))
 
 
 def _error(action: str, message: str) -> Response:

@@ -71,9 +71,14 @@ URL_ENCODING_HINT = (
 def password_in_host(url: str) -> bool:
     """True when an unencoded character in the URL's password makes its host look like a password."""
     rest = url.partition("://")[2]
-    authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    head = rest.split("/", 1)[0].split("?", 1)[0]
+    authority = head.split("#", 1)[0]
     # Two @ in the authority, or an @ that only appears after a / ? or # cut the authority short.
-    return authority.count("@") > 1 or ("@" not in authority and "@" in rest.split("?", 1)[0])
+    if authority.count("@") > 1 or ("@" not in authority and "@" in rest.split("?", 1)[0]):
+        return True
+    # An @ and a # both in the password: the # cuts the URL after the first @, leaving a host
+    # that is really the rest of the password; the true host follows an @ after the #.
+    return "@" in head.partition("#")[2]
 
 
 def _http_url(value: str) -> str:
@@ -321,6 +326,9 @@ class GuardSettings(_Section):
     max_change_ratio: Decimal = Field(default=Decimal("0.5"), ge=0)
     #: More than this share of rows lost (or of plans gone from the price list): apply nothing.
     max_unmatched_ratio: Decimal = Field(default=Decimal("0.2"), ge=0, le=1)
+    #: More than this share of the matched rows in scope unpriced: the run warns
+    #: ``mostly_unpriced`` and ``--once`` exits 1 (what it priced is still written).
+    max_unpriced_ratio: Decimal = Field(default=Decimal("0.5"), ge=0, le=1)
 
 
 class LogSettings(_Section):

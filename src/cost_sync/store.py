@@ -481,6 +481,8 @@ class Store:
                 est.product_id,
                 est.product_name,
                 est.cycle_alias,
+                est.fallback.value if est.fallback else None,
+                est.provisional,
             )
             ids.append(row.id)
             costs.append(est.monthly)
@@ -553,6 +555,8 @@ def price_list_to_json(plans: Mapping[int, Plan]) -> str:
                 # One printable line, secret-shaped fields redacted: storable in jsonb whatever was sent.
                 "name": None if plan.name is None else redact(plan.name, limit=_PLAN_NAME_MAX),
                 "prices": {cycle.value: cacheable_cell(cell) for cycle, cell in plan.prices.items()},
+                # Only when set: lists cached before custom plans were told apart read the same.
+                **({"custom": True} if plan.custom else {}),
             }
             for key, plan in plans.items()
         },
@@ -566,7 +570,11 @@ def price_list_from_json(text: str) -> dict[int, Plan]:
     for key, entry in json.loads(text).items():
         try:
             plans[int(key)] = Plan(
-                id=entry["id"], rid=entry.get("rid"), name=entry.get("name"), prices=_prices(entry["prices"])
+                id=entry["id"],
+                rid=entry.get("rid"),
+                name=entry.get("name"),
+                prices=_prices(entry["prices"]),
+                custom=entry.get("custom") is True,
             )
         except (KeyError, TypeError, ValueError):
             continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -28,7 +29,13 @@ import structlog
 
 from cost_sync import __version__, flags, guard, pricing
 from cost_sync.db import create_pool
-from cost_sync.errors import ConfigError, CostSyncError, GuardRefused, HostwindsResponseError
+from cost_sync.errors import (
+    ConfigError,
+    CostSyncError,
+    GuardRefused,
+    HostwindsErrorEnvelope,
+    HostwindsResponseError,
+)
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.matching import (
     PriceListKey,
@@ -45,6 +52,7 @@ from cost_sync.models import (
     AskReason,
     Cycle,
     Estimate,
+    Fallback,
     HeldChange,
     Instance,
     Observation,
@@ -55,6 +63,7 @@ from cost_sync.models import (
     RunReport,
     Unpriced,
     UnpricedReason,
+    override_key,
 )
 from cost_sync.redact import redact
 from cost_sync.settings import Settings
@@ -68,6 +77,10 @@ log = structlog.get_logger(__name__)
 OBSERVATION_BATCH = 200
 #: The longest error text a failed run's ledger row keeps.
 _LEDGER_ERROR_MAX = 1000
+#: While rows with no value wait for per-service prices the run cannot ask within this many
+#: seconds, it stops asking after them and commits: those rows get the price list's provisional
+#: estimate at once, and the next run (the daemon's catch-up) refines them.
+PROVISIONAL_ASK_SECONDS = 10.0
 #: Off a terminal, the least time between two ``sync.progress`` log lines.
 PROGRESS_LOG_SECONDS = 10.0
 # Asked first when the budget cannot cover every service: an upgraded plan before a routine refresh.
@@ -144,7 +157,8 @@ class Progress:
 class _Fetched:
     price_lists: dict[PriceListKey, dict[int, Plan]] = field(default_factory=dict)
     answers: dict[int, Observation] = field(default_factory=dict)
-    failed: dict[int, str] = field(default_factory=dict)
+    #: serviceid -> why its cycle prices could not be used: an error envelope or an unreadable answer.
+    failed: dict[int, tuple[Fallback, str]] = field(default_factory=dict)
     pending: list[int] = field(default_factory=list)
 
 
@@ -350,7 +364,7 @@ class SyncRun:
         )
 
         with self.phase("hostwinds"):
-            fetched = await self._fetch(wanted, plan)
+            fetched = await self._fetch(wanted, plan, cold=self._cold_rows(matches, plan))
         # Only a whole-fleet run asks every price list the plans in use are on.
         if last is not None and not self.accept_changes and self.targets is None:
             self._refuse_if(
@@ -364,16 +378,12 @@ class SyncRun:
 
         cycle_prices = {sid: o.prices for sid, o in plan.hits.items()}
         cycle_prices.update({sid: o.prices for sid, o in fetched.answers.items()})
+        # A service whose cycle prices failed falls back to the price list (matching.price_matched).
+        failed = {sid: (kind, f"service {sid}: {why}") for sid, (kind, why) in fetched.failed.items()}
         withheld = {
-            sid: Unpriced(UnpricedReason.CYCLE_PRICES_UNAVAILABLE, f"service {sid}: {why}")
-            for sid, why in fetched.failed.items()
+            sid: Unpriced(UnpricedReason.PENDING, "not reached within this run's time budget")
+            for sid in fetched.pending
         }
-        withheld.update(
-            {
-                sid: Unpriced(UnpricedReason.PENDING, "not reached within this run's time budget")
-                for sid in fetched.pending
-            }
-        )
         withheld.update(
             {
                 sid: Unpriced(
@@ -393,6 +403,7 @@ class SyncRun:
                 withheld=withheld,
                 aliases=settings.hostwinds.cycle_aliases,
                 shared_uuids=shared_uuids,
+                failed=failed,
             )
             names = check_plan_names(
                 (i for _, i in matches if i is not None), fetched.price_lists, managed=managed
@@ -464,7 +475,11 @@ class SyncRun:
             failed=len(fetched.failed),
             pending=len(fetched.pending),
         )
-        raised = flags.result_flags(
+        raised = flags.price_list_flags(fetched.price_lists)
+        everywhere = unavailable_everywhere(fetched.failed, asked=len(fetched.answers) + len(fetched.failed))
+        if everywhere is not None:
+            raised.append(everywhere)
+        raised += flags.result_flags(
             outcomes,
             instances_listed=instances_listed,
             shared=shared,
@@ -473,11 +488,27 @@ class SyncRun:
             shared_uuids=shared_uuids,
             held={h.row_id for h in held},
         )
+        raised += flags.coverage_flags(
+            outcomes,
+            instances_listed=instances_listed,
+            max_unpriced_ratio=settings.guard.max_unpriced_ratio,
+            plan_key=settings.hostwinds.plan_key,
+            plan_keys={
+                "id": {p.id for plans in fetched.price_lists.values() for p in plans.values()},
+                "rid": {
+                    p.rid
+                    for plans in fetched.price_lists.values()
+                    for p in plans.values()
+                    if p.rid is not None
+                },
+            },
+        )
         for flag in raised:
             log.warning("sync.flagged", kind=flag.kind, message=flag.message)
         draft = self._report(outcomes, unknown=unknown, cache=cache, held=held).model_copy(
             update={
                 "warnings": [flag.message for flag in raised],
+                "warning_kinds": [flag.kind for flag in raised],
                 "rows_sharing_instance": sum(len(r) for r in shared.values()),
                 "plans_in_use": plans_in_use,
                 "plan_names": names.counts(),
@@ -541,7 +572,42 @@ class SyncRun:
             return replace(result, attribution_error=exc)
         return result
 
-    async def _fetch(self, wanted: Mapping[int, Instance], plan: PricePlan) -> _Fetched:
+    def _cold_rows(self, matches: Sequence[tuple[Any, Instance | None]], plan: PricePlan) -> list[Instance]:
+        """The instances of rows with no value that wait for per-service prices, when this run
+        cannot ask every service within PROVISIONAL_ASK_SECONDS at the configured rate (a cold
+        start, or many new instances); else none."""
+        rate = self.settings.hostwinds.requests_per_second
+        if not rate or len(plan.asks) <= PROVISIONAL_ASK_SECONDS * rate:
+            return []
+        overrides = self.settings.overrides
+        return [
+            instance
+            for row, instance in matches
+            if row.approximate_cost is None
+            and instance is not None
+            and instance.serviceid in plan.asks
+            and not (overrides and overrides.get(override_key(row.hostwinds_instance_id)) is not None)
+        ]
+
+    def _list_prices_any(
+        self, instances: Sequence[Instance], price_lists: Mapping[PriceListKey, Any]
+    ) -> bool:
+        """True when the price lists give at least one of these instances an estimate."""
+        managed = self.settings.hostwinds.managed
+        aliases = self.settings.hostwinds.cycle_aliases
+        for instance in instances:
+            if instance.product_id is None:
+                continue
+            plan = price_lists.get((managed, instance.disk_type), {}).get(instance.product_id)
+            if plan is not None and isinstance(
+                pricing.estimate_instance(instance, cycle_prices=None, plan=plan, aliases=aliases), Estimate
+            ):
+                return True
+        return False
+
+    async def _fetch(
+        self, wanted: Mapping[int, Instance], plan: PricePlan, *, cold: Sequence[Instance] = ()
+    ) -> _Fetched:
         """The price lists and the planned cycle prices, asked side by side until the budget is spent.
 
         A TaskGroup: when any fetch fails the run, the others are cancelled at once, so nothing
@@ -556,10 +622,25 @@ class SyncRun:
         self.progress.to_ask = len(order)
         self.progress.started = time.monotonic()
 
+        # Rows with no value that the price lists can estimate: once the lists are in, asking
+        # stops after PROVISIONAL_ASK_SECONDS so that the run commits their estimates early.
+        deadline = self._deadline
+        lists_left = len(keys)
+        started = self._clock() if cold else 0.0
+
+        def lists_arrived() -> None:
+            nonlocal deadline
+            if cold and self._list_prices_any(cold, fetched.price_lists):
+                deadline = min(deadline, started + PROVISIONAL_ASK_SECONDS)
+
         async def price_list(key: PriceListKey) -> None:
+            nonlocal lists_left
             plan_key = self.settings.hostwinds.plan_key
             plans = await self.client.get_price_list(managed=key[0], drive_type=key[1], plan_key=plan_key)
             fetched.price_lists[key] = plans
+            lists_left -= 1
+            if lists_left == 0:
+                lists_arrived()
             if not self.dry_run:
                 # Kept for `explain`, committed now as observations are (a failed run keeps it).
                 await self.store.save_price_list(
@@ -568,7 +649,7 @@ class SyncRun:
 
         async def worker() -> None:
             for serviceid in queue:
-                if self._clock() >= self._deadline:
+                if self._clock() >= deadline:
                     return
                 await self._ask(serviceid, wanted[serviceid], fetched, writer)
 
@@ -594,8 +675,19 @@ class SyncRun:
         try:
             prices = await self.client.get_billingcycle_prices(serviceid)
         except HostwindsResponseError as exc:
-            fetched.failed[serviceid] = str(exc)
-            log.warning("sync.cycle_prices_unavailable", serviceid=serviceid, reason=str(exc))
+            kind = (
+                Fallback.CYCLE_PRICES_ERROR
+                if isinstance(exc, HostwindsErrorEnvelope)
+                else Fallback.CYCLE_PRICES_UNREADABLE
+            )
+            fetched.failed[serviceid] = (kind, str(exc))
+            log.warning(
+                "sync.cycle_prices_unavailable",
+                serviceid=serviceid,
+                reason=str(exc),
+                fallback=kind.value,
+                note="priced from the price list when it has the plan and cycle",
+            )
             self.progress.tick(failed=True)
             return
         observation = Observation(
@@ -652,6 +744,7 @@ class SyncRun:
             rows_in_scope=len(outcomes),
             matched=sum(1 for o in outcomes if o.instance is not None),
             priced_by_source=_count(e.source.value for e in estimates),
+            provisional=sum(1 for e in estimates if e.provisional),
             unchanged=len(estimates) - changed - len(held),
             changed=changed,
             held=len(held),
@@ -691,6 +784,26 @@ class SyncRun:
             # Cancelled again while recording: say so, and let the cancellation go on.
             log.error("sync.failure_not_recorded", error="cancelled while recording the failure")
             raise
+
+
+_SERVICE_ID = re.compile(r"service \d+")
+
+
+def unavailable_everywhere(failed: Mapping[int, tuple[Fallback, str]], *, asked: int) -> flags.Flag | None:
+    """The ``cycle_prices_unavailable_everywhere`` warning when every service asked this run failed
+    the same way (one kind, one message but for the service id); None otherwise."""
+    if not failed or len(failed) < asked:
+        return None
+    kinds = {(kind, _SERVICE_ID.sub("service N", why)) for kind, why in failed.values()}
+    if len(kinds) != 1:
+        return None
+    [(kind, why)] = kinds
+    return flags.Flag(
+        "cycle_prices_unavailable_everywhere",
+        f"cycle_prices_unavailable_everywhere: all {len(failed)} service(s) asked answered "
+        f"get_billingcycle_prices the same way ({why}); every row is priced from the price list "
+        f"(fallback {kind.value}); `cost-sync doctor` says the likely cause and the fix",
+    )
 
 
 async def run_once(

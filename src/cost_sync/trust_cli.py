@@ -166,6 +166,7 @@ def _now_json(
     return {
         "monthly": str(now.monthly),
         "source": now.source.value,
+        "fallback": now.fallback.value if now.fallback else None,
         "cycle": now.cycle.value if now.cycle else None,
         "cycle_price": _money(now.cycle_price),
         "months": now.months,
@@ -202,6 +203,8 @@ def _explain_text(data: dict[str, Any]) -> list[str]:
         lines.append(f"  last change: run {last['run_id']} at {last['at']}: {last['old']} -> {last['new']}")
         lines.append(
             f"    source {last['source']}"
+            + (f" (fallback {last['fallback']})" if last["fallback"] else "")
+            + (" (provisional)" if last["provisional"] else "")
             + (" (approved)" if last["approved"] else "")
             + (
                 f", plan {last['product_id']} {last['product_name'] or ''}".rstrip()
@@ -221,7 +224,10 @@ def _explain_text(data: dict[str, Any]) -> list[str]:
                 h["at"][:19],
                 h["old"] or "-",
                 h["new"],
-                h["source"] + (" approved" if h["approved"] else ""),
+                h["source"]
+                + (f" fallback {h['fallback']}" if h["fallback"] else "")
+                + (" provisional" if h["provisional"] else "")
+                + (" approved" if h["approved"] else ""),
                 h["cycle"] or "-",
                 h["cycle_price"] or "-",
                 str(h["months"] or "-"),
@@ -238,7 +244,11 @@ def _explain_text(data: dict[str, Any]) -> list[str]:
     if now["monthly"] is None:
         lines.append(f"  now: not computable from the cache alone: {now['detail']} ({now['reason']})")
     elif now["differs"]:
-        lines.append(f"  now: a run would compute {now['monthly']} from the cached prices ({now['source']})")
+        lines.append(
+            f"  now: a run would compute {now['monthly']} from the cached prices ({now['source']}"
+            + (f", fallback {now['fallback']}" if now["fallback"] else "")
+            + ")"
+        )
     else:
         lines.append("  now: a run would compute the same value from the cached prices")
     return lines
@@ -408,6 +418,11 @@ def _report_text(data: dict[str, Any]) -> list[str]:
     lines = [
         f"fleet monthly total ${data['fleet_monthly_total']} over {data['rows_in_scope']} rows in scope"
         + (f" ({data['rows_without_value']} without a value)" if data["rows_without_value"] else "")
+        + (
+            f"; {data['provisional']} provisional (price-list estimates their own prices will refine)"
+            if data.get("provisional")
+            else ""
+        )
     ]
     for section in ("by_status", "by_plan", "by_cycle", "by_source", "by_region"):
         rows = [

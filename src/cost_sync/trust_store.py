@@ -101,6 +101,8 @@ class TrustStore:
                 approved=r["approved"],
                 proposed_by=r["proposed_by"],
                 cycle_alias=r["cycle_alias"],
+                fallback=r["fallback"],
+                provisional=r["provisional"],
             )
             for r in records
         ]
@@ -180,6 +182,7 @@ class TrustStore:
                 unpriced_reason=r["unpriced_reason"],
                 unpriced_detail=r["unpriced_detail"],
                 upgrade_available=r["upgrade_available"],
+                provisional=r["provisional"],
             )
             for r in records
         ]

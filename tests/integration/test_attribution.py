@@ -347,7 +347,8 @@ async def test_a_vps_the_last_run_could_not_price_is_flagged_with_its_kept_value
         assert "shared" not in {u["hostwinds_instance_id"] for u in json.loads(out)["unpriced"]}
         assert "1" not in {u["hostwinds_instance_id"] for u in json.loads(out)["unpriced"]}
         hostwinds.instances = [instance(2)]  # service 1 is no longer listed
-        assert await asyncio.to_thread(cli.main, ["--once", "--accept-changes"]) == 0
+        # No row names service 2: the run commits, warns nothing_matched and exits 1.
+        assert await asyncio.to_thread(cli.main, ["--once", "--accept-changes"]) == 1
     code, out, _ = await attribution(monkeypatch, capsys, db_url, "--json")
     assert code == 0
     report = json.loads(out)

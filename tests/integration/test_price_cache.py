@@ -216,7 +216,8 @@ async def test_budgeted_run_reports_pending_and_once_says_the_next_run_continues
         await conn.close()
     pending_after_first = json.loads(runs[0]["price_cache"])["pending"]
     assert 0 < pending_after_first < N
-    assert runs[0]["updated"] == N - pending_after_first
+    # The rows not reached had no value: they got the price list's provisional estimate.
+    assert runs[0]["updated"] == N
     assert second["price_cache"]["hits"] == N - pending_after_first
 
 
@@ -260,7 +261,10 @@ async def test_daemon_serves_a_resync_between_catch_up_runs(fleet: FakeHostwinds
                     break
                 await asyncio.sleep(0.05)
             assert record["state"] == "succeeded"
-            priced_when_resync_done = sum(v is not None for v in (await values(pool)).values())
+            # Rows not reached have provisional values by now: "done" is every service's own answer.
+            refined_when_resync_done = await pool.fetchval(
+                "SELECT count(*) FROM cost_sync_price_observations"
+            )
             for _ in range(200):
                 if (
                     all(v is not None for v in (await values(pool)).values())
@@ -286,7 +290,7 @@ async def test_daemon_serves_a_resync_between_catch_up_runs(fleet: FakeHostwinds
     assert metrics["cost_sync_price_cache_services_total"].value - stale == N
     assert 0 <= metrics["cost_sync_price_observation_oldest_age_seconds"].value < 60
     assert (await values(pool))["12"] == Decimal("12.49")
-    assert priced_when_resync_done < N
+    assert refined_when_resync_done < N
     triggers = [r[0] for r in await pool.fetch("SELECT trigger FROM cost_sync_runs ORDER BY started")]
     assert triggers[:2] == ["startup", "resync"]
     assert "catchup" in triggers[2:]
@@ -345,18 +349,23 @@ async def test_short_max_age_refetches_every_service(
 
 
 @pytest.mark.usefixtures("rows")
-async def test_error_answer_for_one_service_leaves_one_row_unpriced(
+async def test_error_answer_for_one_service_prices_that_row_from_the_price_list(
     fleet: FakeHostwinds, client: HostwindsClient, pool: asyncpg.Pool
 ) -> None:
-    """An error envelope for service 5's cycle prices: row 5 keeps its value, the others are written."""
+    """An error envelope for service 5's cycle prices: row 5 is priced from the price list with the
+    fallback recorded in its history, the others from their own prices; nothing cached for 5."""
     fleet.service_faults[5] = lambda: httpx.Response(
         200, json=[{"result": "error", "action": "get_billingcycle_prices", "message": "No such service"}]
     )
     result = await run_once(client=client, pool=pool, settings=Settings())
-    assert result.report.unpriced_by_reason == {"cycle_prices_unavailable": 1}
+    assert result.report.unpriced_by_reason == {}
     prices = await values(pool)
-    assert prices["5"] is None
-    assert sum(v is not None for v in prices.values()) == N - 1
+    assert prices["5"] is not None
+    assert sum(v is not None for v in prices.values()) == N
+    assert (
+        await pool.fetchval("SELECT fallback FROM cost_sync_history WHERE hostwinds_instance_id = '5'")
+        == "cycle_prices_error"
+    )
     assert await pool.fetchval("SELECT count(*) FROM cost_sync_price_observations WHERE serviceid = 5") == 0
 
 

@@ -300,7 +300,10 @@ async def test_explain_reproduces_every_stored_value(
     assert (now["monthly"], now["source"], now["differs"]) == ("99.90", "price_list", True)
     assert now["price_list_observed"] is not None
     code, text = await cost_sync(capsys, "--config", path, "explain", "1")
-    assert "now: a run would compute 99.90 from the cached prices (price_list)" in text
+    assert (
+        "now: a run would compute 99.90 from the cached prices (price_list, fallback cycle_prices_empty)"
+        in text
+    )
     await conn.close()
 
 

@@ -563,35 +563,55 @@ async def test_price_list_keyed_by_id_with_cycle_spellings(api: respx.Route, cli
 
 
 @pytest.mark.parametrize(
-    ("row", "expected"),
+    ("row", "path", "detail"),
     [
-        (
-            {"name": "no id", "monthly": "9.99"},
-            "get_price_list: answer[1]: a row with cycle prices but no id",
-        ),
-        ({"id": "abc", "monthly": "9.99"}, "get_price_list: answer[1]: id: Input should be a valid integer"),
-        ({"id": True, "monthly": "9.99"}, "get_price_list: answer[1]: id: a boolean is not a plan id"),
-        ("not a row", "get_price_list: answer[1]: expected a price-list row or a group, got a string"),
+        ({"name": "no id", "monthly": "9.99"}, "answer[1]", "a row with no id"),
+        ({"id": "abc", "monthly": "9.99"}, "answer[1].id", "Input should be a valid integer"),
+        ({"id": True, "monthly": "9.99"}, "answer[1].id", "a boolean is not a plan id"),
+        ("not a row", "answer[1]", "expected a price-list row or a group, got a string"),
     ],
 )
-async def test_price_row_without_usable_id_is_a_response_error(
-    api: respx.Route, client: HostwindsClient, row: Any, expected: str
+async def test_price_row_without_usable_id_is_skipped_and_named(
+    api: respx.Route, client: HostwindsClient, row: Any, path: str, detail: str
 ) -> None:
-    """A row whose id is missing or not an integer makes the whole price list unusable."""
+    """A row whose id is missing or not an integer is skipped with its path; the other rows are read."""
     api.mock(return_value=ok({"success": [{"id": 1, "monthly": "1.00"}, row]}))
+
+    plans = await client.get_price_list(managed=False, drive_type="ssd")
+
+    assert sorted(plans) == [1]
+    assert [(u.path, u.custom) for u in plans.unreadable] == [(path, False)]
+    assert plans.unreadable[0].detail.startswith(detail)
+
+
+async def test_price_list_with_no_readable_row_fails_naming_the_first(
+    api: respx.Route, client: HostwindsClient
+) -> None:
+    """Only when no row at all can be read does the list fail, naming where reading stopped."""
+    api.mock(return_value=ok({"success": [{"id": "abc", "monthly": "9.99"}, {"id": 2, "monthly": "n/a"}]}))
 
     with pytest.raises(HostwindsResponseError) as caught:
         await client.get_price_list(managed=False, drive_type="ssd")
 
-    assert str(caught.value).startswith(expected)
+    assert str(caught.value) == (
+        "get_price_list: no price-list row could be read; reading stopped at answer[0].id: "
+        "Input should be a valid integer, unable to parse string as an integer"
+    )
 
 
-async def test_conflicting_rows_for_one_plan_fail_loudly(api: respx.Route, client: HostwindsClient) -> None:
-    """Two rows with one id but different prices are refused rather than one being picked."""
-    api.mock(return_value=ok([{"id": 7, "monthly": "1.00"}, {"id": 7, "monthly": "2.00"}]))
+async def test_conflicting_rows_for_one_plan_price_neither(api: respx.Route, client: HostwindsClient) -> None:
+    """Two rows with one id but different prices are both set aside rather than one being picked."""
+    api.mock(
+        return_value=ok(
+            [{"id": 7, "monthly": "1.00"}, {"id": 7, "monthly": "2.00"}, {"id": 8, "monthly": "3.00"}]
+        )
+    )
 
-    with pytest.raises(HostwindsResponseError, match="two different rows for plan 7"):
-        await client.get_price_list(managed=False, drive_type="ssd")
+    plans = await client.get_price_list(managed=False, drive_type="ssd")
+
+    assert sorted(plans) == [8]
+    assert plans.unreadable_row(7) is not None
+    assert "two different rows for plan 7" in plans.unreadable[0].detail
 
 
 @pytest.mark.parametrize(
@@ -679,12 +699,20 @@ def test_price_cell_text_keeps_exact_text(value: object, expected: str) -> None:
 
 
 async def test_json_nan_never_becomes_a_float(api: respx.Route, client: HostwindsClient) -> None:
-    """A NaN or Infinity literal in a body is kept as Decimal text that pricing will reject."""
-    api.mock(return_value=httpx.Response(200, text='[{"id": 1, "monthly": NaN, "annually": Infinity}]'))
+    """A NaN or Infinity literal is kept as Decimal text that is no price: a row with only such
+    cells is skipped as not a number, and beside a real price pricing rejects it."""
+    api.mock(
+        return_value=httpx.Response(
+            200,
+            text='[{"id": 1, "monthly": NaN, "annually": Infinity},'
+            ' {"id": 2, "monthly": "5.00", "annually": NaN}]',
+        )
+    )
 
     plans = await client.get_price_list(managed=False, drive_type="ssd")
 
-    assert dict(plans[1].prices) == {Cycle.MONTHLY: "NaN", Cycle.ANNUALLY: "Infinity"}
+    assert [(u.key, u.path) for u in plans.unreadable] == [(1, "answer[0].monthly")]
+    assert dict(plans[2].prices) == {Cycle.MONTHLY: "5.00", Cycle.ANNUALLY: "NaN"}
 
 
 # Rate limit, concurrency and counters
@@ -842,8 +870,14 @@ async def test_plan_key_rid_keys_the_price_list_by_rid(api: respx.Route, client:
             {"success": {"plans": {"total": 3, "page": "1"}}},
             "reading stopped at answer.plans.total: a number",
         ),
-        ({"success": {"fixed": [{"id": 1, "ram": "2"}]}}, "reading stopped at answer.fixed[0].id: a number"),
-        ({"success": {"fixed": ["a plan"]}}, "answer.fixed[0]: expected a price-list row or a group"),
+        (
+            {"success": {"fixed": [{"id": 1, "ram": "2"}]}},
+            "reading stopped at answer.fixed[0]: no cycle price",
+        ),
+        (
+            {"success": {"fixed": ["a plan"]}},
+            "reading stopped at answer.fixed[0]: expected a price-list row or a group",
+        ),
         ({"success": "maintenance"}, "answer: expected a price-list row or a group, got a string"),
     ],
 )

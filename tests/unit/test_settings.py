@@ -208,9 +208,9 @@ def test_require_names_every_missing_setting() -> None:
         assert variable in message
 
 
-@pytest.mark.parametrize("secret", ["Pq@zx", "Pq/zx@w", "Pq#zx"])
+@pytest.mark.parametrize("secret", ["Pq@zx", "Pq/zx@w", "Pq#zx", "Pq@z#x", "Pq#z@x", "P@q#z@x"])
 def test_unencoded_password_gets_the_percent_encoding_hint(secret: str) -> None:
-    """A raw @, / or # in the password is refused with the percent-encoding hint, never echoed."""
+    """A raw @, / or # in the password, alone or together, gets the percent-encoding hint, never echoed."""
     url = f"postgresql://app:{secret}@db.internal:5432/penguinmails"
     with pytest.raises(ConfigError) as caught:
         load_settings(None, {"COST_SYNC_DATABASE_URL": url})

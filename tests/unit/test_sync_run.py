@@ -118,31 +118,85 @@ async def test_full_asks_every_service_afresh(
     assert result.report.price_cache.reasons["forced"] == 10
 
 
-async def test_error_answer_for_one_service_unprices_that_row_only(
+async def test_error_answer_for_one_service_falls_back_to_the_price_list(
     hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
 ) -> None:
-    """An error envelope for service 6's cycle prices: row 6 unpriced with the reason, nine priced."""
+    """An error envelope for service 6's cycle prices: row 6 priced from the price list with the
+    fallback named, the others as usual; nothing cached for service 6."""
     hostwinds.service_faults[6] = envelope("A valid serviceid is required.")
     with capture_logs() as logs:
         result = await run(client, store)
-    assert result.report.unpriced_by_reason == {"cycle_prices_unavailable": 1}
+    assert result.report.unpriced_by_reason == {}
     assert result.report.price_cache.failed == 1
-    assert store.value("6") is None
-    assert store.value("7") == Decimal("9.99")
+    assert store.value("6") == Decimal("9.99")
+    [six] = [o.result for o in result.outcomes if o.row.hostwinds_instance_id == "6"]
+    assert isinstance(six, Estimate)
+    assert (six.source.value, six.fallback) == ("price_list", "cycle_prices_error")
     assert 6 not in store.observations
     warned = [e for e in logs if e["event"] == "sync.cycle_prices_unavailable"]
     assert warned[0]["serviceid"] == 6
+    assert warned[0]["fallback"] == "cycle_prices_error"
     assert "valid serviceid" in warned[0]["reason"]
+    assert not any("cycle_prices_unavailable_everywhere" in w for w in result.report.warnings)
 
 
-async def test_unreadable_body_for_one_service_unprices_that_row_only(
+@pytest.mark.parametrize(
+    ("answer", "fallback"),
+    [
+        (lambda: httpx.Response(200, json={"success": ["not", "cycles"]}), "cycle_prices_unreadable"),
+        (lambda: httpx.Response(200, json={}), "cycle_prices_empty"),
+        (lambda: httpx.Response(200, json={"success": {"annually": "99.00"}}), "cycle_missing"),
+        (
+            lambda: httpx.Response(
+                400, json={"result": "error", "action": "x", "message": "Invalid Action."}
+            ),
+            "cycle_prices_error",
+        ),
+    ],
+    ids=["unreadable", "empty", "cycle-missing", "object-envelope-400"],
+)
+async def test_each_unusable_cycle_price_answer_falls_back_with_its_reason(
+    hostwinds: FakeHostwinds,
+    client: HostwindsClient,
+    store: MemoryStore,
+    answer: Callable[[], httpx.Response],
+    fallback: str,
+) -> None:
+    """{}, an unreadable body, no price for the cycle, an error object at HTTP 400: priced from the list."""
+    hostwinds.service_faults[2] = answer
+    result = await run(client, store)
+    [two] = [o.result for o in result.outcomes if o.row.hostwinds_instance_id == "2"]
+    assert isinstance(two, Estimate)
+    assert (two.monthly, two.source.value, two.fallback) == (Decimal("9.99"), "price_list", fallback)
+    assert result.report.outcome == "succeeded"
+
+
+async def test_an_error_answer_and_no_plan_leave_the_row_unpriced(
     hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
 ) -> None:
-    """A cycle-price answer in no known shape fails that row alone; the run succeeds."""
-    hostwinds.service_faults[2] = lambda: httpx.Response(200, json={"success": ["not", "cycles"]})
+    """With neither source the row is unpriced cycle_prices_unavailable, naming both causes."""
+    hostwinds.instances[1] = instance(2, product_id=999)
+    hostwinds.service_faults[2] = envelope("Invalid Action.")
     result = await run(client, store)
-    assert result.report.unpriced_by_reason == {"cycle_prices_unavailable": 1}
-    assert result.report.outcome == "succeeded"
+    [two] = [o.result for o in result.outcomes if o.row.hostwinds_instance_id == "2"]
+    assert not isinstance(two, Estimate)
+    assert two.reason.value == "cycle_prices_unavailable"
+    assert "Invalid Action." in two.detail
+    assert "no price-list plan 999" in two.detail
+
+
+async def test_every_service_failing_the_same_way_is_one_warning_and_prices_from_the_list(
+    hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
+) -> None:
+    """All ten services answer the same error: the run warns once and every row has a list price."""
+    for sid in range(1, 11):
+        hostwinds.service_faults[sid] = envelope("A valid serviceid is required.")
+    result = await run(client, store)
+    assert result.report.priced_by_source == {"price_list": 10}
+    [warning] = [w for w in result.report.warnings if w.startswith("cycle_prices_unavailable_everywhere")]
+    assert "all 10 service(s) asked" in warning
+    assert "A valid serviceid is required." in warning
+    assert "fallback cycle_prices_error" in warning
 
 
 @pytest.mark.parametrize(
@@ -218,22 +272,31 @@ async def test_failed_price_list_stops_the_per_service_fetch(
     assert asked_at_failure < 10
 
 
-async def test_budget_leaves_pending_rows_that_the_next_run_prices(
+async def test_budget_leaves_pending_rows_provisional_and_the_next_run_refines_them(
     hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
 ) -> None:
-    """A budget of four asks commits those, reports six pending, and the next run prices them."""
+    """A budget of four asks commits those, gives the six rows with no value the price list's
+    provisional estimate at once, and the next run asks them and refines them."""
+    hostwinds.cycle_prices[9] = {"monthly": "8.49"}  # its own price differs from the list's 9.99
     ticks = itertools.count()
     # The clock reads once at the start and once before each ask: asks 1-4 start before 4.5 s.
     first = await run(client, store, config=settings(max_run_seconds=4.5), clock=lambda: float(next(ticks)))
     assert first.report.price_cache.pending == 6
-    assert first.report.unpriced_by_reason == {"pending": 6}
-    assert first.report.updated == 4
-    assert sum(row.approximate_cost is not None for row in store.rows.values()) == 4
+    assert first.report.unpriced_by_reason == {}
+    assert first.report.provisional == 6
+    assert first.report.updated == 10
+    provisional = {
+        o.row.hostwinds_instance_id for o in first.outcomes if getattr(o.result, "provisional", False)
+    }
+    assert provisional == {"5", "6", "7", "8", "9", "10"}
+    assert store.value("9") == Decimal("9.99")
     second = await run(client, store, at=T0 + timedelta(minutes=1))
     assert second.report.price_cache.reasons["new"] == 6
     assert second.report.price_cache.hits == 4
     assert second.report.price_cache.pending == 0
-    assert all(row.approximate_cost is not None for row in store.rows.values())
+    assert second.report.provisional == 0
+    assert store.value("9") == Decimal("8.49")  # refined: a change like any other, within the guard
+    assert second.report.updated == 1
 
 
 async def test_pending_row_keeps_its_value(hostwinds: FakeHostwinds, client: HostwindsClient) -> None:
@@ -412,3 +475,77 @@ def test_a_run_keeps_one_object_per_distinct_answer_and_fingerprint() -> None:
     shared.LIMIT = 1
     assert shared.prices({Cycle.MONTHLY: "1.00"}) == {Cycle.MONTHLY: "1.00"}
     assert shared.prices({Cycle.MONTHLY: "1.00"}) is not shared.prices({Cycle.MONTHLY: "1.00"})
+
+
+def rated(**sync: Any) -> Settings:
+    """Settings at 2 requests/s (the polite default), one worker, and these [sync] values."""
+    return Settings(hostwinds={"max_concurrency": 1, "requests_per_second": 2}, sync=sync)  # type: ignore[arg-type]
+
+
+async def test_a_cold_start_commits_provisional_estimates_within_seconds_then_refines(
+    hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
+) -> None:
+    """30 rows with no value at 2 requests/s: the run stops asking after PROVISIONAL_ASK_SECONDS
+    (not its 300 s budget), every row has a value after its commit, and the next run refines."""
+    from cost_sync.sync import PROVISIONAL_ASK_SECONDS
+
+    hostwinds.instances = [instance(n) for n in range(1, 31)]
+    store.rows.clear()
+    for n in range(1, 31):
+        store.add_row(str(n))
+    ticks = itertools.count()
+    first = await run(client, store, config=rated(), clock=lambda: float(next(ticks)))
+    asked = first.report.price_cache.asked
+    assert 0 < asked <= PROVISIONAL_ASK_SECONDS
+    assert first.report.price_cache.pending == 30 - asked
+    assert first.report.provisional == 30 - asked
+    assert all(row.approximate_cost is not None for row in store.rows.values())
+    # Rows now have values: the next run asks within its whole budget, and prices them all.
+    ticks2 = itertools.count()
+    second = await run(
+        client, store, at=T0 + timedelta(minutes=1), config=rated(), clock=lambda: float(next(ticks2))
+    )
+    assert second.report.price_cache.pending == 0
+    assert second.report.provisional == 0
+    assert store.value("3") == Decimal("7.49")  # its own cycle price
+
+
+async def test_rows_with_values_keep_the_whole_budget(
+    hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
+) -> None:
+    """Every row already has a value: no early stop, every service asked within the budget."""
+    hostwinds.instances = [instance(n) for n in range(1, 31)]
+    store.rows.clear()
+    for n in range(1, 31):
+        store.add_row(str(n), cost="9.99")
+    ticks = itertools.count()
+    result = await run(client, store, config=rated(), clock=lambda: float(next(ticks)))
+    assert result.report.price_cache.asked == 30
+    assert result.report.price_cache.pending == 0
+
+
+async def test_rows_the_price_list_cannot_estimate_keep_the_whole_budget(
+    hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
+) -> None:
+    """No value, but no plan in the list: nothing to commit early, so no early stop."""
+    hostwinds.instances = [instance(n, product_id=999) for n in range(1, 31)]
+    store.rows.clear()
+    for n in range(1, 31):
+        store.add_row(str(n))
+    ticks = itertools.count()
+    result = await run(client, store, config=rated(), clock=lambda: float(next(ticks)))
+    assert result.report.price_cache.asked == 30
+    assert result.report.provisional == 0
+
+
+async def test_refining_a_provisional_value_is_held_like_any_other_change(
+    hostwinds: FakeHostwinds, client: HostwindsClient, store: MemoryStore
+) -> None:
+    """A provisional 9.99 whose own price is 1.00: not a first price, so the 90% drop is held."""
+    hostwinds.cycle_prices[9] = {"monthly": "1.00"}
+    ticks = itertools.count()
+    await run(client, store, config=settings(max_run_seconds=4.5), clock=lambda: float(next(ticks)))
+    assert store.value("9") == Decimal("9.99")
+    second = await run(client, store, at=T0 + timedelta(minutes=1))
+    assert [h.hostwinds_instance_id for h in second.held] == ["9"]
+    assert store.value("9") == Decimal("9.99")
