@@ -36,6 +36,7 @@ from starlette.routing import Route
 
 from cost_sync.hostwinds import DENY_FIELDS, READ_ONLY_ACTIONS
 from cost_sync.httpserve import AppServer
+from cost_sync.redact import has_secret
 from cost_sync.sandbox import API_PATH, WRITE_ACTIONS
 
 __all__ = [
@@ -136,7 +137,7 @@ def write_capture(
         if name in texts:
             raise CaptureError(f"{name}: two answers for {answer.action} with the same parameters")
         text = dumps(answer.body)
-        if any(secret and secret in text for secret in secrets):
+        if has_secret(text, secrets):
             raise CaptureError(f"{name}: the answer still holds a secret; nothing was written")
         texts[name] = text
         entries.append({"action": answer.action, "params": dict(answer.params), "file": name})

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import json
 import random
 import re
@@ -68,16 +69,26 @@ from cost_sync.models import (
     dropped_fields,
     parse_instance,
 )
-from cost_sync.redact import redact
+from cost_sync.redact import (
+    REDACTED,
+    SECRET_FIELD_NAMES,
+    SECRET_FIELD_WORDS,
+    has_secret,
+    is_secret_field,
+    redact,
+    secret_spellings,
+)
 
 __all__ = [
     "AUTH_ERROR_MESSAGE",
     "DEFAULT_URL",
     "DENY_FIELDS",
     "READ_ONLY_ACTIONS",
+    "TEXT_MAX",
     "HostwindsClient",
     "PlanKey",
     "RetryPolicy",
+    "clean_text",
     "is_denied_field",
     "is_transient",
     "price_cell_text",
@@ -227,6 +238,8 @@ class HostwindsClient:
         self._timeout = timeout
         self._max_response_bytes = max_response_bytes
         self._sleep = sleep
+        #: Every spelling of the key (form- and percent-encoded, base64...), as bytes.
+        self._key_spellings = tuple(s.encode("utf-8") for s in secret_spellings(api_key))
         self._calls: collections.Counter[str] = collections.Counter()
         #: (action, outcome) -> HTTP requests sent; outcome is ok, error, auth_error or transient.
         self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -353,7 +366,7 @@ class HostwindsClient:
             except _BodyUnreadable as exc:
                 return exc, None
         try:
-            return response, _loads(content, instances=instances)
+            return response, _loads(_scrub_body(content, self._key_spellings), instances=instances)
         except RecursionError:
             return _BodyUnreadable("JSON nested too deeply"), None
         except ValueError:
@@ -413,54 +426,36 @@ class HostwindsClient:
 PlanKey = Literal["id", "rid"]
 
 #: Fields removed from every body ``sanitised_body`` returns (``doctor --capture`` writes only
-#: sanitised bodies), compared case-insensitively without ``-``/``_``: passwords, root passwords,
-#: config keys, keys and tokens. Any string holding the API key is dropped as well.
-DENY_FIELDS = frozenset(
-    {
-        "password",
-        "passwd",
-        "pass",
-        "rootpass",
-        "rootpassword",
-        "configkey",
-        "api",
-        "apikey",
-        "key",
-        "secret",
-        "token",
-        "authtoken",
-        "vncpassword",
-        "sshkey",
-        "privatekey",
-    }
-)
-
-
-def _deny_key(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch not in "-_ ")
+#: sanitised bodies): :func:`cost_sync.redact.is_secret_field`'s names, and any field whose name
+#: contains one of its words. Any string holding the API key (in any spelling) is dropped as well.
+DENY_FIELDS = SECRET_FIELD_NAMES | frozenset(SECRET_FIELD_WORDS)
 
 
 def is_denied_field(name: str) -> bool:
-    """True for a field name on :data:`DENY_FIELDS` (or containing "password" or "secret")."""
-    key = _deny_key(name)
-    return key in DENY_FIELDS or "password" in key or "secret" in key
+    """True for a secret field name (:func:`cost_sync.redact.is_secret_field`, the one list)."""
+    return is_secret_field(name)
 
 
 def sanitise(value: Any, *, secret: str = "") -> Any:
-    """``value`` with deny-listed fields removed at any depth, and strings holding ``secret`` dropped."""
-    if isinstance(value, dict):
-        return {
-            key: sanitise(item, secret=secret)
-            for key, item in value.items()
-            if not is_denied_field(str(key)) and not (secret and isinstance(item, str) and secret in item)
-        }
-    if isinstance(value, list):
-        return [
-            sanitise(item, secret=secret)
-            for item in value
-            if not (secret and isinstance(item, str) and secret in item)
-        ]
-    return value
+    """``value`` with secret fields removed at any depth, and strings holding ``secret`` (in any
+    spelling, or as the client already replaced it, ``[redacted]``) dropped."""
+    secrets = (secret,) if secret else ()
+
+    def holds_secret(item: Any) -> bool:
+        return isinstance(item, str) and (REDACTED in item or has_secret(item, secrets))
+
+    def clean(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                key: clean(item)
+                for key, item in node.items()
+                if not is_secret_field(str(key)) and not holds_secret(item)
+            }
+        if isinstance(node, list):
+            return [clean(item) for item in node if not holds_secret(item)]
+        return node
+
+    return clean(value)
 
 
 def unwrap(body: Any) -> Any:
@@ -569,6 +564,48 @@ def _price_rows(action: str, answer: Any) -> list[tuple[str, dict[str, Any]]]:
     return rows
 
 
+_REDACTED_BYTES = REDACTED.encode()
+
+
+def _scrub_body(content: bytearray, spellings: tuple[bytes, ...]) -> bytearray:
+    """The body with every spelling of the key replaced by ``[redacted]``, before it is parsed.
+
+    A key Hostwinds echoes back (in an error, a product name, a price cell) then reaches nothing
+    downstream in any spelling. The replacement holds no JSON-special character, so the body
+    stays valid JSON wherever the key was. ``in`` first: a body without the key is not copied.
+    """
+    for spelling in spellings:
+        if spelling in content:
+            content = content.replace(spelling, _REDACTED_BYTES)
+    return content
+
+
+#: The longest text from Hostwinds an instance or a plan keeps (product names, statuses...).
+TEXT_MAX = 200
+
+
+@functools.lru_cache(maxsize=4096)
+def _clean_short_text(value: str) -> str:
+    return redact(value, limit=TEXT_MAX)
+
+
+def clean_text(value: Any) -> Any:
+    """A text field from Hostwinds as cost-sync keeps it: one printable line of at most
+    :data:`TEXT_MAX` characters, secret-shaped values redacted; anything else as it is."""
+    if not isinstance(value, str):
+        return value
+    if len(value) > TEXT_MAX:
+        # Not cached: the cache would keep the long text (memory stays bounded whatever is sent).
+        return redact(value, limit=TEXT_MAX)
+    # Cached: a fleet repeats a handful of names across thousands of instances.
+    return _clean_short_text(value)
+
+
+def _kept_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields an Instance keeps, their text cleaned (:func:`clean_text`)."""
+    return {key: clean_text(value) for key, value in obj.items() if key in INSTANCE_FIELDS}
+
+
 def _loads(body: bytes | bytearray | str, *, instances: bool = False) -> Any:
     # parse_constant too: NaN/Infinity become Decimals that pricing rejects, never floats.
     hook = _instance_hook if instances else None
@@ -585,7 +622,7 @@ def _instance_hook(obj: dict[str, Any]) -> Any:
     # dict, so that _instance() reports it with its position.
     if "serviceid" not in obj:
         return obj
-    fields = {key: value for key, value in obj.items() if key in INSTANCE_FIELDS}
+    fields = _kept_fields(obj)
     try:
         return _checked(parse_instance(fields), fields)
     except ValidationError:
@@ -703,6 +740,7 @@ def _instance(action: str, item: Any, where: str) -> Instance:
         return item
     if not isinstance(item, dict):
         raise HostwindsResponseError(f"{action}: {where}expected an object, got {_kind(item)}")
+    item = _kept_fields(item)
     try:
         return _checked(parse_instance(item), item)
     except ValidationError as exc:
@@ -719,7 +757,7 @@ def _plan(action: str, path: str, row: dict[str, Any]) -> Plan:
                 raise HostwindsResponseError(f"{action}: {where}{name}: a boolean is not a plan id")
             fields[name] = row[name]
     if isinstance(row.get("name"), str):
-        fields["name"] = row["name"]
+        fields["name"] = clean_text(row["name"])
     try:
         return Plan.model_validate(fields)
     except ValidationError as exc:

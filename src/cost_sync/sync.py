@@ -671,8 +671,12 @@ class SyncRun:
         message = str(exc) if isinstance(exc, CostSyncError) else f"{type(exc).__name__}: {exc}"
         if isinstance(exc, asyncio.CancelledError):
             message = "cancelled (shutdown) before the run could commit"
-        # A database error's DETAIL may quote a value that came from Hostwinds: bound and redact it.
-        message = redact(message, limit=_LEDGER_ERROR_MAX)
+        # A database error's DETAIL may quote a value that came from Hostwinds: bound and redact it,
+        # the key in every spelling included.
+        key = self.settings.hostwinds.api_key
+        message = redact(
+            message, limit=_LEDGER_ERROR_MAX, secrets=(key.get_secret_value(),) if key is not None else ()
+        )
         report = RunReport(
             run_id=self.run_id,
             trigger=self.trigger,
