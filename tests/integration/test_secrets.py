@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -21,6 +22,7 @@ from structlog.testing import capture_logs
 from cost_sync import cli
 from cost_sync.errors import HostwindsResponseError
 from cost_sync.hostwinds import HostwindsClient
+from cost_sync.sandbox import Fleet, SandboxServer, load_demo_fleet
 from cost_sync.settings import Settings
 from cost_sync.sync import run_once
 from tests.integration.conftest import instance, seed, values
@@ -190,3 +192,58 @@ async def test_the_key_in_any_spelling_and_secret_fields_reach_nothing(
     assert "[redacted]" in doctor
     report_csv = next(text for argv, _, text in outputs if argv == ["report", "--csv"])
     assert "cycle_prices_unavailable" in report_csv
+
+
+def _cli_env(monkeypatch: pytest.MonkeyPatch, db_url: str, url: str, key: str) -> None:
+    monkeypatch.setenv("COST_SYNC_DATABASE_URL", db_url)
+    monkeypatch.setenv("COST_SYNC_HOSTWINDS_URL", url)
+    monkeypatch.setenv("COST_SYNC_HOSTWINDS_API_KEY", key)
+    monkeypatch.setenv("COST_SYNC_HOSTWINDS_REQUESTS_PER_SECOND", "0")
+    monkeypatch.setenv("COST_SYNC_LOG_FORMAT", "json")
+
+
+FREE_TEXT_SECRETS = ("hunter2-root", "pw-secret-1", "cfg-in-name")
+
+
+def _poisoned_fleet() -> Fleet:
+    """The demo fleet with secrets in one product name and a 10 MiB product name on another."""
+    fleet = load_demo_fleet()
+    instances = [dict(i) for i in fleet.instances]
+    instances[0]["product_name"] = (
+        f"Plan {fleet.api_key} rootpass=hunter2-root password: pw-secret-1 configkey=cfg-in-name"
+    )
+    instances[1]["product_name"] = "Big " + "x" * (10 * 1024 * 1024)
+    return dataclasses.replace(fleet, instances=instances)
+
+
+async def test_secrets_and_huge_text_in_product_names_are_redacted_and_cut_everywhere(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Defects 3 and 4 as found, through the sandbox: a product name carrying the key, rootpass=
+    and password:, and a 10 MiB product name. Neither the secrets nor the long text reach a log
+    line (sync.plan_name_disagrees among them), cost_sync_history, report, report --csv or explain;
+    every log line stays short."""
+    fleet = _poisoned_fleet()
+    conn = await asyncpg.connect(db_url)
+    ids = [str(i["serviceid"]) for i in fleet.instances[:3]]
+    await seed(conn, [(sid, "active", None) for sid in ids])
+    outputs: list[tuple[list[str], int, str, str]] = []
+    async with SandboxServer(fleet) as sandbox:
+        _cli_env(monkeypatch, db_url, sandbox.url, fleet.api_key)
+        for argv in (["--once"], ["--once", "--full"], ["report"], ["report", "--csv"], ["explain", ids[0]]):
+            code = await asyncio.to_thread(cli.main, argv)
+            captured = capsys.readouterr()
+            outputs.append((argv, code, captured.out, captured.err))
+    history = [r["product_name"] for r in await conn.fetch("SELECT product_name FROM cost_sync_history")]
+    await conn.close()
+
+    assert [code for _, code, _, _ in outputs] == [0, 0, 0, 0, 0]
+    everything = "\n".join(out + err for _, _, out, err in outputs) + repr(history)
+    for secret in (fleet.api_key, *FREE_TEXT_SECRETS):
+        assert secret not in everything
+    assert "x" * 300 not in everything
+    assert history and all(name is None or len(name) <= 200 for name in history)
+    assert any(name and "rootpass=[redacted]" in name for name in history)
+    log_lines = [line for _, _, _, err in outputs for line in err.splitlines()]
+    assert any('"sync.plan_name_disagrees"' in line for line in log_lines)
+    assert max(len(line) for line in log_lines) < 4000
