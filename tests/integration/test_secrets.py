@@ -242,7 +242,8 @@ async def test_secrets_and_huge_text_in_product_names_are_redacted_and_cut_every
     for secret in (fleet.api_key, *FREE_TEXT_SECRETS):
         assert secret not in everything
     assert "x" * 300 not in everything
-    assert history and all(name is None or len(name) <= 200 for name in history)
+    assert history
+    assert all(name is None or len(name) <= 200 for name in history)
     assert any(name and "rootpass=[redacted]" in name for name in history)
     log_lines = [line for _, _, _, err in outputs for line in err.splitlines()]
     assert any('"sync.plan_name_disagrees"' in line for line in log_lines)
