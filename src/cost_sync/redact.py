@@ -24,17 +24,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import csv
 import functools
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import IO
 from urllib.parse import quote, quote_plus
 
 __all__ = [
     "REDACTED",
     "SECRET_FIELD_NAMES",
     "SECRET_FIELD_WORDS",
+    "SafeCsvWriter",
     "csv_cell",
+    "for_terminal",
     "has_secret",
     "is_secret_field",
     "redact",
@@ -237,3 +241,19 @@ def csv_cell(value: object) -> str:
     if text.startswith(_FORMULA_START) and _NUMBER.fullmatch(text) is None:
         return "'" + text
     return text
+
+
+class SafeCsvWriter:
+    """A ``csv.writer`` whose every cell passes :func:`csv_cell`: spreadsheet-safe CSV."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self._writer = csv.writer(out, lineterminator="\n")
+
+    def writerow(self, row: Sequence[object]) -> None:
+        """Write one row, each cell neutralised if a spreadsheet would read it as a formula."""
+        self._writer.writerow([csv_cell(cell) for cell in row])
+
+
+def for_terminal(lines: Iterable[str]) -> str:
+    """Lines joined for printing to a terminal, each one line with its control characters escaped."""
+    return "\n".join(terminal_text(line) for line in lines)
