@@ -107,7 +107,8 @@ async def test_report_and_explain_are_spreadsheet_and_terminal_safe(
         assert_terminal_safe(text)
     assert "\\e[2J" in report_text
     # One unpriced row, one line: the forged total is on the same line as its row id.
-    assert any("9\\e[2J" in line and "\\nfleet monthly total $0.00" in line for line in report_text.splitlines())
+    lines = report_text.splitlines()
+    assert any("9\\e[2J" in line and "\\nfleet monthly total $0.00" in line for line in lines)
 
 
 async def test_attribution_is_spreadsheet_and_terminal_safe(
@@ -119,7 +120,8 @@ async def test_attribution_is_spreadsheet_and_terminal_safe(
     conn = await asyncpg.connect(db_url)
     tenants = await conn.fetch("SELECT id FROM tenants ORDER BY id")
     await conn.execute("UPDATE tenants SET name = $2 WHERE id = $1", tenants[0]["id"], HYPERLINK)
-    await conn.execute("UPDATE tenants SET name = $2 WHERE id = $1", tenants[1]["id"], f"Acme{ESCAPES}{FORGED}")
+    forged = f"Acme{ESCAPES}{FORGED}"
+    await conn.execute("UPDATE tenants SET name = $2 WHERE id = $1", tenants[1]["id"], forged)
     await conn.close()
     monkeypatch.setenv("COST_SYNC_DATABASE_URL", db_url)
 
