@@ -58,6 +58,7 @@ from cost_sync.errors import (
     HostwindsError,
     HostwindsResponseError,
     HostwindsTransientError,
+    HostwindsUnreadableError,
 )
 from cost_sync.models import (
     INSTANCE_FIELDS,
@@ -68,7 +69,9 @@ from cost_sync.models import (
     PriceCell,
     dropped_fields,
     parse_instance,
+    storable_text,
 )
+from cost_sync.pricing import bounded_cell
 from cost_sync.redact import (
     REDACTED,
     SECRET_FIELD_NAMES,
@@ -189,7 +192,12 @@ class RetryPolicy:
 
 
 def price_cell_text(value: object) -> PriceCell:
-    """The exact text of one price cell, so that only pricing decides what it means."""
+    """The exact text of one price cell, so that only pricing decides what it means; at most
+    :data:`cost_sync.pricing.MAX_CELL_TEXT` characters (:func:`cost_sync.pricing.bounded_cell`)."""
+    return bounded_cell(_cell_text(value))
+
+
+def _cell_text(value: object) -> PriceCell:
     if isinstance(value, Mapping):
         texts = {
             _scalar_text(value[name])
@@ -302,7 +310,10 @@ class HostwindsClient:
             raise error
         if is_transient(outcome, body):
             self.requests[action, "transient"] += 1
-            raise HostwindsTransientError(
+            transient: type[HostwindsTransientError] = (
+                HostwindsUnreadableError if isinstance(outcome, _BodyNotJSON) else HostwindsTransientError
+            )
+            raise transient(
                 f"{action}: Hostwinds did not answer after {attempt} attempts "
                 f"(last: {_describe(outcome, body)})"
             ) from (outcome if isinstance(outcome, httpx.HTTPError) else None)
@@ -330,6 +341,8 @@ class HostwindsClient:
             raise HostwindsResponseError(
                 f"{action}: expected one instance for service {serviceid}, got {len(items)}"
             )
+        if items[0] is _NO_SERVICE:
+            raise HostwindsResponseError(f"{action}: the answer names serviceid twice with different values")
         instance = _instance(action, items[0], "")
         if instance.serviceid != serviceid:
             raise HostwindsResponseError(
@@ -477,7 +490,13 @@ def read_instances(answer: Any) -> list[Instance]:
     """The instances of a ``get_instances`` answer (unwrapped), whitelisted; raises on a wrong shape."""
     action = "get_instances"
     items = _items(action, answer, single_key="serviceid")
-    return [_instance(action, item, f"item {index}: ") for index, item in enumerate(items)]
+    instances = []
+    for index, item in enumerate(items):
+        if item is _NO_SERVICE:
+            continue
+        readings = item if isinstance(item, _Readings) else [item]
+        instances += [_instance(action, reading, f"item {index}: ") for reading in readings]
+    return instances
 
 
 def read_price_list(answer: Any, *, plan_key: PlanKey = "id") -> dict[int, Plan]:
@@ -492,6 +511,11 @@ def read_price_list(answer: Any, *, plan_key: PlanKey = "id") -> dict[int, Plan]
     action = "get_price_list"
     plans: dict[int, Plan] = {}
     for where, row in _price_rows(action, answer):
+        ambiguous = _ambiguous_keys(row)
+        if ambiguous:
+            # Which price was meant cannot be known: the plan is left out (its rows: plan_not_found).
+            _log.warning("hostwinds.ambiguous_plan", where=where, keys=ambiguous)
+            continue
         plan = _plan(action, where, row)
         key = plan.id if plan_key == "id" else plan.rid
         if key is None:
@@ -509,6 +533,12 @@ def read_cycle_prices(serviceid: int, answer: Any) -> dict[Cycle, PriceCell]:
     if answer is None or (isinstance(answer, dict | list) and not answer):
         return {}
     where = f"service {serviceid}: "
+    ambiguous = _ambiguous_keys(answer)
+    if ambiguous:
+        # Fails this service alone (its rows: cycle_prices_unavailable), as an unreadable answer does.
+        raise HostwindsResponseError(
+            f"{action}: {where}the answer names {', '.join(ambiguous)} twice with different values"
+        )
     if not isinstance(answer, dict):
         raise HostwindsResponseError(
             f"{action}: {where}expected an object of cycle prices, got {_kind(answer)}"
@@ -518,6 +548,18 @@ def read_cycle_prices(serviceid: int, answer: Any) -> dict[Cycle, PriceCell]:
         # A non-empty answer in an unknown shape must not silently become "no data".
         raise HostwindsResponseError(f"{action}: {where}the answer names no billing cycle")
     return cells
+
+
+def _ambiguous_keys(node: Any, depth: int = 0) -> list[str]:
+    """The keys an object in ``node`` names twice with different values (the first such object)."""
+    if isinstance(node, Ambiguous):
+        return sorted(redact(key, limit=40) for key in node.differing)
+    if depth < 8 and isinstance(node, dict | list):
+        for item in node.values() if isinstance(node, dict) else node:
+            found = _ambiguous_keys(item, depth + 1)
+            if found:
+                return found
+    return []
 
 
 def _has_cycle_field(obj: Mapping[str, Any]) -> bool:
@@ -592,7 +634,9 @@ def _clean_short_text(value: str) -> str:
 def clean_text(value: Any) -> Any:
     """A text field from Hostwinds as cost-sync keeps it: one printable line of at most
     :data:`TEXT_MAX` characters, secret-shaped values redacted; anything else as it is."""
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not storable_text(value):
+        # Text PostgreSQL cannot store (a NUL, a lone surrogate) becomes unknown in the model, and
+        # is logged as dropped: kept as it is until then.
         return value
     if len(value) > TEXT_MAX:
         # Not cached: the cache would keep the long text (memory stays bounded whatever is sent).
@@ -606,13 +650,76 @@ def _kept_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {key: clean_text(value) for key, value in obj.items() if key in INSTANCE_FIELDS}
 
 
+class Ambiguous(dict[str, Any]):
+    """A JSON object that names a key twice with different values (as a dict: the last one wins).
+
+    Which value Hostwinds meant cannot be known, so the object is refused where it matters: a
+    service's cycle prices fail for that service, an instance becomes two readings that conflict
+    (that service is unpriced as ``duplicate_instance``), a price-list row is left out.
+    """
+
+    first: dict[str, Any]
+    differing: frozenset[str]
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    first: dict[str, Any] = {}
+    differing = set()
+    for key, value in pairs:
+        if key in first and first[key] != value:
+            differing.add(key)
+        first.setdefault(key, value)
+    if not differing:
+        return obj  # the same value twice: harmless
+    ambiguous = Ambiguous(obj)
+    ambiguous.first = first
+    ambiguous.differing = frozenset(differing)
+    return ambiguous
+
+
+def _big_int(text: str) -> int | Decimal:
+    # An integer longer than Python converts (sys.get_int_max_str_digits) is kept as a Decimal:
+    # as a price it is then out of range for that row, as an id it is refused for that instance.
+    return int(text) if len(text) <= 4000 else Decimal(text)
+
+
 def _loads(body: bytes | bytearray | str, *, instances: bool = False) -> Any:
     # parse_constant too: NaN/Infinity become Decimals that pricing rejects, never floats.
-    hook = _instance_hook if instances else None
-    return json.loads(body, parse_float=Decimal, parse_constant=Decimal, object_hook=hook)
+    hook = _instance_pairs if instances else _object
+    try:
+        return json.loads(body, parse_float=Decimal, parse_constant=Decimal, object_pairs_hook=hook)
+    except ValueError as exc:
+        if "integer string conversion" not in str(exc):
+            raise
+    # A 5,000-digit integer somewhere: parsed again, slower, with every integer checked.
+    return json.loads(
+        body, parse_float=Decimal, parse_constant=Decimal, parse_int=_big_int, object_pairs_hook=hook
+    )
+
+
+class _Readings(list[Any]):
+    """The two readings of an instance object that names a kept field twice, differently."""
+
+
+#: Stands for an instance object whose serviceid itself is ambiguous: it names no service.
+_NO_SERVICE = object()
 
 
 _INSTANCE_ACTIONS = frozenset({"get_instances", "get_instance"})
+
+
+def _instance_pairs(pairs: list[tuple[str, Any]]) -> Any:
+    obj = _object(pairs)
+    if isinstance(obj, Ambiguous) and "serviceid" in obj and obj.differing & INSTANCE_FIELDS:
+        if "serviceid" in obj.differing:
+            _log.warning("hostwinds.ambiguous_instance", keys=sorted(obj.differing), note="names no service")
+            return _NO_SERVICE
+        # First and last readings: they differ, so the service is priced on neither.
+        return _Readings([_instance_hook(obj.first), _instance_hook(dict(obj.items()))])
+    return _instance_hook(obj)
 
 
 def _instance_hook(obj: dict[str, Any]) -> Any:

@@ -28,7 +28,13 @@ import structlog
 
 from cost_sync import __version__, flags, guard, pricing
 from cost_sync.db import create_pool
-from cost_sync.errors import ConfigError, CostSyncError, GuardRefused, HostwindsResponseError
+from cost_sync.errors import (
+    ConfigError,
+    CostSyncError,
+    GuardRefused,
+    HostwindsResponseError,
+    HostwindsUnreadableError,
+)
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.matching import (
     PriceListKey,
@@ -593,7 +599,9 @@ class SyncRun:
         """Ask one service's cycle prices; an error answer or unreadable body fails that row alone."""
         try:
             prices = await self.client.get_billingcycle_prices(serviceid)
-        except HostwindsResponseError as exc:
+        except (HostwindsResponseError, HostwindsUnreadableError) as exc:
+            # An error envelope, a body of the wrong shape, an ambiguous object or a body that is
+            # not JSON (an HTML page) concerns this service alone: its rows are unpriced.
             fetched.failed[serviceid] = str(exc)
             log.warning("sync.cycle_prices_unavailable", serviceid=serviceid, reason=str(exc))
             self.progress.tick(failed=True)
