@@ -473,6 +473,8 @@ def sanitise(value: Any, *, secret: str = "") -> Any:
 
 def unwrap(body: Any) -> Any:
     """The answer under ``{"success": ...}``; a body without that wrapper is its own answer."""
+    if isinstance(body, Ambiguous) and "success" in body.differing:
+        raise HostwindsResponseError("the answer names success twice with different values")
     if isinstance(body, dict) and "success" in body:
         return body["success"]
     return body

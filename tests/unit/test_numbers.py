@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from cost_sync.errors import HostwindsResponseError
-from cost_sync.hostwinds import _loads, read_cycle_prices, read_instances, read_price_list
+from cost_sync.hostwinds import _loads, read_cycle_prices, read_instances, read_price_list, unwrap
 from cost_sync.models import Cycle, UnpricedReason
 from cost_sync.pricing import MAX_CELL_TEXT, TOO_LONG_CELL, bounded_cell, cacheable_cell, parse_price_cell
 
@@ -98,3 +98,23 @@ def test_an_instance_naming_a_field_twice_is_two_readings_that_conflict() -> Non
     )
     instances = read_instances(_loads(body, instances=True)["success"])
     assert [(i.serviceid, i.product_id) for i in instances] == [(7, 101), (7, 102), (10, None)]
+
+
+def test_huge_integers_as_ids_are_unknown_or_refused_never_stored() -> None:
+    """A 5,000-digit product_id becomes unknown for that instance; a serviceid or a plan id that
+    long is refused at parsing, naming the field (no id that long can be stored)."""
+    huge = "1" + "0" * 4999
+    body = '{"success": [{"serviceid": 7, "product_id": ' + huge + ', "billingcycle": "Monthly"}]}'
+    [seven] = read_instances(_loads(body, instances=True)["success"])
+    assert seven.product_id is None
+    with pytest.raises(HostwindsResponseError, match="serviceid"):
+        read_instances(_loads('{"success": [{"serviceid": ' + huge + "}]}", instances=True)["success"])
+    with pytest.raises(HostwindsResponseError, match="id: "):
+        read_price_list(_loads('[{"id": ' + huge + ', "monthly": "1.00"}]'))
+
+
+def test_an_envelope_naming_success_twice_is_refused() -> None:
+    """{"success": {...}, "success": {...}} says two things: neither is used."""
+    body = _loads('{"success": {"monthly": "1.00"}, "success": {"monthly": "999.00"}}')
+    with pytest.raises(HostwindsResponseError, match="success twice"):
+        unwrap(body)
