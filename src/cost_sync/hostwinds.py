@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import json
 import random
 import re
@@ -628,28 +627,46 @@ def _scrub_body(content: bytearray, spellings: tuple[bytes, ...]) -> bytearray:
 TEXT_MAX = 200
 
 
-@functools.lru_cache(maxsize=4096)
-def _clean_short_text(value: str) -> str:
-    return redact(value, limit=TEXT_MAX)
+#: Short texts already cleaned (a fleet repeats a handful of names, cycles and statuses across
+#: thousands of instances): at most _CLEAN_MAX entries of at most TEXT_MAX characters.
+_CLEANED: dict[str, str] = {}
+_CLEAN_MAX = 4096
+_HEX_ID = re.compile(r"[0-9A-Fa-f-]{1,64}")
 
 
 def clean_text(value: Any) -> Any:
     """A text field from Hostwinds as cost-sync keeps it: one printable line of at most
-    :data:`TEXT_MAX` characters, secret-shaped values redacted; anything else as it is."""
-    if not isinstance(value, str) or not storable_text(value):
-        # Text PostgreSQL cannot store (a NUL, a lone surrogate) becomes unknown in the model, and
-        # is logged as dropped: kept as it is until then.
+    :data:`TEXT_MAX` characters, secret-shaped values redacted; anything else as it is.
+
+    Text PostgreSQL cannot store (a NUL, a lone surrogate) is left as it is: the model makes it
+    unknown, and the client logs it as dropped.
+    """
+    if not isinstance(value, str):
+        return value
+    cleaned = _CLEANED.get(value)
+    if cleaned is not None:
+        return cleaned
+    if not storable_text(value):
         return value
     if len(value) > TEXT_MAX:
-        # Not cached: the cache would keep the long text (memory stays bounded whatever is sent).
+        # Not kept: the memo would hold the long text (memory stays bounded whatever is sent).
         return redact(value, limit=TEXT_MAX)
-    # Cached: a fleet repeats a handful of names across thousands of instances.
-    return _clean_short_text(value)
+    if _HEX_ID.fullmatch(value):
+        # A uuid (one per instance, so never seen twice): nothing in it can be secret-shaped.
+        return value
+    cleaned = redact(value, limit=TEXT_MAX)
+    if len(_CLEANED) < _CLEAN_MAX:
+        _CLEANED[value] = cleaned
+    return cleaned
 
 
 def _kept_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
     """The fields an Instance keeps, their text cleaned (:func:`clean_text`)."""
-    return {key: clean_text(value) for key, value in obj.items() if key in INSTANCE_FIELDS}
+    return {
+        key: clean_text(value) if isinstance(value, str) else value
+        for key, value in obj.items()
+        if key in INSTANCE_FIELDS
+    }
 
 
 class Ambiguous(dict[str, Any]):
