@@ -617,10 +617,27 @@ def _scrub_body(content: bytearray, spellings: tuple[bytes, ...]) -> bytearray:
     downstream in any spelling. The replacement holds no JSON-special character, so the body
     stays valid JSON wherever the key was. ``in`` first: a body without the key is not copied.
     """
+    if b"\\u00" in content:
+        # An ASCII character written as a JSON escape ("\u0068" for "h") would let the key through
+        # spelled that way: such escapes are written as the characters they stand for (the same
+        # JSON), except a quote, a backslash and control characters, which must stay escaped.
+        content = bytearray(_ASCII_ESCAPE.sub(_unescape_ascii, content))
     for spelling in spellings:
         if spelling in content:
             content = content.replace(spelling, _REDACTED_BYTES)
     return content
+
+
+# An escape \u00XX for a printable ASCII character, not itself escaped (an even number of
+# backslashes before it).
+_ASCII_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u00([2-7][0-9A-Fa-f])")
+
+
+def _unescape_ascii(match: re.Match[bytes]) -> bytes:
+    char = int(match.group(2), 16)
+    if char in (0x22, 0x5C, 0x7F):
+        return match.group(0)
+    return match.group(1) + bytes([char])
 
 
 #: The longest text from Hostwinds an instance or a plan keeps (product names, statuses...).

@@ -103,7 +103,8 @@ def secret_spellings(secret: str) -> tuple[str, ...]:
         spellings.update({encoded, _lower_hex_escapes(encoded), encoded.upper(), encoded.lower()})
     for escaped in (json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]):
         # PHP's json_encode (Hostwinds) also writes "/" as "\/".
-        spellings.update({escaped, escaped.replace("/", "\\/")})
+        upper = re.sub(r"\\u[0-9a-f]{4}", lambda m: "\\u" + m.group(0)[2:].upper(), escaped)
+        spellings.update({escaped, escaped.replace("/", "\\/"), upper, upper.replace("/", "\\/")})
     hexed = binascii.hexlify(raw).decode()
     spellings.update({hexed, hexed.upper()})
     for pad in range(3):
@@ -235,10 +236,13 @@ _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?
 
 
 def csv_cell(value: object) -> str:
-    """``value`` as a CSV cell a spreadsheet will not run: a text starting with ``=``, ``+``, ``-``,
-    ``@``, a tab or a carriage return gets a leading ``'``; a number (``-5.00``) stays a number."""
+    """``value`` as a CSV cell a spreadsheet will not run: a text starting (after any spaces or
+    newlines) with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'``; a
+    number (``-5.00``) stays a number."""
     text = "" if value is None else str(value)
-    if text.startswith(_FORMULA_START) and _NUMBER.fullmatch(text) is None:
+    # Leading spaces and newlines too: some spreadsheets trim them before they look.
+    start = text.lstrip(" \n")
+    if start.startswith(_FORMULA_START) and _NUMBER.fullmatch(start.strip()) is None:
         return "'" + text
     return text
 

@@ -9,10 +9,12 @@ import uuid
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
+import httpx
 import pytest
+import respx
 
 from cost_sync.capture import Answer, CaptureError, write_capture
-from cost_sync.hostwinds import clean_text, price_cell_text, read_instances, sanitise
+from cost_sync.hostwinds import HostwindsClient, clean_text, price_cell_text, read_instances, sanitise
 from cost_sync.models import Cycle, Unpriced, VpsRow
 from cost_sync.pricing import price_row
 from cost_sync.redact import (
@@ -102,6 +104,7 @@ KEY = "hwKey+/0a1b2c=3d&e\u00e9-Secret9"
         quote(KEY, safe="").lower(),
         quote(KEY, safe="").upper(),
         json.dumps(KEY)[1:-1].replace("/", "\\/"),
+        json.dumps(KEY)[1:-1].replace("e9", "E9"),
         base64.b64encode(KEY.encode()).decode(),
         base64.urlsafe_b64encode(KEY.encode()).decode(),
         KEY.encode().hex(),
@@ -205,3 +208,31 @@ def test_capture_refuses_the_key_in_any_spelling(tmp_path: Path) -> None:
     leaky = [Answer("get_instances", {}, {"note": quote_plus(KEY, safe="")})]
     with pytest.raises(CaptureError):
         write_capture(tmp_path, leaky, secrets=[KEY])
+
+
+def _json_escaped(text: str) -> str:
+    """Every character of ``text`` as a JSON \\u escape: the same JSON string, spelled otherwise."""
+    return "".join(f"\\u{ord(ch):04x}" for ch in text)
+
+
+@respx.mock
+async def test_the_key_spelled_with_json_escapes_is_replaced_before_parsing() -> None:
+    """A product name holding the key written as \\u0068\\u0077... parses to the key itself: it
+    is replaced all the same; an escaped backslash before "u0041" is left alone."""
+    body = (
+        '{"success": [{"serviceid": 7, "billingcycle": "Monthly", '
+        f'"product_name": "plan {_json_escaped(KEY)}", "status": "a\\\\u0041\\u0022b"}}]}}'
+    )
+    respx.post("https://hw.test/api").mock(return_value=httpx.Response(200, text=body))
+    async with httpx.AsyncClient() as http:
+        client = HostwindsClient(http, KEY, url="https://hw.test/api", requests_per_second=None)
+        [seven] = await client.get_instances()
+    assert seven.product_name == "plan [redacted]"
+    assert seven.status == 'a\\u0041"b'
+
+
+@pytest.mark.parametrize("cell", [" =1+1", "\n=1+1", "  @SUM(A1)"])
+def test_csv_cell_looks_past_leading_spaces_and_newlines(cell: str) -> None:
+    """A formula after spaces or a newline is neutralised too; " -5.00" stays a number."""
+    assert csv_cell(cell) == "'" + cell
+    assert csv_cell(" -5.00") == " -5.00"
