@@ -4,7 +4,9 @@ service (issue 18, defects 1, 2 and the duplicate-key and HTML risks)."""
 
 from __future__ import annotations
 
+import gc
 import json
+import tracemalloc
 from decimal import Decimal
 
 import asyncpg
@@ -13,9 +15,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from cost_sync.hostwinds import HostwindsClient
+from cost_sync.sandbox import Fleet, SandboxServer
 from cost_sync.settings import Settings
 from cost_sync.sync import run_once
-from tests.integration.conftest import FakeHostwinds, instance, seed, values
+from tests.integration.conftest import PLANS, FakeHostwinds, instance, seed, values
+
+KEY = "numbers-test-key-1a2b3c"
 
 pytestmark = pytest.mark.db
 
@@ -91,3 +96,36 @@ async def test_odd_numbers_and_objects_concern_their_row_only(
     details = {e["hostwinds_instance_id"]: e["detail"] for e in logs if e["event"] == "sync.unpriced"}
     assert "monthly twice with different values" in details["4"]
     assert "not JSON" in details["5"]
+
+
+async def test_forced_runs_with_distinct_large_cells_keep_memory_flat(pool: asyncpg.Pool) -> None:
+    """Defect 15 as found, through the sandbox: forced runs, each service answering a distinct
+    100 KB numeric cell every run. After the first runs, memory stops growing."""
+    sids = list(range(1, 21))
+
+    def fleet(run: int) -> Fleet:
+        # Distinct per run and service; half normalise to a short price, half are too long to keep.
+        cells = {
+            sid: {"monthly": f"9.{run:03d}{sid:03d}" + "0" * 100_000 + ("1" if sid % 2 else "")}
+            for sid in sids
+        }
+        return Fleet(api_key=KEY, instances=[instance(sid) for sid in sids], plans=PLANS, cycle_prices=cells)
+
+    await seed(pool, [(str(sid), "active", "9.00") for sid in sids])
+    settings = Settings()
+    sizes = []
+    async with SandboxServer(fleet(0)) as sandbox, httpx.AsyncClient() as http:
+        client = HostwindsClient(http, KEY, url=sandbox.url, requests_per_second=None)
+        tracemalloc.start()
+        try:
+            for run in range(8):
+                sandbox.fleet = fleet(run)
+                result = await run_once(client=client, pool=pool, settings=settings, full=True)
+                assert result.report.outcome == "succeeded"
+                gc.collect()
+                sizes.append(tracemalloc.get_traced_memory()[0])
+        finally:
+            tracemalloc.stop()
+    # 6 runs x 20 services x 100 KB = 12 MB if each cell were kept anywhere.
+    assert sizes[-1] - sizes[1] < 3 * 1024 * 1024, sizes
+    assert result.report.unpriced_by_reason == {"invalid_price": 10}
