@@ -248,3 +248,32 @@ async def test_secrets_and_huge_text_in_product_names_are_redacted_and_cut_every
     log_lines = [line for _, _, _, err in outputs for line in err.splitlines()]
     assert any('"sync.plan_name_disagrees"' in line for line in log_lines)
     assert max(len(line) for line in log_lines) < 4000
+
+
+async def test_history_written_before_cleaning_is_redacted_when_shown(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A product name stored with a secret and 10,000 characters (history older than the fix):
+    report, report --csv and explain show it redacted and short."""
+    fleet = load_demo_fleet()
+    conn = await asyncpg.connect(db_url)
+    first = str(fleet.instances[0]["serviceid"])
+    await seed(conn, [(first, "active", None)])
+    outputs = []
+    async with SandboxServer(fleet) as sandbox:
+        _cli_env(monkeypatch, db_url, sandbox.url, fleet.api_key)
+        assert await asyncio.to_thread(cli.main, ["--once"]) == 0
+        await conn.execute(
+            "UPDATE cost_sync_history SET product_name = $1",
+            "Old plan rootpass=hunter2-old password: pw-old " + "z" * 10_000,
+        )
+        for argv in (["report"], ["report", "--csv"], ["report", "--json"], ["explain", first]):
+            capsys.readouterr()
+            assert await asyncio.to_thread(cli.main, argv) == 0
+            outputs.append(capsys.readouterr().out)
+    await conn.close()
+    text = "\n".join(outputs)
+    assert "Old plan rootpass=[redacted]" in text
+    assert "hunter2-old" not in text
+    assert "pw-old" not in text
+    assert "z" * 300 not in text
