@@ -663,14 +663,14 @@ def clean_text(value: Any) -> Any:
     cleaned = _CLEANED.get(value)
     if cleaned is not None:
         return cleaned
+    if _HEX_ID.fullmatch(value):
+        # A uuid (one per instance, so never seen twice): nothing in it can be secret-shaped.
+        return value
     if not storable_text(value):
         return value
     if len(value) > TEXT_MAX:
         # Not kept: the memo would hold the long text (memory stays bounded whatever is sent).
         return redact(value, limit=TEXT_MAX)
-    if _HEX_ID.fullmatch(value):
-        # A uuid (one per instance, so never seen twice): nothing in it can be secret-shaped.
-        return value
     cleaned = redact(value, limit=TEXT_MAX)
     if len(_CLEANED) < _CLEAN_MAX:
         _CLEANED[value] = cleaned
@@ -679,8 +679,10 @@ def clean_text(value: Any) -> Any:
 
 def _kept_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
     """The fields an Instance keeps, their text cleaned (:func:`clean_text`)."""
+    # The memo is asked inline: this runs for every field of 100,000 instances.
+    memo = _CLEANED.get
     return {
-        key: clean_text(value) if isinstance(value, str) else value
+        key: (memo(value) or clean_text(value)) if value.__class__ is str else value
         for key, value in obj.items()
         if key in INSTANCE_FIELDS
     }
@@ -748,6 +750,13 @@ _INSTANCE_ACTIONS = frozenset({"get_instances", "get_instance"})
 
 
 def _instance_pairs(pairs: list[tuple[str, Any]]) -> Any:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        return _ambiguous_instance(pairs)
+    return _instance_hook(obj)
+
+
+def _ambiguous_instance(pairs: list[tuple[str, Any]]) -> Any:
     obj = _object(pairs)
     if isinstance(obj, Ambiguous) and "serviceid" in obj and obj.differing & INSTANCE_FIELDS:
         if "serviceid" in obj.differing:
