@@ -13,6 +13,7 @@ import httpx
 from cost_sync import render
 from cost_sync.errors import ConfigError, CostSyncError
 from cost_sync.models import RunReport
+from cost_sync.redact import for_terminal
 from cost_sync.settings import Settings
 
 _POLL_SECONDS = 0.5
@@ -134,7 +135,7 @@ def show(record: dict[str, Any], *, as_json: bool) -> int:
     if as_json:
         print(json.dumps({"outcome": record["state"], "exit_code": code, **record}, indent=2))
     elif report is not None:
-        print("\n".join(render.summary(report)))
+        print(for_terminal(render.summary(report)))
     if failed:
         print(f"cost-sync: error: run {record['run_id']} failed: {record.get('error')}", file=sys.stderr)
     for target, why in unknown.items():

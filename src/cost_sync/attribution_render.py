@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from decimal import Decimal
 from typing import Any, Literal
 
 from cost_sync.attribution import Line, Report, VpsAllocation
+from cost_sync.redact import SafeCsvWriter
 from cost_sync.render import money, table
 
 By = Literal["tenant", "vps"]
@@ -139,7 +139,8 @@ def as_csv(report: Report, by: By = "tenant") -> str:
     """One row per tenant (``by="vps"``: per VPS and tenant) plus unallocated rows; the ``total``
     column sums to the fleet total."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    # Tenant names are neutralised where a spreadsheet would run them; numbers stay numbers.
+    writer = SafeCsvWriter(out)
     a = report.allocation
     if by == "tenant":
         writer.writerow(

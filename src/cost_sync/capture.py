@@ -1,11 +1,17 @@
 """Capture and replay: an account's read-only answers saved as JSON files, served back offline.
 
 ``cost-sync doctor --capture DIR`` writes, through :func:`write_capture`, every answer a full sync
-needs (the instance list, each price list, every matched instance's cycle prices) as the bodies
-Hostwinds sent, minus every field on :data:`cost_sync.hostwinds.DENY_FIELDS` (the client removes
-them before a body reaches this module), plus ``manifest.json`` listing each answer's action,
-parameters and file. A capture that would contain a secret it was told about is refused, and
-nothing is written.
+needs (the instance list, each price list, every matched instance's cycle prices), plus
+``manifest.json`` listing each answer's action, parameters and file. A capture is meant to be
+shared, so it keeps (:func:`shareable`) only the fields cost-sync reads and a short allow-list of
+harmless ones, with their values; of any other field it keeps numbers, booleans, nulls and the
+shape of objects and lists (an answer in an unknown shape can still be reported), never its text.
+Every field on :data:`cost_sync.hostwinds.DENY_FIELDS` is already gone (the client removes them).
+Then what would be written is scanned for the API key in every spelling it travels in and for
+secret-shaped values (:func:`cost_sync.redact.secret_shaped`: a private key, Basic auth, a token
+in a URL's query, a password in cloud-init text); on any find the capture is refused and nothing
+is written. ``DIR`` must be new or empty, and not a symbolic link: a capture never overwrites or
+mixes with other files, and each file is created, never opened through a link.
 
 ``cost-sync sandbox --replay DIR`` serves those answers with :class:`ReplayServer`: the same
 endpoint, form protocol and error envelopes as the sandbox, each request answered with the
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +43,8 @@ from starlette.routing import Route
 
 from cost_sync.hostwinds import DENY_FIELDS, READ_ONLY_ACTIONS
 from cost_sync.httpserve import AppServer
+from cost_sync.models import INSTANCE_FIELDS, PRICED_CYCLES
+from cost_sync.redact import secret_shaped, secret_spellings
 from cost_sync.sandbox import API_PATH, WRITE_ACTIONS
 
 __all__ = [
@@ -47,6 +56,7 @@ __all__ = [
     "ReplayServer",
     "answer_key",
     "load_capture",
+    "shareable",
     "write_capture",
 ]
 
@@ -119,6 +129,107 @@ def dumps(value: Any) -> str:
     return _NUMBER_PLACEHOLDER.sub(lambda m: m.group(1), text) + "\n"
 
 
+#: The fields cost-sync reads from an answer: the envelope, an instance's fields, a price-list
+#: row's ids and name, and a price cell's fields (cycle names are recognised as pricing does).
+READ_FIELDS = frozenset(
+    {"success", "result", "action", "id", "rid", "name", "price", "total", "amount", *INSTANCE_FIELDS}
+)
+#: Harmless fields kept as sent, to make a capture useful in a bug report.
+HARMLESS_FIELDS = frozenset(
+    {
+        "location",
+        "region",
+        "os",
+        "template",
+        "created",
+        "regdate",
+        "nextduedate",
+        "domainstatus",
+        "currency",
+        "type",
+        "managed",
+        "drive_type",
+        "ram",
+        "disk",
+        "cpu",
+        "vcpu",
+        "bandwidth",
+        "mtotal",
+        "percent",
+        "promo",
+        "firsts",
+    }
+)
+_CYCLE_NAMES = frozenset(c.value for c in PRICED_CYCLES)
+_NUMBER_TEXT = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
+
+
+def _kept_field(name: str) -> bool:
+    normal = name.lower()
+    if normal in READ_FIELDS or normal in HARMLESS_FIELDS:
+        return True
+    return "".join(ch for ch in normal if ch not in "-_ \t") in _CYCLE_NAMES
+
+
+def shareable(body: Any) -> Any:
+    """``body`` with only what a capture may share: read and harmless fields as sent; of any other
+    field, numbers, booleans, nulls, numeric text and the shape of its objects and lists."""
+
+    def keep(node: Any, named: bool) -> Any:
+        if isinstance(node, dict):
+            kept = {}
+            for key, value in node.items():
+                item = keep(value, _kept_field(str(key)))
+                if item is not _DROP:
+                    kept[key] = item
+            return kept
+        if isinstance(node, list):
+            return [item for item in (keep(value, named) for value in node) if item is not _DROP]
+        if named or node is None or isinstance(node, bool | int | Decimal):
+            return node
+        if isinstance(node, str) and len(node) <= 40 and _NUMBER_TEXT.fullmatch(node):
+            return node
+        return _DROP
+
+    return keep(body, True)
+
+
+_DROP = object()
+
+
+def _leak(text: str, secrets: Sequence[str], *, shapes: bool = True) -> str | None:
+    """What secret ``text`` holds, named without its value; None when it holds none."""
+    for secret in secrets:
+        if secret and any(spelling in text for spelling in secret_spellings(secret)):
+            return "the API key (in one of the spellings it travels in)"
+    if shapes and secret_shaped(text):
+        return "a secret-shaped value (a private key, a credential, a password or token field)"
+    return None
+
+
+def _prepare(directory: Path) -> None:
+    """Refuse a directory that is a symbolic link or holds anything; create it when missing."""
+    if directory.is_symlink():
+        raise CaptureError(f"{directory}: is a symbolic link; capture into a new or empty directory")
+    if directory.exists():
+        if not directory.is_dir():
+            raise CaptureError(f"{directory}: is not a directory")
+        if any(directory.iterdir()):
+            raise CaptureError(
+                f"{directory}: is not empty; a capture goes into a new or empty directory, "
+                "so that it never overwrites or mixes with other files"
+            )
+    directory.mkdir(parents=True, exist_ok=True)
+
+
+def _create(path: Path, text: str) -> None:
+    """Write a new file; never through a symbolic link, never over an existing file."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+
+
 def write_capture(
     directory: Path,
     answers: Sequence[Answer],
@@ -128,8 +239,10 @@ def write_capture(
 ) -> Path:
     """Write every answer and the manifest into ``directory``; return the manifest's path.
 
-    Raises :class:`CaptureError`, writing nothing, when any answer's text contains one of
-    ``secrets`` (the API key, say) or two answers would share a file.
+    Each body is first reduced to what :func:`shareable` keeps. Raises :class:`CaptureError`,
+    writing nothing, when any answer's text still holds one of ``secrets`` (the API key) in any
+    spelling or a secret-shaped value, when two answers would share a file, or when ``directory``
+    is a symbolic link or not empty.
     """
     texts: dict[str, str] = {}
     entries: list[dict[str, Any]] = []
@@ -137,9 +250,13 @@ def write_capture(
         name = _file_name(answer.action, answer.params)
         if name in texts:
             raise CaptureError(f"{name}: two answers for {answer.action} with the same parameters")
-        text = dumps(answer.body)
-        if any(secret and secret in text for secret in secrets):
-            raise CaptureError(f"{name}: the answer still holds a secret; nothing was written")
+        # The key anywhere in the answer, even in a field that would not be written, refuses the
+        # capture (the client replaces it before this, so something is wrong); secret-shaped values
+        # are looked for in what would be written.
+        text = dumps(shareable(answer.body))
+        leak = _leak(text, secrets) or _leak(dumps(answer.body), secrets, shapes=False)
+        if leak is not None:
+            raise CaptureError(f"{name}: the answer still holds a secret ({leak}); nothing was written")
         texts[name] = text
         entry: dict[str, Any] = {"action": answer.action, "params": dict(answer.params), "file": name}
         if answer.status != 200:
@@ -154,11 +271,11 @@ def write_capture(
         "answers": entries,
     }
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        _prepare(directory)
         for name, text in texts.items():
-            (directory / name).write_text(text, encoding="utf-8")
+            _create(directory / name, text)
         path = directory / MANIFEST
-        path.write_text(dumps(manifest), encoding="utf-8")
+        _create(path, dumps(manifest))
     except OSError as exc:
         raise CaptureError(f"{directory}: cannot write the capture ({exc.strerror or exc})") from None
     return path

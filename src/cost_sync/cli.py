@@ -19,6 +19,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from cost_sync.redact import for_terminal
+
 if TYPE_CHECKING:
     from cost_sync.settings import Settings
     from cost_sync.sync import RunResult
@@ -469,7 +471,7 @@ def print_result(result: RunResult, *, as_json: bool) -> None:
         lines += render.changes(result.outcomes, result.held)
     lines += render.held_changes(result.held)
     lines += render.unpriced_rows(result.outcomes)
-    print("\n".join(lines))
+    print(for_terminal(lines))
 
 
 def _committed(result: RunResult) -> int:
@@ -675,7 +677,7 @@ def _doctor(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         report = asyncio.run(run_doctor(getattr(args, "config", None), capture_dir=args.capture))
     except KeyboardInterrupt:
         return _fail("interrupted", 130, as_json=as_json)
-    print(json.dumps(report.as_json(), indent=2) if as_json else "\n".join(report.lines()))
+    print(json.dumps(report.as_json(), indent=2) if as_json else for_terminal(report.lines()))
     return 0 if report.ok else 1
 
 
@@ -703,7 +705,7 @@ async def _attribution(args: argparse.Namespace, settings: Settings) -> int:
         lines = attribution_render.text(report, args.by)
         if args.write:
             lines.append("snapshot written to cost_sync_tenant_costs (view cost_sync_tenant_monthly)")
-        print("\n".join(lines))
+        print(for_terminal(lines))
     return 0
 
 

@@ -255,7 +255,12 @@ def _write(report: DoctorReport, settings: Settings, capture_dir: Path, answers:
     try:
         path = write_capture(capture_dir, answers, secrets=[key_text], source=httpx.URL(hw.url).host)
     except CaptureError as exc:
-        report.add("capture", "fail", str(exc), "choose a writable directory")
+        report.add(
+            "capture",
+            "fail",
+            str(exc),
+            "choose a new or empty, writable directory; a capture that holds a secret is never written",
+        )
         return
     report.capture = str(capture_dir)
     report.add("capture", "pass", f"{len(answers)} answers and {path.name} written to {capture_dir}")

@@ -13,7 +13,9 @@
     └── HostwindsError                Hostwinds could not give an answer cost-sync can use
         ├── HostwindsAuthError        the key was refused: never retried
         ├── HostwindsTransientError   5xx, 429, timeout, non-JSON body, "too fast" envelope:
-        │                             retried, then raised
+        │   │                         retried, then raised
+        │   └── HostwindsUnreadableError  a body that was not JSON on every attempt (an HTML
+        │                             page): for one service's prices, that row alone
         ├── HostwindsResponseError    a well-formed error envelope or a body of the wrong shape
         │   └── HostwindsErrorEnvelope  an error envelope (list at HTTP 200, or object at 4xx)
         └── ForbiddenActionError      an action outside the read-only allow-list; nothing was sent
@@ -73,6 +75,10 @@ class HostwindsAuthError(HostwindsError):
 
 class HostwindsTransientError(HostwindsError):
     """Hostwinds did not answer usefully after every retry."""
+
+
+class HostwindsUnreadableError(HostwindsTransientError):
+    """Hostwinds answered, but not with JSON, on every attempt (an HTML page, say)."""
 
 
 class HostwindsResponseError(HostwindsError):

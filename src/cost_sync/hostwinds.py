@@ -58,6 +58,7 @@ from cost_sync.errors import (
     HostwindsErrorEnvelope,
     HostwindsResponseError,
     HostwindsTransientError,
+    HostwindsUnreadableError,
 )
 from cost_sync.models import (
     INSTANCE_FIELDS,
@@ -70,19 +71,31 @@ from cost_sync.models import (
     UnreadableRow,
     dropped_fields,
     parse_instance,
+    storable_text,
 )
-from cost_sync.redact import redact
+from cost_sync.pricing import bounded_cell
+from cost_sync.redact import (
+    REDACTED,
+    SECRET_FIELD_NAMES,
+    SECRET_FIELD_WORDS,
+    has_secret,
+    is_secret_field,
+    redact,
+    secret_spellings,
+)
 
 __all__ = [
     "AUTH_ERROR_MESSAGE",
     "DEFAULT_URL",
     "DENY_FIELDS",
     "READ_ONLY_ACTIONS",
+    "TEXT_MAX",
     "HostwindsClient",
     "PlanKey",
     "PriceList",
     "RetryPolicy",
     "UnreadableRow",
+    "clean_text",
     "is_denied_field",
     "is_transient",
     "price_cell_text",
@@ -183,7 +196,12 @@ class RetryPolicy:
 
 
 def price_cell_text(value: object) -> PriceCell:
-    """The exact text of one price cell, so that only pricing decides what it means."""
+    """The exact text of one price cell, so that only pricing decides what it means; at most
+    :data:`cost_sync.pricing.MAX_CELL_TEXT` characters (:func:`cost_sync.pricing.bounded_cell`)."""
+    return bounded_cell(_cell_text(value))
+
+
+def _cell_text(value: object) -> PriceCell:
     if isinstance(value, Mapping):
         texts = {
             _scalar_text(value[name])
@@ -232,6 +250,8 @@ class HostwindsClient:
         self._timeout = timeout
         self._max_response_bytes = max_response_bytes
         self._sleep = sleep
+        #: Every spelling of the key (form- and percent-encoded, base64...), as bytes.
+        self._key_spellings = tuple(s.encode("utf-8") for s in secret_spellings(api_key))
         self._calls: collections.Counter[str] = collections.Counter()
         #: (action, outcome) -> HTTP requests sent; outcome is ok, error, auth_error or transient.
         self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -297,7 +317,10 @@ class HostwindsClient:
             raise error
         if is_transient(outcome, body):
             self.requests[action, "transient"] += 1
-            raise HostwindsTransientError(
+            transient: type[HostwindsTransientError] = (
+                HostwindsUnreadableError if isinstance(outcome, _BodyNotJSON) else HostwindsTransientError
+            )
+            raise transient(
                 f"{action}: Hostwinds did not answer after {attempt} attempts "
                 f"(last: {_describe(outcome, body)})"
             ) from (outcome if isinstance(outcome, httpx.HTTPError) else None)
@@ -325,6 +348,8 @@ class HostwindsClient:
             raise HostwindsResponseError(
                 f"{action}: expected one instance for service {serviceid}, got {len(items)}"
             )
+        if items[0] is _NO_SERVICE:
+            raise HostwindsResponseError(f"{action}: the answer names serviceid twice with different values")
         instance = _instance(action, items[0], "")
         if instance.serviceid != serviceid:
             raise HostwindsResponseError(
@@ -362,7 +387,7 @@ class HostwindsClient:
             except _BodyUnreadable as exc:
                 return exc, None
         try:
-            return response, _loads(content, instances=instances)
+            return response, _loads(_scrub_body(content, self._key_spellings), instances=instances)
         except RecursionError:
             return _BodyUnreadable("JSON nested too deeply"), None
         except ValueError:
@@ -422,58 +447,42 @@ class HostwindsClient:
 PlanKey = Literal["id", "rid"]
 
 #: Fields removed from every body ``sanitised_body`` returns (``doctor --capture`` writes only
-#: sanitised bodies), compared case-insensitively without ``-``/``_``: passwords, root passwords,
-#: config keys, keys and tokens. Any string holding the API key is dropped as well.
-DENY_FIELDS = frozenset(
-    {
-        "password",
-        "passwd",
-        "pass",
-        "rootpass",
-        "rootpassword",
-        "configkey",
-        "api",
-        "apikey",
-        "key",
-        "secret",
-        "token",
-        "authtoken",
-        "vncpassword",
-        "sshkey",
-        "privatekey",
-    }
-)
-
-
-def _deny_key(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch not in "-_ ")
+#: sanitised bodies): :func:`cost_sync.redact.is_secret_field`'s names, and any field whose name
+#: contains one of its words. Any string holding the API key (in any spelling) is dropped as well.
+DENY_FIELDS = SECRET_FIELD_NAMES | frozenset(SECRET_FIELD_WORDS)
 
 
 def is_denied_field(name: str) -> bool:
-    """True for a field name on :data:`DENY_FIELDS` (or containing "password" or "secret")."""
-    key = _deny_key(name)
-    return key in DENY_FIELDS or "password" in key or "secret" in key
+    """True for a secret field name (:func:`cost_sync.redact.is_secret_field`, the one list)."""
+    return is_secret_field(name)
 
 
 def sanitise(value: Any, *, secret: str = "") -> Any:
-    """``value`` with deny-listed fields removed at any depth, and strings holding ``secret`` dropped."""
-    if isinstance(value, dict):
-        return {
-            key: sanitise(item, secret=secret)
-            for key, item in value.items()
-            if not is_denied_field(str(key)) and not (secret and isinstance(item, str) and secret in item)
-        }
-    if isinstance(value, list):
-        return [
-            sanitise(item, secret=secret)
-            for item in value
-            if not (secret and isinstance(item, str) and secret in item)
-        ]
-    return value
+    """``value`` with secret fields removed at any depth, and strings holding ``secret`` (in any
+    spelling, or as the client already replaced it, ``[redacted]``) dropped."""
+    secrets = (secret,) if secret else ()
+
+    def holds_secret(item: Any) -> bool:
+        return isinstance(item, str) and (REDACTED in item or has_secret(item, secrets))
+
+    def clean(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                key: clean(item)
+                for key, item in node.items()
+                if not is_secret_field(str(key)) and not holds_secret(item)
+            }
+        if isinstance(node, list):
+            return [clean(item) for item in node if not holds_secret(item)]
+        return node
+
+    return clean(value)
 
 
 def unwrap(body: Any) -> Any:
     """The answer under ``{"success": ...}``; a body without that wrapper is its own answer."""
+    if isinstance(body, Ambiguous) and "success" in body.differing:
+        raise HostwindsResponseError("the answer names success twice with different values")
     if isinstance(body, dict) and "success" in body:
         return body["success"]
     return body
@@ -491,7 +500,13 @@ def read_instances(answer: Any) -> list[Instance]:
     """The instances of a ``get_instances`` answer (unwrapped), whitelisted; raises on a wrong shape."""
     action = "get_instances"
     items = _items(action, answer, single_key="serviceid")
-    return [_instance(action, item, f"item {index}: ") for index, item in enumerate(items)]
+    instances = []
+    for index, item in enumerate(items):
+        if item is _NO_SERVICE:
+            continue
+        readings = item if isinstance(item, _Readings) else [item]
+        instances += [_instance(action, reading, f"item {index}: ") for reading in readings]
+    return instances
 
 
 class _RowUnreadable(Exception):
@@ -531,6 +546,13 @@ def read_price_list(answer: Any, *, plan_key: PlanKey = "id") -> PriceList:
             )
             continue
         key = _row_key(row, plan_key)
+        ambiguous = _ambiguous_keys(row)
+        if ambiguous:
+            # Which price was meant cannot be known: the row is unreadable, its instances unpriced.
+            _log.warning("hostwinds.ambiguous_plan", where=where, keys=ambiguous)
+            detail = f"names {', '.join(ambiguous)} twice with different values"
+            unreadable.append(UnreadableRow(key, where, False, detail))
+            continue
         try:
             plan = _plan(action, where, row)
         except _RowUnreadable as exc:
@@ -578,6 +600,12 @@ def read_cycle_prices(serviceid: int, answer: Any) -> dict[Cycle, PriceCell]:
     if answer is None or (isinstance(answer, dict | list) and not answer):
         return {}
     where = f"service {serviceid}: "
+    ambiguous = _ambiguous_keys(answer)
+    if ambiguous:
+        # Fails this service alone (its rows: cycle_prices_unavailable), as an unreadable answer does.
+        raise HostwindsResponseError(
+            f"{action}: {where}the answer names {', '.join(ambiguous)} twice with different values"
+        )
     if not isinstance(answer, dict):
         raise HostwindsResponseError(
             f"{action}: {where}expected an object of cycle prices, got {_kind(answer)}"
@@ -587,6 +615,18 @@ def read_cycle_prices(serviceid: int, answer: Any) -> dict[Cycle, PriceCell]:
         # A non-empty answer in an unknown shape must not silently become "no data".
         raise HostwindsResponseError(f"{action}: {where}the answer names no billing cycle")
     return cells
+
+
+def _ambiguous_keys(node: Any, depth: int = 0) -> list[str]:
+    """The keys an object in ``node`` names twice with different values (the first such object)."""
+    if isinstance(node, Ambiguous):
+        return sorted(redact(key, limit=40) for key in node.differing)
+    if depth < 8 and isinstance(node, dict | list):
+        for item in node.values() if isinstance(node, dict) else node:
+            found = _ambiguous_keys(item, depth + 1)
+            if found:
+                return found
+    return []
 
 
 def _has_cycle_field(obj: Mapping[str, Any]) -> bool:
@@ -645,13 +685,164 @@ def _price_rows(action: str, answer: Any) -> list[tuple[str, Any]]:
     return rows
 
 
+_REDACTED_BYTES = REDACTED.encode()
+
+
+def _scrub_body(content: bytearray, spellings: tuple[bytes, ...]) -> bytearray:
+    """The body with every spelling of the key replaced by ``[redacted]``, before it is parsed.
+
+    A key Hostwinds echoes back (in an error, a product name, a price cell) then reaches nothing
+    downstream in any spelling. The replacement holds no JSON-special character, so the body
+    stays valid JSON wherever the key was. ``in`` first: a body without the key is not copied.
+    """
+    if b"\\u00" in content:
+        # An ASCII character written as a JSON escape ("\u0068" for "h") would let the key through
+        # spelled that way: such escapes are written as the characters they stand for (the same
+        # JSON), except a quote, a backslash and control characters, which must stay escaped.
+        content = bytearray(_ASCII_ESCAPE.sub(_unescape_ascii, content))
+    for spelling in spellings:
+        if spelling in content:
+            content = content.replace(spelling, _REDACTED_BYTES)
+    return content
+
+
+# An escape \u00XX for a printable ASCII character, not itself escaped (an even number of
+# backslashes before it).
+_ASCII_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u00([2-7][0-9A-Fa-f])")
+
+
+def _unescape_ascii(match: re.Match[bytes]) -> bytes:
+    char = int(match.group(2), 16)
+    if char in (0x22, 0x5C, 0x7F):
+        return match.group(0)
+    return match.group(1) + bytes([char])
+
+
+#: The longest text from Hostwinds an instance or a plan keeps (product names, statuses...).
+TEXT_MAX = 200
+
+
+#: Short texts already cleaned (a fleet repeats a handful of names, cycles and statuses across
+#: thousands of instances): at most _CLEAN_MAX entries of at most TEXT_MAX characters.
+_CLEANED: dict[str, str] = {}
+_CLEAN_MAX = 4096
+_HEX_ID = re.compile(r"[0-9A-Fa-f-]{1,64}")
+
+
+def clean_text(value: Any) -> Any:
+    """A text field from Hostwinds as cost-sync keeps it: one printable line of at most
+    :data:`TEXT_MAX` characters, secret-shaped values redacted; anything else as it is.
+
+    Text PostgreSQL cannot store (a NUL, a lone surrogate) is left as it is: the model makes it
+    unknown, and the client logs it as dropped.
+    """
+    if not isinstance(value, str):
+        return value
+    cleaned = _CLEANED.get(value)
+    if cleaned is not None:
+        return cleaned
+    if _HEX_ID.fullmatch(value):
+        # A uuid (one per instance, so never seen twice): nothing in it can be secret-shaped.
+        return value
+    if not storable_text(value):
+        return value
+    if len(value) > TEXT_MAX:
+        # Not kept: the memo would hold the long text (memory stays bounded whatever is sent).
+        return redact(value, limit=TEXT_MAX)
+    cleaned = redact(value, limit=TEXT_MAX)
+    if len(_CLEANED) < _CLEAN_MAX:
+        _CLEANED[value] = cleaned
+    return cleaned
+
+
+def _kept_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields an Instance keeps, their text cleaned (:func:`clean_text`)."""
+    # The memo is asked inline: this runs for every field of 100,000 instances.
+    memo = _CLEANED.get
+    return {
+        key: (memo(value) or clean_text(value)) if value.__class__ is str else value
+        for key, value in obj.items()
+        if key in INSTANCE_FIELDS
+    }
+
+
+class Ambiguous(dict[str, Any]):
+    """A JSON object that names a key twice with different values (as a dict: the last one wins).
+
+    Which value Hostwinds meant cannot be known, so the object is refused where it matters: a
+    service's cycle prices fail for that service, an instance becomes two readings that conflict
+    (that service is unpriced as ``duplicate_instance``), a price-list row is unreadable.
+    """
+
+    first: dict[str, Any]
+    differing: frozenset[str]
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    first: dict[str, Any] = {}
+    differing = set()
+    for key, value in pairs:
+        if key in first and first[key] != value:
+            differing.add(key)
+        first.setdefault(key, value)
+    if not differing:
+        return obj  # the same value twice: harmless
+    ambiguous = Ambiguous(obj)
+    ambiguous.first = first
+    ambiguous.differing = frozenset(differing)
+    return ambiguous
+
+
+def _big_int(text: str) -> int | Decimal:
+    # An integer longer than Python converts (sys.get_int_max_str_digits) is kept as a Decimal:
+    # as a price it is then out of range for that row, as an id it is refused for that instance.
+    return int(text) if len(text) <= 4000 else Decimal(text)
+
+
 def _loads(body: bytes | bytearray | str, *, instances: bool = False) -> Any:
     # parse_constant too: NaN/Infinity become Decimals that pricing rejects, never floats.
-    hook = _instance_hook if instances else None
-    return json.loads(body, parse_float=Decimal, parse_constant=Decimal, object_hook=hook)
+    hook = _instance_pairs if instances else _object
+    try:
+        return json.loads(body, parse_float=Decimal, parse_constant=Decimal, object_pairs_hook=hook)
+    except ValueError as exc:
+        if "integer string conversion" not in str(exc):
+            raise
+    # A 5,000-digit integer somewhere: parsed again, slower, with every integer checked.
+    return json.loads(
+        body, parse_float=Decimal, parse_constant=Decimal, parse_int=_big_int, object_pairs_hook=hook
+    )
+
+
+class _Readings(list[Any]):
+    """The two readings of an instance object that names a kept field twice, differently."""
+
+
+#: Stands for an instance object whose serviceid itself is ambiguous: it names no service.
+_NO_SERVICE = object()
 
 
 _INSTANCE_ACTIONS = frozenset({"get_instances", "get_instance"})
+
+
+def _instance_pairs(pairs: list[tuple[str, Any]]) -> Any:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        return _ambiguous_instance(pairs)
+    return _instance_hook(obj)
+
+
+def _ambiguous_instance(pairs: list[tuple[str, Any]]) -> Any:
+    obj = _object(pairs)
+    if isinstance(obj, Ambiguous) and "serviceid" in obj and obj.differing & INSTANCE_FIELDS:
+        if "serviceid" in obj.differing:
+            _log.warning("hostwinds.ambiguous_instance", keys=sorted(obj.differing), note="names no service")
+            return _NO_SERVICE
+        # First and last readings: they differ, so the service is priced on neither.
+        return _Readings([_instance_hook(obj.first), _instance_hook(dict(obj.items()))])
+    return _instance_hook(obj)
 
 
 def _instance_hook(obj: dict[str, Any]) -> Any:
@@ -661,7 +852,7 @@ def _instance_hook(obj: dict[str, Any]) -> Any:
     # dict, so that _instance() reports it with its position.
     if "serviceid" not in obj:
         return obj
-    fields = {key: value for key, value in obj.items() if key in INSTANCE_FIELDS}
+    fields = _kept_fields(obj)
     try:
         return _checked(parse_instance(fields), fields)
     except ValidationError:
@@ -779,6 +970,7 @@ def _instance(action: str, item: Any, where: str) -> Instance:
         return item
     if not isinstance(item, dict):
         raise HostwindsResponseError(f"{action}: {where}expected an object, got {_kind(item)}")
+    item = _kept_fields(item)
     try:
         return _checked(parse_instance(item), item)
     except ValidationError as exc:
@@ -821,7 +1013,7 @@ def _plan(action: str, path: str, row: dict[str, Any]) -> Plan:
         if name in row:
             fields[name] = row[name]
     if isinstance(row.get("name"), str):
-        fields["name"] = row["name"]
+        fields["name"] = clean_text(row["name"])
     try:
         return Plan.model_validate(fields)
     except ValidationError as exc:

@@ -11,7 +11,14 @@ import sys
 from typing import Any
 
 import structlog
-from structlog.typing import Processor
+from structlog.typing import EventDict, Processor
+
+from cost_sync.redact import terminal_text
+
+#: The longest text one value of a log line keeps. Text from Hostwinds is already cut much
+#: shorter where it is read (200 characters); this bounds every other value too, so no log line
+#: can grow with what someone else sent.
+LOG_VALUE_MAX = 2000
 
 _LIBRARY_LEVELS = {
     "apscheduler": logging.WARNING,
@@ -33,6 +40,7 @@ def configure(*, level: str = "info", json_logs: bool | None = None) -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.stdlib.ExtraAdder(),
+        _bounded if as_json else _bounded_for_terminal,
     ]
     renderer: Processor = (
         structlog.processors.JSONRenderer()
@@ -64,6 +72,35 @@ def configure(*, level: str = "info", json_logs: bool | None = None) -> None:
     root.setLevel(level.upper())
     for name, lib_level in _LIBRARY_LEVELS.items():
         logging.getLogger(name).setLevel(max(lib_level, root.level))
+
+
+_UNTOUCHED = frozenset({"exc_info", "stack_info", "_record", "_from_structlog"})
+
+
+def _bound(value: Any, *, terminal: bool) -> Any:
+    if isinstance(value, str):
+        text = value if len(value) <= LOG_VALUE_MAX else value[: LOG_VALUE_MAX - 3] + "..."
+        return terminal_text(text) if terminal else text
+    if isinstance(value, list):
+        return [_bound(item, terminal=terminal) for item in value[:100]]
+    if isinstance(value, dict):
+        return {key: _bound(item, terminal=terminal) for key, item in list(value.items())[:100]}
+    return value
+
+
+def _bounded(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """Every text value of a log line cut to :data:`LOG_VALUE_MAX` characters."""
+    return {
+        key: value if key in _UNTOUCHED else _bound(value, terminal=False)
+        for key, value in event_dict.items()
+    }
+
+
+def _bounded_for_terminal(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """As :func:`_bounded`, and control characters shown escaped (the console is a terminal)."""
+    return {
+        key: value if key in _UNTOUCHED else _bound(value, terminal=True) for key, value in event_dict.items()
+    }
 
 
 def _identity(_: Any, __: str, event_dict: Any) -> Any:

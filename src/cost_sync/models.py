@@ -159,6 +159,13 @@ def _int32_or_none(value: Any) -> Any:
         if not text.lstrip("-").isdigit():
             return value  # not an id: pydantic reports it
         value = int(text)
+    if isinstance(value, Decimal):
+        # A JSON integer too long for int() arrives as a Decimal: compared, never converted.
+        if not value.is_finite() or value != value.to_integral_value():
+            return value  # not an id: pydantic reports it
+        if not -INT32_MAX - 1 <= value <= INT32_MAX:
+            return None
+        value = int(value)
     if isinstance(value, int) and not -INT32_MAX - 1 <= value <= INT32_MAX:
         return None
     return value
@@ -169,6 +176,8 @@ def _serviceid(value: Any) -> Any:
         raise ValueError("must be an integer id, not a boolean")
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
+    if isinstance(value, Decimal) and not (value.is_finite() and 0 < value <= INT64_MAX):
+        raise ValueError("must be a positive id below 2**63")
     if isinstance(value, int) and not 0 < value <= INT64_MAX:
         raise ValueError("must be a positive id below 2**63")
     return value
@@ -178,6 +187,9 @@ def _no_bool(value: Any) -> Any:
     # pydantic's lax mode would read a JSON true as 1: an id is never a boolean.
     if isinstance(value, bool):
         raise ValueError("must be an integer id, not a boolean")
+    if isinstance(value, Decimal) and not (value.is_finite() and abs(value) <= INT64_MAX):
+        # A JSON integer too long for int(): no id is that long (and it could not be stored).
+        raise ValueError("must be an integer id below 2**63")
     return _blank_to_none(value)
 
 
@@ -251,7 +263,7 @@ class Plan(_Frozen):
     """One row of ``get_price_list``: its ``id`` and ``rid`` (either may be what an instance's
     ``product_id`` names, see ``[hostwinds] plan_key``), its name and its per-cycle price cells."""
 
-    id: int
+    id: Id
     rid: OptInt = None
     #: Unstorable text (a NUL, a lone surrogate) becomes None: the name is cached (sql/0008).
     name: StoredStr = None

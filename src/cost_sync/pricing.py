@@ -29,8 +29,11 @@ from cost_sync.models import (
 from cost_sync.redact import redact
 
 __all__ = [
+    "MAX_CELL_TEXT",
     "MAX_MONTHLY",
+    "TOO_LONG_CELL",
     "UNREADABLE_CELL",
+    "bounded_cell",
     "cacheable_cell",
     "estimate_instance",
     "index_instances",
@@ -68,11 +71,42 @@ _MAX_CYCLE_PRICE: dict[Cycle, Decimal] = {c: (MAX_MONTHLY + _HALF_CENT) * c.mont
 UNREADABLE_CELL = "[not a number]"
 
 
+#: The longest price cell kept as sent. A real price is a dozen characters; a longer number is
+#: rewritten without its trailing zeros if that makes it short ("9.99" then 20,000 zeros is 9.99),
+#: else it becomes :data:`TOO_LONG_CELL`.
+MAX_CELL_TEXT = 40
+#: What a number too long to keep becomes: it parses as an invalid price, for that row only.
+TOO_LONG_CELL = "[number too long]"
+
+
+def bounded_cell(cell: PriceCell) -> PriceCell:
+    """The cell with at most :data:`MAX_CELL_TEXT` characters: as sent when it is that short; a
+    longer number exactly as it is, without its trailing zeros, when that is short; else
+    :data:`TOO_LONG_CELL` (or, for text that is not a number, its first characters, which parse as
+    an invalid price all the same). Exact: the value is never rounded."""
+    if len(cell) <= MAX_CELL_TEXT:
+        return cell
+    text = cell.strip()
+    if len(text) <= MAX_CELL_TEXT:
+        return text
+    if _NUMBER.fullmatch(text) is None:
+        return text[:MAX_CELL_TEXT]
+    mantissa, _, exponent = text.lower().partition("e")
+    if "." in mantissa:
+        mantissa = mantissa.rstrip("0").rstrip(".")
+    short = mantissa + (f"e{exponent}" if exponent else "")
+    if len(short) <= MAX_CELL_TEXT and _NUMBER.fullmatch(short) is not None:
+        return short
+    return TOO_LONG_CELL
+
+
 def cacheable_cell(cell: PriceCell) -> PriceCell:
-    """The cell as the cache may keep it: a number or a blank as sent, anything else as a marker.
+    """The cell as the cache may keep it: a number or a blank as sent (bounded, see
+    :func:`bounded_cell`), anything else as a marker.
 
     The marker parses as an invalid price, so a cached answer prices exactly as the fresh one did.
     """
+    cell = bounded_cell(cell)
     text = cell.strip()
     if text == "" or _NUMBER.fullmatch(text) is not None:
         return cell
@@ -104,9 +138,20 @@ def _cycle_of(billingcycle: str | None, hourly: bool) -> Cycle | None:
     return normalise_cycle(billingcycle, hourly=hourly)
 
 
-@functools.lru_cache(maxsize=8192)
 def parse_price_cell(cell: PriceCell | None) -> Decimal | UnpricedReason:
-    """Return a positive price exactly as written, or why the cell is not one; never raises."""
+    """Return a positive price exactly as written, or why the cell is not one; never raises.
+
+    A cell longer than :data:`MAX_CELL_TEXT` is read through :func:`bounded_cell` (a cache written
+    before cells were bounded may hold one): the cache of parsed cells holds only short texts, so
+    its memory stays bounded whatever Hostwinds sends.
+    """
+    if cell is not None and len(cell) > MAX_CELL_TEXT:
+        cell = bounded_cell(cell)
+    return _parse_short_cell(cell)
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_short_cell(cell: PriceCell | None) -> Decimal | UnpricedReason:
     if cell is None:
         return UnpricedReason.CYCLE_NOT_OFFERED
     text = cell.strip()

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from cost_sync.models import Estimate, HeldChange, RowOutcome, RunReport, Unpriced, UnpricedReason
+from cost_sync.redact import terminal_text
 
 
 def money(value: Decimal | None) -> str:
@@ -21,6 +22,10 @@ def _counts(counts: Mapping[str, int]) -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """A plain left-aligned text table."""
+    # Escaped first, so that text from elsewhere (a product name, a tenant name) cannot move the
+    # cursor or break a row over two lines, and the columns line up with what is shown.
+    headers = [terminal_text(h) for h in headers]
+    rows = [[terminal_text(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]

@@ -7,7 +7,6 @@ with two decimals; every group's totals add up to the fleet total.
 
 from __future__ import annotations
 
-import csv
 import io
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -15,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+
+from cost_sync.redact import SafeCsvWriter
 
 __all__ = ["HeldRow", "LastFleetRun", "ReportRow", "amount", "build_report", "report_csv"]
 
@@ -194,7 +195,9 @@ def build_report(
 def report_csv(report: dict[str, Any]) -> str:
     """The report as one CSV table: section, key, amount, rows, detail."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    # Cells a spreadsheet would run as a formula (a product name "=HYPERLINK(...)", a row id
+    # "=1+1") are neutralised; numbers stay numbers.
+    writer = SafeCsvWriter(out)
     writer.writerow(["section", "key", "amount", "rows", "detail"])
     writer.writerow(["fleet_monthly_total", "", report["fleet_monthly_total"], report["rows_in_scope"], ""])
     for section in ("by_status", "by_plan", "by_cycle", "by_source", "by_region"):

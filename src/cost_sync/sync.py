@@ -35,6 +35,7 @@ from cost_sync.errors import (
     GuardRefused,
     HostwindsErrorEnvelope,
     HostwindsResponseError,
+    HostwindsUnreadableError,
 )
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.matching import (
@@ -674,7 +675,9 @@ class SyncRun:
         """Ask one service's cycle prices; an error answer or unreadable body fails that row alone."""
         try:
             prices = await self.client.get_billingcycle_prices(serviceid)
-        except HostwindsResponseError as exc:
+        except (HostwindsResponseError, HostwindsUnreadableError) as exc:
+            # An error envelope, a body of the wrong shape, an ambiguous object or a body that is
+            # not JSON (an HTML page) concerns this service alone: its rows fall back to the price list.
             kind = (
                 Fallback.CYCLE_PRICES_ERROR
                 if isinstance(exc, HostwindsErrorEnvelope)
@@ -764,8 +767,12 @@ class SyncRun:
         message = str(exc) if isinstance(exc, CostSyncError) else f"{type(exc).__name__}: {exc}"
         if isinstance(exc, asyncio.CancelledError):
             message = "cancelled (shutdown) before the run could commit"
-        # A database error's DETAIL may quote a value that came from Hostwinds: bound and redact it.
-        message = redact(message, limit=_LEDGER_ERROR_MAX)
+        # A database error's DETAIL may quote a value that came from Hostwinds: bound and redact it,
+        # the key in every spelling included.
+        key = self.settings.hostwinds.api_key
+        message = redact(
+            message, limit=_LEDGER_ERROR_MAX, secrets=(key.get_secret_value(),) if key is not None else ()
+        )
         report = RunReport(
             run_id=self.run_id,
             trigger=self.trigger,

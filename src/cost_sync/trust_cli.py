@@ -27,6 +27,7 @@ from cost_sync.errors import ConfigError, CostSyncError
 from cost_sync.matching import match_rows, resolve_targets, shared_uuid_unpriced
 from cost_sync.migrate import require_schema
 from cost_sync.models import Estimate, PriceSource, RunReport, Unpriced, override_key
+from cost_sync.redact import for_terminal, terminal_text
 from cost_sync.settings import Settings
 from cost_sync.store import Store
 from cost_sync.sync import open_resources, run_once
@@ -153,7 +154,7 @@ async def _explain(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
     else:
-        print("\n".join(_explain_text(data)))
+        print(for_terminal(_explain_text(data)))
     return 0
 
 
@@ -277,7 +278,7 @@ async def _held(args: argparse.Namespace, settings: Settings) -> int:
         ]
         for h in held
     ]
-    print("\n".join(render.table(["row", "old", "proposed", "ratio", "reason", "since"], rows)))
+    print(for_terminal(render.table(["row", "old", "proposed", "ratio", "reason", "since"], rows)))
     return 0
 
 
@@ -386,9 +387,9 @@ async def _approve_as(run_id: uuid.UUID, args: argparse.Namespace, settings: Set
             print("no changes are held: nothing to approve")
             return 0
         verb = "would approve" if args.dry_run else "approved"
-        print(f"{verb} {len(would)} held change(s)" + (f": {', '.join(would)}" if would else ""))
-        for name, why in refused.items():
-            print(f"refused {name}: {why}")
+        lines = [f"{verb} {len(would)} held change(s)" + (f": {', '.join(would)}" if would else "")]
+        lines += [f"refused {name}: {why}" for name, why in refused.items()]
+        print(for_terminal(lines))
     return 1 if refused else 0
 
 
@@ -410,7 +411,7 @@ async def _report(args: argparse.Namespace, settings: Settings) -> int:
     elif args.csv:
         print(reporting.report_csv(data), end="")
     else:
-        print("\n".join(_report_text(data)))
+        print(for_terminal(_report_text(data)))
     return 0
 
 
@@ -540,10 +541,12 @@ async def _quote(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
     elif data["monthly"] is None:
-        print(f"plan {args.plan}: cannot be priced ({data['unpriced_reason']}: {data['detail']})")
+        print(
+            terminal_text(f"plan {args.plan}: cannot be priced ({data['unpriced_reason']}: {data['detail']})")
+        )
     else:
         print(
-            f"{row.hostwinds_instance_id or row.id} on plan {args.plan}, {data['cycle']}: "
+            f"{terminal_text(row.hostwinds_instance_id or row.id)} on plan {args.plan}, {data['cycle']}: "
             f"${data['monthly']} a month "
             f"({data['cycle_price']} / {data['months']}); now {render.money(row.approximate_cost)}"
             + (f", difference {data['difference']}" if data["difference"] is not None else "")

@@ -18,6 +18,7 @@ import asyncpg
 
 from cost_sync.explain import HistoryRecord
 from cost_sync.models import Cycle, RowState, RunReport
+from cost_sync.redact import redact
 from cost_sync.reporting import HeldRow, LastFleetRun, ReportRow
 from cost_sync.store import (
     CachedPriceList,
@@ -97,7 +98,7 @@ class TrustStore:
                 months=r["months"],
                 hourly_ceiling=r["hourly_ceiling"],
                 product_id=r["product_id"],
-                product_name=r["product_name"],
+                product_name=_stored_text(r["product_name"]),
                 approved=r["approved"],
                 proposed_by=r["proposed_by"],
                 cycle_alias=r["cycle_alias"],
@@ -178,7 +179,7 @@ class TrustStore:
                 source=r["source"],
                 cycle=r["cycle"],
                 product_id=r["product_id"],
-                product_name=r["product_name"],
+                product_name=_stored_text(r["product_name"]),
                 unpriced_reason=r["unpriced_reason"],
                 unpriced_detail=r["unpriced_detail"],
                 upgrade_available=r["upgrade_available"],
@@ -225,3 +226,9 @@ class TrustStore:
                 applied = [r["vps_instance_id"] for r in records]
                 await insert_run(conn, report.model_copy(update={"updated": len(applied)}))
         return applied
+
+
+def _stored_text(value: str | None) -> str | None:
+    """Text from Hostwinds as stored, as ``report`` and ``explain`` show it: redacted and short
+    (rows written before text was cleaned at parsing may hold a secret or 10 MiB)."""
+    return None if value is None else redact(value)

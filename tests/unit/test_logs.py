@@ -62,3 +62,16 @@ def test_console_format_on_request(capsys: pytest.CaptureFixture[str]) -> None:
     assert "updated=3" in err
     with pytest.raises(json.JSONDecodeError):
         json.loads(err.splitlines()[0])
+
+
+@pytest.mark.parametrize("json_logs", [True, False])
+def test_every_log_value_is_bounded_and_one_line(json_logs: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 10 MiB value from anywhere is cut to LOG_VALUE_MAX; on a console, escapes are shown escaped."""
+    logs.configure(level="info", json_logs=json_logs)
+    structlog.get_logger("cost_sync.sync").warning(
+        "sync.plan_name_disagrees", product_name="x" * (10 * 1024 * 1024), names=["\x1b[2J" + "y" * 5000]
+    )
+    err = capsys.readouterr().err
+    assert len(err) < 3 * logs.LOG_VALUE_MAX
+    assert "\x1b[2J" not in err
+    assert len(err.strip().splitlines()) == 1
