@@ -28,7 +28,7 @@ import structlog
 
 from cost_sync import __version__, flags, guard, pricing
 from cost_sync.db import create_pool
-from cost_sync.errors import ConfigError, CostSyncError, GuardRefused, HostwindsResponseError
+from cost_sync.errors import ConfigError, CostSyncError, GuardRefused, HostwindsResponseError, RunStalled
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.matching import (
     PriceListKey,
@@ -351,6 +351,7 @@ class SyncRun:
 
         with self.phase("hostwinds"):
             fetched = await self._fetch(wanted, plan)
+        self._fail_without_progress(fetched)
         # Only a whole-fleet run asks every price list the plans in use are on.
         if last is not None and not self.accept_changes and self.targets is None:
             self._refuse_if(
@@ -521,6 +522,22 @@ class SyncRun:
             duration_seconds=round(final.duration_seconds, 3),
         )
         return RunResult(report=final, outcomes=outcomes, held=held)
+
+    def _fail_without_progress(self, fetched: _Fetched) -> None:
+        """Fail a run that had services to ask and asked none: its budget was gone before asking.
+
+        Reporting every row pending would repeat forever, each run stopping at the same place.
+        """
+        if not fetched.pending or fetched.answers or fetched.failed:
+            return
+        budget = self.settings.sync.max_run_seconds
+        spent = self._clock() - (self._deadline - budget)
+        raise RunStalled(
+            f"no progress: the run's time budget (sync.max_run_seconds = {budget:g} s) was spent "
+            f"before any of the {len(fetched.pending)} services to ask could be asked for cycle prices "
+            f"({spent:.1f} s went to get_instances, the rows and the price lists); nothing was written. "
+            "Raise sync.max_run_seconds above the time get_instances takes"
+        )
 
     def _refuse_if(self, refusal: guard.Refusal | None) -> None:
         if refusal is not None:
@@ -707,13 +724,15 @@ async def run_once(
     strict_targets: bool = True,
     progress: Progress | None = None,
     accept_changes: bool = False,
+    now: Callable[[], datetime] | None = None,
 ) -> RunResult:
     """Run one sync and return its result; on failure record a failed run, write nothing, raise.
 
     ``full`` asks every service of the run afresh (``--full``; ``resync --instance`` for the named
     ones). With ``strict_targets`` a target naming no row in scope is a ConfigError before anything
     is written; without it (triggers coalesced by the daemon) such targets are listed in the
-    report's ``unknown_instances`` and the rest are synced.
+    report's ``unknown_instances`` and the rest are synced. ``now`` is the wall clock the run
+    dates its work with (tests move it).
     """
     if store is None:
         if pool is None:
@@ -731,6 +750,7 @@ async def run_once(
         strict_targets=strict_targets,
         progress=progress,
         accept_changes=accept_changes,
+        now=now or (lambda: datetime.now(UTC)),
     )
     return await run.execute()
 
