@@ -38,21 +38,22 @@ FROM cost_sync_price_observations
 WHERE serviceid = ANY($1::bigint[]);
 
 -- name: save_observations
--- Upsert a batch of answers; an older answer never replaces a newer one.
+-- Upsert a batch of answers; an older answer never replaces a newer one, unless the kept one is
+-- dated in the future (a clock that ran ahead made it: it would otherwise never be replaced).
 INSERT INTO cost_sync_price_observations AS o (serviceid, prices, fingerprint, observed, run_id)
 SELECT * FROM unnest($1::bigint[], $2::jsonb[], $3::text[], $4::timestamptz[], $5::uuid[])
 ON CONFLICT (serviceid) DO UPDATE
 SET prices = excluded.prices, fingerprint = excluded.fingerprint,
     observed = excluded.observed, run_id = excluded.run_id
-WHERE o.observed <= excluded.observed;
+WHERE o.observed <= excluded.observed OR o.observed > now();
 
 -- name: save_price_list
--- Upsert one price list; an older answer never replaces a newer one.
+-- Upsert one price list; an older answer never replaces a newer one (nor one dated in the future).
 INSERT INTO cost_sync_price_lists AS p (managed, drive_type, plan_key, plans, observed, run_id)
 VALUES ($1, $2, $3, $4::jsonb, $5, $6)
 ON CONFLICT (managed, drive_type, plan_key) DO UPDATE
 SET plans = excluded.plans, observed = excluded.observed, run_id = excluded.run_id
-WHERE p.observed <= excluded.observed;
+WHERE p.observed <= excluded.observed OR p.observed > now();
 
 -- name: oldest_observation
 SELECT min(observed) FROM cost_sync_price_observations;

@@ -97,8 +97,11 @@ def is_stale(observed: datetime, now: datetime, *, max_age_seconds: float, servi
 
     Each service has slots every ``max_age_seconds``, offset by a phase drawn from its id, so no
     observation is ever older than the max age, and a fleet observed at one moment comes due
-    spread evenly over the next max age instead of all at once.
+    spread evenly over the next max age instead of all at once. An observation dated after
+    ``now`` was made by a clock that ran ahead: its age is unknown, so it is stale.
     """
+    if observed > now:
+        return True
     phase = _phase(serviceid)
     slot_then = math.floor(observed.timestamp() / max_age_seconds - phase)
     slot_now = math.floor(now.timestamp() / max_age_seconds - phase)

@@ -438,7 +438,13 @@ def _report_text(data: dict[str, Any]) -> list[str]:
     lines += [
         "",
         f"oldest price observation: {data['oldest_observation'] or 'none'}"
-        + (f" ({age // 3600} h old)" if age is not None else ""),
+        + (
+            " (dated in the future: the clock ran ahead; the next run asks it again)"
+            if data["oldest_observation_in_future"]
+            else f" ({age // 3600} h old)"
+            if age is not None
+            else ""
+        ),
     ]
     last = data["last_run"]
     if last is not None:

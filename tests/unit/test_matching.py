@@ -161,3 +161,9 @@ def test_check_plan_names_counts_each_joined_instance_and_lists_distinct_disagre
     )
     assert check.counts() == {"agree": 1, "disagree": 2}
     assert check.disagreements == ((102, "Plan A", "Plan B"),)
+
+
+@pytest.mark.parametrize("ahead", [timedelta(seconds=1), timedelta(days=365)])
+def test_an_observation_dated_in_the_future_is_stale(ahead: timedelta) -> None:
+    """A clock that ran ahead dated it: its age is unknown, so it is asked again at once."""
+    assert is_stale(T0 + ahead, T0, max_age_seconds=DAY, serviceid=1234567)
