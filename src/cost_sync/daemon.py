@@ -684,7 +684,13 @@ class Daemon:
         sync = self.settings.sync
         try:
             # Binding starts nothing: on failure there is nothing to stop.
-            server = AppServer(self.app(), host=host.strip("[]"), port=int(port))
+            server = AppServer(
+                self.app(),
+                host=host.strip("[]"),
+                port=int(port),
+                max_connections=self.settings.admin.max_connections,
+                request_timeout=self.settings.admin.request_timeout_seconds,
+            )
         except OSError as exc:
             raise ConfigError(f"setting admin.listen: {exc.strerror or exc}") from None
         finished = True

@@ -299,6 +299,10 @@ class AdminSettings(_Section):
     listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:9464"
     token: Secret = None
     url: OptHttpUrl = None
+    #: Open connections at most; past it a new one displaces the oldest still waiting for its request.
+    max_connections: int = Field(default=64, ge=1, le=10000)
+    #: A connection must send a whole request (headers and body) within this long, or is closed.
+    request_timeout_seconds: float = Field(default=10.0, gt=0, le=600, allow_inf_nan=False)
 
 
 class GuardSettings(_Section):
