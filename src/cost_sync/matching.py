@@ -11,6 +11,7 @@ import contextlib
 import gc
 import math
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -164,22 +165,26 @@ def resolve_targets(
     or ``server_uuid`` of the instance a row matches.
     """
     by_serviceid, by_uuid = pricing.index_instances(instances)
+    # Indexed once, so naming every row (approve --all) costs one pass, not one pass per target.
+    by_key: dict[str, list[int]] = defaultdict(list)
+    by_instance: dict[int, list[int]] = defaultdict(list)
     rows = list(identities)
+    for index, (row_id, hw_id, _) in enumerate(rows):
+        by_key[str(row_id)].append(index)
+        if hw_id is not None:
+            by_key[hw_id.strip().lower()].append(index)
+            matched = pricing.match_instance(hw_id, by_serviceid=by_serviceid, by_uuid=by_uuid)
+            if matched is not None:
+                by_instance[id(matched)].append(index)
     chosen: set[uuid.UUID] = set()
     problems: dict[str, str] = {}
     for target in targets:
         key = target.strip()
         instance = pricing.match_instance(key, by_serviceid=by_serviceid, by_uuid=by_uuid)
-        hits = [
-            (row_id, status)
-            for row_id, hw_id, status in rows
-            if key.lower() == str(row_id)
-            or (hw_id is not None and hw_id.strip().lower() == key.lower())
-            or (
-                instance is not None
-                and pricing.match_instance(hw_id, by_serviceid=by_serviceid, by_uuid=by_uuid) is instance
-            )
-        ]
+        found = set(by_key.get(key.lower(), ()))
+        if instance is not None:
+            found.update(by_instance.get(id(instance), ()))
+        hits = [(rows[i][0], rows[i][2]) for i in sorted(found)]
         in_scope = [row_id for row_id, status in hits if status in statuses]
         if not hits:
             problems[target] = "matches no vps_instances row"
