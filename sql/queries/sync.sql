@@ -98,6 +98,26 @@ INSERT INTO cost_sync_runs (id, trigger, outcome, started, finished, instances, 
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13::jsonb, $14::jsonb, $15,
         $16::jsonb, $17, $18::int[], $19::text[], $20::jsonb);
 
+-- name: price_references
+-- What cost-sync's history says of these rows ($2: the drift window, in seconds): the last value
+-- it wrote, the last value a person approved within the window, the value the row held at the
+-- window's start (the last one written before it, else the value before the window's first
+-- change). One index probe each on (vps_instance_id, created).
+SELECT r.id,
+       (SELECT h.new_cost FROM cost_sync_history h WHERE h.vps_instance_id = r.id
+        ORDER BY h.created DESC LIMIT 1) AS last_written,
+       (SELECT h.new_cost FROM cost_sync_history h WHERE h.vps_instance_id = r.id AND h.approved
+          AND h.created > now() - make_interval(secs => $2)
+        ORDER BY h.created DESC LIMIT 1) AS approved,
+       coalesce(
+           (SELECT h.new_cost FROM cost_sync_history h WHERE h.vps_instance_id = r.id
+              AND h.created <= now() - make_interval(secs => $2)
+            ORDER BY h.created DESC LIMIT 1),
+           (SELECT coalesce(h.old_cost, h.new_cost) FROM cost_sync_history h WHERE h.vps_instance_id = r.id
+            ORDER BY h.created ASC LIMIT 1)
+       ) AS standing
+FROM unnest($1::uuid[]) AS r(id);
+
 -- name: last_good_run
 -- The last successful whole-fleet sync: what the guards compare a run with, and what
 -- `cost-sync report` shows as the run behind its figures (with the warnings it flagged).

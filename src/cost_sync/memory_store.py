@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from cost_sync.errors import LockTimeout
+from cost_sync.guard import Reference
 from cost_sync.models import Estimate, HeldChange, Observation, RowOutcome, RowState, RunReport, VpsRow
 from cost_sync.settings import Settings
 from cost_sync.store import CachedPriceList, LastRun
@@ -131,6 +132,17 @@ class MemoryStore:
         kept = self.price_lists.get(key)
         if kept is None or kept.observed_at <= cached.observed_at or kept.observed_at > _now():
             self.price_lists[key] = cached
+
+    async def price_references(
+        self, row_ids: Sequence[uuid.UUID], *, window_seconds: float
+    ) -> dict[uuid.UUID, Reference]:
+        """The last value written to each row (history here has no time or approvals: no anchor)."""
+        wanted = set(row_ids)
+        last: dict[uuid.UUID, Reference] = {}
+        for entry in self.history:
+            if entry.row_id in wanted and isinstance(entry.new, Decimal):
+                last[entry.row_id] = Reference(last_written=entry.new)
+        return last
 
     async def last_good_run(self) -> LastRun | None:
         """The last successful whole-fleet run, if any."""

@@ -312,6 +312,9 @@ class GuardSettings(_Section):
     max_change_ratio: Decimal = Field(default=Decimal("0.5"), ge=0)
     #: More than this share of rows lost (or of plans gone from the price list): apply nothing.
     max_unmatched_ratio: Decimal = Field(default=Decimal("0.2"), ge=0, le=1)
+    #: A change is also compared with the last approved value or the value the row held this many
+    #: days ago, so that steps each under max_change_ratio cannot add up unreviewed (0: off).
+    drift_window_days: int = Field(default=30, ge=0, le=3650)
 
 
 class LogSettings(_Section):

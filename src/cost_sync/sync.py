@@ -51,6 +51,7 @@ from cost_sync.models import (
     Plan,
     PriceCacheReport,
     PriceCell,
+    PriceSource,
     RowOutcome,
     RunReport,
     Unpriced,
@@ -399,8 +400,27 @@ class SyncRun:
                 (i for _, i in matches if i is not None), fetched.price_lists, managed=managed
             )
 
+        references: dict[uuid.UUID, guard.Reference] = {}
+        if not self.accept_changes:
+            # Only changed Hostwinds prices can be held: their rows' history is all that is read.
+            changed = [
+                o.row.id
+                for o in outcomes
+                if isinstance(o.result, Estimate)
+                and o.changed
+                and o.result.source is not PriceSource.OVERRIDE
+            ]
+            with self.phase("database"):
+                references = await self.store.price_references(
+                    changed, window_seconds=settings.guard.drift_window_days * 86400
+                )
+            if not settings.guard.drift_window_days:
+                references = {k: replace(v, anchor=None) for k, v in references.items()}
         held = guard.hold_changes(
-            outcomes, max_change_ratio=settings.guard.max_change_ratio, accept=self.accept_changes
+            outcomes,
+            max_change_ratio=settings.guard.max_change_ratio,
+            accept=self.accept_changes,
+            references=references,
         )
         if held:
             # Once per run, not per row: a glitch at Hostwinds can hold the whole fleet.
