@@ -48,6 +48,7 @@ __all__ = [
     "price_matched",
     "price_rows",
     "resolve_targets",
+    "same_fingerprint",
     "shared_uuid_unpriced",
     "wanted_instances",
 ]
@@ -57,7 +58,9 @@ PriceListKey = tuple[bool, str | None]
 Match = tuple[VpsRow, Instance | None]
 
 #: What an instance's cached cycle prices depend on: a change in any of these asks again.
-FINGERPRINT_FIELDS = ("product_id", "billingcycle", "hourly", "disk_type", "managed")
+FINGERPRINT_FIELDS = ("product_id", "billingcycle", "hourly", "disk_type", "managed", "server_uuid")
+#: Where the server_uuid part starts: fingerprints cached before it was added end before it.
+_UUID_PART = ";server_uuid="
 
 # Knuth's multiplicative hash: consecutive serviceids land far apart in [0, 1), so a fleet priced
 # in one run reaches its refresh slots evenly over the following max age.
@@ -86,7 +89,21 @@ def fingerprint(instance: Instance, *, managed: bool) -> str:
         f"hourly={int(instance.hourly)};"
         f"disk_type={instance.disk_type or ''};"
         f"managed={int(managed)}"
+        f"{_UUID_PART}{(instance.server_uuid or '').strip().lower()}"
     )
+
+
+def same_fingerprint(cached: str, instance: Instance, *, managed: bool) -> bool:
+    """Whether a cached observation was asked for this instance as it is now.
+
+    The server_uuid is part of it: a serviceid Hostwinds gives to another server must not reuse
+    the old server's price. A fingerprint cached before that has no server_uuid part; its other
+    fields decide until the observation is next refreshed (within max_price_age_seconds).
+    """
+    current = fingerprint(instance, managed=managed)
+    if cached == current:
+        return True
+    return _UUID_PART not in cached and current.partition(_UUID_PART)[0] == cached
 
 
 def _phase(serviceid: int) -> float:
@@ -144,7 +161,7 @@ def plan_asks(
             asks[serviceid] = AskReason.FORCED
         elif observation is None:
             asks[serviceid] = AskReason.NEW
-        elif observation.fingerprint != fingerprint(wanted[serviceid], managed=managed):
+        elif not same_fingerprint(observation.fingerprint, wanted[serviceid], managed=managed):
             asks[serviceid] = AskReason.CHANGED
         elif is_stale(observation.observed_at, now, max_age_seconds=max_age_seconds, serviceid=serviceid):
             asks[serviceid] = AskReason.STALE
