@@ -4,7 +4,7 @@ This is the one place that orchestrates; it hands typed values from module to mo
 reaches back. A run asks ``get_billingcycle_prices`` only for services with no cached observation,
 another fingerprint, a stale observation, or when forced; it stops asking when its time budget is
 spent and reports the rows it did not reach as ``pending``. Answers are kept in the observation
-cache as they arrive, so a run that fails keeps them; it still writes nothing to ``vps_instances``
+cache as they arrive (committed within OBSERVATION_FLUSH_SECONDS), so a run that fails keeps them; it still writes nothing to ``vps_instances``
 but a ``failed`` ledger row, and raises.
 """
 
@@ -67,6 +67,8 @@ log = structlog.get_logger(__name__)
 
 #: Answers kept in memory before they are committed to the observation cache.
 OBSERVATION_BATCH = 200
+#: The longest an answer waits in memory before it is committed: a killed run loses at most this.
+OBSERVATION_FLUSH_SECONDS = 1.0
 #: The longest error text a failed run's ledger row keeps.
 _LEDGER_ERROR_MAX = 1000
 #: Off a terminal, the least time between two ``sync.progress`` log lines.
@@ -150,7 +152,8 @@ class _Fetched:
 
 
 class _ObservationWriter:
-    """Commits answers to the cache in batches as they arrive; a dry run keeps them in memory only."""
+    """Commits answers to the cache as they arrive, in batches of OBSERVATION_BATCH or every
+    OBSERVATION_FLUSH_SECONDS (see :meth:`every`); a dry run keeps them in memory only."""
 
     def __init__(self, store: RunStore, *, enabled: bool) -> None:
         self._store = store
@@ -166,6 +169,16 @@ class _ObservationWriter:
         batch, self._buffer = self._buffer, []
         if batch and self._enabled:
             await self._store.save_observations(batch)
+
+    async def every(self, seconds: float) -> None:
+        """Flush every ``seconds`` until cancelled; a failed flush is logged, the next one retries."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                # shield: cancelling the flusher mid-save must not lose the batch it took.
+                await asyncio.shield(self.flush())
+            except CostSyncError as exc:
+                log.error("sync.observations_not_saved", error=str(exc))
 
 
 class _Shared:
@@ -610,6 +623,8 @@ class SyncRun:
                 await self._ask(serviceid, wanted[serviceid], fetched, writer)
 
         workers = max(1, min(self.settings.hostwinds.max_concurrency, len(order)))
+        # Apart from the group: it runs until the asking ends, whichever way.
+        flusher = asyncio.create_task(writer.every(OBSERVATION_FLUSH_SECONDS))
         try:
             async with asyncio.TaskGroup() as group:
                 for key in keys:
@@ -619,8 +634,10 @@ class SyncRun:
         except BaseExceptionGroup as failed:
             raise _first_error(failed) from None
         finally:
+            flusher.cancel()
             # Every answer received is kept, also when the run fails or is cancelled.
             await self._flush(writer)
+            await asyncio.wait({flusher})
         fetched.pending = [sid for sid in order if sid not in fetched.answers and sid not in fetched.failed]
         return fetched
 

@@ -10,9 +10,13 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -220,3 +224,39 @@ async def test_readiness_ignores_a_success_the_database_dated_in_the_future(pool
             ready = await admin.get("/readyz")
     assert ready.status_code == 503
     assert "in the future" in ready.json()["reason"]
+
+
+async def test_sigkill_loses_at_most_the_last_second_of_answers(db_url: str, pool: asyncpg.Pool) -> None:
+    """A real `cost-sync --once` killed with SIGKILL while asking (one answer per 0.3 s): the answers
+    it had received more than about a second before are in the cache (before: none under 200)."""
+    await seed(pool, [(str(i["serviceid"]), "active", None) for i in load_demo_fleet().instances])
+    fleet = load_demo_fleet()
+    slow = Faults(latency_seconds=0.3, actions=frozenset({"get_billingcycle_prices"}))
+    async with SandboxServer(fleet, faults=slow) as sandbox:
+        env = {
+            **os.environ,
+            "COST_SYNC_DATABASE_URL": db_url,
+            "COST_SYNC_HOSTWINDS_URL": sandbox.url,
+            "COST_SYNC_HOSTWINDS_API_KEY": fleet.api_key,
+            "COST_SYNC_HOSTWINDS_REQUESTS_PER_SECOND": "0",
+            "COST_SYNC_HOSTWINDS_MAX_CONCURRENCY": "1",
+        }
+        process = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).with_name("cost-sync")),
+            "--once",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while sandbox.requests["get_billingcycle_prices"] < 8:
+            assert loop.time() < deadline, "the run never asked"
+            await asyncio.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        asked = sandbox.requests["get_billingcycle_prices"]
+    kept = await pool.fetchval("SELECT count(*) FROM cost_sync_price_observations")
+    # At most the answers of the last second (about 3 at 0.3 s each) and the one in flight are lost.
+    assert kept >= asked - 5, (kept, asked)
+    assert kept >= 3
