@@ -4,8 +4,8 @@ This is the one place that orchestrates; it hands typed values from module to mo
 reaches back. A run asks ``get_billingcycle_prices`` only for services with no cached observation,
 another fingerprint, a stale observation, or when forced; it stops asking when its time budget is
 spent and reports the rows it did not reach as ``pending``. Answers are kept in the observation
-cache as they arrive (committed within OBSERVATION_FLUSH_SECONDS), so a run that fails keeps them; it still writes nothing to ``vps_instances``
-but a ``failed`` ledger row, and raises.
+cache as they arrive (committed within OBSERVATION_FLUSH_SECONDS), so a run that fails keeps
+them; it still writes nothing to ``vps_instances`` but a ``failed`` ledger row, and raises.
 """
 
 from __future__ import annotations
