@@ -120,11 +120,13 @@ FROM unnest($1::uuid[]) AS r(id);
 
 -- name: last_good_run
 -- The last successful whole-fleet sync: what the guards compare a run with, and what
--- `cost-sync report` shows as the run behind its figures (with the warnings it flagged).
+-- `cost-sync report` shows as the run behind its figures (with the warnings it flagged). In the
+-- ledger's order (`created`, the database's clock): `started` is cost-sync's own clock, and a run
+-- made while it ran ahead would otherwise stay "the last" until that date.
 SELECT id, trigger, finished, plans_in_use, coalesce(warnings, '{}') AS warnings
 FROM cost_sync_runs
 WHERE outcome = 'succeeded' AND instances IS NULL AND trigger <> 'approve'
-ORDER BY started DESC
+ORDER BY created DESC
 LIMIT 1;
 
 -- name: held_ids

@@ -26,6 +26,7 @@ from cost_sync import cli
 from cost_sync.daemon import Daemon
 from cost_sync.sandbox import Faults, SandboxServer, load_demo_fleet
 from cost_sync.settings import Settings
+from cost_sync.store import Store
 from cost_sync.sync import open_hostwinds, run_once
 from tests.integration.conftest import seed, values
 from tests.integration.test_reliability import DEMO_ROWS, cli_env
@@ -260,3 +261,20 @@ async def test_sigkill_loses_at_most_the_last_second_of_answers(db_url: str, poo
     # At most the answers of the last second (about 3 at 0.3 s each) and the one in flight are lost.
     assert kept >= asked - 5, (kept, asked)
     assert kept >= 3
+
+
+async def test_the_last_good_run_is_the_latest_in_the_ledger_not_the_latest_dated(pool: asyncpg.Pool) -> None:
+    """A run made a year ahead, then one on the corrected clock: the guards compare with the second."""
+    await seed(pool, DEMO_ROWS)
+    fleet = load_demo_fleet()
+    clocks = Clocks()
+    async with SandboxServer(fleet) as sandbox:
+        settings = sandbox_settings(sandbox.url, fleet.api_key)
+        async with open_hostwinds(settings) as client:
+            clocks.offset = YEAR
+            ahead = await run_once(client=client, pool=pool, settings=settings, now=clocks.now)
+            clocks.offset = timedelta(0)
+            corrected = await run_once(client=client, pool=pool, settings=settings, now=clocks.now)
+    last = await Store(pool).last_good_run()
+    assert last is not None
+    assert last.run_id == corrected.report.run_id != ahead.report.run_id
