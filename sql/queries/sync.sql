@@ -38,21 +38,22 @@ FROM cost_sync_price_observations
 WHERE serviceid = ANY($1::bigint[]);
 
 -- name: save_observations
--- Upsert a batch of answers; an older answer never replaces a newer one.
+-- Upsert a batch of answers; an older answer never replaces a newer one, unless the kept one is
+-- dated in the future (a clock that ran ahead made it: it would otherwise never be replaced).
 INSERT INTO cost_sync_price_observations AS o (serviceid, prices, fingerprint, observed, run_id)
 SELECT * FROM unnest($1::bigint[], $2::jsonb[], $3::text[], $4::timestamptz[], $5::uuid[])
 ON CONFLICT (serviceid) DO UPDATE
 SET prices = excluded.prices, fingerprint = excluded.fingerprint,
     observed = excluded.observed, run_id = excluded.run_id
-WHERE o.observed <= excluded.observed;
+WHERE o.observed <= excluded.observed OR o.observed > now();
 
 -- name: save_price_list
--- Upsert one price list; an older answer never replaces a newer one.
+-- Upsert one price list; an older answer never replaces a newer one (nor one dated in the future).
 INSERT INTO cost_sync_price_lists AS p (managed, drive_type, plan_key, plans, observed, run_id)
 VALUES ($1, $2, $3, $4::jsonb, $5, $6)
 ON CONFLICT (managed, drive_type, plan_key) DO UPDATE
 SET plans = excluded.plans, observed = excluded.observed, run_id = excluded.run_id
-WHERE p.observed <= excluded.observed;
+WHERE p.observed <= excluded.observed OR p.observed > now();
 
 -- name: oldest_observation
 SELECT min(observed) FROM cost_sync_price_observations;
@@ -98,13 +99,35 @@ INSERT INTO cost_sync_runs (id, trigger, outcome, started, finished, instances, 
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13::jsonb, $14::jsonb, $15,
         $16::jsonb, $17, $18::int[], $19::text[], $20::jsonb);
 
+-- name: price_references
+-- What cost-sync's history says of these rows ($2: the drift window, in seconds): the last value
+-- it wrote, the last value a person approved within the window, the value the row held at the
+-- window's start (the last one written before it, else the value before the window's first
+-- change). One index probe each on (vps_instance_id, created).
+SELECT r.id,
+       (SELECT h.new_cost FROM cost_sync_history h WHERE h.vps_instance_id = r.id
+        ORDER BY h.created DESC LIMIT 1) AS last_written,
+       (SELECT h.new_cost FROM cost_sync_history h WHERE h.vps_instance_id = r.id AND h.approved
+          AND h.created > now() - make_interval(secs => $2)
+        ORDER BY h.created DESC LIMIT 1) AS approved,
+       coalesce(
+           (SELECT h.new_cost FROM cost_sync_history h WHERE h.vps_instance_id = r.id
+              AND h.created <= now() - make_interval(secs => $2)
+            ORDER BY h.created DESC LIMIT 1),
+           (SELECT coalesce(h.old_cost, h.new_cost) FROM cost_sync_history h WHERE h.vps_instance_id = r.id
+            ORDER BY h.created ASC LIMIT 1)
+       ) AS standing
+FROM unnest($1::uuid[]) AS r(id);
+
 -- name: last_good_run
 -- The last successful whole-fleet sync: what the guards compare a run with, and what
--- `cost-sync report` shows as the run behind its figures (with the warnings it flagged).
+-- `cost-sync report` shows as the run behind its figures (with the warnings it flagged). In the
+-- ledger's order (`created`, the database's clock): `started` is cost-sync's own clock, and a run
+-- made while it ran ahead would otherwise stay "the last" until that date.
 SELECT id, trigger, finished, plans_in_use, coalesce(warnings, '{}') AS warnings
 FROM cost_sync_runs
 WHERE outcome = 'succeeded' AND instances IS NULL AND trigger <> 'approve'
-ORDER BY started DESC
+ORDER BY created DESC
 LIMIT 1;
 
 -- name: held_ids

@@ -84,11 +84,17 @@ SELECT coalesce(sum(approximate_cost), 0) FROM vps_instances WHERE status = ANY(
 SELECT count(*) FROM cost_sync_held_changes;
 
 -- name: approve
--- Apply these held changes in one statement: only where the row still holds the value the change
--- was proposed against (and is in scope), recorded in history as approved, naming the run that
--- proposed it; the applied held changes are deleted. Returns the applied rows.
-WITH chosen AS (
-    SELECT * FROM cost_sync_held_changes WHERE vps_instance_id = ANY($2::uuid[])
+-- Apply these held changes in one statement: only the change as it was shown (same proposing run
+-- $4 and value $5, position by position with the rows $2), only where the row still holds the
+-- value the change was proposed against (and is in scope), recorded in history as approved,
+-- naming the run that proposed it; the applied held changes are deleted. Returns the applied rows.
+WITH shown AS (
+    SELECT * FROM unnest($2::uuid[], $4::uuid[], $5::numeric[]) AS s(id, run_id, proposed)
+),
+chosen AS (
+    SELECT h.*
+    FROM cost_sync_held_changes h
+    JOIN shown s ON s.id = h.vps_instance_id AND s.run_id = h.run_id AND s.proposed = h.proposed_cost
 ),
 changed AS (
     UPDATE vps_instances v

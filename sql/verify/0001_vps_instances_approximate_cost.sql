@@ -28,4 +28,11 @@ SELECT 'approximate_cost has its comment',
        coalesce(col_description(to_regclass('vps_instances'), a.attnum) LIKE 'Estimated monthly cost in USD%', false),
        coalesce(left(col_description(to_regclass('vps_instances'), a.attnum), 40), 'no comment')
 FROM (SELECT 1) AS one
-LEFT JOIN pg_attribute a ON a.attrelid = to_regclass('vps_instances') AND a.attname = 'approximate_cost';
+LEFT JOIN pg_attribute a ON a.attrelid = to_regclass('vps_instances') AND a.attname = 'approximate_cost'
+UNION ALL
+SELECT 'vps_instances has the columns a run reads and writes (id, hostwinds_instance_id, status, approximate_cost, updated)',
+       coalesce(bool_and(c.column_name IS NOT NULL), false),
+       coalesce('missing ' || string_agg(n.name, ', ') FILTER (WHERE c.column_name IS NULL), 'all present')
+FROM unnest(ARRAY['id', 'hostwinds_instance_id', 'status', 'approximate_cost', 'updated']) AS n(name)
+LEFT JOIN information_schema.columns c
+  ON c.table_schema = current_schema() AND c.table_name = 'vps_instances' AND c.column_name = n.name;

@@ -283,7 +283,13 @@ def _verb_migrate(verbs: Any, common: argparse.ArgumentParser) -> None:
     mode.add_argument(
         "--rollback",
         metavar="VERSION",
-        help="run one migration's rollback file (e.g. 0001) and forget it in the ledger",
+        help="run the newest applied migration's rollback file (e.g. 0008) and forget it in the ledger; "
+        "says what it drops with row counts and asks first",
+    )
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help="with --rollback: drop without asking (needed when there is no terminal to ask on)",
     )
     _json_option(p, "what was applied, checked or rolled back")
     p.set_defaults(handler=_migrate)
@@ -716,8 +722,11 @@ async def _trust(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
     from cost_sync.db import connect
-    from cost_sync.migrate import check, migrate, require_platform_table, rollback
+    from cost_sync.errors import ConfigError
+    from cost_sync.migrate import check, migrate, require_platform_table, rollback, rollback_plan
 
     dsn = settings.database_dsn()
     lock_timeout = settings.database.lock_timeout_seconds
@@ -735,9 +744,25 @@ async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
                 print("schema verified" if not problems else f"{len(problems)} problem(s)")
             return 1 if problems else 0
         if args.rollback:
+            plan = await rollback_plan(conn, args.rollback)
+            dropped = [d.describe() for d in plan.drops]
+            if not args.json or not args.yes:
+                print(
+                    f"rolling back {plan.name} drops: " + ("; ".join(dropped) or "nothing"), file=sys.stderr
+                )
+            if not args.yes:
+                if not sys.stdin.isatty():
+                    raise ConfigError(
+                        f"migrate --rollback drops what is listed above ({plan.name}); "
+                        "there is no terminal to ask on: pass --yes to confirm"
+                    )
+                answer = await asyncio.to_thread(input, f"type yes to roll back {plan.name}: ")
+                if answer.strip().lower() != "yes":
+                    print("not rolled back", file=sys.stderr)
+                    return 1
             name = await rollback(conn, args.rollback, lock_timeout=lock_timeout)
             print(
-                json.dumps({"outcome": "rolled_back", "migration": name})
+                json.dumps({"outcome": "rolled_back", "migration": name, "dropped": dropped})
                 if args.json
                 else f"rolled back {name}"
             )

@@ -21,7 +21,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -48,7 +48,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cost_sync import __version__, build_revision, schedule
 from cost_sync.db import database_errors
-from cost_sync.errors import ConfigError, CostSyncError, DatabaseError
+from cost_sync.errors import ConfigError, CostSyncError, DatabaseError, RunStalled
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.httpserve import AppServer
 from cost_sync.matching import resolve_targets
@@ -498,8 +498,18 @@ class Daemon:
         pool: asyncpg.Pool,
         *,
         trigger: BaseTrigger | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
+        #: The wall clock runs date their work with, and the clock readiness measures ages on.
+        self._now = now
+        self._monotonic = monotonic
+        #: The last run of this process that succeeded: when on the monotonic clock, and its report's
+        #: finish time. A wall clock corrected backwards cannot make it look younger.
+        self._last_success: tuple[float, datetime] | None = None
+        #: Why the last run could not make progress (RunStalled), until a whole-fleet run succeeds.
+        self.stalled: str | None = None
         self.client = client
         self.pool = pool
         self.store = Store(pool, write_lock_timeout=settings.database.lock_timeout_seconds)
@@ -535,11 +545,17 @@ class Daemon:
                 strict_targets=False,
                 progress=record.progress,
                 accept_changes=record.accept_changes,
+                now=self._now,
             )
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, RunStalled):
+                self.stalled = str(exc)
             self.metrics.in_progress.set(0)
             self.metrics.observe(record.trigger, None, full=record.instances is None)
             raise
+        self._last_success = (self._monotonic(), result.report.finished_at)
+        if record.instances is None:
+            self.stalled = None
         matched = {o.instance.serviceid: o.instance for o in result.outcomes if o.instance is not None}
         if record.instances is None:
             self.known_instances = matched
@@ -609,21 +625,50 @@ class Daemon:
         return JSONResponse({"alive": alive}, status_code=200 if alive else 503)
 
     async def _readyz(self, _: Request) -> Response:
+        """Ready when a run succeeded recently enough and the last one did not stall.
+
+        "Recently" is measured on clocks a correction cannot turn back: the monotonic clock for
+        this process's own runs, and for the ledger its latest success in insertion order, aged on
+        the database's clock (``now() - created``). ``finished`` is written by whichever clock
+        cost-sync had, so a run made while it ran ahead would otherwise look fresh for as long.
+        """
         if self.schema_problem is not None:
             reason = f"the scheduler waits for the schema: {self.schema_problem}"
+            return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+        if self.stalled is not None:
+            reason = f"the last run could not make progress: {self.stalled}"
             return JSONResponse({"ready": False, "reason": reason}, status_code=503)
         try:
             with database_errors("database does not answer"):
                 async with self.pool.acquire(timeout=2) as conn:
-                    last = await conn.fetchval(
-                        "SELECT max(finished) FROM cost_sync_runs WHERE outcome = 'succeeded'", timeout=2
+                    ledger = await conn.fetchrow(
+                        "SELECT finished, EXTRACT(EPOCH FROM now() - created)::float8 AS age"
+                        " FROM cost_sync_runs WHERE outcome = 'succeeded' ORDER BY created DESC LIMIT 1",
+                        timeout=2,
                     )
         except DatabaseError as exc:
             return JSONResponse({"ready": False, "reason": str(exc)}, status_code=503)
-        stale = schedule.is_stale(last, self.cron, datetime.now(UTC))
+        # (age in seconds, the finish time the run recorded) of each success readiness can trust.
+        known: list[tuple[float, datetime]] = []
+        if self._last_success is not None:
+            mono, finished = self._last_success
+            known.append((self._monotonic() - mono, finished))
+        future = ledger is not None and ledger["age"] < 0
+        if ledger is not None and not future:
+            known.append((ledger["age"], ledger["finished"]))
+        if not known:
+            reason = (
+                f"the last successful sync is dated {int(-ledger['age'])} s in the future on the "
+                "database's clock (a clock was corrected); ready again once a run succeeds"
+                if future and ledger is not None
+                else "no successful sync recorded yet"
+            )
+            return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+        age, finished = min(known, key=lambda k: k[0])
+        stale = schedule.stale_age(timedelta(seconds=age), self.cron, self._now())
         if stale:
             return JSONResponse({"ready": False, "reason": stale}, status_code=503)
-        return JSONResponse({"ready": True, "last_success": last.isoformat()})
+        return JSONResponse({"ready": True, "last_success": finished.isoformat()})
 
     async def _metrics(self, _: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -772,7 +817,13 @@ class Daemon:
         sync = self.settings.sync
         try:
             # Binding starts nothing: on failure there is nothing to stop.
-            server = AppServer(self.app(), host=host.strip("[]"), port=int(port))
+            server = AppServer(
+                self.app(),
+                host=host.strip("[]"),
+                port=int(port),
+                max_connections=self.settings.admin.max_connections,
+                request_timeout=self.settings.admin.request_timeout_seconds,
+            )
         except OSError as exc:
             raise ConfigError(f"setting admin.listen: {exc.strerror or exc}") from None
         finished = True

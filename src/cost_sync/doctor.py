@@ -170,10 +170,12 @@ async def _database_checks(report: DoctorReport, settings: Settings) -> _Databas
         report.add("database", "fail", str(exc), "check COST_SYNC_DATABASE_URL and that PostgreSQL is up")
         return database
     try:
-        # Read-only session: doctor cannot write, whatever a check's SQL does.
-        await conn.execute("SET default_transaction_read_only = on")
         version = await conn.fetchval("SHOW server_version")
         report.add("database", "pass", f"PostgreSQL {version} answers at {describe_dsn(dsn)}")
+        # Before doctor makes its own session read-only: what a run's session would be.
+        await _writes_check(report, conn)
+        # Read-only session: doctor cannot write, whatever a check's SQL does.
+        await conn.execute("SET default_transaction_read_only = on")
         columns = {
             r["column_name"]
             for r in await conn.fetch(
@@ -224,6 +226,57 @@ async def _database_checks(report: DoctorReport, settings: Settings) -> _Databas
     finally:
         await conn.close()
     return database
+
+
+#: What a run writes: (table, privileges it needs on it).
+_WRITES = (
+    ("vps_instances", ("UPDATE",)),
+    ("cost_sync_runs", ("INSERT",)),
+    ("cost_sync_history", ("INSERT",)),
+    ("cost_sync_price_observations", ("INSERT", "UPDATE")),
+    ("cost_sync_price_lists", ("INSERT", "UPDATE")),
+    ("cost_sync_row_state", ("INSERT", "UPDATE")),
+    ("cost_sync_held_changes", ("INSERT", "UPDATE", "DELETE")),
+)
+
+
+async def _writes_check(report: DoctorReport, conn: asyncpg.Connection) -> None:
+    """Whether a run could write, without writing: read-write sessions, not a standby, privileges."""
+    if await conn.fetchval("SELECT pg_is_in_recovery()"):
+        report.add(
+            "writes",
+            "fail",
+            "the database is a hot standby (read-only replica): every run would fail at its write",
+            "point COST_SYNC_DATABASE_URL at the primary",
+        )
+        return
+    if await conn.fetchval("SHOW default_transaction_read_only") == "on":
+        report.add(
+            "writes",
+            "fail",
+            "sessions are read-only (default_transaction_read_only = on for this database or user): "
+            "every run would fail at its write",
+            "ALTER DATABASE / ALTER ROLE ... SET default_transaction_read_only = off, or use a writable user",
+        )
+        return
+    missing = []
+    for table, privileges in _WRITES:
+        if await conn.fetchval("SELECT to_regclass($1)", table) is None:
+            continue  # a missing table is the vps_instances or migrations check's to report
+        for privilege in privileges:
+            if not await conn.fetchval("SELECT has_table_privilege($1, $2)", table, privilege):
+                missing.append(f"{privilege} on {table}")
+    if missing:
+        report.add(
+            "writes",
+            "fail",
+            f"this user lacks {', '.join(missing)}: every run would fail at its write",
+            "GRANT those privileges to the user in COST_SYNC_DATABASE_URL",
+        )
+        return
+    report.add(
+        "writes", "pass", "read-write sessions on a primary; the privileges a run's write needs are held"
+    )
 
 
 async def _hostwinds_checks(

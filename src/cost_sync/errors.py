@@ -10,6 +10,7 @@
     │   ├── MissingSchemaError        tables or columns cost-sync reads are missing; exit code 2
     │   └── LockTimeout               another run (or migration) holds the lock past the timeout
     ├── GuardRefused                  a run saw too much vanish at Hostwinds and applied nothing
+    ├── RunStalled                    a run's time budget ran out before it could ask anything
     └── HostwindsError                Hostwinds could not give an answer cost-sync can use
         ├── HostwindsAuthError        the key was refused: never retried
         ├── HostwindsTransientError   5xx, 429, timeout, non-JSON body, "too fast" envelope:
@@ -100,3 +101,11 @@ class ForbiddenActionError(HostwindsError):
 
 class GuardRefused(CostSyncError):
     """The run saw too many rows or plans vanish since the last good run and applied nothing."""
+
+
+class RunStalled(CostSyncError):
+    """The run's time budget ran out before it could ask Hostwinds for any price; nothing was written.
+
+    The next run would stop at the same place, so the run fails instead of reporting every row
+    pending and readiness says so until a run makes progress.
+    """

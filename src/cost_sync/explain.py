@@ -137,6 +137,7 @@ def instance_from_fingerprint(serviceid: int, text: str) -> Instance | None:
             billingcycle=fields.get("billingcycle") or None,
             hourly=fields.get("hourly") == "1",
             disk_type=fields.get("disk_type") or None,
+            server_uuid=fields.get("server_uuid") or None,
         )
     except (KeyError, ValueError):
         return None

@@ -1,15 +1,19 @@
 """Pure guard decisions: which changes a run holds for a person, and when a run must apply nothing.
 
-Guarantees: no I/O, no logging, no clock, no float. A change is held exactly when its previous
-value is positive and ``|new - old| > max_change_ratio * old`` (compared without dividing); a first
-price (previous value null or zero) and a Finance override are never held. The run-wide checks
+Guarantees: no I/O, no logging, no clock, no float. A change is held exactly when
+``|new - base| > max_change_ratio * base`` (compared without dividing) for a positive base among:
+the row's value; the last value cost-sync wrote, when the row holds null or zero now (someone
+cleared it); and the row's anchor, the last approved value or the value it held a drift window
+ago (so that small steps cannot add up unreviewed). A first price (cost-sync never priced the row)
+and a Finance override are never held. The run-wide checks
 compare with what the last good run saw and never refuse a run that has nothing to compare with.
 """
 
 from __future__ import annotations
 
 import decimal
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -26,6 +30,7 @@ from cost_sync.models import (
 )
 
 __all__ = [
+    "Reference",
     "Refusal",
     "change_ratio",
     "changed_states",
@@ -50,35 +55,87 @@ def _exceeds(old: Decimal, new: Decimal, max_change_ratio: Decimal) -> bool:
     return abs(new - old) > max_change_ratio * old
 
 
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """What cost-sync's own history says of a row, beside the value the row holds now."""
+
+    #: The last value cost-sync wrote to the row (None: it never priced the row).
+    last_written: Decimal | None = None
+    #: The last approved value, or the value the row held a drift window ago (None: no history).
+    anchor: Decimal | None = None
+    #: True when ``anchor`` is an approved value.
+    anchor_approved: bool = False
+
+
+def _bases(old: Decimal | None, reference: Reference | None) -> list[tuple[Decimal, str]]:
+    """The values a new price is compared with, and how each is named in a held change's reason."""
+    bases: list[tuple[Decimal, str]] = []
+    if old is not None and old > 0:
+        bases.append((old, ""))
+    elif reference is not None and reference.last_written is not None and reference.last_written > 0:
+        # Cleared (NULL or 0.00) after cost-sync priced it: not a first price.
+        bases.append(
+            (
+                reference.last_written,
+                f"the last value cost-sync wrote, the row holds {'NULL' if old is None else old} now",
+            )
+        )
+    if reference is not None and reference.anchor is not None and reference.anchor > 0:
+        what = (
+            "the last approved value"
+            if reference.anchor_approved
+            else "the value at the start of the drift window"
+        )
+        bases.append((reference.anchor, what))
+    return bases
+
+
 def hold_changes(
-    outcomes: Iterable[RowOutcome], *, max_change_ratio: Decimal, accept: bool = False
+    outcomes: Iterable[RowOutcome],
+    *,
+    max_change_ratio: Decimal,
+    accept: bool = False,
+    references: Mapping[uuid.UUID, Reference] | None = None,
 ) -> list[HeldChange]:
-    """The changes among ``outcomes`` to hold instead of applying (none when ``accept``)."""
+    """The changes among ``outcomes`` to hold instead of applying (none when ``accept``).
+
+    ``references`` (by row id) hold what cost-sync's history says of each row; without one a row
+    is compared with its value only.
+    """
     if accept:
         return []
+    references = references or {}
     held: list[HeldChange] = []
     for outcome in outcomes:
         result, old = outcome.result, outcome.row.approximate_cost
         if not isinstance(result, Estimate) or not outcome.changed:
             continue
-        # Finance set an override on purpose; a first price has nothing to be compared with.
-        if result.source is PriceSource.OVERRIDE or old is None or old <= 0:
+        # Finance set an override on purpose.
+        if result.source is PriceSource.OVERRIDE:
             continue
-        if not _exceeds(old, result.monthly, max_change_ratio):
-            continue
-        ratio = change_ratio(old, result.monthly)
-        assert ratio is not None  # old > 0
-        held.append(
-            HeldChange(
-                row_id=outcome.row.id,
-                hostwinds_instance_id=outcome.row.hostwinds_instance_id,
-                old=old,
-                proposed=result,
-                ratio=ratio,
-                reason=f"{old} -> {result.monthly} changes the value by {ratio * 100:.2f}%, "
-                f"over max_change_ratio {max_change_ratio}",
+        for base, what in _bases(old, references.get(outcome.row.id)):
+            if not _exceeds(base, result.monthly, max_change_ratio):
+                continue
+            ratio = change_ratio(base, result.monthly)
+            assert ratio is not None  # base > 0
+            reason = (
+                f"{base} -> {result.monthly} changes the value by {ratio * 100:.2f}%, "
+                f"over max_change_ratio {max_change_ratio}"
+                if not what
+                else f"{base} ({what}) -> {result.monthly} changes it by {ratio * 100:.2f}%, "
+                f"over max_change_ratio {max_change_ratio}"
             )
-        )
+            held.append(
+                HeldChange(
+                    row_id=outcome.row.id,
+                    hostwinds_instance_id=outcome.row.hostwinds_instance_id,
+                    old=old,
+                    proposed=result,
+                    ratio=ratio,
+                    reason=reason,
+                )
+            )
+            break
     return held
 
 

@@ -12,6 +12,7 @@ import dataclasses
 import gc
 import math
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,6 +52,7 @@ __all__ = [
     "price_matched",
     "price_rows",
     "resolve_targets",
+    "same_fingerprint",
     "shared_uuid_unpriced",
     "unreadable_plan",
     "wanted_instances",
@@ -61,7 +63,9 @@ PriceListKey = tuple[bool, str | None]
 Match = tuple[VpsRow, Instance | None]
 
 #: What an instance's cached cycle prices depend on: a change in any of these asks again.
-FINGERPRINT_FIELDS = ("product_id", "billingcycle", "hourly", "disk_type", "managed")
+FINGERPRINT_FIELDS = ("product_id", "billingcycle", "hourly", "disk_type", "managed", "server_uuid")
+#: Where the server_uuid part starts: fingerprints cached before it was added end before it.
+_UUID_PART = ";server_uuid="
 
 # Knuth's multiplicative hash: consecutive serviceids land far apart in [0, 1), so a fleet priced
 # in one run reaches its refresh slots evenly over the following max age.
@@ -90,7 +94,21 @@ def fingerprint(instance: Instance, *, managed: bool) -> str:
         f"hourly={int(instance.hourly)};"
         f"disk_type={instance.disk_type or ''};"
         f"managed={int(managed)}"
+        f"{_UUID_PART}{(instance.server_uuid or '').strip().lower()}"
     )
+
+
+def same_fingerprint(cached: str, instance: Instance, *, managed: bool) -> bool:
+    """Whether a cached observation was asked for this instance as it is now.
+
+    The server_uuid is part of it: a serviceid Hostwinds gives to another server must not reuse
+    the old server's price. A fingerprint cached before that has no server_uuid part; its other
+    fields decide until the observation is next refreshed (within max_price_age_seconds).
+    """
+    current = fingerprint(instance, managed=managed)
+    if cached == current:
+        return True
+    return _UUID_PART not in cached and current.partition(_UUID_PART)[0] == cached
 
 
 def _phase(serviceid: int) -> float:
@@ -102,8 +120,11 @@ def is_stale(observed: datetime, now: datetime, *, max_age_seconds: float, servi
 
     Each service has slots every ``max_age_seconds``, offset by a phase drawn from its id, so no
     observation is ever older than the max age, and a fleet observed at one moment comes due
-    spread evenly over the next max age instead of all at once.
+    spread evenly over the next max age instead of all at once. An observation dated after
+    ``now`` was made by a clock that ran ahead: its age is unknown, so it is stale.
     """
+    if observed > now:
+        return True
     phase = _phase(serviceid)
     slot_then = math.floor(observed.timestamp() / max_age_seconds - phase)
     slot_now = math.floor(now.timestamp() / max_age_seconds - phase)
@@ -145,7 +166,7 @@ def plan_asks(
             asks[serviceid] = AskReason.FORCED
         elif observation is None:
             asks[serviceid] = AskReason.NEW
-        elif observation.fingerprint != fingerprint(wanted[serviceid], managed=managed):
+        elif not same_fingerprint(observation.fingerprint, wanted[serviceid], managed=managed):
             asks[serviceid] = AskReason.CHANGED
         elif is_stale(observation.observed_at, now, max_age_seconds=max_age_seconds, serviceid=serviceid):
             asks[serviceid] = AskReason.STALE
@@ -166,22 +187,26 @@ def resolve_targets(
     or ``server_uuid`` of the instance a row matches.
     """
     by_serviceid, by_uuid = pricing.index_instances(instances)
+    # Indexed once, so naming every row (approve --all) costs one pass, not one pass per target.
+    by_key: dict[str, list[int]] = defaultdict(list)
+    by_instance: dict[int, list[int]] = defaultdict(list)
     rows = list(identities)
+    for index, (row_id, hw_id, _) in enumerate(rows):
+        by_key[str(row_id)].append(index)
+        if hw_id is not None:
+            by_key[hw_id.strip().lower()].append(index)
+            matched = pricing.match_instance(hw_id, by_serviceid=by_serviceid, by_uuid=by_uuid)
+            if matched is not None:
+                by_instance[id(matched)].append(index)
     chosen: set[uuid.UUID] = set()
     problems: dict[str, str] = {}
     for target in targets:
         key = target.strip()
         instance = pricing.match_instance(key, by_serviceid=by_serviceid, by_uuid=by_uuid)
-        hits = [
-            (row_id, status)
-            for row_id, hw_id, status in rows
-            if key.lower() == str(row_id)
-            or (hw_id is not None and hw_id.strip().lower() == key.lower())
-            or (
-                instance is not None
-                and pricing.match_instance(hw_id, by_serviceid=by_serviceid, by_uuid=by_uuid) is instance
-            )
-        ]
+        found = set(by_key.get(key.lower(), ()))
+        if instance is not None:
+            found.update(by_instance.get(id(instance), ()))
+        hits = [(rows[i][0], rows[i][2]) for i in sorted(found)]
         in_scope = [row_id for row_id, status in hits if status in statuses]
         if not hits:
             problems[target] = "matches no vps_instances row"

@@ -12,14 +12,20 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from cost_sync.errors import LockTimeout
+from cost_sync.guard import Reference
 from cost_sync.models import Estimate, HeldChange, Observation, RowOutcome, RowState, RunReport, VpsRow
 from cost_sync.settings import Settings
 from cost_sync.store import CachedPriceList, LastRun
 
 __all__ = ["HeldEntry", "HistoryEntry", "MemoryStore"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -117,15 +123,26 @@ class MemoryStore:
         self.saves += 1
         for observation in observations:
             kept = self.observations.get(observation.serviceid)
-            if kept is None or kept.observed_at <= observation.observed_at:
+            if kept is None or kept.observed_at <= observation.observed_at or kept.observed_at > _now():
                 self.observations[observation.serviceid] = observation
 
     async def save_price_list(self, cached: CachedPriceList) -> None:
         """Keep a price list; an older one never replaces a newer one."""
         key = (cached.managed, cached.drive_type, cached.plan_key)
         kept = self.price_lists.get(key)
-        if kept is None or kept.observed_at <= cached.observed_at:
+        if kept is None or kept.observed_at <= cached.observed_at or kept.observed_at > _now():
             self.price_lists[key] = cached
+
+    async def price_references(
+        self, row_ids: Sequence[uuid.UUID], *, window_seconds: float
+    ) -> dict[uuid.UUID, Reference]:
+        """The last value written to each row (history here has no time or approvals: no anchor)."""
+        wanted = set(row_ids)
+        last: dict[uuid.UUID, Reference] = {}
+        for entry in self.history:
+            if entry.row_id in wanted and isinstance(entry.new, Decimal):
+                last[entry.row_id] = Reference(last_written=entry.new)
+        return last
 
     async def last_good_run(self) -> LastRun | None:
         """The last successful whole-fleet run, if any."""

@@ -30,7 +30,9 @@ __all__ = [
     "MIGRATE_HINT",
     "MIGRATE_LOCK_KEY",
     "NO_PLATFORM_TABLE",
+    "Drop",
     "Migration",
+    "RollbackPlan",
     "applied",
     "check",
     "discover",
@@ -38,6 +40,7 @@ __all__ = [
     "require_platform_table",
     "require_schema",
     "rollback",
+    "rollback_plan",
     "sql_dir",
 ]
 
@@ -207,7 +210,43 @@ async def migrate(
                     raise _explain(migration, exc) from None
             log.info("migrate.applied", migration=migration.name)
             names.append(migration.name)
+        await _repair(conn, migrations)
         return names
+
+
+async def _verifies(conn: _Conn, migration: Migration) -> list[str]:
+    if migration.verify is None:
+        return []
+    return [
+        f"{migration.name}: {row['check']}: found {row['found']}"
+        for row in await conn.fetch(migration.verify)
+        if not row["ok"]
+    ]
+
+
+async def _repair(conn: asyncpg.Connection, migrations: list[Migration]) -> None:
+    """Apply again, in order, each applied migration that does not verify; fail if one still does not.
+
+    Migrations are idempotent (IF NOT EXISTS, DROP ... IF EXISTS then ADD), so this restores what
+    an out-of-order rollback or a hand-dropped object took away, and `migrate` never reports
+    success on a schema `migrate --check` would fail.
+    """
+    for migration in migrations:
+        with database_errors(f"cannot verify {migration.name}.sql", error=MigrationError):
+            if not await _verifies(conn, migration):
+                continue
+        with database_errors(f"{migration.name}.sql failed, nothing of it was applied", error=MigrationError):
+            try:
+                async with conn.transaction():
+                    await conn.execute(migration.sql)
+            except asyncpg.PostgresError as exc:
+                raise _explain(migration, exc) from None
+            problems = await _verifies(conn, migration)
+        if problems:
+            raise MigrationError(
+                f"{migration.name}.sql was applied again and still does not verify: {problems[0]}"
+            )
+        log.warning("migrate.repaired", migration=migration.name)
 
 
 async def check(conn: _Conn, migrations: list[Migration] | None = None) -> list[str]:
@@ -239,6 +278,106 @@ async def require_schema(pool: asyncpg.Pool) -> None:
         raise MissingSchemaError(f"the database schema is not ready: {problems[0]}{more}; {MIGRATE_HINT}")
 
 
+#: What a rollback file drops, as its statements say it (every rollback file is written this way).
+_DROP_TABLE = re.compile(r"^\s*DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?P<table>\w+)", re.I | re.M)
+_DROP_COLUMN = re.compile(
+    r"^\s*ALTER\s+TABLE\s+(?P<table>\w+)\s+DROP\s+COLUMN\s+(?:IF\s+EXISTS\s+)?(?P<column>\w+)",
+    re.I | re.M,
+)
+_DROP_OTHER = re.compile(
+    r"^\s*(?:ALTER\s+TABLE\s+\w+\s+)?DROP\s+(?P<kind>VIEW|INDEX|CONSTRAINT|FUNCTION)\s+"
+    r"(?:IF\s+EXISTS\s+)?(?P<name>\w+)",
+    re.I | re.M,
+)
+
+
+@dataclass(frozen=True)
+class Drop:
+    """One thing a rollback drops, and how much data goes with it (None: no data of its own)."""
+
+    kind: str
+    name: str
+    rows: int | None
+
+    def describe(self) -> str:
+        """``table cost_sync_runs (12 rows)``."""
+        if self.rows is None:
+            return f"{self.kind} {self.name}"
+        unit = "rows" if self.kind == "table" else "values"
+        return f"{self.kind} {self.name} ({self.rows} {unit})"
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    """The migration a rollback would undo and everything it would drop."""
+
+    name: str
+    drops: list[Drop]
+
+    @property
+    def loses_data(self) -> bool:
+        """True when a dropped table or column holds anything."""
+        return any(d.rows for d in self.drops)
+
+
+def _newest_applied(migrations: list[Migration], done: dict[str, str], version: str) -> Migration:
+    """The migration ``version`` names, if it is the newest applied one; else MigrationError."""
+    matching = [m for m in migrations if version in (m.version, m.name)]
+    if not matching:
+        raise MigrationError(f"no migration {version!r} (known: {', '.join(m.version for m in migrations)})")
+    migration = matching[0]
+    if migration.rollback is None:
+        raise MigrationError(f"{migration.name}.sql has no rollback file")
+    if migration.name not in done:
+        raise MigrationError(f"{migration.name}.sql is not applied: there is nothing to roll back")
+    newer = [m.version for m in migrations if m.name in done and m.version > migration.version]
+    if newer:
+        # Later migrations build on this one: rolling it back alone leaves a schema no
+        # `cost-sync migrate` can repair.
+        raise MigrationError(
+            f"{migration.version} is not the newest applied migration: roll back "
+            f"{', '.join(reversed(newer))} first, newest first, one at a time"
+        )
+    return migration
+
+
+async def _drops(conn: _Conn, rollback_sql: str) -> list[Drop]:
+    drops: list[Drop] = []
+    for match in _DROP_TABLE.finditer(rollback_sql):
+        table = match["table"]
+        if await conn.fetchval("SELECT to_regclass($1)", table) is None:
+            continue
+        rows = await conn.fetchval(f'SELECT count(*) FROM "{table}"')
+        drops.append(Drop("table", table, int(rows)))
+    for match in _DROP_COLUMN.finditer(rollback_sql):
+        table, column = match["table"], match["column"]
+        exists = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
+            " AND table_name = $1 AND column_name = $2)",
+            table,
+            column,
+        )
+        if not exists:
+            continue
+        values = await conn.fetchval(f'SELECT count("{column}") FROM "{table}"')
+        drops.append(Drop("column", f"{table}.{column}", int(values)))
+    for match in _DROP_OTHER.finditer(rollback_sql):
+        drops.append(Drop(match["kind"].lower(), match["name"], None))
+    return drops
+
+
+async def rollback_plan(conn: _Conn, version: str, migrations: list[Migration] | None = None) -> RollbackPlan:
+    """What ``rollback(version)`` would drop, with row counts; MigrationError if it may not run.
+
+    Only the newest applied migration may be rolled back: newest first, one at a time.
+    """
+    migrations = discover() if migrations is None else migrations
+    with database_errors("cannot plan the rollback", error=MigrationError):
+        migration = _newest_applied(migrations, await applied(conn), version)
+        assert migration.rollback is not None
+        return RollbackPlan(migration.name, await _drops(conn, migration.rollback))
+
+
 async def rollback(
     conn: asyncpg.Connection,
     version: str,
@@ -246,17 +385,18 @@ async def rollback(
     *,
     lock_timeout: float = LOCK_TIMEOUT_SECONDS,
 ) -> str:
-    """Run one migration's rollback file and forget it in the ledger, in one transaction."""
+    """Run the newest applied migration's rollback file and forget it in the ledger, in one transaction.
+
+    ``version`` must name the newest applied migration (MigrationError otherwise, nothing run).
+    """
     migrations = discover() if migrations is None else migrations
-    matching = [m for m in migrations if version in (m.version, m.name)]
-    if not matching:
-        raise MigrationError(f"no migration {version!r} (known: {', '.join(m.version for m in migrations)})")
-    migration = matching[0]
-    if migration.rollback is None:
-        raise MigrationError(f"{migration.name}.sql has no rollback file")
     async with _migration_lock(conn, lock_timeout):
-        with database_errors(f"rollback of {migration.name}.sql failed", error=MigrationError):
+        with database_errors("cannot read the migration ledger", error=MigrationError):
             await conn.execute(_ledger_sql())
+            done = await applied(conn)
+        migration = _newest_applied(migrations, done, version)
+        assert migration.rollback is not None
+        with database_errors(f"rollback of {migration.name}.sql failed", error=MigrationError):
             async with conn.transaction():
                 await conn.execute(migration.rollback)
                 await conn.execute("DELETE FROM cost_sync_migrations WHERE name = $1", migration.name)

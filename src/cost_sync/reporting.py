@@ -180,9 +180,12 @@ def build_report(
             for _, r, difference, percent in drift
         ],
         "oldest_observation": None if oldest_observation is None else oldest_observation.isoformat(),
+        # An observation dated in the future (a clock that ran ahead) is of unknown age, shown as 0
+        # and flagged: the next run asks it again.
         "oldest_observation_age_seconds": None
         if oldest_observation is None
-        else int((generated_at - oldest_observation).total_seconds()),
+        else max(0, int((generated_at - oldest_observation).total_seconds())),
+        "oldest_observation_in_future": oldest_observation is not None and oldest_observation > generated_at,
         "upgrade_available": [
             {"row_id": str(r.row_id), "hostwinds_instance_id": r.hostwinds_instance_id}
             for r in rows

@@ -37,8 +37,12 @@ def is_stale(last_success: datetime | None, trigger: CronTrigger, now: datetime)
     """
     if last_success is None:
         return "no successful sync recorded yet"
+    return stale_age(now - last_success, trigger, now)
+
+
+def stale_age(age: timedelta, trigger: CronTrigger, now: datetime) -> str | None:
+    """Why a last success ``age`` old is too old to be ready (None: fresh enough); see is_stale."""
     allowed = 2 * longest_gap(trigger, now)
-    age = now - last_success
     if age > allowed:
         return (
             f"last successful sync finished {int(age.total_seconds())} s ago, "

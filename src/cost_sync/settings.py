@@ -317,6 +317,10 @@ class AdminSettings(_Section):
     listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:9464"
     token: Secret = None
     url: OptHttpUrl = None
+    #: Open connections at most; past it a new one displaces the oldest still waiting for its request.
+    max_connections: int = Field(default=64, ge=1, le=10000)
+    #: A connection must send a whole request (headers and body) within this long, or is closed.
+    request_timeout_seconds: float = Field(default=10.0, gt=0, le=600, allow_inf_nan=False)
 
 
 class GuardSettings(_Section):
@@ -329,6 +333,9 @@ class GuardSettings(_Section):
     #: More than this share of the matched rows in scope unpriced: the run warns
     #: ``mostly_unpriced`` and ``--once`` exits 1 (what it priced is still written).
     max_unpriced_ratio: Decimal = Field(default=Decimal("0.5"), ge=0, le=1)
+    #: A change is also compared with the last approved value or the value the row held this many
+    #: days ago, so that steps each under max_change_ratio cannot add up unreviewed (0: off).
+    drift_window_days: int = Field(default=30, ge=0, le=3650)
 
 
 class LogSettings(_Section):

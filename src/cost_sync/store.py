@@ -31,6 +31,7 @@ import structlog
 from cost_sync import attribution_store
 from cost_sync.db import database_errors
 from cost_sync.errors import DatabaseError, LockTimeout
+from cost_sync.guard import Reference
 from cost_sync.models import (
     Cycle,
     Estimate,
@@ -158,6 +159,12 @@ class RunStore(Protocol):
 
     async def last_good_run(self) -> LastRun | None:
         """The last successful whole-fleet run, if any."""
+        ...
+
+    async def price_references(
+        self, row_ids: Sequence[uuid.UUID], *, window_seconds: float
+    ) -> dict[uuid.UUID, Reference]:
+        """What cost-sync's history says of these rows (rows without history are left out)."""
         ...
 
     async def commit_run(
@@ -320,6 +327,24 @@ class Store:
         with _mapped():
             oldest: datetime | None = await self._pool.fetchval(self._q["oldest_observation"])
         return oldest
+
+    async def price_references(
+        self, row_ids: Sequence[uuid.UUID], *, window_seconds: float
+    ) -> dict[uuid.UUID, Reference]:
+        """What cost-sync's history says of these rows (rows without history are left out)."""
+        if not row_ids:
+            return {}
+        with _mapped():
+            records = await self._pool.fetch(self._q["price_references"], list(row_ids), window_seconds)
+        return {
+            r["id"]: Reference(
+                last_written=r["last_written"],
+                anchor=r["approved"] if r["approved"] is not None else r["standing"],
+                anchor_approved=r["approved"] is not None,
+            )
+            for r in records
+            if r["last_written"] is not None
+        }
 
     async def last_good_run(self) -> LastRun | None:
         """The last successful whole-fleet run, if any."""

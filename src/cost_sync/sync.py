@@ -4,8 +4,8 @@ This is the one place that orchestrates; it hands typed values from module to mo
 reaches back. A run asks ``get_billingcycle_prices`` only for services with no cached observation,
 another fingerprint, a stale observation, or when forced; it stops asking when its time budget is
 spent and reports the rows it did not reach as ``pending``. Answers are kept in the observation
-cache as they arrive, so a run that fails keeps them; it still writes nothing to ``vps_instances``
-but a ``failed`` ledger row, and raises.
+cache as they arrive (committed within OBSERVATION_FLUSH_SECONDS), so a run that fails keeps
+them; it still writes nothing to ``vps_instances`` but a ``failed`` ledger row, and raises.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from cost_sync.errors import (
     HostwindsErrorEnvelope,
     HostwindsResponseError,
     HostwindsUnreadableError,
+    RunStalled,
 )
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.matching import (
@@ -60,6 +61,7 @@ from cost_sync.models import (
     Plan,
     PriceCacheReport,
     PriceCell,
+    PriceSource,
     RowOutcome,
     RunReport,
     Unpriced,
@@ -76,6 +78,8 @@ log = structlog.get_logger(__name__)
 
 #: Answers kept in memory before they are committed to the observation cache.
 OBSERVATION_BATCH = 200
+#: The longest an answer waits in memory before it is committed: a killed run loses at most this.
+OBSERVATION_FLUSH_SECONDS = 1.0
 #: The longest error text a failed run's ledger row keeps.
 _LEDGER_ERROR_MAX = 1000
 #: While rows with no value wait for per-service prices the run cannot ask within this many
@@ -164,7 +168,8 @@ class _Fetched:
 
 
 class _ObservationWriter:
-    """Commits answers to the cache in batches as they arrive; a dry run keeps them in memory only."""
+    """Commits answers to the cache as they arrive, in batches of OBSERVATION_BATCH or every
+    OBSERVATION_FLUSH_SECONDS (see :meth:`every`); a dry run keeps them in memory only."""
 
     def __init__(self, store: RunStore, *, enabled: bool) -> None:
         self._store = store
@@ -180,6 +185,16 @@ class _ObservationWriter:
         batch, self._buffer = self._buffer, []
         if batch and self._enabled:
             await self._store.save_observations(batch)
+
+    async def every(self, seconds: float) -> None:
+        """Flush every ``seconds`` until cancelled; a failed flush is logged, the next one retries."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                # shield: cancelling the flusher mid-save must not lose the batch it took.
+                await asyncio.shield(self.flush())
+            except CostSyncError as exc:
+                log.error("sync.observations_not_saved", error=str(exc))
 
 
 class _Shared:
@@ -366,6 +381,7 @@ class SyncRun:
 
         with self.phase("hostwinds"):
             fetched = await self._fetch(wanted, plan, cold=self._cold_rows(matches, plan))
+        self._fail_without_progress(fetched)
         # Only a whole-fleet run asks every price list the plans in use are on.
         if last is not None and not self.accept_changes and self.targets is None:
             self._refuse_if(
@@ -410,8 +426,27 @@ class SyncRun:
                 (i for _, i in matches if i is not None), fetched.price_lists, managed=managed
             )
 
+        references: dict[uuid.UUID, guard.Reference] = {}
+        if not self.accept_changes:
+            # Only changed Hostwinds prices can be held: their rows' history is all that is read.
+            changed = [
+                o.row.id
+                for o in outcomes
+                if isinstance(o.result, Estimate)
+                and o.changed
+                and o.result.source is not PriceSource.OVERRIDE
+            ]
+            with self.phase("database"):
+                references = await self.store.price_references(
+                    changed, window_seconds=settings.guard.drift_window_days * 86400
+                )
+            if not settings.guard.drift_window_days:
+                references = {k: replace(v, anchor=None) for k, v in references.items()}
         held = guard.hold_changes(
-            outcomes, max_change_ratio=settings.guard.max_change_ratio, accept=self.accept_changes
+            outcomes,
+            max_change_ratio=settings.guard.max_change_ratio,
+            accept=self.accept_changes,
+            references=references,
         )
         if held:
             # Once per run, not per row: a glitch at Hostwinds can hold the whole fleet.
@@ -554,6 +589,22 @@ class SyncRun:
         )
         return RunResult(report=final, outcomes=outcomes, held=held)
 
+    def _fail_without_progress(self, fetched: _Fetched) -> None:
+        """Fail a run that had services to ask and asked none: its budget was gone before asking.
+
+        Reporting every row pending would repeat forever, each run stopping at the same place.
+        """
+        if not fetched.pending or fetched.answers or fetched.failed:
+            return
+        budget = self.settings.sync.max_run_seconds
+        spent = self._clock() - (self._deadline - budget)
+        raise RunStalled(
+            f"no progress: the run's time budget (sync.max_run_seconds = {budget:g} s) was spent "
+            f"before any of the {len(fetched.pending)} services to ask could be asked for cycle prices "
+            f"({spent:.1f} s went to get_instances, the rows and the price lists); nothing was written. "
+            "Raise sync.max_run_seconds above the time get_instances takes"
+        )
+
     def _refuse_if(self, refusal: guard.Refusal | None) -> None:
         if refusal is not None:
             log.error("sync.guard_refused", seen=refusal.seen, lost=refusal.lost, ratio=str(refusal.ratio))
@@ -655,6 +706,8 @@ class SyncRun:
                 await self._ask(serviceid, wanted[serviceid], fetched, writer)
 
         workers = max(1, min(self.settings.hostwinds.max_concurrency, len(order)))
+        # Apart from the group: it runs until the asking ends, whichever way.
+        flusher = asyncio.create_task(writer.every(OBSERVATION_FLUSH_SECONDS))
         try:
             async with asyncio.TaskGroup() as group:
                 for key in keys:
@@ -664,8 +717,10 @@ class SyncRun:
         except BaseExceptionGroup as failed:
             raise _first_error(failed) from None
         finally:
+            flusher.cancel()
             # Every answer received is kept, also when the run fails or is cancelled.
             await self._flush(writer)
+            await asyncio.wait({flusher})
         fetched.pending = [sid for sid in order if sid not in fetched.answers and sid not in fetched.failed]
         return fetched
 
@@ -827,13 +882,15 @@ async def run_once(
     strict_targets: bool = True,
     progress: Progress | None = None,
     accept_changes: bool = False,
+    now: Callable[[], datetime] | None = None,
 ) -> RunResult:
     """Run one sync and return its result; on failure record a failed run, write nothing, raise.
 
     ``full`` asks every service of the run afresh (``--full``; ``resync --instance`` for the named
     ones). With ``strict_targets`` a target naming no row in scope is a ConfigError before anything
     is written; without it (triggers coalesced by the daemon) such targets are listed in the
-    report's ``unknown_instances`` and the rest are synced.
+    report's ``unknown_instances`` and the rest are synced. ``now`` is the wall clock the run
+    dates its work with (tests move it).
     """
     if store is None:
         if pool is None:
@@ -851,6 +908,7 @@ async def run_once(
         strict_targets=strict_targets,
         progress=progress,
         accept_changes=accept_changes,
+        now=now or (lambda: datetime.now(UTC)),
     )
     return await run.execute()
 

@@ -28,6 +28,7 @@ from cost_sync.matching import match_rows, resolve_targets, shared_uuid_unpriced
 from cost_sync.migrate import require_schema
 from cost_sync.models import Estimate, PriceSource, RunReport, Unpriced, override_key
 from cost_sync.redact import for_terminal, terminal_text
+from cost_sync.reporting import HeldRow
 from cost_sync.settings import Settings
 from cost_sync.store import Store
 from cost_sync.sync import open_resources, run_once
@@ -282,6 +283,18 @@ async def _held(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _replaced(shown: HeldRow, now: HeldRow | None) -> str | None:
+    """Why the held change read at the start is not the one held now (None: it still is)."""
+    if now is None:
+        return "the held change is gone (applied, or a run no longer proposes it)"
+    if (now.run_id, now.proposed, now.old) != (shown.run_id, shown.proposed, shown.old):
+        return (
+            f"run {now.run_id} replaced the held change while approving: it proposes {now.proposed} now, "
+            f"not {shown.proposed}; review it with `cost-sync held`"
+        )
+    return None
+
+
 async def _approve(args: argparse.Namespace, settings: Settings) -> int:
     # One id for the whole approval: its recheck's log lines, its own, and its ledger row.
     run_id = uuid.uuid4()
@@ -295,33 +308,44 @@ async def _approve_as(run_id: uuid.UUID, args: argparse.Namespace, settings: Set
     async with open_resources(settings) as (client, pool):
         await require_schema(pool)
         trust, store = TrustStore(pool), Store(pool)
+        refused: dict[str, str] = {}
+        # What is approved is read before waiting for the run lock: a run that replaces a held
+        # change meanwhile makes approve refuse that row, never apply a value nobody reviewed.
+        if args.all:
+            held = await trust.held()
+        else:
+            ids: list[uuid.UUID] = []
+            for key in args.instance:
+                row_id = await _one_row(trust, key)
+                ids.append(row_id)
+            held = await trust.held(ids)
+            held_ids = {h.row_id for h in held}
+            for key, row_id in zip(args.instance, ids, strict=True):
+                if row_id not in held_ids:
+                    refused[key] = "no change is held for this row"
         lock = (
             store.lock(timeout=settings.database.lock_timeout_seconds)
             if not args.dry_run
             else contextlib.nullcontext()
         )
         async with lock:
-            refused: dict[str, str] = {}
-            if args.all:
-                held = await trust.held()
-            else:
-                ids: list[uuid.UUID] = []
-                for key in args.instance:
-                    row_id = await _one_row(trust, key)
-                    ids.append(row_id)
-                held = await trust.held(ids)
-                for key, row_id in zip(args.instance, ids, strict=True):
-                    if row_id not in {h.row_id for h in held}:
-                        refused[key] = "no change is held for this row"
+            now_held = {h.row_id: h for h in await trust.held([h.row_id for h in held])} if held else {}
+            shown: list[HeldRow] = []
+            for h in held:
+                why = _replaced(h, now_held.get(h.row_id))
+                if why is None:
+                    shown.append(h)
+                else:
+                    refused[h.hostwinds_instance_id or str(h.row_id)] = why
             decided: dict[uuid.UUID, str | None] = {}
-            if held:
+            if shown:
                 # What a run would compute now: a dry run over these rows, cached prices first.
                 result = await run_once(
                     client=client,
                     store=store,
                     settings=settings,
                     trigger="approve",
-                    targets=[str(h.row_id) for h in held],
+                    targets=[str(h.row_id) for h in shown],
                     dry_run=True,
                     strict_targets=False,
                     accept_changes=True,
@@ -330,7 +354,7 @@ async def _approve_as(run_id: uuid.UUID, args: argparse.Namespace, settings: Set
                 # The recheck unbinds the run's context when it ends; the approval goes on under it.
                 structlog.contextvars.bind_contextvars(run_id=str(run_id), trigger="approve")
                 outcomes = {o.row.id: o for o in result.outcomes}
-                for h in held:
+                for h in shown:
                     outcome = outcomes.get(h.row_id)
                     decided[h.row_id] = guard.recheck(
                         old=h.old,
@@ -338,11 +362,11 @@ async def _approve_as(run_id: uuid.UUID, args: argparse.Namespace, settings: Set
                         current=outcome.row.approximate_cost if outcome else None,
                         now=outcome.result if outcome else None,
                     )
-            ok = [h.row_id for h in held if decided.get(h.row_id) is None]
+            ok = [h for h in shown if decided.get(h.row_id) is None]
             refused.update(
-                {h.hostwinds_instance_id or str(h.row_id): why for h in held if (why := decided[h.row_id])}
+                {h.hostwinds_instance_id or str(h.row_id): why for h in shown if (why := decided[h.row_id])}
             )
-            applied: list[uuid.UUID] = []
+            applied: set[uuid.UUID] = set()
             if ok and not args.dry_run:
                 report = RunReport(
                     run_id=run_id,
@@ -351,18 +375,26 @@ async def _approve_as(run_id: uuid.UUID, args: argparse.Namespace, settings: Set
                     started_at=started,
                     finished_at=datetime.now(UTC),
                     rows_in_scope=len(ok),
-                    instances=[str(i) for i in ok],
+                    instances=[str(h.row_id) for h in ok],
                 )
-                applied = await trust.approve(run_id, ok, statuses=settings.sync.statuses, report=report)
+                applied = set(
+                    await trust.approve(
+                        run_id,
+                        [(h.row_id, h.run_id, h.proposed) for h in ok],
+                        statuses=settings.sync.statuses,
+                        report=report,
+                        lock_timeout=settings.database.lock_timeout_seconds,
+                    )
+                )
                 refused.update(
                     {
-                        h.hostwinds_instance_id or str(h.row_id): "the row changed while approving"
-                        for h in held
-                        if h.row_id in ok and h.row_id not in applied
+                        h.hostwinds_instance_id
+                        or str(h.row_id): "the row or its held change changed while approving"
+                        for h in ok
+                        if h.row_id not in applied
                     }
                 )
-    names = {h.row_id: h.hostwinds_instance_id or str(h.row_id) for h in held}
-    would = [names[i] for i in ok] if args.dry_run else [names[i] for i in applied]
+    would = [h.hostwinds_instance_id or str(h.row_id) for h in ok if args.dry_run or h.row_id in applied]
     log.info(
         "approve.finished",
         dry_run=args.dry_run,
@@ -473,7 +505,13 @@ def _report_text(data: dict[str, Any]) -> list[str]:
     lines += [
         "",
         f"oldest price observation: {data['oldest_observation'] or 'none'}"
-        + (f" ({age // 3600} h old)" if age is not None else ""),
+        + (
+            " (dated in the future: the clock ran ahead; the next run asks it again)"
+            if data["oldest_observation_in_future"]
+            else f" ({age // 3600} h old)"
+            if age is not None
+            else ""
+        ),
     ]
     last = data["last_run"]
     if last is not None:

@@ -16,6 +16,7 @@ from decimal import Decimal
 
 import asyncpg
 
+from cost_sync.errors import DatabaseError
 from cost_sync.explain import HistoryRecord
 from cost_sync.models import Cycle, RowState, RunReport
 from cost_sync.redact import redact
@@ -217,14 +218,43 @@ class TrustStore:
         return count
 
     async def approve(
-        self, run_id: uuid.UUID, row_ids: Sequence[uuid.UUID], *, statuses: Sequence[str], report: RunReport
+        self,
+        run_id: uuid.UUID,
+        shown: Sequence[tuple[uuid.UUID, uuid.UUID, Decimal]],
+        *,
+        statuses: Sequence[str],
+        report: RunReport,
+        lock_timeout: float | None = None,
     ) -> list[uuid.UUID]:
-        """Apply these held changes and write the ledger row in one transaction; return the applied rows."""
-        with mapped():
-            async with self._pool.acquire() as conn, conn.transaction():
-                records = await conn.fetch(self._q["approve"], run_id, list(row_ids), list(statuses))
-                applied = [r["vps_instance_id"] for r in records]
-                await insert_run(conn, report.model_copy(update={"updated": len(applied)}))
+        """Apply these held changes and write the ledger row in one transaction; return the applied rows.
+
+        ``shown`` names each change as it was read: (row, proposing run, proposed value). A change
+        held under another run or value now is not applied. A row locked by another transaction
+        is waited for ``lock_timeout`` seconds at most, then nothing is applied.
+        """
+        try:
+            with mapped():
+                async with self._pool.acquire() as conn, conn.transaction():
+                    if lock_timeout is not None:
+                        # PostgreSQL reads 0 as "no limit": the least bound is 1 ms.
+                        await conn.execute(f"SET LOCAL lock_timeout = {max(1, round(lock_timeout * 1000))}")
+                    records = await conn.fetch(
+                        self._q["approve"],
+                        run_id,
+                        [row for row, _, _ in shown],
+                        list(statuses),
+                        [run for _, run, _ in shown],
+                        [value for _, _, value in shown],
+                    )
+                    applied = [r["vps_instance_id"] for r in records]
+                    await insert_run(conn, report.model_copy(update={"updated": len(applied)}))
+        except DatabaseError as exc:
+            if isinstance(exc.__cause__ or exc.__context__, asyncpg.LockNotAvailableError):
+                raise DatabaseError(
+                    f"approve waited {lock_timeout:g} s for vps_instances rows locked by another "
+                    "transaction and gave up; nothing was approved (database.lock_timeout_seconds)"
+                ) from None
+            raise
         return applied
 
 

@@ -31,6 +31,7 @@ ALIASES = json.dumps({"Bi-Annually": "semiannually"})
 CHECKS = [
     "settings",
     "database",
+    "writes",
     "vps_instances",
     "migrations",
     "hostwinds",

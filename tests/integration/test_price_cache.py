@@ -331,7 +331,10 @@ async def test_upgrade_and_cycle_change_are_asked_again_and_priced_right(
     assert result.report.updated == 2
     assert await pool.fetchval(
         "SELECT fingerprint FROM cost_sync_price_observations WHERE serviceid = 4"
-    ) == ("product_id=102;billingcycle=Monthly;hourly=0;disk_type=ssd;managed=0")
+    ) == (
+        "product_id=102;billingcycle=Monthly;hourly=0;disk_type=ssd;managed=0;"
+        "server_uuid=00000000-0000-0000-0000-000000000004"
+    )
 
 
 @pytest.mark.usefixtures("rows")

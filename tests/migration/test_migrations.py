@@ -172,19 +172,22 @@ async def test_negative_values_fail_naming_rows_and_change_nothing(
 
 
 async def test_rollback_then_reapply(fresh: asyncpg.Connection) -> None:
-    """Rolling 0001 back removes its index and CHECK, keeps the data; migrate restores the schema."""
+    """Rolling 0001 back (the later ones first) removes its index and CHECK, keeps the data; migrate
+    restores the schema."""
     await migrate(fresh)
     await fresh.execute(
         "INSERT INTO vps_instances (hostwinds_instance_id, status, approximate_cost)"
         " VALUES ('1', 'active', 7.50)"
     )
     migrated = await snapshot(fresh)
+    for migration in reversed(discover()[1:]):
+        await rollback(fresh, migration.version)
     assert await rollback(fresh, "0001") == "0001_vps_instances_approximate_cost"
     problems = await check(fresh)
     assert any("not applied" in p for p in problems)
     assert any("chk_vps_approximate_cost_positive" in p for p in problems)
     assert str(await fresh.fetchval("SELECT approximate_cost FROM vps_instances")) == "7.50"
-    assert await migrate(fresh) == ["0001_vps_instances_approximate_cost"]
+    assert await migrate(fresh) == [m.name for m in discover()]
     assert await snapshot(fresh) == migrated
 
 
@@ -290,12 +293,16 @@ async def test_check_refuses_a_tenant_id_column_on_cost_sync_tables(fresh: async
 
 
 async def test_rollback_of_0004_drops_the_view_and_table_only(fresh: asyncpg.Connection) -> None:
-    """Rolling back 0004 removes cost_sync_tenant_costs and its view; migrate brings them back identical."""
+    """Rolling back 0004 (the later ones first) removes cost_sync_tenant_costs and its view; migrate
+    brings them back identical."""
     await migrate(fresh)
     migrated = await snapshot(fresh)
+    later = [m for m in discover() if m.version > "0004"]
+    for migration in reversed(later):
+        await rollback(fresh, migration.version)
     assert await rollback(fresh, "0004") == "0004_cost_sync_tenant_costs"
     assert await fresh.fetchval("SELECT to_regclass('cost_sync_tenant_monthly')") is None
     assert await fresh.fetchval("SELECT to_regclass('cost_sync_tenant_costs')") is None
     assert await fresh.fetchval("SELECT to_regclass('cost_sync_history')") is not None
-    assert await migrate(fresh) == ["0004_cost_sync_tenant_costs"]
+    assert await migrate(fresh) == ["0004_cost_sync_tenant_costs", *(m.name for m in later)]
     assert await snapshot(fresh) == migrated

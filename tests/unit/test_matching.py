@@ -161,3 +161,24 @@ def test_check_plan_names_counts_each_joined_instance_and_lists_distinct_disagre
     )
     assert check.counts() == {"agree": 1, "disagree": 2}
     assert check.disagreements == ((102, "Plan A", "Plan B"),)
+
+
+@pytest.mark.parametrize("ahead", [timedelta(seconds=1), timedelta(days=365)])
+def test_an_observation_dated_in_the_future_is_stale(ahead: timedelta) -> None:
+    """A clock that ran ahead dated it: its age is unknown, so it is asked again at once."""
+    assert is_stale(T0 + ahead, T0, max_age_seconds=DAY, serviceid=1234567)
+
+
+def test_a_serviceid_on_another_server_is_another_fingerprint() -> None:
+    """Hostwinds reuses a serviceid for another server: the old server's cached answer is not reused."""
+    old = inst(server_uuid="738bab29-512f-442b-b385-bcde95321dfe")
+    new = inst(server_uuid="0b3a6f0e-7f0c-4a8e-9a55-2d1f3c4b5a69")
+    cached = fingerprint(old, managed=False)
+    assert not matching.same_fingerprint(cached, new, managed=False)
+    # Second way: the same server spelled in upper case with spaces is the same server.
+    spelled = inst(server_uuid=" 738BAB29-512F-442B-B385-BCDE95321DFE ")
+    assert matching.same_fingerprint(cached, spelled, managed=False)
+    # A fingerprint cached before the server_uuid was part of it: the other fields decide.
+    legacy = cached.partition(";server_uuid=")[0]
+    assert matching.same_fingerprint(legacy, new, managed=False)
+    assert not matching.same_fingerprint(legacy, inst(product_id=102), managed=False)

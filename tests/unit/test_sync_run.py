@@ -14,7 +14,7 @@ import pytest
 import respx
 from structlog.testing import capture_logs
 
-from cost_sync.errors import HostwindsAuthError, HostwindsTransientError, MissingSchemaError
+from cost_sync.errors import HostwindsAuthError, HostwindsTransientError, MissingSchemaError, RunStalled
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.memory_store import MemoryStore
 from cost_sync.models import Estimate
@@ -302,10 +302,24 @@ async def test_budget_leaves_pending_rows_provisional_and_the_next_run_refines_t
 async def test_pending_row_keeps_its_value(hostwinds: FakeHostwinds, client: HostwindsClient) -> None:
     """A row not reached within the budget keeps its stored value, even when a price list would price it."""
     store = MemoryStore()
-    store.add_row("1", cost="5.00")
-    result = await run(client, store, config=settings(max_run_seconds=0.5), clock=itertools.count().__next__)
+    store.add_row("1")
+    store.add_row("2", cost="5.00")
+    # The clock reads 0 at the start, then 1 before the first ask (made) and 2 before the second.
+    result = await run(client, store, config=settings(max_run_seconds=1.5), clock=itertools.count().__next__)
     assert result.report.price_cache.pending == 1
+    assert store.value("2") == Decimal("5.00")
+
+
+async def test_a_budget_spent_before_the_first_ask_fails_the_run(
+    hostwinds: FakeHostwinds, client: HostwindsClient
+) -> None:
+    """No service could be asked: the run fails saying so and writes nothing (the next would stop alike)."""
+    store = MemoryStore()
+    store.add_row("1", cost="5.00")
+    with pytest.raises(RunStalled, match=r"no progress: .*sync.max_run_seconds = 0.5 s.* 1 services"):
+        await run(client, store, config=settings(max_run_seconds=0.5), clock=itertools.count().__next__)
     assert store.value("1") == Decimal("5.00")
+    assert [r.outcome for r in store.runs] == ["failed"]
 
 
 async def test_dry_run_keeps_no_observation(client: HostwindsClient, store: MemoryStore) -> None:
