@@ -1,6 +1,6 @@
 """System programs some tests need (pgbouncer, chromium, promtool), found or skipped with the reason.
 
-Where ``COST_SYNC_REQUIRE_SYSTEM_TOOLS`` is set (``.ci/run`` sets it after installing the Debian
+Where ``REQUIRE_SYSTEM_TOOLS`` is set (``.ci/run`` sets it after installing the Debian
 packages), a missing program fails the test instead: CI always runs these tests.
 """
 
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-REQUIRE_VARIABLE = "COST_SYNC_REQUIRE_SYSTEM_TOOLS"
+# Not COST_SYNC_*: cost-sync refuses unknown variables with its own prefix.
+REQUIRE_VARIABLE = "REQUIRE_SYSTEM_TOOLS"
 
 # Debian installs some daemons outside a user's PATH.
 _EXTRA_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
@@ -31,7 +32,7 @@ def find_program(name: str) -> str | None:
 
 
 def need_program(name: str, *, package: str) -> str:
-    """Path of ``name``; skips the test (fails it under COST_SYNC_REQUIRE_SYSTEM_TOOLS) when absent."""
+    """Path of ``name``; skips the test (fails it under REQUIRE_SYSTEM_TOOLS) when absent."""
     found = find_program(name)
     if found is not None:
         return found
