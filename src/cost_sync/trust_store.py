@@ -9,7 +9,7 @@ row still holds the value the change was proposed against.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -23,6 +23,7 @@ from cost_sync.redact import redact
 from cost_sync.reporting import HeldRow, LastFleetRun, ReportRow
 from cost_sync.store import (
     CachedPriceList,
+    Conn,
     insert_run,
     mapped,
     price_list_from_json,
@@ -225,12 +226,14 @@ class TrustStore:
         statuses: Sequence[str],
         report: RunReport,
         lock_timeout: float | None = None,
+        fence: Callable[[Conn], Awaitable[None]] | None = None,
     ) -> list[uuid.UUID]:
         """Apply these held changes and write the ledger row in one transaction; return the applied rows.
 
         ``shown`` names each change as it was read: (row, proposing run, proposed value). A change
         held under another run or value now is not applied. A row locked by another transaction
-        is waited for ``lock_timeout`` seconds at most, then nothing is applied.
+        is waited for ``lock_timeout`` seconds at most, then nothing is applied. ``fence`` (the run
+        store's) refuses the transaction when the run lease was lost meanwhile.
         """
         try:
             with mapped():
@@ -238,6 +241,8 @@ class TrustStore:
                     if lock_timeout is not None:
                         # PostgreSQL reads 0 as "no limit": the least bound is 1 ms.
                         await conn.execute(f"SET LOCAL lock_timeout = {max(1, round(lock_timeout * 1000))}")
+                    if fence is not None:
+                        await fence(conn)
                     records = await conn.fetch(
                         self._q["approve"],
                         run_id,
