@@ -84,7 +84,7 @@ def run_pgbouncer(server_url: str, *, pool_size: int = 2) -> Iterator[PgBouncer]
     command = [program, str(folder / "pgbouncer.ini")]
     if os.geteuid() == 0:
         command[1:1] = ["-u", "postgres"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     bouncer = PgBouncer(port, folder, process)
     try:
         deadline = time.monotonic() + 10
