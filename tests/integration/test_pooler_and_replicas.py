@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,7 +35,7 @@ from cost_sync.hostwinds import HostwindsClient
 from cost_sync.sandbox import Faults, SandboxServer, load_demo_fleet
 from cost_sync.settings import Settings
 from cost_sync.sqlfiles import sql_dir
-from tests.integration.conftest import API_KEY, URL, FakeHostwinds, instance, seed
+from tests.integration.conftest import API_KEY, URL, FakeHostwinds, hold_lease, instance, seed
 from tests.pgbouncer import PgBouncer, free_port, run_pgbouncer
 
 pytestmark = pytest.mark.db
@@ -479,3 +480,79 @@ async def test_a_scheduled_fire_stays_served_when_its_replica_runs_late(db_url: 
     assert hostwinds.requests["get_instances"] == 1
     assert await conn.fetchval("SELECT count(*) FROM cost_sync_runs") == 1
     await conn.close()
+
+
+async def test_a_run_that_lost_its_lease_writes_nothing(db_url: str) -> None:
+    """Fencing: another process takes the lease while a run asks Hostwinds (as after a pause longer
+    than the lease): the run's write is refused under the lease row's lock, vps_instances keeps its
+    values, and the run's ledger row ends 'failed' saying so."""
+    from cost_sync.errors import LeaseLost
+    from cost_sync.sync import run_once
+
+    hostwinds = FakeHostwinds()
+    hostwinds.instances = [instance(1)]
+    conn = await asyncpg.connect(db_url)
+    await seed(conn, [("1", "active", "1.00")])
+    asked = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        asked.set()
+        await asyncio.sleep(0.5)
+        return hostwinds(request)
+
+    with respx.mock(assert_all_called=False) as mock:
+        mock.post(URL).mock(side_effect=slow)
+        async with httpx.AsyncClient() as http:
+            client = HostwindsClient(http, API_KEY, url=URL, requests_per_second=None)
+            pool = await create_pool(db_url)
+            try:
+                running = asyncio.create_task(run_once(client=client, pool=pool, settings=Settings()))
+                await asyncio.wait_for(asked.wait(), 10)
+                await hold_lease(conn)
+                with pytest.raises(LeaseLost, match="the run lost its lease"):
+                    await running
+            finally:
+                await pool.close()
+    assert await conn.fetchval("SELECT approximate_cost::text FROM vps_instances") == "1.00"
+    assert await conn.fetchval("SELECT count(*) FROM cost_sync_history") == 0
+    run = await conn.fetchrow("SELECT outcome, error, lease_taken FROM cost_sync_runs")
+    await conn.close()
+    assert run["outcome"] == "failed"
+    assert "the run lost its lease" in run["error"]
+    assert run["lease_taken"] is not None
+
+
+async def test_taking_an_expired_lease_marks_the_holder_abandoned(db_url: str) -> None:
+    """A run still 'running' whose lease expired (its process was killed) ends 'abandoned', set by
+    the run that takes the lease over; that run succeeds."""
+    from cost_sync.sync import run_once
+
+    hostwinds = FakeHostwinds()
+    hostwinds.instances = [instance(1)]
+    conn = await asyncpg.connect(db_url)
+    await seed(conn, [("1", "active", None)])
+    dead = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO cost_sync_runs (id, trigger, outcome, started, lease_taken, holder)"
+        " VALUES ($1, 'schedule', 'running', now(), now(), 'gone:1')",
+        dead,
+    )
+    await conn.execute(
+        "UPDATE cost_sync_lease SET holder_run = $1, holder = 'gone:1', token = token + 1,"
+        " taken_at = now(), expires_at = now() - interval '1 second'",
+        dead,
+    )
+    with respx.mock(assert_all_called=False) as mock:
+        mock.post(URL).mock(side_effect=hostwinds)
+        async with httpx.AsyncClient() as http:
+            client = HostwindsClient(http, API_KEY, url=URL, requests_per_second=None)
+            pool = await create_pool(db_url)
+            try:
+                result = await run_once(client=client, pool=pool, settings=Settings())
+            finally:
+                await pool.close()
+    runs = {r["id"]: r for r in await conn.fetch("SELECT id, outcome, error FROM cost_sync_runs")}
+    await conn.close()
+    assert runs[dead]["outcome"] == "abandoned"
+    assert f"run {result.report.run_id} took the lease over" in runs[dead]["error"]
+    assert runs[result.report.run_id]["outcome"] == "succeeded"
