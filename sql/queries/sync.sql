@@ -68,10 +68,12 @@ WHERE outcome = 'running' AND id <> $2
 RETURNING id;
 
 -- name: served_since
--- A whole-fleet run that took the lease at or after $1 and was not abandoned: it serves a
--- scheduled fire of that time for every replica.
+-- A whole-fleet run that took the lease at or after the time $1 seconds ago (a scheduled fire's
+-- slot, measured as an age so that the process's and the database's clocks need not agree) and
+-- was not abandoned: it serves that fire for every replica.
 SELECT id FROM cost_sync_runs
-WHERE instances IS NULL AND lease_taken >= $1 AND outcome <> 'abandoned' AND id <> $2
+WHERE instances IS NULL AND lease_taken >= now() - make_interval(secs => $1)
+  AND outcome <> 'abandoned' AND id <> $2
 ORDER BY lease_taken LIMIT 1;
 
 -- name: begin_run
@@ -85,7 +87,8 @@ DELETE FROM cost_sync_runs WHERE id = $1 AND outcome = 'running';
 
 -- name: expired_holder
 -- Whether a run still 'running' holds an expired lease (its process died): another process takes over.
-SELECT l.holder_run, l.expires_at FROM cost_sync_lease l
+SELECT l.holder_run, l.expires_at, EXTRACT(EPOCH FROM now() - l.expires_at)::float8 AS age
+FROM cost_sync_lease l
 JOIN cost_sync_runs r ON r.id = l.holder_run
 WHERE l.id = 1 AND l.expires_at < now() AND r.outcome = 'running';
 

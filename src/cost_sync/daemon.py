@@ -619,7 +619,9 @@ class Daemon:
         assert task is not None
         self._jobs.add(task)
         try:
-            record = self.runner.request(None, "schedule", served_since=self.fire_slot(self._now()))
+            # The process's own clock, as APScheduler's: the slot is compared as an age.
+            fired = datetime.now(UTC)
+            record = self.runner.request(None, "schedule", served_since=self.fire_slot(fired))
             await record.done.wait()
         finally:
             self._jobs.discard(task)
@@ -908,7 +910,8 @@ class Daemon:
                 next_run=str(self.scheduler.get_job("sync").next_run_time),
             )
             if initial_sync:
-                self.runner.request(None, "startup")
+                # Replicas started together: one start-up sync serves them all.
+                self.runner.request(None, "startup", served_since=datetime.now(UTC))
             watcher = asyncio.create_task(self._watch_lease(stop), name="cost-sync-lease-watch")
             try:
                 await stop.wait()

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import cache
 from types import MappingProxyType
@@ -299,7 +299,8 @@ class Store:
                 await conn.execute(self._q["lease_create"])
                 return None
             if served_since is not None:
-                served = await conn.fetchval(self._q["served_since"], served_since, run_id)
+                age = (datetime.now(UTC) - served_since).total_seconds()
+                served = await conn.fetchval(self._q["served_since"], age, run_id)
                 if served is not None:
                     raise RunServed(
                         f"run {served} took the run lease at or after this scheduled fire "
@@ -397,10 +398,13 @@ class Store:
             _log.warning("store.run_not_discarded", run_id=str(run_id), error=str(exc))
 
     async def expired_holder(self) -> tuple[uuid.UUID, datetime] | None:
-        """The run still 'running' whose lease expired (its process died), and when it expired."""
+        """The run still 'running' whose lease expired (its process died), and when it expired on
+        this process's clock (the database's time, moved by the two clocks' difference)."""
         with _mapped():
             row = await self._pool.fetchrow(self._q["expired_holder"])
-        return None if row is None else (row["holder_run"], row["expires_at"])
+        if row is None:
+            return None
+        return row["holder_run"], datetime.now(UTC) - timedelta(seconds=row["age"])
 
     async def read_rows(self, statuses: Sequence[str]) -> list[VpsRow]:
         """Every ``vps_instances`` row whose status is in scope."""
