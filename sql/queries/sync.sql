@@ -50,8 +50,8 @@ WHERE id = 1 AND holder_run = $1 AND token = $2;
 SELECT holder_run = $1 AND token = $2 AND expires_at >= now() FROM cost_sync_lease WHERE id = 1 FOR UPDATE;
 
 -- name: mark_taken
--- The run's ledger row records when it took the lease (database clock).
-UPDATE cost_sync_runs SET lease_taken = $2 WHERE id = $1;
+-- The run's ledger row records when it took the lease (database clock), once.
+UPDATE cost_sync_runs SET lease_taken = $2 WHERE id = $1 AND lease_taken IS NULL;
 
 -- name: abandon_runs
 -- Taking an expired lease: the run that held it, still 'running', was killed (or lost the

@@ -232,6 +232,8 @@ class _Lease:
 
     run_id: uuid.UUID
     token: int
+    #: When the run took the lease (the database's clock).
+    taken_at: datetime
     #: Why the heartbeat found the lease gone (None while it is held).
     lost: str | None = None
 
@@ -274,13 +276,13 @@ class Store:
         deadline = time.monotonic() + timeout
         while True:
             with _mapped():
-                token = await self._try_take(run_id, served_since)
-            if token is not None:
+                taken = await self._try_take(run_id, served_since)
+            if taken is not None:
                 break
             if time.monotonic() >= deadline:
                 raise LockTimeout(f"another run is in progress (waited {timeout:g} s for it to finish)")
             await asyncio.sleep(_LOCK_POLL_SECONDS)
-        lease = self._lease = _Lease(run_id, token)
+        lease = self._lease = _Lease(run_id, *taken)
         beat = asyncio.create_task(self._heartbeat(lease), name="cost-sync-lease")
         try:
             yield
@@ -290,8 +292,10 @@ class Store:
             await asyncio.gather(beat, return_exceptions=True)
             await self._release(lease)
 
-    async def _try_take(self, run_id: uuid.UUID, served_since: datetime | None) -> int | None:
-        """In one short transaction: take the lease if it is free (its token), else None."""
+    async def _try_take(
+        self, run_id: uuid.UUID, served_since: datetime | None
+    ) -> tuple[int, datetime] | None:
+        """In one short transaction: take the lease if it is free (its token and time), else None."""
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(self._q["lease_row"], run_id)
             if row is None:
@@ -322,8 +326,7 @@ class Store:
                 previous_holder=row["holder"],
                 note="its process stopped holding (or waiting for) the run lease; nothing of it was written",
             )
-        token: int = taken["token"]
-        return token
+        return taken["token"], taken["taken_at"]
 
     async def _heartbeat(self, lease: _Lease) -> None:
         """Renew the lease every third of its duration; stop when it is found lost."""
@@ -364,7 +367,8 @@ class Store:
     async def fence(self, conn: Conn) -> None:
         """Inside a write transaction: raise LeaseLost unless the lease held is still this run's.
 
-        Locks the lease row until the transaction ends, so nobody takes the lease meanwhile.
+        Locks the lease row until the transaction ends, so nobody takes the lease meanwhile, and
+        dates the holder's ledger row (``lease_taken``) if it is there and undated (approve's).
         """
         lease = self._lease
         if lease is None:
@@ -374,6 +378,7 @@ class Store:
                 "the run lost its lease (it expired, database.lease_seconds, or another process took "
                 "it over); nothing was written, and the next run recovers"
             )
+        await conn.execute(self._q["mark_taken"], lease.run_id, lease.taken_at)
 
     async def begin_run(
         self, run_id: uuid.UUID, trigger: str, started: datetime, instances: Sequence[str] | None

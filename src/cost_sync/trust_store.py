@@ -241,8 +241,6 @@ class TrustStore:
                     if lock_timeout is not None:
                         # PostgreSQL reads 0 as "no limit": the least bound is 1 ms.
                         await conn.execute(f"SET LOCAL lock_timeout = {max(1, round(lock_timeout * 1000))}")
-                    if fence is not None:
-                        await fence(conn)
                     records = await conn.fetch(
                         self._q["approve"],
                         run_id,
@@ -253,6 +251,9 @@ class TrustStore:
                     )
                     applied = [r["vps_instance_id"] for r in records]
                     await insert_run(conn, report.model_copy(update={"updated": len(applied)}))
+                    if fence is not None:
+                        # Before the commit, after the ledger row is in: it gets its lease_taken.
+                        await fence(conn)
         except DatabaseError as exc:
             if isinstance(exc.__cause__ or exc.__context__, asyncpg.LockNotAvailableError):
                 raise DatabaseError(

@@ -81,8 +81,14 @@ async def test_approve_waits_for_a_row_lock_only_as_long_as_lock_timeout(
     assert await conn.fetchval("SELECT count(*) FROM cost_sync_held_changes") == 1
     # The run lease was released: a run gets it at once.
     assert not await lease_held(conn)
-    await conn.close()
     assert (await cost_sync(capsys, "approve", "--instance", "1"))[0] == 0
+    # approve held the run lease for its write: its ledger row says when it took it.
+    approved = await conn.fetchrow(
+        "SELECT outcome, lease_taken FROM cost_sync_runs WHERE trigger = 'approve'"
+    )
+    await conn.close()
+    assert approved["outcome"] == "succeeded"
+    assert approved["lease_taken"] is not None
 
 
 async def test_approve_refuses_a_held_change_replaced_while_it_waited(
