@@ -43,7 +43,7 @@ import asyncpg
 import httpx
 from apscheduler.triggers.interval import IntervalTrigger
 
-from child import DATABASE_URL_ENV, reset
+from child import DATABASE_URL_ENV, RUN_DATABASE_URL_ENV, reset
 from cost_sync import logs
 from cost_sync.daemon import Daemon, RunState
 from cost_sync.errors import CostSyncError
@@ -299,14 +299,16 @@ async def measure(*, n: int, database_url: str, hours: int) -> CacheFigures:
     """The three figures of one fleet size (see the module docstring)."""
     conn = await asyncpg.connect(database_url)
     try:
+        # cost-sync's own connections: through PgBouncer with `bench/run.py --pgbouncer`.
+        run_url = os.environ.get(RUN_DATABASE_URL_ENV) or database_url
         async with SandboxServer(generate_fleet(n)) as sandbox:
-            settings = settings_for(sandbox.url, database_url)
+            settings = settings_for(sandbox.url, run_url)
             print(f"N={n}: outage", file=sys.stderr, flush=True)
             outage_figures = await outage(sandbox, settings, conn)
             print(f"N={n}: simulation of {hours} hours", file=sys.stderr, flush=True)
             simulation = await simulate(sandbox, settings, conn, n=n, hours=hours)
             print(f"N={n}: resync during a cold sync", file=sys.stderr, flush=True)
-            resync = await resync_latency(sandbox, database_url, conn, n=n)
+            resync = await resync_latency(sandbox, run_url, conn, n=n)
     finally:
         await conn.close()
     return CacheFigures(n=n, outage=outage_figures, simulation=simulation, resync=resync)

@@ -106,6 +106,9 @@ _MB = 1024 * 1024
 #: (uvicorn, starlette) and count it in its RSS.
 DATABASE_URL_ENV = "COST_SYNC_BENCH_CHILD_DATABASE_URL"
 API_KEY_ENV = "COST_SYNC_BENCH_SANDBOX_API_KEY"
+#: The URL cost-sync's own runs connect with (through PgBouncer with ``bench/run.py --pgbouncer``);
+#: absent: the database URL. The reference statements always use the direct one.
+RUN_DATABASE_URL_ENV = "BENCH_RUN_DATABASE_URL"
 
 
 def _status_mb(field: str) -> float | None:
@@ -229,7 +232,7 @@ async def measure(
                 "requests_per_second": 0,  # rate limit off: the sandbox is local
                 "max_concurrency": 16,
             },
-            "database": {"url": database_url},
+            "database": {"url": os.environ.get(RUN_DATABASE_URL_ENV) or database_url},
             # A cold sync is measured as one whole run: at 100,000 the default 300 s budget would
             # end it early and leave the rest pending for the "warm" run. Budgeted runs are
             # measured by bench/cache_figures.py.

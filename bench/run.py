@@ -1,6 +1,6 @@
 """cost-sync's benchmark: one command, the sandbox Hostwinds API (rate limit off), a real PostgreSQL.
 
-    python bench/run.py [--large] [--database-url URL]
+    python bench/run.py [--large] [--database-url URL] [--pgbouncer]
 
 For N = 1,000 and 10,000 instances (and 100,000 with ``--large``), each in a fresh database
 seeded with N ``active`` rows, it measures a cold sync (every row changes, the price cache empty),
@@ -14,7 +14,9 @@ and a resync's latency during a rate-limited cold sync in the daemon. Pricing th
 measured in-process on 100,000 synthetic rows on every run.
 
 It prints a table and each target with PASS/MISS, and saves ``bench/results/<UTC timestamp>.json``,
-``bench/results/latest.json`` and ``bench/results/latest.png`` (time against N). See
+``bench/results/latest.json`` and ``bench/results/latest.png`` (time against N). With
+``--pgbouncer`` cost-sync's connections go through a PgBouncer in transaction mode that the
+benchmark starts (``bench/pooler.py``), and the results are saved as ``latest-pgbouncer.*``. See
 ``bench/README.md``.
 """
 
@@ -41,7 +43,8 @@ from typing import Any
 import psutil
 
 import pgdb
-from child import API_KEY_ENV, DATABASE_URL_ENV
+import pooler
+from child import API_KEY_ENV, DATABASE_URL_ENV, RUN_DATABASE_URL_ENV
 from cost_sync import __version__, logs
 from cost_sync.db import describe_dsn, scrub
 from cost_sync.sandbox import SANDBOX_API_KEY
@@ -133,7 +136,7 @@ async def sandbox(n: int, log: Path) -> AsyncIterator[str]:
 
 
 async def run_child(
-    n: int, *, database_url: str, sandbox_url: str, repeat: int, workdir: Path
+    n: int, *, database_url: str, run_url: str, sandbox_url: str, repeat: int, workdir: Path
 ) -> SizeFigures:
     """Measure one size in ``bench/child.py``; its figures, or RuntimeError with its log's tail."""
     out = workdir / f"figures-{n}.json"
@@ -150,7 +153,9 @@ async def run_child(
         *(["--late"] if small else []),
         f"--out={out}",
     ]
-    env = _environment(**{DATABASE_URL_ENV: database_url, API_KEY_ENV: SANDBOX_API_KEY})
+    env = _environment(
+        **{DATABASE_URL_ENV: database_url, RUN_DATABASE_URL_ENV: run_url, API_KEY_ENV: SANDBOX_API_KEY}
+    )
     with log.open("wb") as output:
         process = await asyncio.create_subprocess_exec(*command, stdout=output, stderr=output, env=env)
     try:
@@ -163,7 +168,9 @@ async def run_child(
     return figures
 
 
-async def run_cache_child(n: int, *, database_url: str, hours: int, workdir: Path) -> CacheFigures:
+async def run_cache_child(
+    n: int, *, database_url: str, run_url: str, hours: int, workdir: Path
+) -> CacheFigures:
     """Measure one size's price-cache figures in ``bench/cache_figures.py``; RuntimeError on failure."""
     out = workdir / f"cache-{n}.json"
     log = workdir / f"cache-{n}.log"
@@ -174,7 +181,7 @@ async def run_cache_child(n: int, *, database_url: str, hours: int, workdir: Pat
         f"--hours={hours}",
         f"--out={out}",
     ]
-    env = _environment(**{DATABASE_URL_ENV: database_url})
+    env = _environment(**{DATABASE_URL_ENV: database_url, RUN_DATABASE_URL_ENV: run_url})
     with log.open("wb") as output:
         process = await asyncio.create_subprocess_exec(*command, stdout=output, stderr=output, env=env)
     try:
@@ -188,21 +195,29 @@ async def run_cache_child(n: int, *, database_url: str, hours: int, workdir: Pat
 
 
 async def measure_size(
-    server: Server, n: int, *, repeat: int, hours: int, workdir: Path
+    server: Server, n: int, *, repeat: int, hours: int, workdir: Path, bouncer: int | None = None
 ) -> tuple[SizeFigures, CacheFigures | None]:
-    """A fresh database and sandbox for ``n`` instances, both children's figures, everything removed."""
+    """A fresh database and sandbox for ``n`` instances, both children's figures, everything removed.
+
+    With ``bouncer`` (a PgBouncer's port) cost-sync's own connections go through it."""
     name = f"cost_sync_bench_{os.getpid()}_{n}"
     progress(f"N={n:,}: seeding database {name}")
     rows = seed_rows(generate_fleet(n))
     try:
         database_url = await pgdb.create(server.url, name, rows)
+        run_url = pooler.through(bouncer, database_url) if bouncer is not None else database_url
         del rows
         progress(f"N={n:,}: starting the sandbox")
         async with sandbox(n, workdir / f"sandbox-{n}.log") as sandbox_url:
             progress(f"N={n:,}: measuring (sandbox at {sandbox_url})")
             started = time.perf_counter()
             figures = await run_child(
-                n, database_url=database_url, sandbox_url=sandbox_url, repeat=repeat, workdir=workdir
+                n,
+                database_url=database_url,
+                run_url=run_url,
+                sandbox_url=sandbox_url,
+                repeat=repeat,
+                workdir=workdir,
             )
             progress(f"N={n:,}: done in {time.perf_counter() - started:.1f} s")
         if n > CACHE_MAX_N:
@@ -210,7 +225,9 @@ async def measure_size(
         # The cache figures serve the fleet from their own process (they change it as they go).
         progress(f"N={n:,}: price cache: outage, {hours} simulated hours, resync during a cold sync")
         started = time.perf_counter()
-        cache = await run_cache_child(n, database_url=database_url, hours=hours, workdir=workdir)
+        cache = await run_cache_child(
+            n, database_url=database_url, run_url=run_url, hours=hours, workdir=workdir
+        )
         progress(f"N={n:,}: price cache done in {time.perf_counter() - started:.1f} s")
         return figures, cache
     finally:
@@ -303,14 +320,14 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def save(results: dict[str, Any], stamp: str) -> tuple[Path, Path]:
-    """The JSON under its timestamp and as latest.json; returns both paths."""
+def save(results: dict[str, Any], stamp: str, latest: str = "latest") -> tuple[Path, Path]:
+    """The JSON under its timestamp and as ``<latest>.json``; returns both paths."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     text = json.dumps(results, indent=2) + "\n"
     stamped = RESULTS_DIR / f"{stamp}.json"
     _write(stamped, text)
-    _write(RESULTS_DIR / "latest.json", text)
-    return stamped, RESULTS_DIR / "latest.json"
+    _write(RESULTS_DIR / f"{latest}.json", text)
+    return stamped, RESULTS_DIR / f"{latest}.json"
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -336,6 +353,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         type=int,
         default=48,
         help="hourly runs simulated on a virtual clock after the cold run (default: 48)",
+    )
+    parser.add_argument(
+        "--pgbouncer",
+        action="store_true",
+        help="run cost-sync's connections through a PgBouncer in transaction mode that the benchmark "
+        "starts (Debian package pgbouncer); the floors stay direct; saved as latest-pgbouncer.*",
     )
     parser.add_argument(
         "--repeat",
@@ -377,13 +400,19 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     pricing: PricingFigures = measure_pricing(PRICING_N, repeat=args.repeat)
     sizes: list[SizeFigures] = []
     caches: list[CacheFigures] = []
-    async with pgdb.server(args.database_url) as server:
+    bouncer_version = await pooler.version() if args.pgbouncer else None
+    async with pgdb.server(args.database_url) as server, contextlib.AsyncExitStack() as stack:
         postgres = await pgdb.describe(server.url)
         progress(f"PostgreSQL {postgres['version']} at {describe_dsn(server.url)} ({server.origin})")
+        bouncer = await stack.enter_async_context(pooler.pgbouncer(server.url)) if args.pgbouncer else None
+        if bouncer is not None:
+            progress(
+                f"cost-sync's connections through {bouncer_version} (transaction mode) on port {bouncer}"
+            )
         with tempfile.TemporaryDirectory(prefix="cost-sync-bench-") as workdir:
             for n in args.sizes:
                 size, cache = await measure_size(
-                    server, n, repeat=args.repeat, hours=args.hours, workdir=Path(workdir)
+                    server, n, repeat=args.repeat, hours=args.hours, workdir=Path(workdir), bouncer=bouncer
                 )
                 sizes.append(size)
                 if cache is not None:
@@ -410,6 +439,11 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"PostgreSQL {postgres['version']} ({server.origin}); Python {host['python']}; "
         f"cost-sync {host['cost_sync']}"
     )
+    if bouncer_version is not None:
+        print(
+            f"cost-sync's connections through {bouncer_version}, pool_mode transaction, "
+            f"default_pool_size {pooler.POOL_SIZE} (the floors and the naive baseline stay direct)"
+        )
     print("medians over the repetitions; sandbox rate limit off, max_concurrency 16\n")
     print(table(summaries))
     print("Hostwinds calls: inst = get_instances, list = get_price_list, cycle = get_billingcycle_prices")
@@ -431,6 +465,9 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "other_benchmarks_seen": sorted(others),
         "load_average_at_end": list(os.getloadavg()),
         "postgres": {**postgres, "origin": server.origin},
+        "pgbouncer": None
+        if bouncer_version is None
+        else {"version": bouncer_version, "pool_mode": "transaction", "default_pool_size": pooler.POOL_SIZE},
         "conditions": {
             "repeat": args.repeat,
             "syncs_and_naive_repeat_above_10000": 1,
@@ -449,8 +486,9 @@ async def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "price_cache": caches,
         "targets": targets_json(targets),
     }
-    stamped, latest = save(results, stamp)
-    png = RESULTS_DIR / "latest.png"
+    name = "latest-pgbouncer" if args.pgbouncer else "latest"
+    stamped, latest = save(results, stamp, name)
+    png = RESULTS_DIR / f"{name}.png"
     plot(summaries, pricing, png)
     saved = ", ".join(_shown(path) for path in (stamped, latest, png))
     print(f"\nsaved {saved}")

@@ -16,20 +16,81 @@ ORDER BY v.id;
 -- (id, hostwinds_instance_id, status) of every row, to resolve --instance arguments.
 SELECT id, hostwinds_instance_id, status FROM vps_instances;
 
--- name: try_lock
-SELECT pg_try_advisory_lock($1);
+-- name: lease_row
+-- The run lease, locked until the transaction ends ($1: the run asking); `free` when it expired
+-- by the database's clock, `mine` when $1 holds it already.
+SELECT holder_run, holder, token, taken_at, expires_at,
+       expires_at < now() AS free, holder_run IS NOT DISTINCT FROM $1::uuid AS mine
+FROM cost_sync_lease WHERE id = 1 FOR UPDATE;
 
--- name: unlock
-SELECT pg_advisory_unlock($1);
+-- name: lease_create
+INSERT INTO cost_sync_lease (id) VALUES (1) ON CONFLICT (id) DO NOTHING;
 
--- name: lock_held
--- Whether backend $1 still holds the run lock $2 (a bigint key: classid high, objid low 32 bits).
--- A run whose lock connection was terminated must not write: another run may hold it now.
-SELECT EXISTS (
-    SELECT 1 FROM pg_locks
-    WHERE locktype = 'advisory' AND granted AND pid = $1
-      AND classid::bigint = ($2::bigint >> 32) AND objid::bigint = ($2::bigint & 4294967295)
-);
+-- name: lease_take
+-- Take the (free) lease for run $1 (held by $2, host:pid) for $3 seconds; the next token.
+UPDATE cost_sync_lease
+SET holder_run = $1, holder = $2, token = token + 1, taken_at = now(),
+    expires_at = now() + make_interval(secs => $3)
+WHERE id = 1
+RETURNING token, taken_at, expires_at;
+
+-- name: lease_renew
+-- Extend the lease while run $1 holds it with token $2 and it has not expired; no row: it is lost.
+UPDATE cost_sync_lease SET expires_at = now() + make_interval(secs => $3)
+WHERE id = 1 AND holder_run = $1 AND token = $2 AND expires_at >= now()
+RETURNING expires_at;
+
+-- name: lease_release
+UPDATE cost_sync_lease SET expires_at = '-infinity'
+WHERE id = 1 AND holder_run = $1 AND token = $2;
+
+-- name: lease_fence
+-- Inside the run's final write transaction: whether run $1 still holds the lease with token $2,
+-- unexpired. The row stays locked until the write commits, so nobody takes the lease meanwhile.
+SELECT holder_run = $1 AND token = $2 AND expires_at >= now() FROM cost_sync_lease WHERE id = 1 FOR UPDATE;
+
+-- name: mark_taken
+-- The run's ledger row records when it took the lease (database clock), once.
+UPDATE cost_sync_runs SET lease_taken = $2 WHERE id = $1 AND lease_taken IS NULL;
+
+-- name: abandon_runs
+-- Taking an expired lease: the run that held it, still 'running', was killed (or lost the
+-- database) and ends 'abandoned'; so does a run that waited for the lease longer than any wait
+-- allows ($3 seconds) without a row change (its process died while waiting).
+UPDATE cost_sync_runs
+SET outcome = 'abandoned', finished = now(),
+    error = CASE WHEN id = $1
+                 THEN 'abandoned: its lease expired while it ran (the process was killed or lost the '
+                      || 'database); run ' || $2::text || ' took the lease over; nothing of it was written'
+                 ELSE 'abandoned: its process stopped while it waited for the run lease' END
+WHERE outcome = 'running' AND id <> $2
+  AND (id = $1 OR (lease_taken IS NULL AND created < now() - make_interval(secs => $3)))
+RETURNING id;
+
+-- name: served_since
+-- A whole-fleet run that took the lease at or after the time $1 seconds ago (a scheduled fire's
+-- slot, measured as an age so that the process's and the database's clocks need not agree) and
+-- was not abandoned: it serves that fire for every replica.
+SELECT id FROM cost_sync_runs
+WHERE instances IS NULL AND lease_taken >= now() - make_interval(secs => $1)
+  AND outcome <> 'abandoned' AND id <> $2
+ORDER BY lease_taken LIMIT 1;
+
+-- name: begin_run
+-- A run is in the ledger from the moment it starts, before it waits for the lease.
+INSERT INTO cost_sync_runs (id, trigger, outcome, started, finished, instances, holder)
+VALUES ($1, $2, 'running', $3, NULL, $4, $5);
+
+-- name: discard_run
+-- A run that ended before it did anything a ledger keeps (bad arguments, a served scheduled fire).
+DELETE FROM cost_sync_runs WHERE id = $1 AND outcome = 'running';
+
+-- name: expired_holder
+-- Whether a run still 'running' holds an expired lease (its process died): another process takes over.
+SELECT l.holder_run, l.expires_at, EXTRACT(EPOCH FROM now() - l.expires_at)::float8 AS age
+FROM cost_sync_lease l
+JOIN cost_sync_runs r ON r.id = l.holder_run
+WHERE l.id = 1 AND l.expires_at < now() AND r.outcome = 'running';
 
 -- name: read_observations
 -- The cached cycle prices of these services.
@@ -97,7 +158,17 @@ INSERT INTO cost_sync_runs (id, trigger, outcome, started, finished, instances, 
                             unpriced_by_reason, hostwinds_calls, error, price_cache, held,
                             plans_in_use, warnings, plan_names)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13::jsonb, $14::jsonb, $15,
-        $16::jsonb, $17, $18::int[], $19::text[], $20::jsonb);
+        $16::jsonb, $17, $18::int[], $19::text[], $20::jsonb)
+-- The row the run inserted when it started ('running') gets its outcome; an 'abandoned' one keeps it.
+ON CONFLICT (id) DO UPDATE
+SET outcome = EXCLUDED.outcome, finished = EXCLUDED.finished, instances = EXCLUDED.instances,
+    rows_in_scope = EXCLUDED.rows_in_scope, matched = EXCLUDED.matched, updated = EXCLUDED.updated,
+    unchanged = EXCLUDED.unchanged, unpriced = EXCLUDED.unpriced,
+    priced_by_source = EXCLUDED.priced_by_source, unpriced_by_reason = EXCLUDED.unpriced_by_reason,
+    hostwinds_calls = EXCLUDED.hostwinds_calls, error = EXCLUDED.error,
+    price_cache = EXCLUDED.price_cache, held = EXCLUDED.held, plans_in_use = EXCLUDED.plans_in_use,
+    warnings = EXCLUDED.warnings, plan_names = EXCLUDED.plan_names
+WHERE cost_sync_runs.outcome = 'running';
 
 -- name: price_references
 -- What cost-sync's history says of these rows ($2: the drift window, in seconds): the last value
@@ -122,12 +193,13 @@ FROM unnest($1::uuid[]) AS r(id);
 -- name: last_good_run
 -- The last successful whole-fleet sync: what the guards compare a run with, and what
 -- `cost-sync report` shows as the run behind its figures (with the warnings it flagged). In the
--- ledger's order (`created`, the database's clock): `started` is cost-sync's own clock, and a run
--- made while it ran ahead would otherwise stay "the last" until that date.
+-- ledger's order (`lease_taken`, else `created`: the database's clock): `started` is cost-sync's own
+-- clock, and a run made while it ran ahead would otherwise stay "the last" until that date. Runs
+-- hold the lease one at a time, so the order they took it in is the order they wrote in.
 SELECT id, trigger, finished, plans_in_use, coalesce(warnings, '{}') AS warnings
 FROM cost_sync_runs
 WHERE outcome = 'succeeded' AND instances IS NULL AND trigger <> 'approve'
-ORDER BY created DESC
+ORDER BY coalesce(lease_taken, created) DESC, created DESC
 LIMIT 1;
 
 -- name: held_ids

@@ -693,7 +693,10 @@ async def _attribution(args: argparse.Namespace, settings: Settings) -> int:
     from cost_sync.migrate import require_platform_table
 
     pool = await create_pool(
-        settings.database_dsn(), timeout=settings.database.connect_timeout_seconds, max_size=2
+        settings.database_dsn(),
+        timeout=settings.database.connect_timeout_seconds,
+        max_size=2,
+        statement_cache_size=settings.database.statement_cache_size,
     )
     try:
         async with pool.acquire() as conn:
@@ -730,7 +733,11 @@ async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
     dsn = settings.database_dsn()
     lock_timeout = settings.database.lock_timeout_seconds
-    conn = await connect(dsn, timeout=settings.database.connect_timeout_seconds)
+    conn = await connect(
+        dsn,
+        timeout=settings.database.connect_timeout_seconds,
+        statement_cache_size=settings.database.statement_cache_size,
+    )
     try:
         if not args.rollback:
             await require_platform_table(conn)

@@ -4,8 +4,11 @@ Wiring only: runs are :func:`cost_sync.sync.run_once`. Inside the process one ru
 time. Triggers that arrive while a run is in flight coalesce: targeted resyncs into one follow-up
 covering their union, whole-fleet triggers into another, and the targeted one goes first, so ops
 get the price they asked for within about one run's budget. While a whole-fleet run leaves rows
-pending (its time budget ran out), the next one starts at once. Across processes the run's
-advisory lock serialises.
+pending (its time budget ran out), the next one starts at once. Across processes (replicas) the
+run lease serialises: a run waits for it up to one run budget; a scheduled fire that another
+replica's whole-fleet run served (it took the lease at or after the fire's time) is skipped, so the
+fleet asks Hostwinds once per fire; an idle replica that finds a run's lease expired with the run
+unfinished (its process was killed) takes over with a whole-fleet run, which marks it abandoned.
 On SIGTERM/SIGINT the scheduler stops, an in-flight run gets ``shutdown_grace_seconds`` to finish
 and is then cancelled (its transaction rolls back), and the HTTP endpoint closes.
 """
@@ -48,15 +51,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cost_sync import __version__, build_revision, schedule
 from cost_sync.db import database_errors
-from cost_sync.errors import ConfigError, CostSyncError, DatabaseError, RunStalled
+from cost_sync.errors import ConfigError, CostSyncError, DatabaseError, RunServed, RunStalled
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.httpserve import AppServer
 from cost_sync.matching import resolve_targets
 from cost_sync.migrate import require_schema
 from cost_sync.models import Instance, RunReport, storable_text
 from cost_sync.settings import Settings
-from cost_sync.store import Store
-from cost_sync.sync import Progress, run_once
+from cost_sync.sync import Progress, fleet_lease_wait, run_once, store_for
 from cost_sync.trust_store import TrustStore
 
 log = structlog.get_logger(__name__)
@@ -104,6 +106,8 @@ class RunState(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    #: A scheduled (or takeover) run another replica served: nothing was run or recorded.
+    SKIPPED = "skipped"
 
 
 @dataclass
@@ -117,6 +121,8 @@ class RunRecord:
     full: bool = False
     #: Apply changes over [guard] max_change_ratio instead of holding them (named resyncs do).
     accept_changes: bool = False
+    #: A scheduled fire's time: not run when a whole-fleet run took the lease since (a replica's).
+    served_since: datetime | None = None
     state: RunState = RunState.QUEUED
     requests: int = 1
     report: RunReport | None = None
@@ -127,6 +133,8 @@ class RunRecord:
     def merge(self, instances: list[str] | None, *, full: bool, accept_changes: bool = False) -> None:
         """Widen this queued run to also cover ``instances`` (None: the whole fleet)."""
         self.requests += 1
+        # Asked for by more than one trigger: run it whatever another replica served.
+        self.served_since = None
         self.full = self.full or full
         self.accept_changes = self.accept_changes or accept_changes
         if self.instances is None or instances is None:
@@ -175,7 +183,13 @@ class Runner:
         return self._current
 
     def request(
-        self, instances: list[str] | None, trigger: str, *, full: bool = False, accept_changes: bool = False
+        self,
+        instances: list[str] | None,
+        trigger: str,
+        *,
+        full: bool = False,
+        accept_changes: bool = False,
+        served_since: datetime | None = None,
     ) -> RunRecord:
         """Queue a run (or widen the queued one of its kind); return the record that will carry it out."""
         if self._closed:
@@ -188,6 +202,7 @@ class Runner:
                 list(instances) if instances else None,
                 full=full,
                 accept_changes=accept_changes,
+                served_since=served_since,
             )
             if instances is None:
                 self._fleet = queued
@@ -241,6 +256,9 @@ class Runner:
             except asyncio.CancelledError:
                 record.state, record.error = RunState.FAILED, "cancelled at shutdown; nothing was written"
                 raise
+            except RunServed as exc:
+                record.state, record.error = RunState.SKIPPED, str(exc)
+                log.info("sync.served_elsewhere", run_id=str(record.run_id), served_by=exc.served_by)
             except CostSyncError as exc:
                 record.state, record.error = RunState.FAILED, str(exc)
                 log.error("sync.failed", run_id=str(record.run_id), trigger=record.trigger, error=str(exc))
@@ -512,7 +530,7 @@ class Daemon:
         self.stalled: str | None = None
         self.client = client
         self.pool = pool
-        self.store = Store(pool, write_lock_timeout=settings.database.lock_timeout_seconds)
+        self.store = store_for(pool, settings)
         self.cron = schedule.cron_trigger(settings.sync.schedule)
         self.trigger = trigger or self.cron
         self.runner = Runner(self._execute)
@@ -546,12 +564,15 @@ class Daemon:
                 progress=record.progress,
                 accept_changes=record.accept_changes,
                 now=self._now,
+                lease_wait=fleet_lease_wait(self.settings),
+                served_since=record.served_since,
             )
         except BaseException as exc:
             if isinstance(exc, RunStalled):
                 self.stalled = str(exc)
             self.metrics.in_progress.set(0)
-            self.metrics.observe(record.trigger, None, full=record.instances is None)
+            if not isinstance(exc, RunServed):
+                self.metrics.observe(record.trigger, None, full=record.instances is None)
             raise
         self._last_success = (self._monotonic(), result.report.finished_at)
         if record.instances is None:
@@ -598,10 +619,47 @@ class Daemon:
         assert task is not None
         self._jobs.add(task)
         try:
-            record = self.runner.request(None, "schedule")
+            # The process's own clock, as APScheduler's: the slot is compared as an age.
+            fired = datetime.now(UTC)
+            record = self.runner.request(None, "schedule", served_since=self.fire_slot(fired))
             await record.done.wait()
         finally:
             self._jobs.discard(task)
+
+    def fire_slot(self, fired: datetime) -> datetime:
+        """The scheduled time a fire at ``fired`` stands for (before jitter or a late start): the
+        same on every replica, so a run any of them started since serves it for all."""
+        sync = self.settings.sync
+        start = fired - timedelta(seconds=sync.jitter_seconds + sync.misfire_grace_seconds + 1)
+        slot = start
+        fire = self.trigger.get_next_fire_time(None, start)
+        while fire is not None and fire <= fired:
+            slot = fire
+            fire = self.trigger.get_next_fire_time(fire, fire + timedelta(microseconds=1))
+        return slot
+
+    async def _watch_lease(self, stop: asyncio.Event) -> None:
+        """While idle, look for a run whose lease expired unfinished (its replica was killed) and
+        take over with a whole-fleet run: it marks that run abandoned. Several idle replicas may see
+        it; the first to take the lease serves them all (the others' runs are skipped)."""
+        interval = self.settings.database.lease_seconds / 3
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            if stop.is_set() or self.runner.busy:
+                continue
+            try:
+                expired = await self.store.expired_holder()
+            except CostSyncError as exc:
+                log.warning("daemon.lease_check_failed", error=str(exc))
+                continue
+            if expired is not None and not self.runner.busy:
+                dead, expired_at = expired
+                log.warning(
+                    "daemon.taking_over", abandoned_run=str(dead), lease_expired=expired_at.isoformat()
+                )
+                with contextlib.suppress(CostSyncError):
+                    self.runner.request(None, "takeover", served_since=expired_at)
 
     # -- admin HTTP ---------------------------------------------------------------------------
 
@@ -642,8 +700,9 @@ class Daemon:
             with database_errors("database does not answer"):
                 async with self.pool.acquire(timeout=2) as conn:
                     ledger = await conn.fetchrow(
-                        "SELECT finished, EXTRACT(EPOCH FROM now() - created)::float8 AS age"
-                        " FROM cost_sync_runs WHERE outcome = 'succeeded' ORDER BY created DESC LIMIT 1",
+                        "SELECT finished, EXTRACT(EPOCH FROM now() - coalesce(lease_taken, created))::float8"
+                        " AS age FROM cost_sync_runs WHERE outcome = 'succeeded'"
+                        " ORDER BY coalesce(lease_taken, created) DESC, created DESC LIMIT 1",
                         timeout=2,
                     )
         except DatabaseError as exc:
@@ -851,8 +910,14 @@ class Daemon:
                 next_run=str(self.scheduler.get_job("sync").next_run_time),
             )
             if initial_sync:
-                self.runner.request(None, "startup")
-            await stop.wait()
+                # Replicas started together: one start-up sync serves them all.
+                self.runner.request(None, "startup", served_since=datetime.now(UTC))
+            watcher = asyncio.create_task(self._watch_lease(stop), name="cost-sync-lease-watch")
+            try:
+                await stop.wait()
+            finally:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
         finally:
             log.info(
                 "daemon.stopping", run_in_flight=self.runner.busy, grace_seconds=sync.shutdown_grace_seconds

@@ -107,17 +107,39 @@ def _connect_errors(dsn: str) -> contextlib.AbstractContextManager[None]:
     return mapped()
 
 
-async def connect(dsn: str, *, timeout: float = 10.0) -> asyncpg.Connection:
-    """Open one connection; raise DatabaseError naming host and port if that fails."""
+async def connect(dsn: str, *, timeout: float = 10.0, statement_cache_size: int = 0) -> asyncpg.Connection:
+    """Open one connection; raise DatabaseError naming host and port if that fails.
+
+    ``statement_cache_size`` 0 (the default): no prepared statement outlives its transaction, so
+    the connection works through a pooler in transaction mode (PgBouncer, NileDB).
+    """
     with _connect_errors(dsn):
-        return await asyncpg.connect(dsn, timeout=timeout)
+        return await asyncpg.connect(dsn, timeout=timeout, statement_cache_size=statement_cache_size)
+
+
+async def _no_reset(_: asyncpg.Connection) -> None:
+    """A released connection is not reset: cost-sync keeps no session state (SET LOCAL, transaction
+    locks only), and through a pooler asyncpg's reset (``pg_advisory_unlock_all()``, ``RESET ALL``)
+    would run on whichever server connection the pooler picks, releasing another client's locks."""
 
 
 async def create_pool(
-    dsn: str, *, timeout: float = 10.0, min_size: int = 1, max_size: int = 4
+    dsn: str,
+    *,
+    timeout: float = 10.0,
+    min_size: int = 1,
+    max_size: int = 4,
+    statement_cache_size: int = 0,
 ) -> asyncpg.Pool:
     """Open a pool; raise DatabaseError naming host and port if the first connection fails."""
     with _connect_errors(dsn):
-        pool = await asyncpg.create_pool(dsn, timeout=timeout, min_size=min_size, max_size=max_size)
+        pool = await asyncpg.create_pool(
+            dsn,
+            timeout=timeout,
+            min_size=min_size,
+            max_size=max_size,
+            statement_cache_size=statement_cache_size,
+            reset=_no_reset,
+        )
     assert pool is not None
     return pool

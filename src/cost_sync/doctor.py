@@ -9,6 +9,7 @@ directory, every answer a full sync needs is asked and written there (:mod:`cost
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections import Counter
@@ -165,7 +166,11 @@ async def _database_checks(report: DoctorReport, settings: Settings) -> _Databas
         report.add("database", "fail", str(exc), "set COST_SYNC_DATABASE_URL")
         return database
     try:
-        conn = await connect(dsn, timeout=settings.database.connect_timeout_seconds)
+        conn = await connect(
+            dsn,
+            timeout=settings.database.connect_timeout_seconds,
+            statement_cache_size=settings.database.statement_cache_size,
+        )
     except CostSyncError as exc:
         report.add("database", "fail", str(exc), "check COST_SYNC_DATABASE_URL and that PostgreSQL is up")
         return database
@@ -174,8 +179,9 @@ async def _database_checks(report: DoctorReport, settings: Settings) -> _Databas
         report.add("database", "pass", f"PostgreSQL {version} answers at {describe_dsn(dsn)}")
         # Before doctor makes its own session read-only: what a run's session would be.
         await _writes_check(report, conn)
-        # Read-only session: doctor cannot write, whatever a check's SQL does.
-        await conn.execute("SET default_transaction_read_only = on")
+        # A read-only transaction, not a session setting: doctor cannot write, whatever a check's
+        # SQL does, and through a pooler in transaction mode nothing of it outlives the checks.
+        await conn.execute("BEGIN READ ONLY")
         columns = {
             r["column_name"]
             for r in await conn.fetch(
@@ -224,6 +230,9 @@ async def _database_checks(report: DoctorReport, settings: Settings) -> _Databas
     except CostSyncError as exc:  # a migration file that cannot be read, say
         report.add("migrations", "fail", str(exc), "reinstall cost-sync")
     finally:
+        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+            if not conn.is_closed() and conn.is_in_transaction():
+                await conn.execute("ROLLBACK")
         await conn.close()
     return database
 
@@ -231,7 +240,8 @@ async def _database_checks(report: DoctorReport, settings: Settings) -> _Databas
 #: What a run writes: (table, privileges it needs on it).
 _WRITES = (
     ("vps_instances", ("UPDATE",)),
-    ("cost_sync_runs", ("INSERT",)),
+    ("cost_sync_runs", ("INSERT", "UPDATE")),
+    ("cost_sync_lease", ("UPDATE",)),
     ("cost_sync_history", ("INSERT",)),
     ("cost_sync_price_observations", ("INSERT", "UPDATE")),
     ("cost_sync_price_lists", ("INSERT", "UPDATE")),

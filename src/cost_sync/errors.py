@@ -8,9 +8,11 @@
     ├── DatabaseError                 PostgreSQL could not be reached or refused a statement
     │   ├── MigrationError            a migration failed or an applied file changed
     │   ├── MissingSchemaError        tables or columns cost-sync reads are missing; exit code 2
-    │   └── LockTimeout               another run (or migration) holds the lock past the timeout
+    │   ├── LockTimeout               another run (or migration) holds the lock past the timeout
+    │   └── LeaseLost                 the run's lease expired or was taken over: nothing written
     ├── GuardRefused                  a run saw too much vanish at Hostwinds and applied nothing
     ├── RunStalled                    a run's time budget ran out before it could ask anything
+    ├── RunServed                     a scheduled run another process already served: not run
     └── HostwindsError                Hostwinds could not give an answer cost-sync can use
         ├── HostwindsAuthError        the key was refused: never retried
         ├── HostwindsTransientError   5xx, 429, timeout, non-JSON body, "too fast" envelope:
@@ -64,6 +66,18 @@ class MissingSchemaError(DatabaseError):
 
 class LockTimeout(DatabaseError):
     """Another run (or migration) holds the lock and did not release it in time."""
+
+
+class LeaseLost(DatabaseError):
+    """The run lost its lease (expired or taken over): it wrote nothing."""
+
+
+class RunServed(CostSyncError):
+    """A scheduled run that another process (a replica) already served for this fire: not run."""
+
+    def __init__(self, message: str, served_by: str) -> None:
+        super().__init__(message)
+        self.served_by = served_by
 
 
 class HostwindsError(CostSyncError):

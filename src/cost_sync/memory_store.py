@@ -88,7 +88,13 @@ class MemoryStore:
         )
 
     @asynccontextmanager
-    async def lock(self, *, timeout: float) -> AsyncIterator[None]:
+    async def lock(
+        self,
+        *,
+        timeout: float,
+        run_id: uuid.UUID | None = None,
+        served_since: datetime | None = None,
+    ) -> AsyncIterator[None]:
         """Hold the run lock; wait up to ``timeout`` seconds, then raise LockTimeout."""
         try:
             await asyncio.wait_for(self._lock.acquire(), timeout=timeout)
@@ -98,6 +104,14 @@ class MemoryStore:
             yield
         finally:
             self._lock.release()
+
+    async def begin_run(
+        self, run_id: uuid.UUID, trigger: str, started: datetime, instances: Sequence[str] | None
+    ) -> None:
+        """A run's ledger entry is kept when it ends (``runs``): nothing to do when it starts."""
+
+    async def discard_run(self, run_id: uuid.UUID) -> None:
+        """Nothing was kept of a run that has not ended."""
 
     async def read_rows(self, statuses: Sequence[str]) -> list[VpsRow]:
         """Every row whose status is in scope, by id."""

@@ -3,7 +3,9 @@
 Files named ``NNNN_purpose.sql`` are migrations; ``rollback/`` and ``verify/`` hold a file of the
 same name each; ``ledger.sql`` creates the ledger table. An applied file whose content changed is
 refused before anything runs: migrations are immutable, a change is a new file. Concurrent runs
-are serialised by a PostgreSQL advisory lock, waited for at most ``lock_timeout`` seconds.
+are serialised by a transaction-level PostgreSQL advisory lock taken in each of their transactions
+(waited for at most ``lock_timeout`` seconds each), so no lock outlives a transaction and a pooler
+in transaction mode (PgBouncer, NileDB) cannot hand one to another client.
 Driver errors become :class:`~cost_sync.errors.MigrationError` through
 :func:`cost_sync.db.database_errors`, the one mapping of driver exceptions.
 """
@@ -145,23 +147,39 @@ def _explain(migration: Migration, exc: asyncpg.PostgresError) -> MigrationError
 
 
 @contextlib.asynccontextmanager
-async def _migration_lock(conn: asyncpg.Connection, timeout: float) -> AsyncIterator[None]:
-    """Hold the migration advisory lock; LockTimeout if another migration keeps it past ``timeout``."""
+async def _locked(conn: asyncpg.Connection, timeout: float) -> AsyncIterator[None]:
+    """A transaction holding the migration lock (``pg_try_advisory_xact_lock``, released when it
+    ends); LockTimeout if another migration keeps the lock past ``timeout``. The block's errors
+    roll the transaction back and pass through."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    with database_errors("cannot take the migration lock", error=MigrationError):
-        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATE_LOCK_KEY):
-            if loop.time() >= deadline:
-                raise LockTimeout(
-                    f"another `cost-sync migrate` has held the migration lock for over {timeout:g} s; "
-                    "let it finish (or stop it) and run this again"
-                )
-            await asyncio.sleep(_LOCK_POLL_SECONDS)
+    while True:
+        with database_errors("cannot take the migration lock", error=MigrationError):
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                got = await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", MIGRATE_LOCK_KEY)
+            except BaseException:
+                await tx.rollback()
+                raise
+            if got:
+                break
+            await tx.rollback()
+        if loop.time() >= deadline:
+            raise LockTimeout(
+                f"another `cost-sync migrate` has held the migration lock for over {timeout:g} s; "
+                "let it finish (or stop it) and run this again"
+            )
+        await asyncio.sleep(_LOCK_POLL_SECONDS)
     try:
         yield
-    finally:
-        with database_errors("cannot release the migration lock", error=MigrationError):
-            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK_KEY)
+    except BaseException:
+        if not conn.is_closed():
+            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                await tx.rollback()
+        raise
+    with database_errors("cannot commit the migration", error=MigrationError):
+        await tx.commit()
 
 
 async def require_platform_table(conn: _Conn) -> None:
@@ -183,35 +201,40 @@ async def migrate(
     migrations = discover() if migrations is None else migrations
     # 0001 alters the platform's table: without it every later step would fail with a raw error.
     await require_platform_table(conn)
-    async with _migration_lock(conn, lock_timeout):
+    async with _locked(conn, lock_timeout):
         with database_errors("cannot read the migration ledger", error=MigrationError):
             await conn.execute(_ledger_sql())
             done = await applied(conn)
-        changed = _changed(migrations, done)
-        if changed:
-            raise MigrationError(changed[0])
-        names: list[str] = []
-        for migration in migrations:
-            if migration.name in done:
-                continue
+    changed = _changed(migrations, done)
+    if changed:
+        raise MigrationError(changed[0])
+    names: list[str] = []
+    for migration in migrations:
+        if migration.name in done:
+            continue
+        async with _locked(conn, lock_timeout):
             with database_errors(
                 f"{migration.name}.sql failed, nothing of it was applied", error=MigrationError
             ):
+                # Another `migrate` may have applied it since the ledger was read.
+                if await conn.fetchval(
+                    "SELECT checksum FROM cost_sync_migrations WHERE name = $1", migration.name
+                ):
+                    continue
                 try:
-                    async with conn.transaction():
-                        await conn.execute(migration.sql)
-                        await conn.execute(
-                            "INSERT INTO cost_sync_migrations (name, checksum) VALUES ($1, $2)",
-                            migration.name,
-                            migration.checksum,
-                        )
+                    await conn.execute(migration.sql)
+                    await conn.execute(
+                        "INSERT INTO cost_sync_migrations (name, checksum) VALUES ($1, $2)",
+                        migration.name,
+                        migration.checksum,
+                    )
                 except asyncpg.PostgresError as exc:
                     # A guard's own words (raised as a cast error, see _RAISED) name what to fix.
                     raise _explain(migration, exc) from None
-            log.info("migrate.applied", migration=migration.name)
-            names.append(migration.name)
-        await _repair(conn, migrations)
-        return names
+        log.info("migrate.applied", migration=migration.name)
+        names.append(migration.name)
+    await _repair(conn, migrations, lock_timeout)
+    return names
 
 
 async def _verifies(conn: _Conn, migration: Migration) -> list[str]:
@@ -224,7 +247,7 @@ async def _verifies(conn: _Conn, migration: Migration) -> list[str]:
     ]
 
 
-async def _repair(conn: asyncpg.Connection, migrations: list[Migration]) -> None:
+async def _repair(conn: asyncpg.Connection, migrations: list[Migration], lock_timeout: float) -> None:
     """Apply again, in order, each applied migration that does not verify; fail if one still does not.
 
     Migrations are idempotent (IF NOT EXISTS, DROP ... IF EXISTS then ADD), so this restores what
@@ -235,12 +258,15 @@ async def _repair(conn: asyncpg.Connection, migrations: list[Migration]) -> None
         with database_errors(f"cannot verify {migration.name}.sql", error=MigrationError):
             if not await _verifies(conn, migration):
                 continue
-        with database_errors(f"{migration.name}.sql failed, nothing of it was applied", error=MigrationError):
-            try:
-                async with conn.transaction():
+        async with _locked(conn, lock_timeout):
+            with database_errors(
+                f"{migration.name}.sql failed, nothing of it was applied", error=MigrationError
+            ):
+                try:
                     await conn.execute(migration.sql)
-            except asyncpg.PostgresError as exc:
-                raise _explain(migration, exc) from None
+                except asyncpg.PostgresError as exc:
+                    raise _explain(migration, exc) from None
+        with database_errors(f"cannot verify {migration.name}.sql", error=MigrationError):
             problems = await _verifies(conn, migration)
         if problems:
             raise MigrationError(
@@ -390,15 +416,14 @@ async def rollback(
     ``version`` must name the newest applied migration (MigrationError otherwise, nothing run).
     """
     migrations = discover() if migrations is None else migrations
-    async with _migration_lock(conn, lock_timeout):
+    async with _locked(conn, lock_timeout):
         with database_errors("cannot read the migration ledger", error=MigrationError):
             await conn.execute(_ledger_sql())
             done = await applied(conn)
         migration = _newest_applied(migrations, done, version)
         assert migration.rollback is not None
         with database_errors(f"rollback of {migration.name}.sql failed", error=MigrationError):
-            async with conn.transaction():
-                await conn.execute(migration.rollback)
-                await conn.execute("DELETE FROM cost_sync_migrations WHERE name = $1", migration.name)
+            await conn.execute(migration.rollback)
+            await conn.execute("DELETE FROM cost_sync_migrations WHERE name = $1", migration.name)
     log.info("migrate.rolled_back", migration=migration.name)
     return migration.name

@@ -266,6 +266,12 @@ class DatabaseSettings(_Section):
     #: How long a run waits for the run lock, and its write for a row lock held elsewhere.
     lock_timeout_seconds: float = Field(default=30.0, ge=0, le=86400, allow_inf_nan=False)
     connect_timeout_seconds: float = Field(default=10.0, gt=0, le=600, allow_inf_nan=False)
+    #: asyncpg's prepared-statement cache per connection. 0 (off) works through a pooler in
+    #: transaction mode (PgBouncer, NileDB), where a named statement would outlive its transaction.
+    statement_cache_size: int = Field(default=0, ge=0, le=10_000)
+    #: How long the run lease lasts without a heartbeat: another process takes over a killed run's
+    #: lease this long after its last renewal (renewed every third of it while a run runs).
+    lease_seconds: float = Field(default=30.0, ge=1, le=3600, allow_inf_nan=False)
 
     @field_validator("url")
     @classmethod

@@ -4,7 +4,10 @@ Guarantees: a run's writes (changed values, their history rows, the run's ledger
 transaction, in one statement each; only rows whose value differs are updated (``IS DISTINCT
 FROM``), so a steady-state run writes nothing but its ledger row; a row whose status left the scope
 during the run is not touched. Price observations are committed on their own, apart from that
-transaction. Runs are exclusive across processes through an advisory lock. Every database failure
+transaction. Runs are exclusive across processes through the run lease (one row of
+``cost_sync_lease``, taken and renewed in short transactions by the database's clock, so a pooler
+in transaction mode cannot hand it to another client), and the final write checks under a row lock
+that the lease is still the run's (fencing). Every database failure
 leaves this module as a :class:`~cost_sync.errors.DatabaseError`; the store never opens or closes
 the pool it is handed.
 """
@@ -13,13 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import cache
 from types import MappingProxyType
@@ -30,7 +35,7 @@ import structlog
 
 from cost_sync import attribution_store
 from cost_sync.db import database_errors
-from cost_sync.errors import DatabaseError, LockTimeout
+from cost_sync.errors import DatabaseError, LeaseLost, LockTimeout, RunServed
 from cost_sync.guard import Reference
 from cost_sync.models import (
     Cycle,
@@ -54,12 +59,12 @@ if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
 __all__ = [
-    "SYNC_LOCK_KEY",
     "CachedPriceList",
     "Conn",
     "LastRun",
     "RunStore",
     "Store",
+    "holder_identity",
     "insert_run",
     "mapped",
     "price_list_from_json",
@@ -70,9 +75,11 @@ __all__ = [
 
 _log = structlog.get_logger(__name__)
 
-#: Advisory lock key making sync runs exclusive (ASCII "cs-sync").
-SYNC_LOCK_KEY = 0x63732D73796E63
+#: How often a run waiting for the lease asks again.
 _LOCK_POLL_SECONDS = 0.2
+#: A 'running' ledger row that never got the lease and is older than this is a run whose process
+#: died while it waited: the next run to take the lease marks it abandoned.
+STALE_WAIT_SECONDS = 86400.0
 #: Observations read per statement.
 _OBSERVATION_CHUNK = 10_000
 #: A cached plan name is cut to this many characters.
@@ -133,8 +140,28 @@ mapped = _mapped
 class RunStore(Protocol):
     """What a sync run needs of a database; :class:`Store` is the real one."""
 
-    def lock(self, *, timeout: float) -> AbstractAsyncContextManager[None]:
-        """Hold the run lock; wait up to ``timeout`` seconds, then raise LockTimeout."""
+    def lock(
+        self,
+        *,
+        timeout: float,
+        run_id: uuid.UUID | None = None,
+        served_since: datetime | None = None,
+    ) -> AbstractAsyncContextManager[None]:
+        """Hold the run lease; wait up to ``timeout`` seconds, then raise LockTimeout.
+
+        With ``served_since``, raise RunServed instead once a whole-fleet run took the lease at or
+        after that time (a scheduled fire another replica served).
+        """
+        ...
+
+    async def begin_run(
+        self, run_id: uuid.UUID, trigger: str, started: datetime, instances: Sequence[str] | None
+    ) -> None:
+        """Put the run in the ledger as 'running', before it waits for the lease."""
+        ...
+
+    async def discard_run(self, run_id: uuid.UUID) -> None:
+        """Take a run that did nothing a ledger keeps (bad arguments, a served fire) out of it."""
         ...
 
     async def read_rows(self, statuses: Sequence[str]) -> list[VpsRow]:
@@ -194,54 +221,195 @@ class RunStore(Protocol):
         ...
 
 
+def holder_identity() -> str:
+    """``host:pid`` of this process, as the lease and the ledger name who runs a run."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(slots=True)
+class _Lease:
+    """The lease a run holds: its run id and the token it got when it took the lease."""
+
+    run_id: uuid.UUID
+    token: int
+    #: When the run took the lease (the database's clock).
+    taken_at: datetime
+    #: Why the heartbeat found the lease gone (None while it is held).
+    lost: str | None = None
+
+
 class Store:
     """The real :class:`RunStore`, on an asyncpg pool it does not own."""
 
-    def __init__(self, pool: asyncpg.Pool, *, write_lock_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        write_lock_timeout: float | None = None,
+        lease_seconds: float = 30.0,
+        stale_wait_seconds: float = STALE_WAIT_SECONDS,
+    ) -> None:
         self._pool = pool
         self._q = queries("sync")
         #: How long the write may wait for a row locked by another transaction (None: unbounded).
         self._write_lock_timeout = write_lock_timeout
-        #: The backend holding the run lock while :meth:`lock` is entered.
-        self._lock_pid: int | None = None
+        #: How long a taken or renewed lease lasts; renewed every third of it.
+        self._lease_seconds = lease_seconds
+        self._stale_wait_seconds = stale_wait_seconds
+        #: The lease held while :meth:`lock` is entered.
+        self._lease: _Lease | None = None
 
     @asynccontextmanager
-    async def lock(self, *, timeout: float) -> AsyncIterator[None]:
-        """Hold the sync advisory lock on a connection of its own for the block's duration.
+    async def lock(
+        self,
+        *,
+        timeout: float,
+        run_id: uuid.UUID | None = None,
+        served_since: datetime | None = None,
+    ) -> AsyncIterator[None]:
+        """Hold the run lease for the block's duration, renewed by a heartbeat.
 
-        Only the lock's own statements are mapped to DatabaseError: what the block raises passes
-        through as it is.
+        Waits up to ``timeout`` seconds (LockTimeout). Only the lease's own statements are mapped to
+        DatabaseError: what the block raises passes through as it is.
         """
+        run_id = run_id or uuid.uuid4()
         deadline = time.monotonic() + timeout
-        with _mapped():
-            conn = await self._pool.acquire()
+        while True:
+            with _mapped():
+                taken = await self._try_take(run_id, served_since)
+            if taken is not None:
+                break
+            if time.monotonic() >= deadline:
+                raise LockTimeout(f"another run is in progress (waited {timeout:g} s for it to finish)")
+            await asyncio.sleep(_LOCK_POLL_SECONDS)
+        lease = self._lease = _Lease(run_id, *taken)
+        beat = asyncio.create_task(self._heartbeat(lease), name="cost-sync-lease")
+        try:
+            yield
+        finally:
+            self._lease = None
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+            await self._release(lease)
+
+    async def _try_take(
+        self, run_id: uuid.UUID, served_since: datetime | None
+    ) -> tuple[int, datetime] | None:
+        """In one short transaction: take the lease if it is free (its token and time), else None."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(self._q["lease_row"], run_id)
+            if row is None:
+                # The row went (a hand-made database): put it back, ask again next time.
+                await conn.execute(self._q["lease_create"])
+                return None
+            if served_since is not None:
+                age = (datetime.now(UTC) - served_since).total_seconds()
+                served = await conn.fetchval(self._q["served_since"], age, run_id)
+                if served is not None:
+                    raise RunServed(
+                        f"run {served} took the run lease at or after this scheduled fire "
+                        f"({served_since.isoformat(timespec='seconds')}): it serves the fire",
+                        served_by=str(served),
+                    )
+            if not row["free"]:
+                return None
+            taken = await conn.fetchrow(self._q["lease_take"], run_id, holder_identity(), self._lease_seconds)
+            assert taken is not None  # the row was read under FOR UPDATE above
+            abandoned = await conn.fetch(
+                self._q["abandon_runs"], row["holder_run"], run_id, self._stale_wait_seconds
+            )
+            await conn.execute(self._q["mark_taken"], run_id, taken["taken_at"])
+        for record in abandoned:
+            _log.warning(
+                "store.run_abandoned",
+                abandoned_run=str(record["id"]),
+                previous_holder=row["holder"],
+                note="its process stopped holding (or waiting for) the run lease; nothing of it was written",
+            )
+        return taken["token"], taken["taken_at"]
+
+    async def _heartbeat(self, lease: _Lease) -> None:
+        """Renew the lease every third of its duration; stop when it is found lost."""
+        while True:
+            await asyncio.sleep(self._lease_seconds / 3)
+            try:
+                with _mapped():
+                    renewed = await self._pool.fetchval(
+                        self._q["lease_renew"], lease.run_id, lease.token, self._lease_seconds
+                    )
+            except DatabaseError as exc:
+                # The next beat retries; the final write's fencing decides whether the run may commit.
+                _log.warning("store.lease_not_renewed", error=str(exc))
+                continue
+            if renewed is None:
+                lease.lost = "it expired before it was renewed, or another process took it over"
+                _log.error("store.lease_lost", reason=lease.lost, note="the run's write will be refused")
+                return
+
+    async def _release(self, lease: _Lease) -> None:
+        """Give the lease up at once (best effort: an unreleased lease expires on its own)."""
         try:
             with _mapped():
-                while not await conn.fetchval(self._q["try_lock"], SYNC_LOCK_KEY):
-                    if time.monotonic() >= deadline:
-                        raise LockTimeout(
-                            f"another run is in progress (waited {timeout:g} s for it to finish)"
-                        )
-                    await asyncio.sleep(_LOCK_POLL_SECONDS)
-            self._lock_pid = conn.get_server_pid()
-            try:
-                yield
-            finally:
-                self._lock_pid = None
-                await self._unlock(conn)
-        finally:
-            await self._pool.release(conn)
+                await asyncio.shield(
+                    asyncio.wait_for(
+                        self._pool.execute(self._q["lease_release"], lease.run_id, lease.token),
+                        timeout=_RECORD_TIMEOUT_SECONDS,
+                    )
+                )
+        except (DatabaseError, asyncio.CancelledError) as exc:
+            # Saying so must not hide the error the run itself is failing with.
+            _log.warning(
+                "store.lease_not_released",
+                error=str(exc) or type(exc).__name__,
+                note=f"it expires within {self._lease_seconds:g} s",
+            )
 
-    async def _unlock(self, conn: Conn) -> None:
+    async def fence(self, conn: Conn) -> None:
+        """Inside a write transaction: raise LeaseLost unless the lease held is still this run's.
+
+        Locks the lease row until the transaction ends, so nobody takes the lease meanwhile, and
+        dates the holder's ledger row (``lease_taken``) if it is there and undated (approve's).
+        """
+        lease = self._lease
+        if lease is None:
+            return
+        if not await conn.fetchval(self._q["lease_fence"], lease.run_id, lease.token):
+            raise LeaseLost(
+                "the run lost its lease (it expired, database.lease_seconds, or another process took "
+                "it over); nothing was written, and the next run recovers"
+            )
+        await conn.execute(self._q["mark_taken"], lease.run_id, lease.taken_at)
+
+    async def begin_run(
+        self, run_id: uuid.UUID, trigger: str, started: datetime, instances: Sequence[str] | None
+    ) -> None:
+        """Insert the run's ledger row as 'running' (finished NULL) before it waits for the lease."""
+        with _mapped():
+            await self._pool.execute(
+                self._q["begin_run"],
+                run_id,
+                trigger,
+                started,
+                list(instances) if instances else None,
+                holder_identity(),
+            )
+
+    async def discard_run(self, run_id: uuid.UUID) -> None:
+        """Delete the run's ledger row while it is still 'running' (best effort)."""
         try:
-            # is_closed() too: once its connection is lost, asyncpg detaches the pool's proxy.
-            if conn.is_closed():
-                return
-            await conn.execute(self._q["unlock"], SYNC_LOCK_KEY)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            # A broken connection: PostgreSQL drops a session's advisory locks with it. Saying so
-            # must not hide the error the run itself is failing with.
-            _log.warning("store.unlock_failed", error=f"{type(exc).__name__}: {exc}")
+            with _mapped():
+                await self._pool.execute(self._q["discard_run"], run_id, timeout=_RECORD_TIMEOUT_SECONDS)
+        except DatabaseError as exc:
+            _log.warning("store.run_not_discarded", run_id=str(run_id), error=str(exc))
+
+    async def expired_holder(self) -> tuple[uuid.UUID, datetime] | None:
+        """The run still 'running' whose lease expired (its process died), and when it expired on
+        this process's clock (the database's time, moved by the two clocks' difference)."""
+        with _mapped():
+            row = await self._pool.fetchrow(self._q["expired_holder"])
+        if row is None:
+            return None
+        return row["holder_run"], datetime.now(UTC) - timedelta(seconds=row["age"])
 
     async def read_rows(self, statuses: Sequence[str]) -> list[VpsRow]:
         """Every ``vps_instances`` row whose status is in scope."""
@@ -409,13 +577,7 @@ class Store:
         decided: Sequence[uuid.UUID],
         row_states: Sequence[RowState],
     ) -> RunReport:
-        if self._lock_pid is not None and not await conn.fetchval(
-            self._q["lock_held"], self._lock_pid, SYNC_LOCK_KEY
-        ):
-            raise DatabaseError(
-                "the run lost its lock (the connection holding it was terminated); nothing was "
-                "written, and the next run recovers"
-            )
+        await self.fence(conn)
         held_ids = {h.row_id for h in held}
         updated = await self._write_estimates(
             conn, [o for o in outcomes if o.row.id not in held_ids], statuses=statuses, run_id=run_id

@@ -36,6 +36,7 @@ from cost_sync.errors import (
     HostwindsErrorEnvelope,
     HostwindsResponseError,
     HostwindsUnreadableError,
+    RunServed,
     RunStalled,
 )
 from cost_sync.hostwinds import HostwindsClient
@@ -72,7 +73,16 @@ from cost_sync.redact import redact
 from cost_sync.settings import Settings
 from cost_sync.store import CachedPriceList, RunStore, Store
 
-__all__ = ["Progress", "RunResult", "SyncRun", "open_hostwinds", "open_resources", "run_once"]
+__all__ = [
+    "Progress",
+    "RunResult",
+    "SyncRun",
+    "fleet_lease_wait",
+    "open_hostwinds",
+    "open_resources",
+    "run_once",
+    "store_for",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -263,8 +273,16 @@ class SyncRun:
         accept_changes: bool = False,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        lease_wait: float | None = None,
+        served_since: datetime | None = None,
     ) -> None:
         self.client = client
+        #: How long the run waits for the run lease (default: database.lock_timeout_seconds).
+        self.lease_wait = settings.database.lock_timeout_seconds if lease_wait is None else lease_wait
+        #: A scheduled fire's time: the run does not run when a whole-fleet run took the lease since.
+        self.served_since = served_since
+        #: Whether the run's failure is in the ledger already.
+        self._recorded = False
         self.store = store
         self.settings = settings
         self.trigger = trigger
@@ -307,24 +325,40 @@ class SyncRun:
         """
         structlog.contextvars.bind_contextvars(run_id=str(self.run_id), trigger=self.trigger)
         try:
-            # A dry run writes nothing, so it need not wait for (or block) a real run.
-            lock = (
-                self.store.lock(timeout=self.settings.database.lock_timeout_seconds)
-                if not self.dry_run
-                else contextlib.nullcontext()
+            if self.dry_run:
+                # A dry run writes nothing, so it need not wait for (or block) a real run.
+                return await self._locked(contextlib.nullcontext())
+            # In the ledger from the moment it starts: a run killed while it waits or runs is seen.
+            await self.store.begin_run(self.run_id, self.trigger, self.started_at, self.targets)
+            lease = self.store.lock(
+                timeout=self.lease_wait, run_id=self.run_id, served_since=self.served_since
             )
-            async with lock:
-                try:
-                    result = await self._run()
-                except (Exception, asyncio.CancelledError) as exc:
-                    if not self.dry_run and not isinstance(exc, ConfigError):
-                        await self._record_failure(exc)
-                    raise
-                # Committed: nothing below may turn the run into a failed one. Still under the
-                # run lock, so the snapshot shows exactly this run's prices.
-                return await self._after_commit(result)
+            try:
+                return await self._locked(lease)
+            except (RunServed, ConfigError):
+                # Nothing a ledger keeps: a fire another replica served, or arguments refused.
+                await asyncio.shield(self.store.discard_run(self.run_id))
+                raise
+            except (Exception, asyncio.CancelledError) as exc:
+                # Failed before it held the lease (no lease within the wait, the database): say why.
+                if not self._recorded:
+                    await self._record_failure(exc)
+                raise
         finally:
             structlog.contextvars.unbind_contextvars("run_id", "trigger")
+
+    async def _locked(self, lease: contextlib.AbstractAsyncContextManager[None]) -> RunResult:
+        async with lease:
+            try:
+                result = await self._run()
+            except (Exception, asyncio.CancelledError) as exc:
+                if not self.dry_run and not isinstance(exc, ConfigError):
+                    # Under the lease: nobody marks the run abandoned while its failure is written.
+                    await self._record_failure(exc)
+                raise
+            # Committed: nothing below may turn the run into a failed one. Still under the
+            # run lease, so the snapshot shows exactly this run's prices.
+            return await self._after_commit(result)
 
     async def _run(self) -> RunResult:
         settings = self.settings
@@ -838,6 +872,7 @@ class SyncRun:
             instances=self.targets,
             error=message,
         )
+        self._recorded = True
         try:
             await asyncio.shield(self.store.record_run(report))
         except CostSyncError as err:
@@ -883,6 +918,8 @@ async def run_once(
     progress: Progress | None = None,
     accept_changes: bool = False,
     now: Callable[[], datetime] | None = None,
+    lease_wait: float | None = None,
+    served_since: datetime | None = None,
 ) -> RunResult:
     """Run one sync and return its result; on failure record a failed run, write nothing, raise.
 
@@ -890,12 +927,14 @@ async def run_once(
     ones). With ``strict_targets`` a target naming no row in scope is a ConfigError before anything
     is written; without it (triggers coalesced by the daemon) such targets are listed in the
     report's ``unknown_instances`` and the rest are synced. ``now`` is the wall clock the run
-    dates its work with (tests move it).
+    dates its work with (tests move it). The run waits ``lease_wait`` seconds for the run lease
+    (default ``database.lock_timeout_seconds``); with ``served_since`` (a scheduled fire's time) it
+    raises RunServed, writing nothing, once a whole-fleet run took the lease since then.
     """
     if store is None:
         if pool is None:
             raise TypeError("run_once needs a pool or a store")
-        store = Store(pool, write_lock_timeout=settings.database.lock_timeout_seconds)
+        store = store_for(pool, settings)
     run = SyncRun(
         client=client,
         store=store,
@@ -909,8 +948,29 @@ async def run_once(
         progress=progress,
         accept_changes=accept_changes,
         now=now or (lambda: datetime.now(UTC)),
+        lease_wait=lease_wait,
+        served_since=served_since,
     )
     return await run.execute()
+
+
+def fleet_lease_wait(settings: Settings) -> float:
+    """How long a daemon's run waits for the lease: another replica's run ends within its budget
+    (``sync.max_run_seconds``), its write's wait (``database.lock_timeout_seconds``) and, when its
+    process died, the lease's expiry (``database.lease_seconds``)."""
+    db = settings.database
+    return settings.sync.max_run_seconds + db.lock_timeout_seconds + db.lease_seconds
+
+
+def store_for(pool: asyncpg.Pool, settings: Settings) -> Store:
+    """The run store on ``pool`` with ``[database]``'s lock and lease settings."""
+    return Store(
+        pool,
+        write_lock_timeout=settings.database.lock_timeout_seconds,
+        lease_seconds=settings.database.lease_seconds,
+        # A run waits for the lease at most this long: a 'running' row older without it is dead.
+        stale_wait_seconds=2 * fleet_lease_wait(settings) + 60,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -950,7 +1010,11 @@ async def open_resources(settings: Settings) -> AsyncIterator[tuple[HostwindsCli
     # Every missing setting is named at once, not one per attempt.
     settings.require("hostwinds.api_key", "database.url")
     async with open_hostwinds(settings) as client:
-        pool = await create_pool(settings.database_dsn(), timeout=settings.database.connect_timeout_seconds)
+        pool = await create_pool(
+            settings.database_dsn(),
+            timeout=settings.database.connect_timeout_seconds,
+            statement_cache_size=settings.database.statement_cache_size,
+        )
         try:
             yield client, pool
         finally:

@@ -31,7 +31,7 @@ from cost_sync.redact import for_terminal, terminal_text
 from cost_sync.reporting import HeldRow
 from cost_sync.settings import Settings
 from cost_sync.store import Store
-from cost_sync.sync import open_resources, run_once
+from cost_sync.sync import open_resources, run_once, store_for
 from cost_sync.trust_store import TrustStore
 
 __all__ = ["HANDLERS"]
@@ -43,7 +43,11 @@ Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 @contextlib.asynccontextmanager
 async def _database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(settings.database_dsn(), timeout=settings.database.connect_timeout_seconds)
+    pool = await create_pool(
+        settings.database_dsn(),
+        timeout=settings.database.connect_timeout_seconds,
+        statement_cache_size=settings.database.statement_cache_size,
+    )
     try:
         await require_schema(pool)
         yield pool
@@ -307,7 +311,7 @@ async def _approve_as(run_id: uuid.UUID, args: argparse.Namespace, settings: Set
     settings.require("hostwinds.api_key", "database.url")
     async with open_resources(settings) as (client, pool):
         await require_schema(pool)
-        trust, store = TrustStore(pool), Store(pool)
+        trust, store = TrustStore(pool), store_for(pool, settings)
         refused: dict[str, str] = {}
         # What is approved is read before waiting for the run lock: a run that replaces a held
         # change meanwhile makes approve refuse that row, never apply a value nobody reviewed.
@@ -324,7 +328,7 @@ async def _approve_as(run_id: uuid.UUID, args: argparse.Namespace, settings: Set
                 if row_id not in held_ids:
                     refused[key] = "no change is held for this row"
         lock = (
-            store.lock(timeout=settings.database.lock_timeout_seconds)
+            store.lock(timeout=settings.database.lock_timeout_seconds, run_id=run_id)
             if not args.dry_run
             else contextlib.nullcontext()
         )
@@ -384,6 +388,7 @@ async def _approve_as(run_id: uuid.UUID, args: argparse.Namespace, settings: Set
                         statuses=settings.sync.statuses,
                         report=report,
                         lock_timeout=settings.database.lock_timeout_seconds,
+                        fence=store.fence,
                     )
                 )
                 refused.update(

@@ -9,7 +9,7 @@ row still holds the value the change was proposed against.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -23,6 +23,7 @@ from cost_sync.redact import redact
 from cost_sync.reporting import HeldRow, LastFleetRun, ReportRow
 from cost_sync.store import (
     CachedPriceList,
+    Conn,
     insert_run,
     mapped,
     price_list_from_json,
@@ -225,12 +226,14 @@ class TrustStore:
         statuses: Sequence[str],
         report: RunReport,
         lock_timeout: float | None = None,
+        fence: Callable[[Conn], Awaitable[None]] | None = None,
     ) -> list[uuid.UUID]:
         """Apply these held changes and write the ledger row in one transaction; return the applied rows.
 
         ``shown`` names each change as it was read: (row, proposing run, proposed value). A change
         held under another run or value now is not applied. A row locked by another transaction
-        is waited for ``lock_timeout`` seconds at most, then nothing is applied.
+        is waited for ``lock_timeout`` seconds at most, then nothing is applied. ``fence`` (the run
+        store's) refuses the transaction when the run lease was lost meanwhile.
         """
         try:
             with mapped():
@@ -248,6 +251,9 @@ class TrustStore:
                     )
                     applied = [r["vps_instance_id"] for r in records]
                     await insert_run(conn, report.model_copy(update={"updated": len(applied)}))
+                    if fence is not None:
+                        # Before the commit, after the ledger row is in: it gets its lease_taken.
+                        await fence(conn)
         except DatabaseError as exc:
             if isinstance(exc.__cause__ or exc.__context__, asyncpg.LockNotAvailableError):
                 raise DatabaseError(

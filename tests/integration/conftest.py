@@ -84,3 +84,26 @@ async def dump(conn: asyncpg.Connection | asyncpg.Pool) -> list[list[tuple[Any, 
         [tuple(r) for r in await conn.fetch(f"SELECT * FROM {table} ORDER BY 1")]
         for table in ("vps_instances", "cost_sync_runs", "cost_sync_history")
     ]
+
+
+async def hold_lease(conn: asyncpg.Connection | asyncpg.Pool, seconds: float = 3600) -> uuid.UUID:
+    """Take the run lease as another process's run would (for ``seconds``); return that run's id."""
+    holder = uuid.uuid4()
+    await conn.execute(
+        "UPDATE cost_sync_lease SET holder_run = $1, holder = 'elsewhere:1', token = token + 1,"
+        " taken_at = now(), expires_at = now() + make_interval(secs => $2) WHERE id = 1",
+        holder,
+        seconds,
+    )
+    return holder
+
+
+async def release_lease(conn: asyncpg.Connection | asyncpg.Pool) -> None:
+    """Give up the lease :func:`hold_lease` took."""
+    await conn.execute("UPDATE cost_sync_lease SET expires_at = '-infinity' WHERE id = 1")
+
+
+async def lease_held(conn: asyncpg.Connection | asyncpg.Pool) -> bool:
+    """Whether some run holds the run lease now (database clock)."""
+    held: bool = await conn.fetchval("SELECT expires_at >= now() FROM cost_sync_lease WHERE id = 1")
+    return held

@@ -11,8 +11,7 @@ import asyncpg
 import pytest
 
 from cost_sync import cli
-from cost_sync.store import SYNC_LOCK_KEY
-from tests.integration.conftest import FakeHostwinds, instance, seed, values
+from tests.integration.conftest import FakeHostwinds, instance, lease_held, seed, values
 from tests.integration.test_trust import cost_sync, env, scaled_plans
 
 pytestmark = pytest.mark.db
@@ -31,14 +30,23 @@ async def held_at_tenfold(hostwinds: FakeHostwinds, db_url: str, capsys: pytest.
     assert (await cost_sync(capsys, "--once"))[0] == 0
 
 
+async def hold_lease_row(conn: asyncpg.Connection) -> asyncpg.transaction.Transaction:
+    """Lock the run lease's row as a run taking or writing under the lease does; return the transaction
+    (the lease is nobody's until it ends)."""
+    tx = conn.transaction()
+    await tx.start()
+    await conn.execute("SELECT 1 FROM cost_sync_lease WHERE id = 1 FOR UPDATE")
+    return tx
+
+
 async def wait_for_lock_poll(conn: asyncpg.Connection) -> None:
-    """Until another backend has asked for the run lock (approve read what it approves before)."""
+    """Until another backend waits for the run lease (approve read what it approves before)."""
     deadline = time.monotonic() + 20
     while not await conn.fetchval(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-        " AND pid <> pg_backend_pid() AND query LIKE '%pg_try_advisory_lock%'"
+        " AND pid <> pg_backend_pid() AND wait_event_type = 'Lock' AND query LIKE '%cost_sync_lease%'"
     ):
-        assert time.monotonic() < deadline, "approve never asked for the run lock"
+        assert time.monotonic() < deadline, "approve never asked for the run lease"
         await asyncio.sleep(0.05)
 
 
@@ -71,10 +79,16 @@ async def test_approve_waits_for_a_row_lock_only_as_long_as_lock_timeout(
     conn = await asyncpg.connect(db_url)
     assert (await values(conn))["1"] == Decimal("9.99")
     assert await conn.fetchval("SELECT count(*) FROM cost_sync_held_changes") == 1
-    # The run lock was released: a run gets it at once.
-    assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", SYNC_LOCK_KEY)
-    await conn.close()
+    # The run lease was released: a run gets it at once.
+    assert not await lease_held(conn)
     assert (await cost_sync(capsys, "approve", "--instance", "1"))[0] == 0
+    # approve held the run lease for its write: its ledger row says when it took it.
+    approved = await conn.fetchrow(
+        "SELECT outcome, lease_taken FROM cost_sync_runs WHERE trigger = 'approve'"
+    )
+    await conn.close()
+    assert approved["outcome"] == "succeeded"
+    assert approved["lease_taken"] is not None
 
 
 async def test_approve_refuses_a_held_change_replaced_while_it_waited(
@@ -83,23 +97,24 @@ async def test_approve_refuses_a_held_change_replaced_while_it_waited(
     """Held 99.90 when approve starts; a run replaces it with 149.85 while approve waits for the run lock:
     approve refuses (exit 1) and the row keeps its value, though a run would compute 149.85 now."""
     await held_at_tenfold(hostwinds, db_url, capsys)
-    runner = await asyncpg.connect(db_url)
-    assert await runner.fetchval("SELECT pg_try_advisory_lock($1)", SYNC_LOCK_KEY)
+    runner, watcher = await asyncpg.connect(db_url), await asyncpg.connect(db_url)
+    tx = await hold_lease_row(runner)
     approving = asyncio.create_task(cost_sync(capsys, "approve", "--instance", "1"))
-    await wait_for_lock_poll(runner)
+    await wait_for_lock_poll(watcher)
     # The "run" holding the lock proposes x15 now, as the guard's upsert records it: a new value
     # under the new run's id. Hostwinds says x15 too, so a re-price agrees with the new value.
     hostwinds.plans = scaled_plans("15")
     await runner.execute(
         "UPDATE cost_sync_held_changes SET proposed_cost = 149.85, run_id = $1, since = now()", uuid.uuid4()
     )
-    await runner.execute("SELECT pg_advisory_unlock($1)", SYNC_LOCK_KEY)
+    await tx.commit()
     code, out = await approving
     assert code == 1
     assert "replaced the held change while approving: it proposes 149.85 now, not 99.90" in out
     assert (await values(runner))["1"] == Decimal("9.99")
     assert await runner.fetchval("SELECT count(*) FROM cost_sync_history WHERE approved") == 0
     await runner.close()
+    await watcher.close()
 
 
 async def test_approve_refuses_a_held_change_that_went_away_while_it_waited(
@@ -107,14 +122,15 @@ async def test_approve_refuses_a_held_change_that_went_away_while_it_waited(
 ) -> None:
     """Second way: the run holding the lock no longer proposes the change (it cleared it)."""
     await held_at_tenfold(hostwinds, db_url, capsys)
-    runner = await asyncpg.connect(db_url)
-    assert await runner.fetchval("SELECT pg_try_advisory_lock($1)", SYNC_LOCK_KEY)
+    runner, watcher = await asyncpg.connect(db_url), await asyncpg.connect(db_url)
+    tx = await hold_lease_row(runner)
     approving = asyncio.create_task(cost_sync(capsys, "approve", "--all"))
-    await wait_for_lock_poll(runner)
+    await wait_for_lock_poll(watcher)
     await runner.execute("DELETE FROM cost_sync_held_changes")
-    await runner.execute("SELECT pg_advisory_unlock($1)", SYNC_LOCK_KEY)
+    await tx.commit()
     code, out = await approving
     assert code == 1
     assert "refused 1: the held change is gone" in out
     assert (await values(runner))["1"] == Decimal("9.99")
     await runner.close()
+    await watcher.close()

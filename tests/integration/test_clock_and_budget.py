@@ -205,7 +205,10 @@ async def test_readiness_survives_a_clock_correction(pool: asyncpg.Pool) -> None
             # Three hours pass (the default schedule is hourly: two gaps are tolerated), on this
             # process's monotonic clock and on the database's, which dated the ledger rows.
             clocks.mono += 3 * 3600
-            await pool.execute("UPDATE cost_sync_runs SET created = created - interval '3 hours'")
+            await pool.execute(
+                "UPDATE cost_sync_runs SET created = created - interval '3 hours',"
+                " lease_taken = lease_taken - interval '3 hours'"
+            )
             ready = await admin.get("/readyz")
             assert ready.status_code == 503, ready.text
             assert "more than twice the schedule interval" in ready.json()["reason"]

@@ -133,7 +133,8 @@ async def test_compose_up_prices_the_demo_fleet(empty_db_url: str, tmp_path: Pat
             run = None
             for _ in range(600):
                 run = await conn.fetchrow(
-                    "SELECT id, outcome, rows_in_scope, updated FROM cost_sync_runs WHERE outcome IS NOT NULL"
+                    "SELECT id, outcome, rows_in_scope, updated FROM cost_sync_runs"
+                    " WHERE outcome <> 'running'"
                 )
                 if run is not None or daemon.returncode is not None:
                     break

@@ -24,7 +24,7 @@ from cost_sync.models import Cycle, Observation
 from cost_sync.settings import Settings
 from cost_sync.store import Store
 from cost_sync.sync import run_once
-from tests.integration.conftest import API_KEY, URL, FakeHostwinds, instance, seed, values
+from tests.integration.conftest import API_KEY, URL, FakeHostwinds, instance, lease_held, seed, values
 from tests.integration.test_daemon import TOKEN, daemon_settings, start
 
 pytestmark = pytest.mark.db
@@ -298,17 +298,21 @@ async def test_daemon_serves_a_resync_between_catch_up_runs(fleet: FakeHostwinds
 
 
 async def test_run_lock_lets_the_blocks_own_errors_through(pool: asyncpg.Pool) -> None:
-    """An OSError raised while holding the run lock stays an OSError, and the lock is released."""
+    """An OSError raised while holding the run lease stays an OSError, and the lease is released."""
     store = Store(pool)
     with pytest.raises(OSError, match="from the run"):
         async with store.lock(timeout=1):
             raise OSError("from the run")
+    assert not await lease_held(pool)
     async with store.lock(timeout=0.5):
+        assert await lease_held(pool)
+        # No session-level lock is left on a connection a pooler could hand to another client.
         held = await pool.fetchval(
             "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
             " WHERE l.locktype = 'advisory' AND d.datname = current_database()"
         )
-        assert held == 1
+        assert held == 0
+    assert not await lease_held(pool)
 
 
 @pytest.mark.usefixtures("rows")

@@ -21,13 +21,13 @@ from cost_sync.errors import (
 )
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.settings import Settings
-from cost_sync.store import SYNC_LOCK_KEY
 from cost_sync.sync import run_once
 from tests.integration.conftest import (
     API_KEY,
     URL,
     FakeHostwinds,
     dump,
+    hold_lease,
     instance,
     seed,
     settings,
@@ -281,19 +281,21 @@ async def test_dry_run_changes_nothing(
 async def test_second_run_waits_then_reports_run_in_progress(
     hostwinds: FakeHostwinds, client: HostwindsClient, pool: asyncpg.Pool, db_url: str
 ) -> None:
-    """While another process holds the run lock, a run waits its timeout then fails without writing."""
+    """While another process holds the run lease, a run waits its timeout then fails without writing
+    anything but its ledger row, which says why."""
     fleet(hostwinds)
     await seed(pool, ROWS)
-    holder = await asyncpg.connect(db_url)
-    try:
-        await holder.execute("SELECT pg_advisory_lock($1)", SYNC_LOCK_KEY)
-        quick = Settings(database={"lock_timeout_seconds": 0.3})  # type: ignore[arg-type]
-        with pytest.raises(LockTimeout, match="another run is in progress"):
-            await run_once(client=client, pool=pool, settings=quick)
-    finally:
-        await holder.close()
+    await hold_lease(pool)
+    quick = Settings(database={"lock_timeout_seconds": 0.3})  # type: ignore[arg-type]
+    with pytest.raises(LockTimeout, match="another run is in progress"):
+        await run_once(client=client, pool=pool, settings=quick)
     assert hostwinds.requests["get_instances"] == 0
-    assert await pool.fetchval("SELECT count(*) FROM cost_sync_runs") == 0
+    ledger = await pool.fetch("SELECT outcome, error, lease_taken, finished FROM cost_sync_runs")
+    assert len(ledger) == 1
+    assert ledger[0]["outcome"] == "failed"
+    assert "another run is in progress (waited 0.3 s" in ledger[0]["error"]
+    assert ledger[0]["lease_taken"] is None
+    assert ledger[0]["finished"] is not None
 
 
 async def test_logs_summary_and_each_unpriced_row_once(
