@@ -98,7 +98,9 @@ class Browser:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            pass_fds=(child_in, child_out),
+            # Descriptors 3 and 4 are made by dup2 after the fork; closing "all but pass_fds" would
+            # close them again, so nothing is closed (the parent's other descriptors are close-on-exec).
+            close_fds=False,
             preexec_fn=child_fds,
         )
         os.close(child_in)
