@@ -172,7 +172,7 @@ def _fleet_chart(points: Sequence[dict[str, Any]]) -> str:
                 markersize=5,
                 markerfacecolor="white",
                 markeredgecolor="#000000",
-                label="a day runs changed it",
+                label="a day a run changed it",
             )
             ax.legend(loc="upper left", frameon=False)
         ax.annotate(
@@ -296,11 +296,12 @@ def _head(data: dict[str, Any]) -> str:
         f"<li>Fleet monthly total <strong>{_usd('report', ['fleet_monthly_total'], r['fleet_monthly_total'])}"
         f"</strong> over {_fig('report', ['rows_in_scope'], r['rows_in_scope'])} rows in scope "
         f"(statuses {_e(', '.join(data['statuses']))})</li>",
-        f"<li>{_fig('report', ['rows_without_value'], r['rows_without_value'])} rows without a value "
-        "(unknown, counted as nothing)</li>",
-        f"<li>{_fig('report', ['provisional'], r['provisional'])} provisional values</li>",
-        f"<li>{len(r['held'])} changes held for a person, {len(r['unpriced'])} rows unpriced, "
-        f"{len(r['drift'])} rows differ from Finance's monthly_cost</li>",
+        f"<li>Rows without a value (unknown, never counted as zero): "
+        f"{_fig('report', ['rows_without_value'], r['rows_without_value'])}</li>",
+        f"<li>Provisional values (price-list estimates a run will refine): "
+        f"{_fig('report', ['provisional'], r['provisional'])}</li>",
+        f"<li>For a person: held changes {len(r['held'])}, unpriced rows {len(r['unpriced'])}, "
+        f"rows that differ from Finance's monthly_cost {len(r['drift'])}</li>",
     ]
     if attribution is not None:
         facts.append(
