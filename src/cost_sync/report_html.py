@@ -36,7 +36,7 @@ REPORT_EXTRA_MISSING = (
 )
 
 #: Okabe-Ito: told apart by most colour-blind readers; hatches tell them apart without colour.
-_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
+_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999933"]
 _HATCHES = ["//", "\\\\", "..", "xx", "--", "||", "oo", "++", "**", "OO"]
 _IDLE_COLOUR = "#BBBBBB"
 _IDLE_HATCH = "////"
@@ -191,28 +191,48 @@ def _fleet_chart(points: Sequence[dict[str, Any]]) -> str:
 
 Style = tuple[str, str]
 
+#: Charts draw this many tenants by name at most; the rest are one "other tenants" series (the
+#: tables list every tenant).
+CHART_TENANTS = 12
+_OTHER = "other"
+_OTHER_STYLE: Style = ("#777777", "..")
+
 
 def _styles(keys: Sequence[str]) -> dict[str, Style]:
     """(colour, hatch) per tenant key, the same in every chart; the unallocated share grey."""
-    styles: dict[str, Style] = {"unallocated": (_IDLE_COLOUR, _IDLE_HATCH)}
+    styles: dict[str, Style] = {"unallocated": (_IDLE_COLOUR, _IDLE_HATCH), _OTHER: _OTHER_STYLE}
     tenants = [k for k in keys if k != "unallocated"]
     for n, key in enumerate(tenants):
         styles[key] = (_COLOURS[n % len(_COLOURS)], _HATCHES[n % len(_HATCHES)])
     return styles
 
 
-def _tenant_time_chart(series: dict[str, Any], styles: dict[str, Style]) -> str | None:
+def _fold(series: dict[str, Any]) -> list[dict[str, Any]]:
+    """The series to draw: the first CHART_TENANTS - 1 tenants, the rest summed as one, unallocated."""
+    tenants = [s for s in series["series"] if s["key"] != "unallocated"]
+    idle = [s for s in series["series"] if s["key"] == "unallocated"]
+    if len(tenants) <= CHART_TENANTS:
+        return tenants + idle
+    rest = tenants[CHART_TENANTS - 1 :]
+    totals = [
+        str(sum((Decimal(s["totals"][n]) for s in rest), Decimal("0.00"))) for n in range(len(series["days"]))
+    ]
+    other = {"key": _OTHER, "name": f"{len(rest)} other tenants", "totals": totals}
+    return [*tenants[: CHART_TENANTS - 1], other, *idle]
 
+
+def _tenant_time_chart(series: dict[str, Any], styles: dict[str, Style]) -> str | None:
     if not series["days"]:
         return None
+    drawn = _fold(series)
     days: list[Any] = [date.fromisoformat(d) for d in series["days"]]
     x = [*days, days[-1] + timedelta(days=1)]
     with _rc():
         fig = _figure(3.4)
         ax = fig.add_subplot()
-        ys = [[*(_f(t) for t in s["totals"]), _f(s["totals"][-1])] for s in series["series"]]
-        areas = ax.stackplot(x, ys, step="post", labels=[s["name"] for s in series["series"]])
-        for area, s in zip(areas, series["series"], strict=True):
+        ys = [[*(_f(t) for t in s["totals"]), _f(s["totals"][-1])] for s in drawn]
+        areas = ax.stackplot(x, ys, step="post", labels=[_short(s["name"]) for s in drawn])
+        for area, s in zip(areas, drawn, strict=True):
             colour, hatch = styles.get(s["key"], (_IDLE_COLOUR, ""))
             area.set_facecolor(colour)
             area.set_hatch(hatch)
@@ -228,10 +248,19 @@ def _tenant_time_chart(series: dict[str, Any], styles: dict[str, Style]) -> str 
 
 
 def _tenant_now_chart(attribution: dict[str, Any], styles: dict[str, Style]) -> str:
-
-    names = [t["tenant_name"] or t["tenant_id"] for t in attribution["tenants"]] + ["unallocated (idle)"]
-    totals = [t["total"] for t in attribution["tenants"]] + [attribution["unallocated"]["total"]]
-    keys = [t["tenant_id"] for t in attribution["tenants"]] + ["unallocated"]
+    # Largest first; past CHART_TENANTS, the rest as one bar.
+    tenants = sorted(attribution["tenants"], key=lambda t: (-Decimal(t["total"]), t["tenant_id"]))
+    bars_of: list[tuple[str, str, str]] = [
+        (t["tenant_id"], t["tenant_name"] or t["tenant_id"], t["total"]) for t in tenants
+    ]
+    if len(bars_of) > CHART_TENANTS:
+        rest = bars_of[CHART_TENANTS - 1 :]
+        other = str(sum((Decimal(total) for _, _, total in rest), Decimal("0.00")))
+        bars_of = [*bars_of[: CHART_TENANTS - 1], (_OTHER, f"{len(rest)} other tenants", other)]
+    bars_of.append(("unallocated", "unallocated (idle)", attribution["unallocated"]["total"]))
+    keys = [k for k, _, _ in bars_of]
+    names = [n for _, n, _ in bars_of]
+    totals = [t for _, _, t in bars_of]
     with _rc():
         fig = _figure(0.6 + 0.28 * len(names))
         ax = fig.add_subplot()
@@ -253,30 +282,44 @@ def _short(text: str, limit: int = 32) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _fleet_by_chart(report: dict[str, Any]) -> str:
+def _group_bars(section: str, groups: dict[str, Any]) -> list[tuple[str, str, int]]:
+    """(label, total, rows) per group in key order; past CHART_TENANTS groups, the largest and the
+    rest as one bar (the tables list every group)."""
+    bars = [
+        (_short(_plan_label(k, e) if section == "by_plan" else k, 24), e["total"], int(e["rows"]))
+        for k, e in groups.items()
+    ]
+    if len(bars) <= CHART_TENANTS:
+        return bars
+    bars.sort(key=lambda b: -Decimal(b[1]))
+    rest = bars[CHART_TENANTS - 1 :]
+    other = str(sum((Decimal(b[1]) for b in rest), Decimal("0.00")))
+    return [*bars[: CHART_TENANTS - 1], (f"{len(rest)} others", other, sum(b[2] for b in rest))]
 
+
+def _fleet_by_chart(report: dict[str, Any]) -> str:
     sections = [
         ("by_plan", "plan"),
         ("by_cycle", "cycle"),
         ("by_source", "price source"),
         ("by_region", "region"),
     ]
+    drawn = {s: _group_bars(s, report[s]) for s, _ in sections}
     with _rc():
-        longest = max(len(report[s]) for s, _ in sections)
+        longest = max(len(bars) for bars in drawn.values())
         fig = _figure(1.2 + 0.5 * max(2, longest))
         axes = fig.subplots(2, 2)
         for ax, (section, title) in zip(axes.flat, sections, strict=True):
-            entries = list(report[section].items())
-            labels = [_short(_plan_label(k, e) if section == "by_plan" else k, 24) for k, e in entries]
+            entries = drawn[section]
             y = list(range(len(entries)))
             bars = ax.barh(
-                y, [_f(e["total"]) for _, e in entries], color="#56B4E9", edgecolor="#333333", linewidth=0.4
+                y, [_f(total) for _, total, _ in entries], color="#56B4E9", edgecolor="#333333", linewidth=0.4
             )
-            ax.bar_label(bars, labels=[f"${e['total']} · {e['rows']} rows" for _, e in entries], padding=2)
-            ax.set_yticks(y, labels)
+            ax.bar_label(bars, labels=[f"${total} · {rows} rows" for _, total, rows in entries], padding=2)
+            ax.set_yticks(y, [label for label, _, _ in entries])
             ax.invert_yaxis()
             ax.set_title(f"by {title}", loc="left", fontweight="bold")
-            top = max([_f(e["total"]) for _, e in entries] + [1.0])
+            top = max([_f(total) for _, total, _ in entries] + [1.0])
             ax.set_xlim(0, top * 1.9)
             ax.tick_params(axis="x", labelsize=7)
         return _svg(fig, "fleet-by", "The fleet by plan, billing cycle, price source and region")
