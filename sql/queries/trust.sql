@@ -118,3 +118,20 @@ SELECT $1, c.vps_instance_id, c.hostwinds_instance_id, c.old_cost, c.proposed_co
        c.run_id, c.cycle_alias
 FROM changed c
 RETURNING vps_instance_id;
+
+-- name: history_since
+-- Every change to a row in scope since $2, oldest first, with the run that made it (`report --html`).
+SELECT h.run_id, h.vps_instance_id, v.hostwinds_instance_id, h.old_cost, h.new_cost, h.created,
+       h.approved, r.trigger
+FROM cost_sync_history h
+JOIN vps_instances v ON v.id = h.vps_instance_id
+LEFT JOIN cost_sync_runs r ON r.id = h.run_id
+WHERE v.status = ANY($1::text[]) AND h.created >= $2
+ORDER BY h.created, h.run_id, h.vps_instance_id;
+
+-- name: tenant_daily_since
+-- The per-day tenant attribution kept since $1 (migration 0011), oldest first.
+SELECT day, bucket, tenant_ref::text AS tenant_ref, tenant_name, total
+FROM cost_sync_tenant_daily
+WHERE day >= $1
+ORDER BY day, bucket, tenant_ref;

@@ -60,6 +60,8 @@ SNAPSHOT_TABLE: dict[str, tuple[str, ...]] = {
         "ip_count",
         "unpriced",
     ),
+    # Migration 0011: one attribution per tenant per day, for the cost over time.
+    "cost_sync_tenant_daily": ("day", "snapshot_id", "bucket", "tenant_ref", "total"),
 }
 
 _COLUMNS = """
@@ -111,6 +113,24 @@ FROM unnest($4::text[], $5::uuid[], $6::text[], $7::uuid[], $8::text[], $9::nume
             $11::int[], $12::bool[])
      AS l(bucket, tenant_ref, tenant_name, vps_instance_id, hostwinds_instance_id, vps_cost, ip_cost,
           ip_count, unpriced)
+"""
+
+
+# The day's rows are the snapshot just written, summed per tenant by the view the dashboards read
+# (one definition of the sums); days older than $1 are forgotten.
+_REPLACE_DAY = """
+DELETE FROM cost_sync_tenant_daily WHERE day = ($1::timestamptz AT TIME ZONE 'UTC')::date
+"""
+_INSERT_DAY = """
+INSERT INTO cost_sync_tenant_daily (day, snapshot_id, computed_at, bucket, tenant_ref, tenant_name,
+                                    vps_cost, ip_cost, total, vps_count, ip_count, unpriced_vps)
+SELECT (m.computed_at AT TIME ZONE 'UTC')::date, m.snapshot_id, m.computed_at, m.bucket, m.tenant_ref,
+       m.tenant_name, m.vps_cost, m.ip_cost, m.total, m.vps_count, m.ip_count, m.unpriced_vps
+FROM cost_sync_tenant_monthly m
+"""
+_FORGET_DAYS = """
+DELETE FROM cost_sync_tenant_daily
+WHERE day < ($1::timestamptz AT TIME ZONE 'UTC')::date - $2::int
 """
 
 
@@ -221,10 +241,14 @@ async def compute(pool: asyncpg.Pool, settings: Settings, *, snapshot: bool = Fa
                 return await _read(conn, settings)
 
 
-async def store_snapshot(pool: asyncpg.Pool, report: Report, *, run_id: uuid.UUID | None = None) -> int:
+async def store_snapshot(
+    pool: asyncpg.Pool, report: Report, *, run_id: uuid.UUID | None = None, keep_days: int = 400
+) -> int:
     """Replace cost_sync_tenant_costs with ``report``'s lines in one transaction; return rows written.
 
-    A stored snapshot newer than ``report`` is kept (0 rows written).
+    The same transaction replaces the day's rows of cost_sync_tenant_daily with the snapshot summed
+    per tenant and forgets days older than ``keep_days``. A stored snapshot newer than ``report``
+    is kept (0 rows written).
     """
     lines = attribution.snapshot_lines(report.allocation)
     vps_by_id = {a.vps.id: a.vps for a in report.allocation.vps}
@@ -253,6 +277,9 @@ async def store_snapshot(pool: asyncpg.Pool, report: Report, *, run_id: uuid.UUI
                 return 0
             await conn.execute("DELETE FROM cost_sync_tenant_costs")
             await conn.execute(_INSERT_SNAPSHOT, uuid.uuid4(), run_id, report.generated_at, *columns)
+            await conn.execute(_REPLACE_DAY, report.generated_at)
+            await conn.execute(_INSERT_DAY)
+            await conn.execute(_FORGET_DAYS, report.generated_at, keep_days)
     allocation = report.allocation
     log.info(
         "attribution.snapshot_written",
@@ -270,4 +297,4 @@ async def store_snapshot(pool: asyncpg.Pool, report: Report, *, run_id: uuid.UUI
 async def write_snapshot(pool: asyncpg.Pool, settings: Settings, *, run_id: uuid.UUID | None = None) -> int:
     """Attribute the fleet now and replace the snapshot with it; return the rows written."""
     report = await compute(pool, settings, snapshot=True)
-    return await store_snapshot(pool, report, run_id=run_id)
+    return await store_snapshot(pool, report, run_id=run_id, keep_days=settings.attribution.keep_days)

@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -68,6 +69,13 @@ def _non_negative(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} is negative; give 0 or more")
     return value
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
 def _port(text: str) -> int:
@@ -224,6 +232,13 @@ def _verb_demo(verbs: Any, common: argparse.ArgumentParser) -> None:
         "Needs the demo extra: pip install 'cost-sync[demo]'.",
     )
     p.add_argument("--keep", action="store_true", help="leave the database and sandbox running until Ctrl-C")
+    p.add_argument(
+        "--html",
+        type=Path,
+        metavar="PATH",
+        default=Path("cost-sync-demo-report.html"),
+        help="where to write the demo's HTML report (default: cost-sync-demo-report.html)",
+    )
     _json_option(p, "both runs' reports")
     p.set_defaults(handler=_demo, default_log_level="error")
 
@@ -332,7 +347,8 @@ def _verb_attribution(verbs: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--write",
         action="store_true",
-        help="also replace the cost_sync_tenant_costs snapshot that the cost_sync_tenant_monthly view reads",
+        help="also replace the cost_sync_tenant_costs snapshot that the cost_sync_tenant_monthly view reads "
+        "(and today's row per tenant in cost_sync_tenant_daily)",
     )
     p.set_defaults(handler=_attribution)
 
@@ -392,8 +408,21 @@ def _verb_report(verbs: Any, common: argparse.ArgumentParser) -> None:
         "upgrade available. Database only.",
     )
     output = p.add_mutually_exclusive_group()
-    _json_option(output, "the report (amounts as strings)")
+    _json_option(output, "the report (amounts as strings); with --html, where the page was written")
     output.add_argument("--csv", action="store_true", help="print CSV")
+    p.add_argument(
+        "--html",
+        type=Path,
+        metavar="PATH",
+        help="write the report as one self-contained HTML page with charts (docs/report.md); "
+        "needs the report extra: pip install 'cost-sync[report]'",
+    )
+    p.add_argument(
+        "--since",
+        type=_date,
+        metavar="DATE",
+        help="with --html: the first day the charts show, YYYY-MM-DD (default: 90 days ago)",
+    )
     p.set_defaults(handler=_trust)
 
 
@@ -587,7 +616,7 @@ async def _resync(args: argparse.Namespace, settings: Settings) -> int:
 async def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from cost_sync.demo import run_demo
 
-    return await run_demo(keep=args.keep, as_json=args.json)
+    return await run_demo(keep=args.keep, as_json=args.json, html=args.html)
 
 
 async def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
@@ -703,7 +732,7 @@ async def _attribution(args: argparse.Namespace, settings: Settings) -> int:
             await require_platform_table(conn)
         report = await attribution_store.compute(pool, settings, snapshot=args.write)
         if args.write:
-            await attribution_store.store_snapshot(pool, report)
+            await attribution_store.store_snapshot(pool, report, keep_days=settings.attribution.keep_days)
     finally:
         await pool.close()
     if args.json:

@@ -18,12 +18,13 @@ import tempfile
 import uuid
 import warnings
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
 
-from cost_sync import attribution_render, attribution_store, render
+from cost_sync import attribution_render, attribution_store, render, report_data, report_html
 from cost_sync.db import connect
 from cost_sync.errors import ConfigError
 from cost_sync.migrate import migrate, sql_dir
@@ -180,10 +181,27 @@ DEMO_EXTRA_MISSING = (
 )
 
 
-async def run_demo(*, keep: bool, as_json: bool = False, out: Print = print) -> int:
+async def _write_html(pool: asyncpg.Pool, settings: Settings, path: Path) -> str:
+    """Write the HTML report of the demo's database; say where (or which extra it lacks)."""
+    try:
+        report_html.require_matplotlib()
+    except ConfigError as exc:
+        return f"No HTML report: {exc.message}"
+    now = datetime.now(UTC)
+    since = (now - timedelta(days=report_html.DEFAULT_DAYS)).date()
+    data = await report_data.html_data(pool, settings, since=since, now=now)
+    try:
+        await asyncio.to_thread(path.write_text, report_html.render_page(data), encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return f"HTML report (cost-sync report --html; docs/report.md) written to {path}: open it in a browser."
+
+
+async def run_demo(*, keep: bool, as_json: bool = False, out: Print = print, html: Path | None = None) -> int:
     """Run the demo; return the exit code. With ``keep``, wait for Ctrl-C before cleaning up.
 
     With ``as_json`` the tables are left out and both runs' reports are printed as one JSON object.
+    With ``html``, the HTML report (``report --html``) of the demo's database is written there.
     Without the ``demo`` extra installed, a ConfigError says what to install.
     """
     with warnings.catch_warnings():
@@ -240,6 +258,9 @@ async def run_demo(*, keep: bool, as_json: bool = False, out: Print = print) -> 
                 "at $4.99 each; docs/attribution.md), also in the view cost_sync_tenant_monthly:"
             )
             show("\n".join(attribution_render.text(report)))
+            if html is not None:
+                show("")
+                show(await _write_html(pool, settings, html))
             if as_json:
                 runs = [json.loads(render.as_json(r.report, r.outcomes)) for r in (first, second)]
                 out(

@@ -11,13 +11,26 @@ import io
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from cost_sync.redact import SafeCsvWriter
 
-__all__ = ["HeldRow", "LastFleetRun", "ReportRow", "amount", "build_report", "report_csv"]
+__all__ = [
+    "Change",
+    "HeldRow",
+    "LastFleetRun",
+    "ReportRow",
+    "TenantDay",
+    "amount",
+    "build_report",
+    "fleet_daily",
+    "largest_changes",
+    "report_csv",
+    "runs_in_period",
+    "tenant_series",
+]
 
 _CENT = Decimal("0.01")
 UNKNOWN = "unknown"
@@ -254,3 +267,147 @@ def report_csv(report: dict[str, Any]) -> str:
         for warning in last["warnings"]:
             writer.writerow(["warning", last["run_id"], "", "", warning])
     return out.getvalue()
+
+
+# -- over time (`report --html`) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One history entry: a row's value changed by a run (or an approval)."""
+
+    run_id: uuid.UUID
+    row_id: uuid.UUID
+    hostwinds_instance_id: str | None
+    old: Decimal | None
+    new: Decimal
+    at: datetime
+    trigger: str | None = None
+    approved: bool = False
+
+    @property
+    def difference(self) -> Decimal:
+        """What the change added to the fleet's total (from no value: the whole new value)."""
+        return self.new - (self.old or Decimal("0.00"))
+
+
+@dataclass(frozen=True, slots=True)
+class TenantDay:
+    """One tenant's (or the unallocated bucket's, tenant_ref None) attribution on one day."""
+
+    day: date
+    tenant_ref: str | None
+    tenant_name: str | None
+    total: Decimal
+
+
+def _days(since: date, until: date) -> list[date]:
+    return [since + timedelta(days=n) for n in range((until - since).days + 1)]
+
+
+def fleet_daily(
+    report: dict[str, Any], changes: Sequence[Change], *, since: date, until: date
+) -> list[dict[str, Any]]:
+    """The fleet's monthly total at the end of each day from ``since`` to ``until`` (UTC dates).
+
+    Walked back from the report's total through the history of the rows in scope now: a day's
+    total is today's less every change made after it, so the last point is the report's
+    ``fleet_monthly_total`` exactly. A change from no value leaves that row without a value before
+    it (counted in ``rows_without_value``, never as zero).
+    """
+    total = Decimal(report["fleet_monthly_total"])
+    without = int(report["rows_without_value"])
+    by_day: dict[date, list[Change]] = {}
+    for change in changes:
+        by_day.setdefault(change.at.date(), []).append(change)
+    points: list[dict[str, Any]] = []
+    for day in reversed(_days(since, until)):
+        made = by_day.get(day, [])
+        points.append(
+            {
+                "day": day.isoformat(),
+                "total": amount(total),
+                "rows_without_value": without,
+                "changes": len(made),
+                "runs": sorted({str(c.run_id) for c in made}),
+            }
+        )
+        total -= sum((c.difference for c in made), Decimal("0.00"))
+        without += sum(1 for c in made if c.old is None)
+    points.reverse()
+    return points
+
+
+def runs_in_period(changes: Sequence[Change]) -> list[dict[str, Any]]:
+    """The runs that changed the total, oldest first: rows changed and what they added to it."""
+    runs: dict[uuid.UUID, list[Change]] = {}
+    for change in changes:
+        runs.setdefault(change.run_id, []).append(change)
+    ordered = sorted(runs.items(), key=lambda item: (min(c.at for c in item[1]), str(item[0])))
+    return [
+        {
+            "run_id": str(run_id),
+            "trigger": made[0].trigger or ("approve" if any(c.approved for c in made) else UNKNOWN),
+            "at": min(c.at for c in made).isoformat(),
+            "rows_changed": len(made),
+            "difference": amount(sum((c.difference for c in made), Decimal("0.00"))),
+        }
+        for run_id, made in ordered
+    ]
+
+
+def largest_changes(changes: Sequence[Change], limit: int = 10) -> list[dict[str, Any]]:
+    """The ``limit`` changes that moved the total most (either way), largest first."""
+    ordered = sorted(changes, key=lambda c: (-abs(c.difference), c.at, str(c.row_id)))
+    return [
+        {
+            "row_id": str(c.row_id),
+            "hostwinds_instance_id": c.hostwinds_instance_id,
+            "old": None if c.old is None else amount(c.old),
+            "new": amount(c.new),
+            "difference": amount(c.difference),
+            "at": c.at.isoformat(),
+            "run_id": str(c.run_id),
+            "approved": c.approved,
+        }
+        for c in ordered[:limit]
+    ]
+
+
+def tenant_series(days: Sequence[TenantDay], attribution: dict[str, Any] | None) -> dict[str, Any]:
+    """Each tenant's total per day with a snapshot, the unallocated share as its own series.
+
+    ``attribution`` (``attribution --json``, the picture now) stands for its own day, replacing a
+    stored snapshot of that day. Keys are tenant ids, ``"unallocated"`` for idle capacity; a
+    tenant absent from a day's snapshot had no share that day (0.00).
+    """
+    per_day: dict[date, dict[str, Decimal]] = {}
+    names: dict[str, str | None] = {}
+    for d in days:
+        key = d.tenant_ref or "unallocated"
+        per_day.setdefault(d.day, {})[key] = d.total
+        if d.tenant_ref is not None:
+            names[key] = d.tenant_name
+    if attribution is not None:
+        today = datetime.fromisoformat(attribution["generated_at"]).date()
+        now = {t["tenant_id"]: Decimal(t["total"]) for t in attribution["tenants"]}
+        now["unallocated"] = Decimal(attribution["unallocated"]["total"])
+        per_day[today] = now
+        names |= {t["tenant_id"]: t["tenant_name"] for t in attribution["tenants"]}
+    ordered_days = sorted(per_day)
+    if not ordered_days:
+        return {"days": [], "series": []}
+    keys = sorted(names, key=lambda k: (-(per_day[ordered_days[-1]].get(k, Decimal(0))), k))
+    if any("unallocated" in v for v in per_day.values()):
+        keys.append("unallocated")
+    return {
+        "days": [d.isoformat() for d in ordered_days],
+        "series": [
+            {
+                "key": key,
+                "name": "unallocated (idle)" if key == "unallocated" else names.get(key) or key,
+                "totals": [amount(per_day[d].get(key, Decimal("0.00"))) for d in ordered_days],
+            }
+            for key in keys
+        ],
+    }

@@ -367,6 +367,8 @@ class AttributionSettings(_Section):
     enabled: bool = False
     assignment_statuses: StatusNames = Field(default_factory=lambda: ["active", "warming"], min_length=1)
     idle_ip_statuses: StatusNames = Field(default_factory=lambda: ["idle"])
+    #: Days of per-tenant history (cost_sync_tenant_daily) kept for `report --html`.
+    keep_days: int = Field(default=400, ge=1, le=36600)
 
 
 class Settings(BaseSettings):

@@ -11,22 +11,24 @@ and applies the ones that still stand in one transaction, under the run lock.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import structlog
 
-from cost_sync import explain, guard, pricing, render, reporting
+from cost_sync import explain, guard, pricing, render, report_data, reporting
 from cost_sync.db import create_pool
 from cost_sync.errors import ConfigError, CostSyncError
 from cost_sync.matching import match_rows, resolve_targets, shared_uuid_unpriced
 from cost_sync.migrate import require_schema
-from cost_sync.models import Estimate, PriceSource, RunReport, Unpriced, override_key
+from cost_sync.models import RunReport, override_key
 from cost_sync.redact import for_terminal, terminal_text
 from cost_sync.reporting import HeldRow
 from cost_sync.settings import Settings
@@ -75,189 +77,15 @@ async def _explain(args: argparse.Namespace, settings: Settings) -> int:
     async with _database(settings) as pool:
         trust = TrustStore(pool)
         row_id = await _one_row(trust, args.id)
-        row = await trust.row(row_id)
-        if row is None:
-            raise ConfigError(f"{args.id}: the row was deleted")
-        history = await trust.history(row_id)
-        state = await trust.row_state(row_id)
-        observation = (
-            await trust.observation(state.serviceid)
-            if state is not None and state.serviceid is not None
-            else None
-        )
-        held = await trust.held([row_id])
-        fingerprint_instance = (
-            explain.instance_from_fingerprint(state.serviceid, observation.fingerprint)
-            if state is not None and state.serviceid is not None and observation is not None
-            else None
-        )
-        # The price list a run would join this instance to now: the current settings' options.
-        price_list = (
-            await trust.price_list(
-                settings.hostwinds.managed, fingerprint_instance.disk_type, settings.hostwinds.plan_key
-            )
-            if fingerprint_instance is not None
-            else None
-        )
-    hw_id = (row.hostwinds_instance_id or "").strip()
-    override = settings.overrides.get(override_key(hw_id))
-    now = explain.compute_now(
-        override=override,
-        serviceid=state.serviceid if state else None,
-        prices=observation.prices if observation else None,
-        fingerprint=observation.fingerprint if observation else None,
-        aliases=settings.hostwinds.cycle_aliases,
-        plans=price_list.plans if price_list else None,
-    )
-    derived = [explain.derive(entry) for entry in history]
-    spelled = fingerprint_instance.billingcycle if fingerprint_instance else None
-    # An alias is a spelling that names no cycle itself ("Bi-Annually") mapped by the settings;
-    # "Quarterly" normalising to quarterly is no alias.
-    aliased = (
-        settings.hostwinds.cycle_aliases.get(pricing.spelling_key(spelled))
-        if spelled and pricing.normalise_cycle(spelled) is None
-        else None
-    )
-    data: dict[str, Any] = {
-        "row_id": str(row.row_id),
-        "hostwinds_instance_id": row.hostwinds_instance_id,
-        "status": row.status,
-        "region": row.region,
-        "approximate_cost": _money(row.approximate_cost),
-        "monthly_cost": _money(row.monthly_cost),
-        "match": None
-        if state is None
-        else {
-            "matched": state.matched,
-            "serviceid": state.serviceid,
-            "server_uuid": state.server_uuid,
-            "by": None
-            if not state.matched
-            else "serviceid"
-            if hw_id.isascii() and hw_id.isdigit()
-            else "server_uuid",
-            "hostwinds_billingcycle": spelled,
-            "cycle_alias": f"{derived[0]['cycle_alias']} -> {derived[0]['cycle']}"
-            if derived and derived[0]["cycle_alias"]
-            else f"{spelled} -> {aliased.value}"
-            if aliased is not None
-            else None,
-            "unpriced_reason": state.unpriced_reason,
-            "unpriced_detail": state.unpriced_detail,
-        },
-        "override": _money(override),
-        "last_change": derived[0] if derived else None,
-        "history": derived,
-        "held": [h.as_json() for h in held],
-        "now": _now_json(
-            now,
-            row.approximate_cost,
-            observation.observed if observation else None,
-            price_list.observed_at if price_list else None,
-        ),
-    }
+        try:
+            data = await report_data.explain_row(trust, settings, row_id)
+        except ConfigError:
+            raise ConfigError(f"{args.id}: the row was deleted") from None
     if args.json:
         print(json.dumps(data, indent=2))
     else:
-        print(for_terminal(_explain_text(data)))
+        print(for_terminal(report_data.explain_text(data)))
     return 0
-
-
-def _now_json(
-    now: Estimate | Unpriced, stored: Any, observed: datetime | None, list_observed: datetime | None
-) -> dict[str, Any]:
-    if isinstance(now, Unpriced):
-        return {"monthly": None, "differs": None, "reason": now.reason.value, "detail": now.detail}
-    from_list = now.source is PriceSource.PRICE_LIST
-    return {
-        "monthly": str(now.monthly),
-        "source": now.source.value,
-        "fallback": now.fallback.value if now.fallback else None,
-        "cycle": now.cycle.value if now.cycle else None,
-        "cycle_price": _money(now.cycle_price),
-        "months": now.months,
-        "differs": now.monthly != stored,
-        "observed": None if observed is None else observed.isoformat(),
-        # When the cached price list it came from was read (price_list sources only).
-        "price_list_observed": list_observed.isoformat() if from_list and list_observed else None,
-    }
-
-
-def _explain_text(data: dict[str, Any]) -> list[str]:
-    lines = [
-        f"row {data['row_id']} ({data['hostwinds_instance_id'] or 'no hostwinds_instance_id'}, "
-        f"{data['status']}): approximate_cost {data['approximate_cost'] or 'null'}"
-    ]
-    match = data["match"]
-    if match:
-        lines.append(
-            f"  matched: {'serviceid ' + str(match['serviceid']) if match['matched'] else 'no instance'}"
-            + (f" by {match['by']}" if match["by"] else "")
-            + (f"; cycle alias {match['cycle_alias']}" if match["cycle_alias"] else "")
-            + (
-                f"; unpriced: {match['unpriced_reason']} ({match['unpriced_detail']})"
-                if match["unpriced_reason"]
-                else ""
-            )
-        )
-    if data["override"]:
-        lines.append(f"  Finance override configured: {data['override']}")
-    last = data["last_change"]
-    if last is None:
-        lines.append("  cost-sync never changed this row")
-    else:
-        lines.append(f"  last change: run {last['run_id']} at {last['at']}: {last['old']} -> {last['new']}")
-        lines.append(
-            f"    source {last['source']}"
-            + (f" (fallback {last['fallback']})" if last["fallback"] else "")
-            + (" (provisional)" if last["provisional"] else "")
-            + (" (approved)" if last["approved"] else "")
-            + (
-                f", plan {last['product_id']} {last['product_name'] or ''}".rstrip()
-                if last["product_id"]
-                else ""
-            )
-            + (f", cycle {last['cycle']}" if last["cycle"] else "")
-        )
-        lines.append(f"    {last['rule']}")
-        lines.append(
-            f"    recomputed: {'reproduces the stored value' if last['reproduces'] else 'DOES NOT reproduce'}"
-        )
-    if data["history"]:
-        lines.append("  history (newest first):")
-        rows = [
-            [
-                h["at"][:19],
-                h["old"] or "-",
-                h["new"],
-                h["source"]
-                + (f" fallback {h['fallback']}" if h["fallback"] else "")
-                + (" provisional" if h["provisional"] else "")
-                + (" approved" if h["approved"] else ""),
-                h["cycle"] or "-",
-                h["cycle_price"] or "-",
-                str(h["months"] or "-"),
-            ]
-            for h in data["history"]
-        ]
-        lines += [
-            "    " + line
-            for line in render.table(["at", "old", "new", "source", "cycle", "price", "months"], rows)
-        ]
-    for h in data["held"]:
-        lines.append(f"  held: {h['old']} -> {h['proposed']} since {h['since']} ({h['reason']})")
-    now = data["now"]
-    if now["monthly"] is None:
-        lines.append(f"  now: not computable from the cache alone: {now['detail']} ({now['reason']})")
-    elif now["differs"]:
-        lines.append(
-            f"  now: a run would compute {now['monthly']} from the cached prices ({now['source']}"
-            + (f", fallback {now['fallback']}" if now["fallback"] else "")
-            + ")"
-        )
-    else:
-        lines.append("  now: a run would compute the same value from the cached prices")
-    return lines
 
 
 # -- held and approve ---------------------------------------------------------------------------
@@ -434,21 +262,44 @@ async def _approve_as(run_id: uuid.UUID, args: argparse.Namespace, settings: Set
 
 
 async def _report(args: argparse.Namespace, settings: Settings) -> int:
+    if getattr(args, "html", None) is not None:
+        if args.csv:
+            raise ConfigError("--html writes a page; --csv prints a table: give one")
+        return await _report_html(args, settings)
+    if getattr(args, "since", None) is not None:
+        raise ConfigError("--since goes with --html (report --json and --csv show the fleet now)")
     async with _database(settings) as pool:
-        trust = TrustStore(pool)
-        rows = await trust.report_rows(settings.sync.statuses)
-        held = await trust.held()
-        oldest = await trust.oldest_observation()
-        last_run = await trust.last_fleet_run()
-    data = reporting.build_report(
-        rows, held, oldest_observation=oldest, generated_at=datetime.now(UTC), last_run=last_run
-    )
+        data = await report_data.report_json(TrustStore(pool), settings, datetime.now(UTC))
     if args.json:
         print(json.dumps(data, indent=2))
     elif args.csv:
         print(reporting.report_csv(data), end="")
     else:
         print(for_terminal(_report_text(data)))
+    return 0
+
+
+async def _report_html(args: argparse.Namespace, settings: Settings) -> int:
+    from cost_sync import report_html
+
+    # Before the database is read: a missing extra is a one-line exit 2.
+    report_html.require_matplotlib()
+    now = datetime.now(UTC)
+    since = args.since or (now - timedelta(days=report_html.DEFAULT_DAYS)).date()
+    if since > now.date():
+        raise ConfigError(f"--since {since.isoformat()} is in the future")
+    async with _database(settings) as pool:
+        data = await report_data.html_data(pool, settings, since=since, now=now)
+    page = report_html.render_page(data)
+    path: Path = args.html
+    try:
+        await asyncio.to_thread(path.write_text, page, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if args.json:
+        print(json.dumps({"outcome": "written", "path": str(path), "bytes": len(page.encode())}))
+    else:
+        print(f"report written to {path} ({len(page.encode()) // 1024} KiB; open it in a browser)")
     return 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import asyncpg
@@ -20,7 +20,7 @@ from cost_sync.errors import DatabaseError
 from cost_sync.explain import HistoryRecord
 from cost_sync.models import Cycle, RowState, RunReport
 from cost_sync.redact import redact
-from cost_sync.reporting import HeldRow, LastFleetRun, ReportRow
+from cost_sync.reporting import Change, HeldRow, LastFleetRun, ReportRow, TenantDay
 from cost_sync.store import (
     CachedPriceList,
     Conn,
@@ -205,6 +205,32 @@ class TrustStore:
         if r is None:
             return None
         return LastFleetRun(r["id"], r["trigger"], r["finished"], tuple(r["warnings"]))
+
+    async def history_since(self, statuses: Sequence[str], since: datetime) -> list[Change]:
+        """Every change to a row in scope since ``since``, oldest first."""
+        with mapped():
+            records = await self._pool.fetch(self._q["history_since"], list(statuses), since)
+        return [
+            Change(
+                run_id=r["run_id"],
+                row_id=r["vps_instance_id"],
+                hostwinds_instance_id=r["hostwinds_instance_id"],
+                old=r["old_cost"],
+                new=r["new_cost"],
+                at=r["created"].astimezone(UTC),
+                trigger=r["trigger"],
+                approved=r["approved"],
+            )
+            for r in records
+        ]
+
+    async def tenant_days(self, since: date) -> list[TenantDay]:
+        """The per-day tenant attribution kept since ``since`` (migration 0011)."""
+        with mapped():
+            records = await self._pool.fetch(self._q["tenant_daily_since"], since)
+        return [
+            TenantDay(r["day"], r["tenant_ref"], _stored_text(r["tenant_name"]), r["total"]) for r in records
+        ]
 
     async def fleet_total(self, statuses: Sequence[str]) -> Decimal:
         """The sum of the stored values of the rows in scope."""

@@ -30,10 +30,16 @@ EXPECTED = {
 }
 
 
-async def test_demo_prices_the_sample_fleet_and_cleans_up() -> None:
-    """The demo prints every row with its source, a steady second run, and leaves nothing running."""
+async def test_demo_prices_the_sample_fleet_and_cleans_up(tmp_path: Path) -> None:
+    """The demo prints every row with its source, a steady second run, writes its HTML report, and
+    leaves nothing running."""
     lines: list[str] = []
-    assert await run_demo(keep=False, out=lines.append) == 0
+    page = tmp_path / "demo.html"
+    assert await run_demo(keep=False, out=lines.append, html=page) == 0
+    assert f"written to {page}: open it in a browser." in lines[-1]
+    html = page.read_text(encoding="utf-8")
+    assert html.count('<figure class="chart"') == 4
+    assert all(name in html for name in DEMO_TENANTS)
     text = "\n".join(lines)
     # The attribution printed last names VPS again: the pricing table is what precedes it.
     text, _, attribution = text.partition("Tenant attribution after the sync")
