@@ -7,6 +7,12 @@ domains on each IP, a cost_sync_history and a cost_sync_row_state row per VPS, o
 unpriced by the last run), in a fresh database each, it times
 ``attribution_store.compute`` and ``store_snapshot`` (best of three) beside the floor of reading
 the same rows with one raw query, and prints the ratios. The database is dropped afterwards.
+
+``x floor`` is compute against the raw read as any caller makes it; ``x bare`` against the raw
+read with the cyclic garbage collector paused and JIT off, as compute reads: the stricter floor.
+The target (issue 20) is ``x floor`` under 2 at 100,000 VPS:
+
+    python bench/attribution_scale.py --database-url ... --sizes 100000
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from cost_sync import attribution_store, logs
+from cost_sync import attribution, attribution_store, logs
 from cost_sync.migrate import migrate, sql_dir
 from cost_sync.settings import Settings
 
@@ -73,6 +79,14 @@ async def best_of(runs: int, work: object) -> float:
     return min(times)
 
 
+async def bare_floor(pool: asyncpg.Pool) -> None:
+    """The raw read as compute makes it: JIT off, the cyclic garbage collector paused."""
+    with attribution.cyclic_gc_paused():
+        async with pool.acquire() as conn, conn.transaction(readonly=True):
+            await conn.execute("SET LOCAL jit = off")
+            await conn.fetch(FLOOR)
+
+
 async def measure(server_url: str, n: int) -> dict[str, float]:
     """Seed N VPS in a fresh database and time the floor, compute and the snapshot write."""
     name = f"cs_bench_attr_{uuid.uuid4().hex[:8]}"
@@ -92,13 +106,14 @@ async def measure(server_url: str, n: int) -> dict[str, float]:
         settings = Settings()
         try:
             floor = await best_of(3, lambda: pool.fetch(FLOOR))
+            bare = await best_of(3, lambda: bare_floor(pool))
             compute = await best_of(3, lambda: attribution_store.compute(pool, settings, snapshot=True))
             report = await attribution_store.compute(pool, settings, snapshot=True)
             write = await best_of(3, lambda: attribution_store.store_snapshot(pool, report))
             rows = await pool.fetchval("SELECT count(*) FROM cost_sync_tenant_costs")
         finally:
             await pool.close()
-        return {"floor": floor, "compute": compute, "write": write, "rows": float(rows)}
+        return {"floor": floor, "bare": bare, "compute": compute, "write": write, "rows": float(rows)}
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
@@ -111,13 +126,16 @@ async def main() -> None:
     parser.add_argument("--sizes", default="1000,10000", help="comma-separated VPS counts")
     args = parser.parse_args()
     logs.configure(level="warning")  # the table is the output; log lines would interleave with it
-    print(f"{'VPS':>7} {'snapshot rows':>13} {'floor s':>8} {'compute s':>9} {'x floor':>7} {'write s':>8}")
+    print(
+        f"{'VPS':>7} {'snapshot rows':>13} {'floor s':>8} {'bare s':>7} {'compute s':>9} {'x floor':>7}"
+        f" {'x bare':>6} {'write s':>8}"
+    )
     for n in (int(s) for s in args.sizes.split(",")):
         r = await measure(args.database_url, n)
-        ratio = r["compute"] / r["floor"]
+        ratio, strict = r["compute"] / r["floor"], r["compute"] / r["bare"]
         print(
-            f"{n:>7} {int(r['rows']):>13} {r['floor']:>8.3f} {r['compute']:>9.3f} {ratio:>7.1f}"
-            f" {r['write']:>8.3f}"
+            f"{n:>7} {int(r['rows']):>13} {r['floor']:>8.3f} {r['bare']:>7.3f} {r['compute']:>9.3f}"
+            f" {ratio:>7.2f} {strict:>6.2f} {r['write']:>8.3f}"
         )
 
 

@@ -117,7 +117,15 @@ SET plans = excluded.plans, observed = excluded.observed, run_id = excluded.run_
 WHERE p.observed <= excluded.observed OR p.observed > now();
 
 -- name: oldest_observation
-SELECT min(observed) FROM cost_sync_price_observations;
+-- The oldest cached answer a row in scope relies on: the service is the one the last run that
+-- decided the row matched. Answers for services no row uses any more (a deleted VPS) are kept in
+-- the cache but would age for ever, so they are left out.
+SELECT min(o.observed)
+FROM cost_sync_price_observations o
+WHERE EXISTS (
+    SELECT 1 FROM cost_sync_row_state s JOIN vps_instances v ON v.id = s.vps_instance_id
+    WHERE s.serviceid = o.serviceid AND s.matched AND v.status = ANY($1::text[])
+);
 
 -- name: write_estimates
 -- One statement. `prior` is read in the statement's snapshot, so it holds the values from before

@@ -83,6 +83,9 @@ SELECT coalesce(sum(approximate_cost), 0) FROM vps_instances WHERE status = ANY(
 -- name: held_count
 SELECT count(*) FROM cost_sync_held_changes;
 
+-- name: held_summary
+SELECT count(*) AS held, min(since) AS oldest FROM cost_sync_held_changes;
+
 -- name: approve
 -- Apply these held changes in one statement: only the change as it was shown (same proposing run
 -- $4 and value $5, position by position with the rows $2), only where the row still holds the

@@ -10,7 +10,7 @@ writers by an advisory lock. Never opens or closes a pool.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeAlias
@@ -19,7 +19,7 @@ import asyncpg
 import structlog
 
 from cost_sync import attribution
-from cost_sync.attribution import Assignment, Ip, Report, Rules, Vps
+from cost_sync.attribution import IpRow, Report, Rules, Vps
 from cost_sync.db import database_errors
 from cost_sync.errors import MissingSchemaError
 from cost_sync.settings import Settings
@@ -89,14 +89,14 @@ FROM smtp_ip_addresses s JOIN vps_instances v ON v.id = s.vps_instance_id
 WHERE v.status = ANY($1::text[])
 """
 
-# DISTINCT: a tenant with many domains on one IP is one taker of that IP.
+# Every counted assignment, in scope or not: joining the IPs and their VPS to keep only those in
+# scope costs PostgreSQL more than reading the rest costs cost-sync, which looks up the takers of
+# the IPs in scope only. A tenant with many domains on one IP is one taker (_tenants_by_ip).
 _READ_ASSIGNMENTS = """
-SELECT DISTINCT a.smtp_ip_address_id::text AS ip_id, d.tenant_id::text AS tenant_id, a.status
+SELECT a.smtp_ip_address_id::text AS ip_id, d.tenant_id::text AS tenant_id
 FROM domain_ip_assignments a
 JOIN domains d ON d.id = a.domain_id
-JOIN smtp_ip_addresses s ON s.id = a.smtp_ip_address_id
-JOIN vps_instances v ON v.id = s.vps_instance_id
-WHERE v.status = ANY($1::text[]) AND a.status = ANY($2::text[]) AND d.tenant_id IS NOT NULL
+WHERE a.status = ANY($1::text[]) AND d.tenant_id IS NOT NULL
 """
 
 _READ_TENANT_NAMES = "SELECT id::text AS id, name FROM tenants WHERE id::text = ANY($1::text[])"
@@ -195,6 +195,21 @@ def _vps(record: asyncpg.Record) -> Vps:
     )
 
 
+def _tenants_by_ip(records: Iterable[asyncpg.Record]) -> dict[str, list[str]]:
+    """(ip_id, tenant_id) records -> each IP's distinct tenants in ascending order."""
+    found: dict[str, list[str]] = {}
+    for ip_id, tenant in records:
+        tenants = found.get(ip_id)
+        if tenants is None:
+            found[ip_id] = [tenant]
+        elif tenant not in tenants:
+            tenants.append(tenant)
+    for tenants in found.values():
+        if len(tenants) > 1:
+            tenants.sort()
+    return found
+
+
 async def _read(conn: Conn, settings: Settings) -> Report:
     optional = await _columns(conn, ["smtp_ip_addresses", "tenants"])
     has_ip_cost = "approximate_cost" in optional.get("smtp_ip_addresses", set())
@@ -202,15 +217,20 @@ async def _read(conn: Conn, settings: Settings) -> Report:
     statuses = list(settings.sync.statuses)
     vps = [_vps(r) for r in await conn.fetch(_READ_VPS, statuses)]
     ip_sql = _READ_IPS.format(cost="s.approximate_cost" if has_ip_cost else "NULL::numeric")
-    ips = [
-        Ip(id=r["id"], vps_instance_id=r["vps_instance_id"], status=r["status"], approximate_cost=r[3])
-        for r in await conn.fetch(ip_sql, statuses)
-    ]
-    assignments = [
-        Assignment(ip_id=r["ip_id"], tenant_id=r["tenant_id"], status=r["status"])
-        for r in await conn.fetch(_READ_ASSIGNMENTS, statuses, list(settings.attribution.assignment_statuses))
-    ]
-    allocation = attribution.allocate(vps, ips, assignments, rules(settings), has_ip_cost=has_ip_cost)
+    counted = list(settings.attribution.assignment_statuses)
+    takers = _tenants_by_ip(await conn.fetch(_READ_ASSIGNMENTS, counted))
+    no_tenants: list[str] = []
+    ips_by_vps: dict[str, list[IpRow]] = {}
+    for ip_id, vps_id, status, cost in await conn.fetch(ip_sql, statuses):
+        row: IpRow = (ip_id, status, cost, takers.get(ip_id, no_tenants))
+        found = ips_by_vps.get(vps_id)
+        if found is None:
+            ips_by_vps[vps_id] = [row]
+        else:
+            found.append(row)
+    allocation = attribution.allocate_rows(
+        vps, ips_by_vps, settings.attribution.idle_ip_statuses, has_ip_cost=has_ip_cost
+    )
     names: dict[str, str | None] = dict.fromkeys(allocation.tenant_ids)
     if has_names and allocation.tenant_ids:
         for r in await conn.fetch(_READ_TENANT_NAMES, list(allocation.tenant_ids)):
@@ -237,8 +257,14 @@ async def compute(pool: asyncpg.Pool, settings: Settings, *, snapshot: bool = Fa
             missing = await check_schema(conn, snapshot=snapshot)
             if missing:
                 raise _schema_error(missing)
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                return await _read(conn, settings)
+            # A fleet's rows become a million short-lived records and as many lines, none in a
+            # cycle: the cyclic collector walking them again and again would double the time.
+            with attribution.cyclic_gc_paused():
+                async with conn.transaction(isolation="repeatable_read", readonly=True):
+                    # The reads are large, simple scans and joins: compiling them (JIT) takes
+                    # longer than it saves.
+                    await conn.execute("SET LOCAL jit = off")
+                    return await _read(conn, settings)
 
 
 async def store_snapshot(

@@ -51,7 +51,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cost_sync import __version__, build_revision, schedule
 from cost_sync.db import database_errors
-from cost_sync.errors import ConfigError, CostSyncError, DatabaseError, RunServed, RunStalled
+from cost_sync.errors import (
+    ConfigError,
+    CostSyncError,
+    DatabaseError,
+    HostwindsAuthError,
+    RunServed,
+    RunStalled,
+)
 from cost_sync.hostwinds import HostwindsClient
 from cost_sync.httpserve import AppServer
 from cost_sync.matching import resolve_targets
@@ -327,9 +334,42 @@ class _OldestObservation(Collector):
             return
         yield GaugeMetricFamily(
             "cost_sync_price_observation_oldest_age_seconds",
-            "Age of the oldest cached get_billingcycle_prices answer.",
+            "Age of the oldest cached get_billingcycle_prices answer a row in scope relies on.",
             value=max(0.0, (datetime.now(UTC) - self.oldest).total_seconds()),
         )
+
+
+class _OldestHeld(Collector):
+    """The age of the oldest held change, computed at scrape time; 0 while nothing is held."""
+
+    def __init__(self) -> None:
+        #: Since when the oldest held change waits, as the last run left the table; None: none held.
+        self.since: datetime | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        age = 0.0 if self.since is None else max(0.0, (datetime.now(UTC) - self.since).total_seconds())
+        yield GaugeMetricFamily(
+            "cost_sync_changes_held_oldest_age_seconds",
+            "Age of the oldest change held for approval after the last run (0: nothing held).",
+            value=age,
+        )
+
+
+class _RunProgress(Collector):
+    """How far the run in flight has got asking Hostwinds for cycle prices; zeros between runs."""
+
+    def __init__(self, current: Callable[[], RunRecord | None]) -> None:
+        self._current = current
+
+    def collect(self) -> Iterator[Metric]:
+        record = self._current()
+        progress = record.progress if record is not None else Progress()
+        for name, value, text in (
+            ("to_ask", progress.to_ask, "Services the run in flight has to ask for cycle prices."),
+            ("asked", progress.asked, "Services the run in flight has asked so far."),
+            ("failed", progress.failed, "Services whose ask failed in the run in flight."),
+        ):
+            yield GaugeMetricFamily(f"cost_sync_run_progress_{name}", text + " 0 between runs.", value=value)
 
 
 class Metrics:
@@ -427,12 +467,46 @@ class Metrics:
             "Changes held for approval ([guard] max_change_ratio) after the last run.",
             registry=r,
         )
+        self.held_oldest = _OldestHeld()
+        r.register(self.held_oldest)
+        self.failed_in_a_row = Gauge(
+            "cost_sync_runs_failed_consecutive",
+            "Runs that failed one after another since the last successful run (0 after a success).",
+            registry=r,
+        )
+        self.key_refused = Gauge(
+            "cost_sync_hostwinds_key_refused",
+            "1 when the last run failed because Hostwinds refused the API key, else 0.",
+            registry=r,
+        )
+        self.schedule_interval = Gauge(
+            "cost_sync_schedule_interval_seconds",
+            "The longest gap between the upcoming fires of [sync] schedule.",
+            registry=r,
+        )
+        self.max_price_age = Gauge(
+            "cost_sync_max_price_age_seconds",
+            "[sync] max_price_age_seconds: how old a cached cycle price may be before it is asked again.",
+            registry=r,
+        )
+
+    def follow(self, current: Callable[[], RunRecord | None]) -> None:
+        """Expose the progress of the run ``current()`` returns (None: no run in flight)."""
+        self.registry.register(_RunProgress(current))
+
+    def failed(self, trigger: str, error: BaseException, *, full: bool) -> None:
+        """Count one failed run, and whether it failed because Hostwinds refused the key."""
+        self.observe(trigger, None, full=full)
+        self.key_refused.set(1 if _refused_key(error) else 0)
 
     def observe(self, trigger: str, report: RunReport | None, *, full: bool) -> None:
         """Count one finished run (report None: it failed)."""
         self.runs.labels(trigger=trigger, outcome="succeeded" if report else "failed").inc()
         if report is None:
+            self.failed_in_a_row.inc()
             return
+        self.failed_in_a_row.set(0)
+        self.key_refused.set(0)
         self.duration.observe(report.duration_seconds)
         self.rows_updated.inc(report.updated)
         cache = report.price_cache
@@ -459,6 +533,18 @@ class Metrics:
                 self.by_source.labels(source=source).set(count)
             for reason, count in report.unpriced_by_reason.items():
                 self.by_reason.labels(reason=reason).set(count)
+
+
+def _refused_key(error: BaseException) -> bool:
+    """Whether ``error`` is, or was raised from, Hostwinds refusing the API key."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, HostwindsAuthError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class _RequestMetrics:
@@ -535,6 +621,9 @@ class Daemon:
         self.trigger = trigger or self.cron
         self.runner = Runner(self._execute)
         self.metrics = Metrics(client)
+        self.metrics.follow(lambda: self.runner.current)
+        self.metrics.max_price_age.set(settings.sync.max_price_age_seconds)
+        self.metrics.schedule_interval.set(schedule.longest_gap(self.cron, now()).total_seconds())
         self.scheduler: AsyncIOScheduler | None = None
         #: ``http://host:port`` of the admin endpoint once it listens.
         self.admin_url: str | None = None
@@ -572,7 +661,7 @@ class Daemon:
                 self.stalled = str(exc)
             self.metrics.in_progress.set(0)
             if not isinstance(exc, RunServed):
-                self.metrics.observe(record.trigger, None, full=record.instances is None)
+                self.metrics.failed(record.trigger, exc, full=record.instances is None)
             raise
         self._last_success = (self._monotonic(), result.report.finished_at)
         if record.instances is None:
@@ -586,18 +675,20 @@ class Daemon:
         # counted with the fleet total of the run before.
         oldest = self.metrics.oldest_observation.oldest
         total = held = None
+        held_since = self.metrics.held_oldest.since
         with contextlib.suppress(CostSyncError):
-            oldest = await self.store.oldest_observation()
+            oldest = await self.store.oldest_observation(self.settings.sync.statuses)
         with contextlib.suppress(CostSyncError):
             trust = TrustStore(self.pool)
             total = await trust.fleet_total(self.settings.sync.statuses)
-            held = await trust.held_count()
+            held, held_since = await trust.held_summary()
         self.metrics.in_progress.set(0)
         self.metrics.observe(record.trigger, result.report, full=record.instances is None)
         self.metrics.oldest_observation.oldest = oldest
         if total is not None and held is not None:
             self.metrics.fleet_total.set(float(total))  # float-ok: Prometheus samples are floats
             self.metrics.held.set(held)
+            self.metrics.held_oldest.since = held_since
         return result.report
 
     async def unknown_targets(self, targets: list[str]) -> dict[str, str]:
@@ -686,9 +777,10 @@ class Daemon:
         """Ready when a run succeeded recently enough and the last one did not stall.
 
         "Recently" is measured on clocks a correction cannot turn back: the monotonic clock for
-        this process's own runs, and for the ledger its latest success in insertion order, aged on
-        the database's clock (``now() - created``). ``finished`` is written by whichever clock
-        cost-sync had, so a run made while it ran ahead would otherwise look fresh for as long.
+        this process's own runs, and for the ledger its latest success in lease order, aged on the
+        database's clock (``now() - lease_taken``, else ``created``). ``finished`` is written by
+        whichever clock cost-sync had, so a run made while it ran ahead would otherwise look fresh
+        for as long.
         """
         if self.schema_problem is not None:
             reason = f"the scheduler waits for the schema: {self.schema_problem}"
@@ -902,6 +994,7 @@ class Daemon:
             self.admin_url = server.base_url
             if not await self._wait_for_schema(stop):
                 return True
+            await self._last_success_from_ledger()
             self.scheduler.start()
             log.info(
                 "daemon.started",
@@ -937,6 +1030,15 @@ class Daemon:
                 await server.stop()
             log.info("daemon.stopped", in_flight_run_cancelled=not finished)
         return finished
+
+    async def _last_success_from_ledger(self) -> None:
+        """Start cost_sync_last_success_timestamp_seconds at the ledger's last successful whole-fleet
+        run, so a restart does not read as "never succeeded" until its first run ends. Called
+        before the scheduler starts: no run of this process has set it yet."""
+        with contextlib.suppress(CostSyncError):
+            last = await TrustStore(self.pool).last_fleet_run()
+            if last is not None:
+                self.metrics.last_success.set(last.finished.timestamp())
 
     async def _wait_for_schema(self, stop: asyncio.Event) -> bool:
         """Check the schema (as ``migrate --check``) until it passes; False if stopped first.

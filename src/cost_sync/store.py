@@ -490,10 +490,10 @@ class Store:
                 cached.run_id,
             )
 
-    async def oldest_observation(self) -> datetime | None:
-        """When the oldest cached observation was made; None when the cache is empty."""
+    async def oldest_observation(self, statuses: Sequence[str]) -> datetime | None:
+        """When the oldest cached observation a row in scope relies on was made; None: there is none."""
         with _mapped():
-            oldest: datetime | None = await self._pool.fetchval(self._q["oldest_observation"])
+            oldest: datetime | None = await self._pool.fetchval(self._q["oldest_observation"], list(statuses))
         return oldest
 
     async def price_references(

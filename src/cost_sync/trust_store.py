@@ -244,6 +244,13 @@ class TrustStore:
             count: int = await self._pool.fetchval(self._q["held_count"])
         return count
 
+    async def held_summary(self) -> tuple[int, datetime | None]:
+        """How many changes are held, and since when the oldest waits (None: none held)."""
+        with mapped():
+            r = await self._pool.fetchrow(self._q["held_summary"])
+        assert r is not None
+        return r["held"], r["oldest"]
+
     async def approve(
         self,
         run_id: uuid.UUID,

@@ -20,6 +20,7 @@ from cost_sync.attribution import (
     split,
     why_unpriced,
 )
+from tests.unit import attribution_reference as reference
 
 D = Decimal
 
@@ -277,3 +278,87 @@ def test_every_vps_adds_up_to_its_cost_exactly(fleet: tuple[list[Vps], list[Ip],
     assert allocation.fleet_monthly_total == total
     assert allocation.allocated + allocation.unallocated_vps_cost + allocation.unallocated_ip_cost == total
     assert sum((line.total for line in snapshot_lines(allocation)), D(0)) == total
+
+
+# --- the fast allocation gives exactly what a straightforward Decimal reference gives ---------------
+
+# Whole cents (the fast integer path), finer amounts and other spellings (4.9900, 5) that take the
+# Decimal path, and negative amounts: each must give the reference's lines, exponents included.
+any_amounts = (
+    amounts
+    | st.decimals(min_value=-1000, max_value=1000, places=2, allow_nan=False, allow_infinity=False)
+    | st.decimals(min_value=0, max_value=1000, places=3, allow_nan=False, allow_infinity=False)
+    | st.sampled_from([D("4.9900"), D("5"), D("0.010"), D("1E+1"), D("0.00"), D("-0.01")])
+)
+
+
+@st.composite
+def mixed_fleets(draw: st.DrawFn) -> tuple[list[Vps], list[Ip], list[Assignment]]:
+    """Like ``fleets``, with any amounts and more sharing."""
+    n_vps = draw(st.integers(1, 5))
+    fleet = [
+        Vps(f"v{i}", None, "active", draw(st.none() | any_amounts), draw(st.booleans())) for i in range(n_vps)
+    ]
+    ips = [
+        Ip(f"ip{j}", f"v{draw(st.integers(0, n_vps))}", draw(ip_statuses), draw(st.none() | any_amounts))
+        for j in range(draw(st.integers(0, 12)))
+    ]
+    assignments = [
+        Assignment(
+            f"ip{draw(st.integers(0, len(ips)))}", f"t{draw(st.integers(0, 7))}", draw(assignment_statuses)
+        )
+        for _ in range(draw(st.integers(0, 30)))
+    ]
+    return fleet, ips, assignments
+
+
+def spelled(allocation: Allocation) -> list[tuple[object, ...]]:
+    """Every field of every line and VPS, Decimals as their text (so 4.99 and 4.990 differ)."""
+
+    def text(value: object) -> object:
+        return str(value) if isinstance(value, Decimal) else value
+
+    return [
+        (
+            a.vps.id,
+            text(a.ip_cost),
+            a.ip_count,
+            *(tuple(text(getattr(line, f)) for f in line._fields) for line in a.lines),
+        )
+        for a in allocation.vps
+    ]
+
+
+@settings(max_examples=500, deadline=None)
+@given(mixed_fleets(), st.booleans())
+def test_allocation_equals_the_decimal_reference(
+    fleet: tuple[list[Vps], list[Ip], list[Assignment]], has_ip_cost: bool
+) -> None:
+    """allocate() and the reference agree on every line, amount, count and Decimal's spelling."""
+    vps_rows, ips, assignments = fleet
+    rules = Rules(assignment_statuses=frozenset({"active", "warming"}), idle_ip_statuses=frozenset({"idle"}))
+    fast = allocate(vps_rows, ips, assignments, rules, has_ip_cost=has_ip_cost)
+    slow = reference.allocate(vps_rows, ips, assignments, rules, has_ip_cost=has_ip_cost)
+    assert fast == slow
+    assert spelled(fast) == spelled(slow)
+
+
+def test_allocation_equals_the_reference_on_a_larger_fleet() -> None:
+    """A few thousand VPS with shared IPs, idle ones, unknown costs and IP costs: the same lines."""
+    fleet = [
+        Vps(f"v{i:05}", None, "active", None if i % 17 == 0 else D(499 + i % 1300) / 100, i % 11 == 0)
+        for i in range(3000)
+    ]
+    ips = [
+        Ip(f"ip{i:05}-{k}", f"v{i:05}", "idle" if (i + k) % 10 == 0 else "active", D(k) if k == 2 else None)
+        for i in range(3000)
+        for k in range(i % 4)
+    ]
+    assignments = [
+        Assignment(ip.id, f"t{(n * 7 + j * 13) % 97:03}", "active" if j else "warming")
+        for n, ip in enumerate(ips)
+        for j in range(3)
+    ]
+    fast = allocate(fleet, ips, assignments, has_ip_cost=True)
+    assert fast == reference.allocate(fleet, ips, assignments, has_ip_cost=True)
+    assert spelled(fast) == spelled(reference.allocate(fleet, ips, assignments, has_ip_cost=True))
