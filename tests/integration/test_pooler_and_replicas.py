@@ -32,6 +32,7 @@ from apscheduler.triggers.cron import CronTrigger
 from cost_sync.daemon import Daemon
 from cost_sync.db import create_pool
 from cost_sync.hostwinds import HostwindsClient
+from cost_sync.migrate import discover
 from cost_sync.sandbox import Faults, SandboxServer, load_demo_fleet
 from cost_sync.settings import Settings
 from cost_sync.sqlfiles import sql_dir
@@ -143,7 +144,7 @@ async def test_every_verb_works_through_pgbouncer(db_url: str, bouncer: PgBounce
             ("quote", "--instance", "1234567", "--plan", "102"),
             ("attribution",),
             ("attribution", "--write"),
-            ("migrate", "--rollback", "0010", "--yes"),
+            ("migrate", "--rollback", discover()[-1].version, "--yes"),
             ("migrate",),
             ("--once",),
         ]
