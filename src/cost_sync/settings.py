@@ -42,9 +42,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from cost_sync.domain.models import Cycle, override_key
+from cost_sync.domain.pricing import normalise_cycle, spelling_key
 from cost_sync.errors import ConfigError
-from cost_sync.models import Cycle, override_key
-from cost_sync.pricing import normalise_cycle, spelling_key
 
 ENV_PREFIX = "COST_SYNC_"
 #: Settings that hold a secret: each can also be given as a file (``<KEY>_FILE`` / ``<key>_file``).
@@ -229,7 +229,7 @@ class HostwindsSettings(_Section):
     #: The price-list field an instance's ``product_id`` is joined to (unverified: see ``doctor``).
     plan_key: Annotated[Literal["id", "rid"], BeforeValidator(_lower)] = "id"
     #: An account's billing-cycle spelling -> the cycle it means, e.g. "Bi-Annually" = "semiannually".
-    #: Stored by spelling key (see :func:`cost_sync.pricing.spelling_key`).
+    #: Stored by spelling key (see :func:`cost_sync.domain.pricing.spelling_key`).
     cycle_aliases: Annotated[
         dict[str, Cycle], BeforeValidator(_cycle_aliases), BeforeValidator(_json_table)
     ] = Field(default_factory=dict)

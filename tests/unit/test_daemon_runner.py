@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from structlog.testing import capture_logs
 
-from cost_sync.daemon import Runner, RunRecord, RunState
+from cost_sync.daemon.schedule import cron_trigger, is_stale, longest_gap
+from cost_sync.daemon.service import Runner, RunRecord, RunState
+from cost_sync.domain.models import PriceCacheReport, RunReport
 from cost_sync.errors import CostSyncError
-from cost_sync.models import PriceCacheReport, RunReport
-from cost_sync.schedule import cron_trigger, is_stale, longest_gap
 
 
 class SlowSync:

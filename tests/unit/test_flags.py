@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from cost_sync import flags, pricing
-from cost_sync.matching import price_rows
-from cost_sync.models import (
+from cost_sync.domain import flags, pricing
+from cost_sync.domain.matching import price_rows
+from cost_sync.domain.models import (
     Cycle,
     Estimate,
     Plan,

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from cost_sync import guard
-from cost_sync.models import (
+from cost_sync.domain import guard
+from cost_sync.domain.models import (
     Cycle,
     Estimate,
     Instance,

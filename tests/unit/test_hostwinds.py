@@ -21,15 +21,15 @@ import respx
 import structlog
 from structlog.testing import capture_logs
 
-from cost_sync import hostwinds
+from cost_sync.domain.models import Cycle
 from cost_sync.errors import (
     ForbiddenActionError,
     HostwindsAuthError,
     HostwindsResponseError,
     HostwindsTransientError,
 )
-from cost_sync.hostwinds import AUTH_ERROR_MESSAGE, HostwindsClient, price_cell_text
-from cost_sync.models import Cycle
+from cost_sync.hostwinds import client as hostwinds
+from cost_sync.hostwinds.client import AUTH_ERROR_MESSAGE, HostwindsClient, price_cell_text
 
 URL = "https://hostwinds.test/cloud/api.php"
 API_KEY = "hw-test-key-5f2b9c1d8e7a6b4c3d2e1f0a"

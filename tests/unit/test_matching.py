@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cost_sync import matching
-from cost_sync.matching import fingerprint, is_stale, plan_asks
-from cost_sync.models import AskReason, Instance, Observation, Plan, parse_instance
-from cost_sync.pricing import UNREADABLE_CELL, cacheable_cell, parse_price_cell
+from cost_sync.domain import matching
+from cost_sync.domain.matching import fingerprint, is_stale, plan_asks
+from cost_sync.domain.models import AskReason, Instance, Observation, Plan, parse_instance
+from cost_sync.domain.pricing import UNREADABLE_CELL, cacheable_cell, parse_price_cell
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 DAY = 86400.0

@@ -8,10 +8,16 @@ from decimal import Decimal
 
 import pytest
 
+from cost_sync.domain.models import Cycle, UnpricedReason
+from cost_sync.domain.pricing import (
+    MAX_CELL_TEXT,
+    TOO_LONG_CELL,
+    bounded_cell,
+    cacheable_cell,
+    parse_price_cell,
+)
 from cost_sync.errors import HostwindsResponseError
-from cost_sync.hostwinds import _loads, read_cycle_prices, read_instances, read_price_list, unwrap
-from cost_sync.models import Cycle, UnpricedReason
-from cost_sync.pricing import MAX_CELL_TEXT, TOO_LONG_CELL, bounded_cell, cacheable_cell, parse_price_cell
+from cost_sync.hostwinds.client import _loads, read_cycle_prices, read_instances, read_price_list, unwrap
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Unit tests for cost_sync.pricing: cycles, price cells, rounding, matching and precedence."""
+"""Unit tests for cost_sync.domain.pricing: cycles, price cells, rounding, matching and precedence."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cost_sync.models import (
+from cost_sync.domain.models import (
     PRICED_CYCLES,
     Cycle,
     Estimate,
@@ -24,7 +24,7 @@ from cost_sync.models import (
     UnpricedReason,
     VpsRow,
 )
-from cost_sync.pricing import (
+from cost_sync.domain.pricing import (
     MAX_MONTHLY,
     estimate_instance,
     index_instances,
