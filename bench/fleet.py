@@ -16,7 +16,7 @@ from typing import Any
 
 from cost_sync.domain.matching import PriceListKey
 from cost_sync.domain.models import PRICED_CYCLES, Cycle, Instance, Plan, PriceCell, VpsRow, parse_instance
-from cost_sync.hostwinds.client import price_cell_text
+from cost_sync.hostwinds.answers import price_cell_text
 from cost_sync.hostwinds.sandbox import Fleet, generate_fleet
 
 __all__ = ["PricingInputs", "Seed", "generate_fleet", "hostwinds_id", "pricing_inputs", "seed_rows"]

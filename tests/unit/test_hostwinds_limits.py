@@ -184,7 +184,7 @@ def test_malformed_price_cell_detail_is_redacted() -> None:
     import uuid
 
     from cost_sync.domain.models import parse_instance
-    from cost_sync.hostwinds.client import price_cell_text
+    from cost_sync.hostwinds.answers import price_cell_text
 
     cell = price_cell_text({"rootpass": "hunter2-root", "note": "x"})
     row = VpsRow(id=uuid.uuid4(), hostwinds_instance_id="7", status="active", approximate_cost=None)

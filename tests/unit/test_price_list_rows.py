@@ -11,7 +11,7 @@ import pytest
 from cost_sync.domain import matching
 from cost_sync.domain.models import Estimate, Instance, PriceList, Unpriced, UnpricedReason, VpsRow
 from cost_sync.errors import HostwindsResponseError
-from cost_sync.hostwinds.client import read_price_list
+from cost_sync.hostwinds.answers import read_price_list
 from cost_sync.hostwinds.sandbox import custom_plan_row
 
 ORDINARY = {"id": 101, "rid": 51, "name": "Fixed", "monthly": "9.99", "annually": "107.88"}

@@ -24,8 +24,10 @@ from cost_sync.domain.redact import (
     secret_shaped,
     terminal_text,
 )
+from cost_sync.hostwinds.answers import price_cell_text, read_instances
 from cost_sync.hostwinds.capture import Answer, CaptureError, write_capture
-from cost_sync.hostwinds.client import HostwindsClient, clean_text, price_cell_text, read_instances, sanitise
+from cost_sync.hostwinds.client import HostwindsClient
+from cost_sync.hostwinds.sanitise import clean_text, sanitise
 from tests.fakes import instance as raw_instance
 
 #: Every name either of the two former lists held, and the names seen leaking from captures.

@@ -31,16 +31,9 @@ from cost_sync.errors import (
     HostwindsError,
     HostwindsErrorEnvelope,
 )
+from cost_sync.hostwinds.answers import PlanKey, read_cycle_prices, read_instances, read_price_list, unwrap
 from cost_sync.hostwinds.capture import Answer, CaptureError, write_capture
-from cost_sync.hostwinds.client import (
-    HostwindsClient,
-    PlanKey,
-    price_list_params,
-    read_cycle_prices,
-    read_instances,
-    read_price_list,
-    unwrap,
-)
+from cost_sync.hostwinds.client import HostwindsClient, price_list_params
 from cost_sync.run.sync import open_hostwinds
 from cost_sync.settings import CONFIG_ENV, Settings, load_settings
 from cost_sync.store.db import connect, describe_dsn

@@ -43,8 +43,9 @@ from starlette.routing import Route
 
 from cost_sync.domain.models import INSTANCE_FIELDS, PRICED_CYCLES
 from cost_sync.domain.redact import secret_shaped, secret_spellings
-from cost_sync.hostwinds.client import DENY_FIELDS, READ_ONLY_ACTIONS
+from cost_sync.hostwinds.client import READ_ONLY_ACTIONS
 from cost_sync.hostwinds.sandbox import API_PATH, WRITE_ACTIONS
+from cost_sync.hostwinds.sanitise import DENY_FIELDS
 from cost_sync.runtime.httpserve import AppServer
 
 __all__ = [
