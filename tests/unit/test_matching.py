@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cost_sync.domain import matching
-from cost_sync.domain.matching import fingerprint, is_stale, plan_asks
+from cost_sync.domain.fingerprint import fingerprint, same_fingerprint
+from cost_sync.domain.matching import is_stale, plan_asks
 from cost_sync.domain.models import AskReason, Instance, Observation, Plan, parse_instance
 from cost_sync.domain.pricing import UNREADABLE_CELL, cacheable_cell, parse_price_cell
 
@@ -174,11 +175,11 @@ def test_a_serviceid_on_another_server_is_another_fingerprint() -> None:
     old = inst(server_uuid="738bab29-512f-442b-b385-bcde95321dfe")
     new = inst(server_uuid="0b3a6f0e-7f0c-4a8e-9a55-2d1f3c4b5a69")
     cached = fingerprint(old, managed=False)
-    assert not matching.same_fingerprint(cached, new, managed=False)
+    assert not same_fingerprint(cached, new, managed=False)
     # Second way: the same server spelled in upper case with spaces is the same server.
     spelled = inst(server_uuid=" 738BAB29-512F-442B-B385-BCDE95321DFE ")
-    assert matching.same_fingerprint(cached, spelled, managed=False)
+    assert same_fingerprint(cached, spelled, managed=False)
     # A fingerprint cached before the server_uuid was part of it: the other fields decide.
     legacy = cached.partition(";server_uuid=")[0]
-    assert matching.same_fingerprint(legacy, new, managed=False)
-    assert not matching.same_fingerprint(legacy, inst(product_id=102), managed=False)
+    assert same_fingerprint(legacy, new, managed=False)
+    assert not same_fingerprint(legacy, inst(product_id=102), managed=False)

@@ -16,6 +16,7 @@ import asyncpg
 
 from cost_sync.cli import attribution_render, render
 from cost_sync.domain import explain, pricing, reporting
+from cost_sync.domain.fingerprint import instance_from_fingerprint
 from cost_sync.domain.models import Estimate, PriceSource, Unpriced, override_key
 from cost_sync.errors import ConfigError, CostSyncError
 from cost_sync.settings import Settings
@@ -55,7 +56,7 @@ async def explain_row(trust: TrustStore, settings: Settings, row_id: uuid.UUID) 
     )
     held = await trust.held([row_id])
     fingerprint_instance = (
-        explain.instance_from_fingerprint(state.serviceid, observation.fingerprint)
+        instance_from_fingerprint(state.serviceid, observation.fingerprint)
         if state is not None and state.serviceid is not None and observation is not None
         else None
     )

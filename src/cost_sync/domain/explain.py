@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from cost_sync.domain import pricing
+from cost_sync.domain.fingerprint import instance_from_fingerprint
 from cost_sync.domain.models import (
     Cycle,
     Estimate,
@@ -36,7 +37,6 @@ __all__ = [
     "compute_now",
     "derive",
     "exact_quotient",
-    "instance_from_fingerprint",
     "quote",
 ]
 
@@ -120,27 +120,6 @@ def derive(entry: HistoryRecord) -> dict[str, Any]:
         + (" (hourly: the plan's monthly price is the ceiling)" if entry.hourly_ceiling else "")
     )
     return data
-
-
-def instance_from_fingerprint(serviceid: int, text: str) -> Instance | None:
-    """The instance fields a cached observation was asked with (its fingerprint), or None if unreadable."""
-    fields: dict[str, str] = {}
-    for part in text.split(";"):
-        key, sep, value = part.partition("=")
-        if not sep:
-            return None
-        fields[key] = value
-    try:
-        return Instance(
-            serviceid=serviceid,
-            product_id=int(fields["product_id"]) if fields.get("product_id") else None,
-            billingcycle=fields.get("billingcycle") or None,
-            hourly=fields.get("hourly") == "1",
-            disk_type=fields.get("disk_type") or None,
-            server_uuid=fields.get("server_uuid") or None,
-        )
-    except (KeyError, ValueError):
-        return None
 
 
 def compute_now(

@@ -19,6 +19,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from cost_sync.domain import pricing
+from cost_sync.domain.fingerprint import same_fingerprint
 from cost_sync.domain.models import (
     AskReason,
     Cycle,
@@ -37,13 +38,11 @@ from cost_sync.domain.models import (
 )
 
 __all__ = [
-    "FINGERPRINT_FIELDS",
     "Match",
     "PlanNameCheck",
     "PriceListKey",
     "PricePlan",
     "check_plan_names",
-    "fingerprint",
     "is_stale",
     "joined_plan",
     "match_rows",
@@ -52,7 +51,6 @@ __all__ = [
     "price_matched",
     "price_rows",
     "resolve_targets",
-    "same_fingerprint",
     "shared_uuid_unpriced",
     "unreadable_plan",
     "wanted_instances",
@@ -61,11 +59,6 @@ __all__ = [
 #: (managed, drive_type): the options one price list is asked with.
 PriceListKey = tuple[bool, str | None]
 Match = tuple[VpsRow, Instance | None]
-
-#: What an instance's cached cycle prices depend on: a change in any of these asks again.
-FINGERPRINT_FIELDS = ("product_id", "billingcycle", "hourly", "disk_type", "managed", "server_uuid")
-#: Where the server_uuid part starts: fingerprints cached before it was added end before it.
-_UUID_PART = ";server_uuid="
 
 # Knuth's multiplicative hash: consecutive serviceids land far apart in [0, 1), so a fleet priced
 # in one run reaches its refresh slots evenly over the following max age.
@@ -84,31 +77,6 @@ def gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def fingerprint(instance: Instance, *, managed: bool) -> str:
-    """The values of :data:`FINGERPRINT_FIELDS` for one instance, as stable readable text."""
-    return (
-        f"product_id={'' if instance.product_id is None else instance.product_id};"
-        f"billingcycle={instance.billingcycle or ''};"
-        f"hourly={int(instance.hourly)};"
-        f"disk_type={instance.disk_type or ''};"
-        f"managed={int(managed)}"
-        f"{_UUID_PART}{(instance.server_uuid or '').strip().lower()}"
-    )
-
-
-def same_fingerprint(cached: str, instance: Instance, *, managed: bool) -> bool:
-    """Whether a cached observation was asked for this instance as it is now.
-
-    The server_uuid is part of it: a serviceid Hostwinds gives to another server must not reuse
-    the old server's price. A fingerprint cached before that has no server_uuid part; its other
-    fields decide until the observation is next refreshed (within max_price_age_seconds).
-    """
-    current = fingerprint(instance, managed=managed)
-    if cached == current:
-        return True
-    return _UUID_PART not in cached and current.partition(_UUID_PART)[0] == cached
 
 
 def _phase(serviceid: int) -> float:

@@ -313,7 +313,7 @@ class Observation:
     """What ``get_billingcycle_prices`` answered for one service, and when, as the cache keeps it.
 
     ``prices`` holds each cycle's exact price text (empty: Hostwinds had no data for the service);
-    ``fingerprint`` is the instance's :func:`cost_sync.domain.matching.fingerprint` when it was asked.
+    ``fingerprint`` is the instance's :func:`cost_sync.domain.fingerprint.fingerprint` when it was asked.
     """
 
     serviceid: int

@@ -29,11 +29,11 @@ import structlog
 
 from cost_sync import __version__
 from cost_sync.domain import flags, guard, pricing
+from cost_sync.domain.fingerprint import fingerprint
 from cost_sync.domain.matching import (
     PriceListKey,
     PricePlan,
     check_plan_names,
-    fingerprint,
     match_rows,
     plan_asks,
     price_matched,
