@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from cost_sync.domain import matching
 from cost_sync.domain.fingerprint import fingerprint, same_fingerprint
 from cost_sync.domain.matching import is_stale, plan_asks
-from cost_sync.domain.models import AskReason, Instance, Observation, Plan, parse_instance
+from cost_sync.domain.models import AskReason, Cycle, Instance, Observation, Plan, parse_instance
 from cost_sync.domain.pricing import UNREADABLE_CELL, cacheable_cell, parse_price_cell
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -183,3 +183,18 @@ def test_a_serviceid_on_another_server_is_another_fingerprint() -> None:
     legacy = cached.partition(";server_uuid=")[0]
     assert same_fingerprint(legacy, new, managed=False)
     assert not same_fingerprint(legacy, inst(product_id=102), managed=False)
+
+
+def test_the_one_plan_lookup_joins_in_the_list_of_the_instances_options() -> None:
+    """An instance joins to the row of its product_id in the list asked with its managed flag and
+    disk type, never in another list; no product_id or no such list joins nothing."""
+
+    ssd = {101: Plan(id=101, prices={Cycle.MONTHLY: "5.00"})}
+    nvme = {101: Plan(id=101, prices={Cycle.MONTHLY: "9.00"})}
+    lists = {(False, "ssd"): ssd, (True, "nvme"): nvme}
+    assert matching.joined_plan(inst(disk_type="ssd"), lists, managed=False) is ssd[101]
+    assert matching.joined_plan(inst(disk_type="nvme"), lists, managed=False) is None
+    assert matching.joined_plan(inst(disk_type="nvme"), lists, managed=True) is nvme[101]
+    assert matching.joined_plan(inst(product_id=None), lists, managed=False) is None
+    assert matching.plan_of(inst(product_id=102), ssd) is None
+    assert matching.plan_of(inst(), None) is None

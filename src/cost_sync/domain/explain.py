@@ -20,6 +20,7 @@ from typing import Any
 
 from cost_sync.domain import pricing
 from cost_sync.domain.fingerprint import instance_from_fingerprint
+from cost_sync.domain.matching import plan_of
 from cost_sync.domain.models import (
     Cycle,
     Estimate,
@@ -140,9 +141,7 @@ def compute_now(
     instance = instance_from_fingerprint(serviceid, fingerprint)
     if instance is None:
         return Unpriced(UnpricedReason.NOT_FOUND, "the cached observation's fingerprint is unreadable")
-    plan = None
-    if plans is not None and instance.product_id is not None:
-        plan = plans.get(instance.product_id)
+    plan = plan_of(instance, plans)
     result = pricing.estimate_instance(instance, cycle_prices=prices, plan=plan, aliases=aliases)
     if isinstance(result, Unpriced) and result.reason is UnpricedReason.PLAN_NOT_FOUND and plans is None:
         return Unpriced(

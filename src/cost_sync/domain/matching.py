@@ -48,6 +48,8 @@ __all__ = [
     "match_rows",
     "plan_asks",
     "plan_names_agree",
+    "plan_of",
+    "price_list_of",
     "price_matched",
     "price_rows",
     "resolve_targets",
@@ -210,14 +212,28 @@ def plan_names_agree(product_name: str | None, plan_name: str | None) -> bool | 
     return _name_key(product_name) == _name_key(plan_name)
 
 
+def plan_of(instance: Instance, plans: Mapping[int, Plan] | None) -> Plan | None:
+    """The row of one price list an instance's product_id joins to (keyed by the plan_key field).
+
+    The one plan lookup: runs, provisional estimates, the plan-name check and ``explain`` use it.
+    """
+    if instance.product_id is None or plans is None:
+        return None
+    return plans.get(instance.product_id)
+
+
+def price_list_of(
+    instance: Instance, price_lists: Mapping[PriceListKey, Mapping[int, Plan]], *, managed: bool
+) -> Mapping[int, Plan] | None:
+    """The price list an instance is priced from: the one asked with its options (managed, disk type)."""
+    return price_lists.get((managed, instance.disk_type))
+
+
 def joined_plan(
     instance: Instance, price_lists: Mapping[PriceListKey, Mapping[int, Plan]], *, managed: bool
 ) -> Plan | None:
-    """The price-list row an instance's product_id joins to (lists are keyed by the plan_key field)."""
-    if instance.product_id is None:
-        return None
-    plans = price_lists.get((managed, instance.disk_type))
-    return None if plans is None else plans.get(instance.product_id)
+    """The price-list row an instance's product_id joins to, in the list of its options."""
+    return plan_of(instance, price_list_of(instance, price_lists, managed=managed))
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +303,6 @@ def price_matched(
     services carry matched none of them; it is unpriced ``duplicate_instance``, not ``not_found``.
     """
     outcomes = []
-    no_plans: Mapping[int, Plan] = {}
     withheld = withheld or {}
     failed = failed or {}
     with gc_paused():
@@ -312,8 +327,8 @@ def price_matched(
             plan = None
             missing = None
             if instance is not None and instance.product_id is not None:
-                plans = price_lists.get((managed, instance.disk_type), no_plans)
-                plan = plans.get(instance.product_id)
+                plans = price_list_of(instance, price_lists, managed=managed)
+                plan = plan_of(instance, plans)
                 if plan is None and isinstance(plans, PriceList) and plans.unreadable:
                     missing = unreadable_plan(plans, instance.product_id)
             result = pricing.price_row(
@@ -339,9 +354,7 @@ def _provisional(
 ) -> Estimate | None:
     """The price list's estimate for an instance whose own cycle prices are still to be asked,
     marked provisional; None when the list cannot price it."""
-    if instance.product_id is None:
-        return None
-    plan = price_lists.get((managed, instance.disk_type), {}).get(instance.product_id)
+    plan = joined_plan(instance, price_lists, managed=managed)
     if plan is None:
         return None
     result = pricing.estimate_instance(instance, cycle_prices=None, plan=plan, aliases=aliases)

@@ -34,6 +34,7 @@ from cost_sync.domain.matching import (
     PriceListKey,
     PricePlan,
     check_plan_names,
+    joined_plan,
     match_rows,
     plan_asks,
     price_matched,
@@ -683,9 +684,7 @@ class SyncRun:
         managed = self.settings.hostwinds.managed
         aliases = self.settings.hostwinds.cycle_aliases
         for instance in instances:
-            if instance.product_id is None:
-                continue
-            plan = price_lists.get((managed, instance.disk_type), {}).get(instance.product_id)
+            plan = joined_plan(instance, price_lists, managed=managed)
             if plan is not None and isinstance(
                 pricing.estimate_instance(instance, cycle_prices=None, plan=plan, aliases=aliases), Estimate
             ):
