@@ -2,16 +2,12 @@
 -- (`-- name: NAME` starts a query) by cost_sync.trust_store. None of them calls Hostwinds; only
 -- `approve` writes.
 
--- name: resolve
--- Rows an ID names, as --instance takes it: the row id, its hostwinds_instance_id, or the
--- Hostwinds serviceid or server_uuid it matched at the last run.
-SELECT v.id
+-- name: read_identities
+-- What an ID argument can name each row by (matching.RowIndex): the row id, its
+-- hostwinds_instance_id, and the Hostwinds serviceid and server_uuid it matched at the last run.
+SELECT v.id, v.hostwinds_instance_id, v.status, s.serviceid, lower(s.server_uuid) AS server_uuid
 FROM vps_instances v
 LEFT JOIN cost_sync_row_state s ON s.vps_instance_id = v.id
-WHERE v.id::text = lower($1)
-   OR lower(btrim(v.hostwinds_instance_id)) = lower($1)
-   OR s.serviceid::text = $1
-   OR lower(s.server_uuid) = lower($1)
 ORDER BY v.id;
 
 -- name: read_row

@@ -198,3 +198,30 @@ def test_the_one_plan_lookup_joins_in_the_list_of_the_instances_options() -> Non
     assert matching.joined_plan(inst(product_id=None), lists, managed=False) is None
     assert matching.plan_of(inst(product_id=102), ssd) is None
     assert matching.plan_of(inst(), None) is None
+
+
+def test_one_resolver_names_rows_by_id_instance_id_serviceid_or_uuid() -> None:
+    """RowIndex is what --instance, POST /resync, explain, approve and quote resolve through."""
+    a, b, c = uuid.UUID(int=1), uuid.UUID(int=2), uuid.UUID(int=3)
+    shared = "5b3e0c1e-0000-4000-8000-000000000009"
+    instances = [
+        inst(7, server_uuid="AAAA-1"),
+        inst(8, server_uuid=shared),
+        inst(9, server_uuid=shared.upper()),
+    ]
+    rows = matching.identify(
+        [(a, " 7 ", "active"), (b, "aaaa-1", "decommissioned"), (c, "8", "active")], instances
+    )
+    index = matching.RowIndex(rows)
+    assert [r.id for r in index.named(str(a).upper())] == [a]
+    # Both rows match service 7 (a by serviceid, b by its uuid): naming the instance names both.
+    assert [r.id for r in index.named("7")] == [a, b]
+    assert [r.id for r in index.named(" AAAA-1 ")] == [a, b]
+    assert index.named(shared) == []  # a uuid two services carry names neither
+    assert [r.id for r in index.named("8")] == [c]
+    assert index.named("1" * 5000) == []
+    chosen, problems = index.resolve(["aaaa-1", "nope"], statuses=["active"])
+    assert chosen == {a}
+    assert problems == {"nope": "matches no vps_instances row"}
+    _, problems = index.resolve([str(b)], statuses=["active"])
+    assert problems == {str(b): f"row {b} has status 'decommissioned', which is not in scope"}

@@ -103,7 +103,7 @@ async def explain_row(trust: TrustStore, settings: Settings, row_id: uuid.UUID) 
             "by": None
             if not state.matched
             else "serviceid"
-            if hw_id.isascii() and hw_id.isdigit()
+            if pricing.names_serviceid(hw_id.strip())
             else "server_uuid",
             "hostwinds_billingcycle": spelled,
             "cycle_alias": f"{derived[0]['cycle_alias']} -> {derived[0]['cycle']}"

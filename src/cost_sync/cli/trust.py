@@ -25,7 +25,7 @@ import structlog
 
 from cost_sync.cli import render, report_data
 from cost_sync.domain import explain, guard, pricing, reporting
-from cost_sync.domain.matching import match_rows, resolve_targets, shared_uuid_unpriced
+from cost_sync.domain.matching import RowIndex, match_rows, resolve_targets, shared_uuid_unpriced
 from cost_sync.domain.models import RunReport, override_key
 from cost_sync.domain.redact import for_terminal, terminal_text
 from cost_sync.domain.reporting import HeldRow
@@ -58,8 +58,8 @@ async def _database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
         await pool.close()
 
 
-async def _one_row(trust: TrustStore, key: str) -> uuid.UUID:
-    found = await trust.resolve(key)
+def _one_row(index: RowIndex, key: str) -> uuid.UUID:
+    found = [row.id for row in index.named(key)]
     if not found:
         raise ConfigError(f"{key}: matches no vps_instances row")
     if len(found) > 1:
@@ -77,7 +77,7 @@ def _money(value: Any) -> str | None:
 async def _explain(args: argparse.Namespace, settings: Settings) -> int:
     async with _database(settings) as pool:
         trust = TrustStore(pool)
-        row_id = await _one_row(trust, args.id)
+        row_id = _one_row(await trust.identities(), args.id)
         try:
             data = await report_data.explain_row(trust, settings, row_id)
         except ConfigError:
@@ -147,10 +147,8 @@ async def _approve_as(run_id: uuid.UUID, args: argparse.Namespace, settings: Set
         if args.all:
             held = await trust.held()
         else:
-            ids: list[uuid.UUID] = []
-            for key in args.instance:
-                row_id = await _one_row(trust, key)
-                ids.append(row_id)
+            index = await trust.identities()
+            ids = [_one_row(index, key) for key in args.instance]
             held = await trust.held(ids)
             held_ids = {h.row_id for h in held}
             for key, row_id in zip(args.instance, ids, strict=True):

@@ -42,7 +42,10 @@ __all__ = [
     "PlanNameCheck",
     "PriceListKey",
     "PricePlan",
+    "RowIdentity",
+    "RowIndex",
     "check_plan_names",
+    "identify",
     "is_stale",
     "joined_plan",
     "match_rows",
@@ -145,46 +148,104 @@ def plan_asks(
     return PricePlan(asks=asks, hits=hits)
 
 
+@dataclass(frozen=True, slots=True)
+class RowIdentity:
+    """What an ID argument can name a ``vps_instances`` row by: its id, its
+    ``hostwinds_instance_id``, or the ``serviceid``/``server_uuid`` of the instance it matches
+    (from Hostwinds' answer in a run, from the stored row state in ``explain`` and ``approve``)."""
+
+    id: uuid.UUID
+    hostwinds_instance_id: str | None
+    status: str | None
+    serviceid: int | None = None
+    #: Lower case; None when the row matches no instance or its uuid is shared by several services.
+    server_uuid: str | None = None
+
+
+def identify(
+    identities: Iterable[tuple[uuid.UUID, str | None, str | None]], instances: Sequence[Instance]
+) -> list[RowIdentity]:
+    """(id, hostwinds_instance_id, status) of each row with the instance it matches in ``instances``."""
+    by_serviceid, by_uuid = pricing.index_instances(instances)
+    rows = []
+    for row_id, hw_id, status in identities:
+        matched = pricing.match_instance(hw_id, by_serviceid=by_serviceid, by_uuid=by_uuid)
+        uuid_key = (matched.server_uuid or "").lower() if matched is not None else ""
+        rows.append(
+            RowIdentity(
+                row_id,
+                hw_id,
+                status,
+                matched.serviceid if matched is not None else None,
+                # A uuid several services carry names none of them (pricing.index_instances).
+                uuid_key if uuid_key and uuid_key in by_uuid else None,
+            )
+        )
+    return rows
+
+
+class RowIndex:
+    """The one resolver from an ID argument to rows: ``--instance``, ``POST /resync``, ``explain``,
+    ``approve`` and ``quote`` all name rows through it.
+
+    An argument (trimmed, any case) names the row with that id or ``hostwinds_instance_id``, and
+    the rows matching the instance it names: ASCII digits by serviceid, anything else by
+    server_uuid (:func:`cost_sync.domain.pricing.match_instance`'s rule). Indexed once, so naming
+    every row (``approve --all``) costs one pass, not one pass per argument.
+    """
+
+    def __init__(self, rows: Iterable[RowIdentity]) -> None:
+        self._rows = list(rows)
+        self._by_key: dict[str, list[int]] = defaultdict(list)
+        self._by_serviceid: dict[int, list[int]] = defaultdict(list)
+        self._by_uuid: dict[str, list[int]] = defaultdict(list)
+        for index, row in enumerate(self._rows):
+            self._by_key[str(row.id)].append(index)
+            if row.hostwinds_instance_id is not None:
+                self._by_key[row.hostwinds_instance_id.strip().lower()].append(index)
+            if row.serviceid is not None:
+                self._by_serviceid[row.serviceid].append(index)
+            if row.server_uuid:
+                self._by_uuid[row.server_uuid.lower()].append(index)
+
+    def named(self, target: str) -> list[RowIdentity]:
+        """The rows ``target`` names, in the order they were given."""
+        key = target.strip()
+        found = set(self._by_key.get(key.lower(), ()))
+        if key and pricing.names_serviceid(key):
+            # More digits than int() converts: no serviceid is that long.
+            with contextlib.suppress(ValueError):
+                found.update(self._by_serviceid.get(int(key), ()))
+        elif key:
+            found.update(self._by_uuid.get(key.lower(), ()))
+        return [self._rows[i] for i in sorted(found)]
+
+    def resolve(
+        self, targets: Sequence[str], statuses: Sequence[str]
+    ) -> tuple[set[uuid.UUID], dict[str, str]]:
+        """Row ids in scope (``statuses``) the targets name, and why each naming none in scope fails."""
+        chosen: set[uuid.UUID] = set()
+        problems: dict[str, str] = {}
+        for target in targets:
+            hits = self.named(target)
+            in_scope = [row.id for row in hits if row.status in statuses]
+            if not hits:
+                problems[target] = "matches no vps_instances row"
+            elif not in_scope:
+                problems[target] = f"row {hits[0].id} has status {hits[0].status!r}, which is not in scope"
+            chosen.update(in_scope)
+        return chosen, problems
+
+
 def resolve_targets(
     targets: Sequence[str],
     identities: Iterable[tuple[uuid.UUID, str | None, str | None]],
     instances: Sequence[Instance],
     statuses: Sequence[str],
 ) -> tuple[set[uuid.UUID], dict[str, str]]:
-    """Row ids named by ``--instance`` arguments, and why each argument naming no row in scope fails.
-
-    An argument may be a row's ``id``, its ``hostwinds_instance_id``, or a Hostwinds ``serviceid``
-    or ``server_uuid`` of the instance a row matches.
-    """
-    by_serviceid, by_uuid = pricing.index_instances(instances)
-    # Indexed once, so naming every row (approve --all) costs one pass, not one pass per target.
-    by_key: dict[str, list[int]] = defaultdict(list)
-    by_instance: dict[int, list[int]] = defaultdict(list)
-    rows = list(identities)
-    for index, (row_id, hw_id, _) in enumerate(rows):
-        by_key[str(row_id)].append(index)
-        if hw_id is not None:
-            by_key[hw_id.strip().lower()].append(index)
-            matched = pricing.match_instance(hw_id, by_serviceid=by_serviceid, by_uuid=by_uuid)
-            if matched is not None:
-                by_instance[id(matched)].append(index)
-    chosen: set[uuid.UUID] = set()
-    problems: dict[str, str] = {}
-    for target in targets:
-        key = target.strip()
-        instance = pricing.match_instance(key, by_serviceid=by_serviceid, by_uuid=by_uuid)
-        found = set(by_key.get(key.lower(), ()))
-        if instance is not None:
-            found.update(by_instance.get(id(instance), ()))
-        hits = [(rows[i][0], rows[i][2]) for i in sorted(found)]
-        in_scope = [row_id for row_id, status in hits if status in statuses]
-        if not hits:
-            problems[target] = "matches no vps_instances row"
-        elif not in_scope:
-            row_id, status = hits[0]
-            problems[target] = f"row {row_id} has status {status!r}, which is not in scope"
-        chosen.update(in_scope)
-    return chosen, problems
+    """Row ids named by ``--instance`` arguments, and why each argument naming no row in scope fails
+    (:class:`RowIndex` over the rows as they match ``instances``)."""
+    return RowIndex(identify(identities, instances)).resolve(targets, statuses)
 
 
 def match_rows(rows: Sequence[VpsRow], instances: Sequence[Instance]) -> list[Match]:

@@ -39,6 +39,7 @@ __all__ = [
     "index_instances",
     "match_instance",
     "monthly_from_cycle",
+    "names_serviceid",
     "normalise_cycle",
     "parse_price_cell",
     "price_row",
@@ -231,6 +232,11 @@ def shared_server_uuids(instances: Iterable[Instance]) -> dict[str, tuple[int, .
     return {key: tuple(sorted(ids)) for key, ids in shared.items()}
 
 
+def names_serviceid(key: str) -> bool:
+    """Whether an id (trimmed) names a Hostwinds serviceid (ASCII digits) rather than a server_uuid."""
+    return key.isascii() and key.isdigit()
+
+
 def match_instance(
     hostwinds_instance_id: str | None,
     *,
@@ -243,7 +249,7 @@ def match_instance(
     key = hostwinds_instance_id.strip()
     if key == "":
         return None
-    if key.isascii() and key.isdigit():
+    if names_serviceid(key):
         try:
             return by_serviceid.get(int(key))
         except ValueError:  # more digits than int() converts: no serviceid is that long

@@ -17,6 +17,7 @@ from decimal import Decimal
 import asyncpg
 
 from cost_sync.domain.explain import HistoryRecord
+from cost_sync.domain.matching import RowIdentity, RowIndex
 from cost_sync.domain.models import Cycle, RowState, RunReport
 from cost_sync.domain.redact import redact
 from cost_sync.domain.reporting import Change, HeldRow, LastFleetRun, ReportRow, TenantDay
@@ -63,11 +64,14 @@ class TrustStore:
         self._pool = pool
         self._q = queries("trust")
 
-    async def resolve(self, key: str) -> list[uuid.UUID]:
-        """Row ids an ID names (row id, hostwinds_instance_id, or the serviceid/server_uuid it matched)."""
+    async def identities(self) -> RowIndex:
+        """Every row as an ID argument can name it, with the instance it matched at the last run."""
         with mapped():
-            records = await self._pool.fetch(self._q["resolve"], key.strip())
-        return [r["id"] for r in records]
+            records = await self._pool.fetch(self._q["read_identities"])
+        return RowIndex(
+            RowIdentity(r["id"], r["hostwinds_instance_id"], r["status"], r["serviceid"], r["server_uuid"])
+            for r in records
+        )
 
     async def row(self, row_id: uuid.UUID) -> RowView | None:
         """The row, if it exists."""
