@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from cost_sync.domain import matching
 from cost_sync.domain.fingerprint import fingerprint, same_fingerprint
-from cost_sync.domain.matching import is_stale, plan_asks
+from cost_sync.domain.matching import plan_asks, refresh_due
 from cost_sync.domain.models import AskReason, Cycle, Instance, Observation, Plan, parse_instance
 from cost_sync.domain.pricing import UNREADABLE_CELL, cacheable_cell, parse_price_cell
 
@@ -67,13 +67,13 @@ def test_managed_setting_changes_the_fingerprint_and_names_do_not() -> None:
 def test_no_observation_outlives_the_max_age(serviceid: int, age: float) -> None:
     """Whatever the service, an observation at least max age old is stale."""
     if age >= DAY:
-        assert is_stale(T0, T0 + timedelta(seconds=age), max_age_seconds=DAY, serviceid=serviceid)
+        assert refresh_due(T0, T0 + timedelta(seconds=age), max_age_seconds=DAY, serviceid=serviceid)
 
 
 @given(serviceid=st.integers(min_value=1, max_value=10**9))
 def test_a_fresh_observation_is_not_stale(serviceid: int) -> None:
     """An observation made this instant is never stale."""
-    assert not is_stale(T0, T0, max_age_seconds=DAY, serviceid=serviceid)
+    assert not refresh_due(T0, T0, max_age_seconds=DAY, serviceid=serviceid)
 
 
 def test_a_fleet_observed_at_once_comes_due_spread_over_the_max_age() -> None:
@@ -84,7 +84,7 @@ def test_a_fleet_observed_at_once_comes_due_spread_over_the_max_age() -> None:
         hour = next(
             h
             for h in range(1, 25)
-            if is_stale(T0, T0 + timedelta(hours=h), max_age_seconds=DAY, serviceid=serviceid)
+            if refresh_due(T0, T0 + timedelta(hours=h), max_age_seconds=DAY, serviceid=serviceid)
         )
         due_at[hour] += 1
     assert sum(due_at.values()) == n
@@ -167,7 +167,7 @@ def test_check_plan_names_counts_each_joined_instance_and_lists_distinct_disagre
 @pytest.mark.parametrize("ahead", [timedelta(seconds=1), timedelta(days=365)])
 def test_an_observation_dated_in_the_future_is_stale(ahead: timedelta) -> None:
     """A clock that ran ahead dated it: its age is unknown, so it is asked again at once."""
-    assert is_stale(T0 + ahead, T0, max_age_seconds=DAY, serviceid=1234567)
+    assert refresh_due(T0 + ahead, T0, max_age_seconds=DAY, serviceid=1234567)
 
 
 def test_a_serviceid_on_another_server_is_another_fingerprint() -> None:

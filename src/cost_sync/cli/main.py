@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from cost_sync.settings import Settings
 
 Handler = Callable[[argparse.Namespace, "Settings"], Coroutine[Any, Any, int]]
-Verbs = "argparse._SubParsersAction[CliParser]"
 
 #: Exit code of a usage error or a bad setting (as ConfigError's).
 USAGE = 2
@@ -606,7 +605,7 @@ async def _resync(args: argparse.Namespace, settings: Settings) -> int:
             )
         print_result(result, as_json=args.json)
         return _committed(result)
-    from cost_sync.cli import admin
+    from cost_sync.cli import admin_client as admin
 
     settings.require("admin.token")
     record = await admin.resync(settings, targets, wait=args.wait, full=full, accept_changes=accept)

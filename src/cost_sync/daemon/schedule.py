@@ -30,7 +30,7 @@ def longest_gap(trigger: CronTrigger, now: datetime) -> timedelta:
     return longest
 
 
-def is_stale(last_success: datetime | None, trigger: CronTrigger, now: datetime) -> str | None:
+def success_too_old(last_success: datetime | None, trigger: CronTrigger, now: datetime) -> str | None:
     """Why the daemon is not ready given its last success, or None when it is fresh enough.
 
     Fresh means younger than twice the schedule's longest gap: one missed run is tolerated.
@@ -41,7 +41,7 @@ def is_stale(last_success: datetime | None, trigger: CronTrigger, now: datetime)
 
 
 def stale_age(age: timedelta, trigger: CronTrigger, now: datetime) -> str | None:
-    """Why a last success ``age`` old is too old to be ready (None: fresh enough); see is_stale."""
+    """Why a last success ``age`` old is too old to be ready (None: fresh enough); see success_too_old."""
     allowed = 2 * longest_gap(trigger, now)
     if age > allowed:
         return (

@@ -46,7 +46,6 @@ __all__ = [
     "RowIndex",
     "check_plan_names",
     "identify",
-    "is_stale",
     "joined_plan",
     "match_rows",
     "plan_asks",
@@ -55,6 +54,7 @@ __all__ = [
     "price_list_of",
     "price_matched",
     "price_rows",
+    "refresh_due",
     "resolve_targets",
     "shared_uuid_unpriced",
     "unreadable_plan",
@@ -88,7 +88,7 @@ def _phase(serviceid: int) -> float:
     return ((serviceid * _PHASE_MULTIPLIER) % _PHASE_RANGE) / _PHASE_RANGE
 
 
-def is_stale(observed: datetime, now: datetime, *, max_age_seconds: float, serviceid: int) -> bool:
+def refresh_due(observed: datetime, now: datetime, *, max_age_seconds: float, serviceid: int) -> bool:
     """True once a refresh slot of this service has passed since ``observed``.
 
     Each service has slots every ``max_age_seconds``, offset by a phase drawn from its id, so no
@@ -141,7 +141,7 @@ def plan_asks(
             asks[serviceid] = AskReason.NEW
         elif not same_fingerprint(observation.fingerprint, wanted[serviceid], managed=managed):
             asks[serviceid] = AskReason.CHANGED
-        elif is_stale(observation.observed_at, now, max_age_seconds=max_age_seconds, serviceid=serviceid):
+        elif refresh_due(observation.observed_at, now, max_age_seconds=max_age_seconds, serviceid=serviceid):
             asks[serviceid] = AskReason.STALE
         else:
             hits[serviceid] = observation

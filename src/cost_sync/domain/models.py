@@ -207,7 +207,8 @@ StoredStr = Annotated[str | None, BeforeValidator(_storable_or_none)]
 #: An id written to an INTEGER column: out of range becomes None.
 Int32 = Annotated[int | None, BeforeValidator(_int32_or_none)]
 ServiceId = Annotated[int, BeforeValidator(_serviceid)]
-Flag = Annotated[bool, BeforeValidator(_to_bool)]
+#: A yes/no field Hostwinds may spell as text ("1", "true", "yes"); unrelated to flags.Flag.
+LenientBool = Annotated[bool, BeforeValidator(_to_bool)]
 
 
 class _Frozen(BaseModel):
@@ -227,11 +228,11 @@ class Instance:
     product_id: Int32 = None
     product_name: StoredStr = None
     billingcycle: StoredStr = None
-    hourly: Flag = False
+    hourly: LenientBool = False
     disk_type: StoredStr = None
     status: StoredStr = None
     #: Hostwinds offers this instance a newer plan (``cost-sync report`` lists these).
-    upgrade_available: Flag = False
+    upgrade_available: LenientBool = False
 
 
 _INSTANCE = TypeAdapter(Instance)
