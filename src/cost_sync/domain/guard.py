@@ -23,9 +23,7 @@ from cost_sync.domain.models import (
     Instance,
     PriceSource,
     RowOutcome,
-    RowState,
     Unpriced,
-    UnpricedReason,
     VpsRow,
 )
 
@@ -33,12 +31,10 @@ __all__ = [
     "Reference",
     "Refusal",
     "change_ratio",
-    "changed_states",
     "check_plans",
     "check_unmatched",
     "hold_changes",
     "recheck",
-    "row_state",
 ]
 
 _RATIO_PLACES = Decimal("0.0001")
@@ -137,36 +133,6 @@ def hold_changes(
             )
             break
     return held
-
-
-def row_state(outcome: RowOutcome) -> RowState:
-    """What this run saw of one row, as ``cost_sync_row_state`` keeps it."""
-    instance: Instance | None = outcome.instance
-    result = outcome.result
-    unpriced = result if isinstance(result, Unpriced) else None
-    return RowState(
-        row_id=outcome.row.id,
-        matched=instance is not None,
-        serviceid=instance.serviceid if instance else None,
-        server_uuid=instance.server_uuid if instance else None,
-        product_id=instance.product_id if instance else None,
-        unpriced_reason=unpriced.reason.value if unpriced else None,
-        unpriced_detail=unpriced.detail if unpriced else None,
-        upgrade_available=bool(instance and instance.upgrade_available),
-    )
-
-
-def changed_states(outcomes: Iterable[RowOutcome]) -> list[RowState]:
-    """The row states that differ from what the row was last seen as; a row the run did not reach
-    (pending) keeps its state."""
-    changed = []
-    for outcome in outcomes:
-        if isinstance(outcome.result, Unpriced) and outcome.result.reason is UnpricedReason.PENDING:
-            continue
-        state = row_state(outcome)
-        if outcome.row.seen != state.key():
-            changed.append(state)
-    return changed
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -410,6 +410,22 @@ class RowState:
     unpriced_detail: str | None = None
     upgrade_available: bool = False
 
+    @classmethod
+    def of(cls, outcome: RowOutcome) -> RowState:
+        """What a run saw of one row, as ``cost_sync_row_state`` keeps it."""
+        instance = outcome.instance
+        unpriced = outcome.result if isinstance(outcome.result, Unpriced) else None
+        return cls(
+            row_id=outcome.row.id,
+            matched=instance is not None,
+            serviceid=instance.serviceid if instance else None,
+            server_uuid=instance.server_uuid if instance else None,
+            product_id=instance.product_id if instance else None,
+            unpriced_reason=unpriced.reason.value if unpriced else None,
+            unpriced_detail=unpriced.detail if unpriced else None,
+            upgrade_available=bool(instance and instance.upgrade_available),
+        )
+
     def key(self) -> tuple[object, ...]:
         """What a run compares to decide whether the kept state changed (server_uuid follows serviceid)."""
         return (
@@ -420,6 +436,19 @@ class RowState:
             self.unpriced_detail,
             self.upgrade_available,
         )
+
+
+def changed_states(outcomes: Iterable[RowOutcome]) -> list[RowState]:
+    """The row states that differ from what the row was last seen as; a row the run did not reach
+    (pending) keeps its state."""
+    changed = []
+    for outcome in outcomes:
+        if isinstance(outcome.result, Unpriced) and outcome.result.reason is UnpricedReason.PENDING:
+            continue
+        state = RowState.of(outcome)
+        if outcome.row.seen != state.key():
+            changed.append(state)
+    return changed
 
 
 class PriceCacheReport(_Frozen):

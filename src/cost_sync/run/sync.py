@@ -57,6 +57,7 @@ from cost_sync.domain.models import (
     RunReport,
     Unpriced,
     UnpricedReason,
+    changed_states,
     override_key,
 )
 from cost_sync.domain.redact import redact
@@ -603,7 +604,7 @@ class SyncRun:
                         for o in outcomes
                         if not (isinstance(o.result, Unpriced) and o.result.reason is UnpricedReason.PENDING)
                     ],
-                    row_states=guard.changed_states(outcomes),
+                    row_states=changed_states(outcomes),
                 )
             final = final.model_copy(update={"phase_seconds": self._phase_seconds()})
 
