@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cost_sync.domain.matching import index_instances, match_instance
 from cost_sync.domain.models import (
     PRICED_CYCLES,
     Cycle,
@@ -27,8 +28,6 @@ from cost_sync.domain.models import (
 from cost_sync.domain.pricing import (
     MAX_MONTHLY,
     estimate_instance,
-    index_instances,
-    match_instance,
     monthly_from_cycle,
     normalise_cycle,
     parse_price_cell,

@@ -524,7 +524,7 @@ def _matching_check(
     by_serviceid = by_uuid = 0
     not_found: list[str] = []
     ambiguous: list[str] = []
-    shared = pricing.shared_server_uuids(instances)
+    shared = matching.shared_server_uuids(instances)
     no_id = 0
     for row, instance in matches:
         key = (row.hostwinds_instance_id or "").strip()
@@ -538,10 +538,10 @@ def _matching_check(
             by_serviceid += 1
         else:
             by_uuid += 1
-    index_sid, index_uuid = pricing.index_instances(instances)
+    index_sid, index_uuid = matching.index_instances(instances)
     owned: set[int] = set()
     for hw_id in identities:
-        found = pricing.match_instance(hw_id, by_serviceid=index_sid, by_uuid=index_uuid)
+        found = matching.match_instance(hw_id, by_serviceid=index_sid, by_uuid=index_uuid)
         if found is not None:
             owned.add(found.serviceid)
     orphans = sorted(i.serviceid for i in instances if i.serviceid not in owned)

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from cost_sync.cli import attribution_render, render
-from cost_sync.domain import explain, pricing, reporting
+from cost_sync.domain import explain, matching, pricing, reporting
 from cost_sync.domain.fingerprint import instance_from_fingerprint
 from cost_sync.domain.models import Estimate, PriceSource, Unpriced, override_key
 from cost_sync.errors import ConfigError, CostSyncError
@@ -103,7 +103,7 @@ async def explain_row(trust: TrustStore, settings: Settings, row_id: uuid.UUID) 
             "by": None
             if not state.matched
             else "serviceid"
-            if pricing.names_serviceid(hw_id.strip())
+            if matching.names_serviceid(hw_id.strip())
             else "server_uuid",
             "hostwinds_billingcycle": spelled,
             "cycle_alias": f"{derived[0]['cycle_alias']} -> {derived[0]['cycle']}"

@@ -24,7 +24,7 @@ import asyncpg
 import structlog
 
 from cost_sync.cli import render, report_data
-from cost_sync.domain import explain, guard, pricing, reporting
+from cost_sync.domain import explain, guard, matching, pricing, reporting
 from cost_sync.domain.matching import RowIndex, match_rows, resolve_targets, shared_uuid_unpriced
 from cost_sync.domain.models import RunReport, override_key
 from cost_sync.domain.redact import for_terminal, terminal_text
@@ -404,7 +404,7 @@ async def _quote(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(f"--instance {args.instance}: matches {len(rows)} rows; name one by its row id")
         ((row, instance),) = match_rows(rows, instances)
         if instance is None:
-            services = pricing.shared_server_uuids(instances).get(
+            services = matching.shared_server_uuids(instances).get(
                 (row.hostwinds_instance_id or "").strip().lower()
             )
             why = (

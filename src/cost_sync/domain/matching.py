@@ -46,8 +46,11 @@ __all__ = [
     "RowIndex",
     "check_plan_names",
     "identify",
+    "index_instances",
     "joined_plan",
+    "match_instance",
     "match_rows",
+    "names_serviceid",
     "plan_asks",
     "plan_names_agree",
     "plan_of",
@@ -56,6 +59,7 @@ __all__ = [
     "price_rows",
     "refresh_due",
     "resolve_targets",
+    "shared_server_uuids",
     "shared_uuid_unpriced",
     "unreadable_plan",
     "wanted_instances",
@@ -148,6 +152,66 @@ def plan_asks(
     return PricePlan(asks=asks, hits=hits)
 
 
+def index_instances(
+    instances: Iterable[Instance],
+) -> tuple[dict[int, Instance], dict[str, Instance]]:
+    """Return the instances keyed by serviceid and by lower-case server_uuid (if they have one).
+
+    A server_uuid that several service ids carry names none of them: which VPS a row keyed by it
+    means is unknowable (:func:`shared_server_uuids` says which they are).
+    """
+    by_serviceid: dict[int, Instance] = {}
+    by_uuid: dict[str, Instance] = {}
+    shared: set[str] = set()
+    for instance in instances:
+        by_serviceid[instance.serviceid] = instance
+        if instance.server_uuid:
+            key = instance.server_uuid.lower()
+            if by_uuid.setdefault(key, instance).serviceid != instance.serviceid:
+                shared.add(key)
+    for key in shared:
+        del by_uuid[key]
+    return by_serviceid, by_uuid
+
+
+def shared_server_uuids(instances: Iterable[Instance]) -> dict[str, tuple[int, ...]]:
+    """Each lower-case server_uuid that more than one service id carries, with those ids (sorted)."""
+    first: dict[str, int] = {}
+    shared: dict[str, set[int]] = {}
+    for instance in instances:
+        if instance.server_uuid:
+            key = instance.server_uuid.lower()
+            serviceid = first.setdefault(key, instance.serviceid)
+            if serviceid != instance.serviceid:
+                shared.setdefault(key, {serviceid}).add(instance.serviceid)
+    return {key: tuple(sorted(ids)) for key, ids in shared.items()}
+
+
+def names_serviceid(key: str) -> bool:
+    """Whether an id (trimmed) names a Hostwinds serviceid (ASCII digits) rather than a server_uuid."""
+    return key.isascii() and key.isdigit()
+
+
+def match_instance(
+    hostwinds_instance_id: str | None,
+    *,
+    by_serviceid: Mapping[int, Instance],
+    by_uuid: Mapping[str, Instance],
+) -> Instance | None:
+    """Return the instance an id names: ASCII digits by serviceid, anything else by server_uuid."""
+    if hostwinds_instance_id is None:
+        return None
+    key = hostwinds_instance_id.strip()
+    if key == "":
+        return None
+    if names_serviceid(key):
+        try:
+            return by_serviceid.get(int(key))
+        except ValueError:  # more digits than int() converts: no serviceid is that long
+            return None
+    return by_uuid.get(key.lower())
+
+
 @dataclass(frozen=True, slots=True)
 class RowIdentity:
     """What an ID argument can name a ``vps_instances`` row by: its id, its
@@ -166,10 +230,10 @@ def identify(
     identities: Iterable[tuple[uuid.UUID, str | None, str | None]], instances: Sequence[Instance]
 ) -> list[RowIdentity]:
     """(id, hostwinds_instance_id, status) of each row with the instance it matches in ``instances``."""
-    by_serviceid, by_uuid = pricing.index_instances(instances)
+    by_serviceid, by_uuid = index_instances(instances)
     rows = []
     for row_id, hw_id, status in identities:
-        matched = pricing.match_instance(hw_id, by_serviceid=by_serviceid, by_uuid=by_uuid)
+        matched = match_instance(hw_id, by_serviceid=by_serviceid, by_uuid=by_uuid)
         uuid_key = (matched.server_uuid or "").lower() if matched is not None else ""
         rows.append(
             RowIdentity(
@@ -177,7 +241,7 @@ def identify(
                 hw_id,
                 status,
                 matched.serviceid if matched is not None else None,
-                # A uuid several services carry names none of them (pricing.index_instances).
+                # A uuid several services carry names none of them (index_instances).
                 uuid_key if uuid_key and uuid_key in by_uuid else None,
             )
         )
@@ -190,7 +254,7 @@ class RowIndex:
 
     An argument (trimmed, any case) names the row with that id or ``hostwinds_instance_id``, and
     the rows matching the instance it names: ASCII digits by serviceid, anything else by
-    server_uuid (:func:`cost_sync.domain.pricing.match_instance`'s rule). Indexed once, so naming
+    server_uuid (:func:`cost_sync.domain.match_instance`'s rule). Indexed once, so naming
     every row (``approve --all``) costs one pass, not one pass per argument.
     """
 
@@ -212,7 +276,7 @@ class RowIndex:
         """The rows ``target`` names, in the order they were given."""
         key = target.strip()
         found = set(self._by_key.get(key.lower(), ()))
-        if key and pricing.names_serviceid(key):
+        if key and names_serviceid(key):
             # More digits than int() converts: no serviceid is that long.
             with contextlib.suppress(ValueError):
                 found.update(self._by_serviceid.get(int(key), ()))
@@ -250,12 +314,12 @@ def resolve_targets(
 
 def match_rows(rows: Sequence[VpsRow], instances: Sequence[Instance]) -> list[Match]:
     """Pair every row with the Hostwinds instance its ``hostwinds_instance_id`` names, if any."""
-    by_serviceid, by_uuid = pricing.index_instances(instances)
+    by_serviceid, by_uuid = index_instances(instances)
     with gc_paused():
         return [
             (
                 row,
-                pricing.match_instance(row.hostwinds_instance_id, by_serviceid=by_serviceid, by_uuid=by_uuid),
+                match_instance(row.hostwinds_instance_id, by_serviceid=by_serviceid, by_uuid=by_uuid),
             )
             for row in rows
         ]
@@ -360,7 +424,7 @@ def price_matched(
     ``withheld`` names services whose cycle prices this run could not establish (not reached in
     its budget, or unreadable): their rows are unpriced with that reason, and keep their value.
     ``aliases`` map an account's cycle spellings to cycles (``[hostwinds.cycle_aliases]``).
-    ``shared_uuids`` (:func:`pricing.shared_server_uuids`): a row keyed by a server_uuid that several
+    ``shared_uuids`` (:func:`shared_server_uuids`): a row keyed by a server_uuid that several
     services carry matched none of them; it is unpriced ``duplicate_instance``, not ``not_found``.
     """
     outcomes = []
@@ -468,5 +532,5 @@ def price_rows(
         price_lists=price_lists,
         managed=managed,
         aliases=aliases,
-        shared_uuids=pricing.shared_server_uuids(instances),
+        shared_uuids=shared_server_uuids(instances),
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import decimal
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 
 from cost_sync.domain.models import (
@@ -36,14 +36,10 @@ __all__ = [
     "bounded_cell",
     "cacheable_cell",
     "estimate_instance",
-    "index_instances",
-    "match_instance",
     "monthly_from_cycle",
-    "names_serviceid",
     "normalise_cycle",
     "parse_price_cell",
     "price_row",
-    "shared_server_uuids",
     "spelling_key",
 ]
 
@@ -195,66 +191,6 @@ def _context(precision: int) -> decimal.Context:
         Emin=decimal.MIN_EMIN,
         traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow],
     )
-
-
-def index_instances(
-    instances: Iterable[Instance],
-) -> tuple[dict[int, Instance], dict[str, Instance]]:
-    """Return the instances keyed by serviceid and by lower-case server_uuid (if they have one).
-
-    A server_uuid that several service ids carry names none of them: which VPS a row keyed by it
-    means is unknowable (:func:`shared_server_uuids` says which they are).
-    """
-    by_serviceid: dict[int, Instance] = {}
-    by_uuid: dict[str, Instance] = {}
-    shared: set[str] = set()
-    for instance in instances:
-        by_serviceid[instance.serviceid] = instance
-        if instance.server_uuid:
-            key = instance.server_uuid.lower()
-            if by_uuid.setdefault(key, instance).serviceid != instance.serviceid:
-                shared.add(key)
-    for key in shared:
-        del by_uuid[key]
-    return by_serviceid, by_uuid
-
-
-def shared_server_uuids(instances: Iterable[Instance]) -> dict[str, tuple[int, ...]]:
-    """Each lower-case server_uuid that more than one service id carries, with those ids (sorted)."""
-    first: dict[str, int] = {}
-    shared: dict[str, set[int]] = {}
-    for instance in instances:
-        if instance.server_uuid:
-            key = instance.server_uuid.lower()
-            serviceid = first.setdefault(key, instance.serviceid)
-            if serviceid != instance.serviceid:
-                shared.setdefault(key, {serviceid}).add(instance.serviceid)
-    return {key: tuple(sorted(ids)) for key, ids in shared.items()}
-
-
-def names_serviceid(key: str) -> bool:
-    """Whether an id (trimmed) names a Hostwinds serviceid (ASCII digits) rather than a server_uuid."""
-    return key.isascii() and key.isdigit()
-
-
-def match_instance(
-    hostwinds_instance_id: str | None,
-    *,
-    by_serviceid: Mapping[int, Instance],
-    by_uuid: Mapping[str, Instance],
-) -> Instance | None:
-    """Return the instance an id names: ASCII digits by serviceid, anything else by server_uuid."""
-    if hostwinds_instance_id is None:
-        return None
-    key = hostwinds_instance_id.strip()
-    if key == "":
-        return None
-    if names_serviceid(key):
-        try:
-            return by_serviceid.get(int(key))
-        except ValueError:  # more digits than int() converts: no serviceid is that long
-            return None
-    return by_uuid.get(key.lower())
 
 
 def estimate_instance(

@@ -28,7 +28,7 @@ import httpx
 import structlog
 
 from cost_sync import __version__
-from cost_sync.domain import flags, guard, pricing
+from cost_sync.domain import flags, guard, matching, pricing
 from cost_sync.domain.fingerprint import fingerprint
 from cost_sync.domain.matching import (
     PriceListKey,
@@ -374,7 +374,7 @@ class SyncRun:
             instances = await self.client.get_instances()
         instances_listed = len(instances)
         instances, conflicting = flags.conflicting_instances(instances)
-        shared_uuids = pricing.shared_server_uuids(instances)
+        shared_uuids = matching.shared_server_uuids(instances)
         with self.phase("database"):
             rows = await self.store.read_rows(statuses)
         unused = flags.unused_overrides(settings.overrides, rows)
