@@ -1,4 +1,5 @@
-"""Where cost-sync's SQL lives: inside the installed package, else the checkout's ``sql/``."""
+"""Where cost-sync's SQL lives: package data of :mod:`cost_sync.store` (``sql/`` at the top of a
+checkout is a link to it)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,5 @@ __all__ = ["sql_dir"]
 
 
 def sql_dir() -> Path:
-    """The folder holding cost-sync's SQL: inside the installed package, else the checkout's."""
-    packaged = Path(str(resources.files("cost_sync"))) / "sql"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parents[3] / "sql"
+    """The folder holding cost-sync's SQL, the same in a checkout, an editable install and a wheel."""
+    return Path(str(resources.files("cost_sync.store"))) / "sql"
