@@ -534,7 +534,7 @@ def _matching_check(
             ambiguous.append(key)
         elif instance is None:
             not_found.append(key)
-        elif key.isascii() and key.isdigit():
+        elif matching.names_serviceid(key):
             by_serviceid += 1
         else:
             by_uuid += 1
