@@ -34,6 +34,7 @@ from cost_sync.hostwinds.client import HostwindsClient
 from cost_sync.hostwinds.sandbox import Faults, SandboxServer, load_demo_fleet
 from cost_sync.settings import Settings
 from cost_sync.store.db import create_pool
+from cost_sync.store.migrate import discover
 from cost_sync.store.sqlfiles import sql_dir
 from tests.integration.conftest import API_KEY, URL, FakeHostwinds, hold_lease, instance, seed
 from tests.pgbouncer import PgBouncer, free_port, run_pgbouncer
@@ -143,7 +144,7 @@ async def test_every_verb_works_through_pgbouncer(db_url: str, bouncer: PgBounce
             ("quote", "--instance", "1234567", "--plan", "102"),
             ("attribution",),
             ("attribution", "--write"),
-            ("migrate", "--rollback", "0010", "--yes"),
+            ("migrate", "--rollback", discover()[-1].version, "--yes"),
             ("migrate",),
             ("--once",),
         ]

@@ -991,6 +991,9 @@ class Daemon:
                 misfire_grace_time=sync.misfire_grace_seconds,
                 jitter=sync.jitter_seconds or None,
             )
+            # Before the admin port opens, so that no scrape sees "never succeeded" after a restart;
+            # again once the schema is there, for a daemon that started before `migrate`.
+            await self._last_success_from_ledger()
             await server.start()
             self.admin_url = server.base_url
             if not await self._wait_for_schema(stop):
@@ -1036,8 +1039,10 @@ class Daemon:
         """Start cost_sync_last_success_timestamp_seconds at the ledger's last successful whole-fleet
         run, so a restart does not read as "never succeeded" until its first run ends. Called
         before the scheduler starts: no run of this process has set it yet."""
-        with contextlib.suppress(CostSyncError):
-            last = await TrustStore(self.pool).last_fleet_run()
+        # Bounded: a database that does not answer must not hold the admin port closed.
+        with contextlib.suppress(CostSyncError, TimeoutError):
+            async with asyncio.timeout(5):
+                last = await TrustStore(self.pool).last_fleet_run()
             if last is not None:
                 self.metrics.last_success.set(last.finished.timestamp())
 
