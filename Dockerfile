@@ -14,7 +14,6 @@ WORKDIR /src
 RUN pip install --no-cache-dir "build==1.2.2"
 COPY pyproject.toml README.md hatch_build.py ./
 COPY src ./src
-COPY sql ./sql
 RUN python -m build --wheel --outdir /dist
 
 FROM python:3.11-slim

@@ -26,9 +26,10 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cost_sync import cli, logs
-from cost_sync.migrate import migrate, sql_dir
-from cost_sync.sandbox import SandboxServer, generate_fleet
+from cost_sync.cli import main as cli
+from cost_sync.hostwinds.sandbox import SandboxServer, generate_fleet
+from cost_sync.runtime import logs
+from cost_sync.store.migrate import migrate, sql_dir
 
 SERVER = os.environ.get("COST_SYNC_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

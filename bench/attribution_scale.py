@@ -25,9 +25,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from cost_sync import attribution, attribution_store, logs
-from cost_sync.migrate import migrate, sql_dir
+from cost_sync.domain import attribution
+from cost_sync.runtime import logs
 from cost_sync.settings import Settings
+from cost_sync.store import attribution as attribution_store
+from cost_sync.store.migrate import migrate, sql_dir
 
 SEED = """
 INSERT INTO vps_instances (id, hostwinds_instance_id, status, approximate_cost)

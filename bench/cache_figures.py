@@ -5,7 +5,7 @@ Started by ``bench/run.py`` (not by hand) once ``bench/child.py`` has measured t
     COST_SYNC_BENCH_CHILD_DATABASE_URL=URL python bench/cache_figures.py --n N --out FILE
 
 Each measurement starts cold (every row unpriced, the observation cache empty) and serves the
-generated fleet from a :class:`~cost_sync.sandbox.SandboxServer` in this process, so that the
+generated fleet from a :class:`~cost_sync.hostwinds.sandbox.SandboxServer` in this process, so that the
 benchmark can change the fleet and inject faults exactly when it means to:
 
 1. **outage**: a cold run (rate limit off) during which ``get_billingcycle_prices`` starts to answer
@@ -44,13 +44,13 @@ import httpx
 from apscheduler.triggers.interval import IntervalTrigger
 
 from child import DATABASE_URL_ENV, RUN_DATABASE_URL_ENV, reset
-from cost_sync import logs
-from cost_sync.daemon import Daemon, RunState
+from cost_sync.daemon.service import Daemon, RunState
 from cost_sync.errors import CostSyncError
-from cost_sync.sandbox import SANDBOX_API_KEY, Faults, SandboxServer
+from cost_sync.hostwinds.sandbox import SANDBOX_API_KEY, Faults, SandboxServer
+from cost_sync.run.sync import Progress, SyncRun, open_resources, run_once
+from cost_sync.runtime import logs
 from cost_sync.settings import Settings
-from cost_sync.store import Store
-from cost_sync.sync import Progress, SyncRun, open_resources, run_once
+from cost_sync.store.postgres import Store
 from figures import (
     CacheFigures,
     OutageFigures,

@@ -36,10 +36,10 @@ from pathlib import Path
 
 import asyncpg
 
-from cost_sync import logs
-from cost_sync.hostwinds import HostwindsClient
+from cost_sync.hostwinds.client import HostwindsClient
+from cost_sync.run.sync import open_resources, run_once
+from cost_sync.runtime import logs
 from cost_sync.settings import Settings
-from cost_sync.sync import open_resources, run_once
 from figures import CUSTOM_PLAN_EXECUTIONS, PHASES, RunFigures, SizeFigures
 
 #: The write floor: the same final values, one statement, nothing else.

@@ -42,11 +42,12 @@ import asyncpg
 
 import pgdb
 from child import FLOOR, HISTORY_FLOOR, LAST_HISTORY, reset
-from cost_sync import logs, store
-from cost_sync.models import Estimate, RowOutcome, RunReport
-from cost_sync.sandbox import SANDBOX_API_KEY, SandboxServer
+from cost_sync.domain.models import Estimate, RowOutcome, RunReport
+from cost_sync.hostwinds.sandbox import SANDBOX_API_KEY, SandboxServer
+from cost_sync.run.sync import open_resources, run_once
+from cost_sync.runtime import logs
 from cost_sync.settings import Settings
-from cost_sync.sync import open_resources, run_once
+from cost_sync.store import postgres as store
 from fleet import generate_fleet, seed_rows
 
 Statement = tuple[str, tuple[Any, ...]]

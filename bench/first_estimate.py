@@ -1,13 +1,13 @@
 """Time to the first complete estimate: a cold daemon at a polite rate, until every row has a value.
 
-The real daemon (``cost_sync.daemon.Daemon``, in-process, as ``cost-sync run`` builds it) starts
+The real daemon (``cost_sync.daemon.service.Daemon``, in-process, as ``cost-sync run`` builds it) starts
 on an empty cache against the SANDBOX API serving ``generate_fleet(N)`` (default 10,000), with
 ``requests_per_second`` 2 (Hostwinds' polite default) and the default ``max_run_seconds`` 300, in a
 fresh database whose N rows have no value. The database is polled every 0.25 s. Reported:
 
 - **first complete estimate**: seconds from the daemon's start to the moment every matched,
   priceable row has a value (priceable: priced by a fully refined run; computed offline from the
-  same fleet with ``cost_sync.matching.price_rows``), and how many of those values are provisional;
+  same fleet with ``cost_sync.domain.matching.price_rows``), and how many of those values are provisional;
 - **refine everything**: measured until the first catch-up run has committed, then projected:
   the services still to ask over the catch-up run's measured rate (services asked per second of
   run wall time, commit included). At 2 requests/s refining 10,000 services takes over 80 minutes,
@@ -32,11 +32,11 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 import pgdb
 from cache_figures import settings_for
-from cost_sync.daemon import Daemon
-from cost_sync.matching import price_rows
-from cost_sync.models import Estimate
-from cost_sync.sandbox import SandboxServer
-from cost_sync.sync import open_resources
+from cost_sync.daemon.service import Daemon
+from cost_sync.domain.matching import price_rows
+from cost_sync.domain.models import Estimate
+from cost_sync.hostwinds.sandbox import SandboxServer
+from cost_sync.run.sync import open_resources
 from fleet import generate_fleet, pricing_inputs, seed_rows
 
 POLL_SECONDS = 0.25

@@ -1,6 +1,6 @@
 """The benchmark's fleet: vps_instances rows for a generated SANDBOX fleet, and pricing inputs.
 
-``cost_sync.sandbox.generate_fleet(n)`` is deterministic, so the rows seeded here name exactly the
+``cost_sync.hostwinds.sandbox.generate_fleet(n)`` is deterministic, so the rows seeded here name exactly the
 instances that ``cost-sync sandbox --generate N`` serves. Most rows name their instance by
 serviceid; every fifth by its ``server_uuid`` (some upper-case), as the platform's table does.
 Imported by the parent process only: the measuring child never builds a fleet.
@@ -14,10 +14,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cost_sync.hostwinds import price_cell_text
-from cost_sync.matching import PriceListKey
-from cost_sync.models import PRICED_CYCLES, Cycle, Instance, Plan, PriceCell, VpsRow, parse_instance
-from cost_sync.sandbox import Fleet, generate_fleet
+from cost_sync.domain.matching import PriceListKey
+from cost_sync.domain.models import PRICED_CYCLES, Cycle, Instance, Plan, PriceCell, VpsRow, parse_instance
+from cost_sync.hostwinds.answers import price_cell_text
+from cost_sync.hostwinds.sandbox import Fleet, generate_fleet
 
 __all__ = ["PricingInputs", "Seed", "generate_fleet", "hostwinds_id", "pricing_inputs", "seed_rows"]
 
@@ -59,7 +59,7 @@ def _cells(mapping: Mapping[str, Any]) -> dict[Cycle, PriceCell]:
 
 @dataclass(frozen=True)
 class PricingInputs:
-    """What ``cost_sync.matching.price_rows`` receives in a run over a generated fleet."""
+    """What ``cost_sync.domain.matching.price_rows`` receives in a run over a generated fleet."""
 
     rows: list[VpsRow]
     instances: list[Instance]

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from cost_sync.migrate import migrate, sql_dir
+from cost_sync.store.migrate import migrate, sql_dir
 
 ENV_URL = "COST_SYNC_BENCH_DATABASE_URL"
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/test"

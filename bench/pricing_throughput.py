@@ -1,4 +1,4 @@
-"""Pricing throughput: ``cost_sync.matching.price_rows`` on synthetic rows, in-process, without I/O.
+"""Pricing throughput: ``cost_sync.domain.matching.price_rows`` on synthetic rows, in-process, without I/O.
 
 Pricing is pure, so its cost at 100,000 instances can be measured on every benchmark run, without
 waiting for a 100,000-instance sync (``--large``). The inputs are built as a run builds them from a
@@ -12,8 +12,8 @@ import time
 from collections import Counter
 from typing import TypedDict
 
-from cost_sync.matching import price_rows
-from cost_sync.models import Estimate, Unpriced
+from cost_sync.domain.matching import price_rows
+from cost_sync.domain.models import Estimate, Unpriced
 from figures import median
 from fleet import pricing_inputs
 

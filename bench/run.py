@@ -45,9 +45,10 @@ import psutil
 import pgdb
 import pooler
 from child import API_KEY_ENV, DATABASE_URL_ENV, RUN_DATABASE_URL_ENV
-from cost_sync import __version__, logs
-from cost_sync.db import describe_dsn, scrub
-from cost_sync.sandbox import SANDBOX_API_KEY
+from cost_sync import __version__
+from cost_sync.hostwinds.sandbox import SANDBOX_API_KEY
+from cost_sync.runtime import logs
+from cost_sync.store.db import describe_dsn, scrub
 from figures import CUSTOM_PLAN_EXECUTIONS, CacheFigures, SizeFigures
 from fleet import generate_fleet, seed_rows
 from pgdb import Server
@@ -110,7 +111,7 @@ async def sandbox(n: int, log: Path) -> AsyncIterator[str]:
     command = [
         sys.executable,
         "-c",
-        "import sys; from cost_sync.cli import main; sys.exit(main())",
+        "import sys; from cost_sync.cli.main import main; sys.exit(main())",
         "sandbox",
         "--generate",
         str(n),

@@ -18,8 +18,8 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from cost_sync.migrate import migrate
-from cost_sync.sqlfiles import sql_dir
+from cost_sync.store.migrate import migrate
+from cost_sync.store.sqlfiles import sql_dir
 
 FIXTURE_TABLE = (sql_dir() / "fixtures" / "vps_instances.sql").read_text(encoding="utf-8")
 

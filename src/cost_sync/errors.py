@@ -4,7 +4,7 @@
 
     CostSyncError                     exit code 1 unless said otherwise
     ├── ConfigError                   a bad setting or usage; exit code 2
-    │   └── FleetFileError            a sandbox fleet file cannot be read (cost_sync.sandbox)
+    │   └── FleetFileError            a sandbox fleet file cannot be read (cost_sync.hostwinds.sandbox)
     ├── DatabaseError                 PostgreSQL could not be reached or refused a statement
     │   ├── MigrationError            a migration failed or an applied file changed
     │   ├── MissingSchemaError        tables or columns cost-sync reads are missing; exit code 2

@@ -40,11 +40,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from cost_sync.domain.models import Cycle, override_key
+from cost_sync.domain.pricing import normalise_cycle, spelling_key
 from cost_sync.errors import ConfigError
-from cost_sync.models import Cycle, override_key
-from cost_sync.pricing import normalise_cycle, spelling_key
 
 ENV_PREFIX = "COST_SYNC_"
 #: Settings that hold a secret: each can also be given as a file (``<KEY>_FILE`` / ``<key>_file``).
@@ -229,7 +228,7 @@ class HostwindsSettings(_Section):
     #: The price-list field an instance's ``product_id`` is joined to (unverified: see ``doctor``).
     plan_key: Annotated[Literal["id", "rid"], BeforeValidator(_lower)] = "id"
     #: An account's billing-cycle spelling -> the cycle it means, e.g. "Bi-Annually" = "semiannually".
-    #: Stored by spelling key (see :func:`cost_sync.pricing.spelling_key`).
+    #: Stored by spelling key (see :func:`cost_sync.domain.pricing.spelling_key`).
     cycle_aliases: Annotated[
         dict[str, Cycle], BeforeValidator(_cycle_aliases), BeforeValidator(_json_table)
     ] = Field(default_factory=dict)
@@ -371,10 +370,16 @@ class AttributionSettings(_Section):
     keep_days: int = Field(default=400, ge=1, le=36600)
 
 
-class Settings(BaseSettings):
-    """All of cost-sync's settings, validated."""
+class Settings(BaseModel):
+    """All of cost-sync's settings, validated (defaults included).
 
-    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+    A plain pydantic model: :func:`load_settings` is the one source, reading the TOML and the
+    environment itself, because what it must say (which variable or file a bad value came from,
+    variables with the prefix that are no setting, ``<KEY>_FILE`` beside ``<KEY>``, ``[sync]`` keys
+    without a section stem) is not what pydantic-settings' sources report.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     hostwinds: HostwindsSettings = Field(default_factory=HostwindsSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -418,18 +423,6 @@ class Settings(BaseSettings):
                 missing.append(f"setting {path}: required (set {how})")
         if missing:
             raise ConfigError(_together(missing))
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Only what :func:`load_settings` hands in: it has already merged env over file."""
-        return (init_settings,)
 
 
 #: Section -> its environment-variable stem (``[sync]`` keys stand alone).

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 import respx
 
-from cost_sync.hostwinds import HostwindsClient
+from cost_sync.hostwinds.client import HostwindsClient
 from cost_sync.settings import Settings
 from tests.fakes import API_KEY, PLANS, URL, FakeHostwinds, instance
 

@@ -17,8 +17,8 @@ import asyncpg
 import httpx
 import pytest
 
-from cost_sync.httpserve import RepeatFilter
-from cost_sync.sandbox import SandboxServer, load_demo_fleet
+from cost_sync.hostwinds.sandbox import SandboxServer, load_demo_fleet
+from cost_sync.runtime.httpserve import RepeatFilter
 from tests.integration.conftest import seed
 from tests.integration.test_container_entry import free_port, log_lines
 from tests.integration.test_reliability import DEMO_ROWS

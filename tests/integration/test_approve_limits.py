@@ -10,7 +10,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from cost_sync import cli
+from cost_sync.cli import main as cli
 from tests.integration.conftest import FakeHostwinds, instance, lease_held, seed, values
 from tests.integration.test_trust import cost_sync, env, scaled_plans
 

@@ -14,9 +14,10 @@ import asyncpg
 import pytest
 import respx
 
-from cost_sync import attribution_store, cli
-from cost_sync.migrate import sql_dir
+from cost_sync.cli import main as cli
 from cost_sync.settings import Settings
+from cost_sync.store import attribution as attribution_store
+from cost_sync.store.migrate import sql_dir
 from tests.integration.conftest import API_KEY, URL, FakeHostwinds, instance
 
 pytestmark = pytest.mark.db

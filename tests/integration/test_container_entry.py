@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from cost_sync.sandbox import Faults, SandboxServer, load_demo_fleet
+from cost_sync.hostwinds.sandbox import Faults, SandboxServer, load_demo_fleet
 from tests.integration.conftest import dump, seed
 
 pytestmark = pytest.mark.db

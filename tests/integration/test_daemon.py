@@ -21,12 +21,13 @@ from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from cost_sync import __version__, build_revision, cli
-from cost_sync.daemon import Daemon
+from cost_sync import __version__, build_revision
+from cost_sync.cli import main as cli
+from cost_sync.daemon.service import Daemon
 from cost_sync.errors import ConfigError
-from cost_sync.hostwinds import HostwindsClient
-from cost_sync.migrate import migrate, sql_dir
+from cost_sync.hostwinds.client import HostwindsClient
 from cost_sync.settings import Settings
+from cost_sync.store.migrate import migrate, sql_dir
 from tests.conftest import FIXTURE_TABLE
 from tests.integration.conftest import API_KEY, URL, FakeHostwinds, instance, seed
 

@@ -13,7 +13,7 @@ import asyncpg
 import psutil
 import pytest
 
-from cost_sync.demo import DEMO_ROWS, DEMO_TENANTS, run_demo
+from cost_sync.cli.demo import DEMO_ROWS, DEMO_TENANTS, run_demo
 
 pytestmark = pytest.mark.db
 

@@ -9,10 +9,10 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from cost_sync import cli
-from cost_sync.doctor import run_doctor
+from cost_sync.cli import main as cli
+from cost_sync.cli.doctor import run_doctor
 from cost_sync.errors import MigrationError
-from cost_sync.migrate import check, migrate
+from cost_sync.store.migrate import check, migrate
 
 pytestmark = pytest.mark.db
 

@@ -15,13 +15,13 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from cost_sync import cli
-from cost_sync.capture import MANIFEST, ReplayServer, load_capture
-from cost_sync.doctor import DoctorReport, run_doctor
-from cost_sync.hostwinds import HostwindsClient
-from cost_sync.sandbox import Fleet, SandboxServer, load_demo_fleet
+from cost_sync.cli import main as cli
+from cost_sync.cli.doctor import DoctorReport, run_doctor
+from cost_sync.hostwinds.capture import MANIFEST, ReplayServer, load_capture
+from cost_sync.hostwinds.client import HostwindsClient
+from cost_sync.hostwinds.sandbox import Fleet, SandboxServer, load_demo_fleet
+from cost_sync.run.sync import run_once
 from cost_sync.settings import Settings, load_settings
-from cost_sync.sync import run_once
 from tests.conftest import FIXTURE_TABLE, Databases
 from tests.integration.conftest import seed, values
 

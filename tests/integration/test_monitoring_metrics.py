@@ -14,8 +14,8 @@ import pytest_asyncio
 import respx
 from prometheus_client.parser import text_string_to_metric_families
 
-from cost_sync.migrate import sql_dir
 from cost_sync.settings import Settings
+from cost_sync.store.migrate import sql_dir
 from tests.integration.conftest import URL, FakeHostwinds, instance, seed
 from tests.integration.test_daemon import Running, daemon_settings, scrape, start, wait_for
 from tests.monitoring_files import dashboard_sql, queried_metric_names

@@ -14,10 +14,10 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from cost_sync.hostwinds import HostwindsClient
-from cost_sync.sandbox import Fleet, SandboxServer
+from cost_sync.hostwinds.client import HostwindsClient
+from cost_sync.hostwinds.sandbox import Fleet, SandboxServer
+from cost_sync.run.sync import run_once
 from cost_sync.settings import Settings
-from cost_sync.sync import run_once
 from tests.integration.conftest import PLANS, FakeHostwinds, instance, seed, values
 
 KEY = "numbers-test-key-1a2b3c"

@@ -13,8 +13,8 @@ from decimal import Decimal, InvalidOperation
 import asyncpg
 import pytest
 
-from cost_sync import cli
-from cost_sync.sandbox import SandboxServer, load_demo_fleet
+from cost_sync.cli import main as cli
+from cost_sync.hostwinds.sandbox import SandboxServer, load_demo_fleet
 from tests.integration.conftest import seed
 from tests.integration.test_attribution import seed_platform
 

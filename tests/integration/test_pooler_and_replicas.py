@@ -29,13 +29,13 @@ import pytest
 import respx
 from apscheduler.triggers.cron import CronTrigger
 
-from cost_sync.daemon import Daemon
-from cost_sync.db import create_pool
-from cost_sync.hostwinds import HostwindsClient
-from cost_sync.migrate import discover
-from cost_sync.sandbox import Faults, SandboxServer, load_demo_fleet
+from cost_sync.daemon.service import Daemon
+from cost_sync.hostwinds.client import HostwindsClient
+from cost_sync.hostwinds.sandbox import Faults, SandboxServer, load_demo_fleet
 from cost_sync.settings import Settings
-from cost_sync.sqlfiles import sql_dir
+from cost_sync.store.db import create_pool
+from cost_sync.store.migrate import discover
+from cost_sync.store.sqlfiles import sql_dir
 from tests.integration.conftest import API_KEY, URL, FakeHostwinds, hold_lease, instance, seed
 from tests.pgbouncer import PgBouncer, free_port, run_pgbouncer
 
@@ -456,7 +456,7 @@ async def test_a_scheduled_fire_stays_served_when_its_replica_runs_late(db_url: 
     """The skip is decided under the lease row's lock: a replica whose fire comes after another's
     run for the same slot ended records nothing and asks Hostwinds nothing."""
     from cost_sync.errors import RunServed
-    from cost_sync.sync import run_once
+    from cost_sync.run.sync import run_once
 
     hostwinds = FakeHostwinds()
     hostwinds.instances = [instance(1)]
@@ -488,7 +488,7 @@ async def test_a_run_that_lost_its_lease_writes_nothing(db_url: str) -> None:
     than the lease): the run's write is refused under the lease row's lock, vps_instances keeps its
     values, and the run's ledger row ends 'failed' saying so."""
     from cost_sync.errors import LeaseLost
-    from cost_sync.sync import run_once
+    from cost_sync.run.sync import run_once
 
     hostwinds = FakeHostwinds()
     hostwinds.instances = [instance(1)]
@@ -526,7 +526,7 @@ async def test_a_run_that_lost_its_lease_writes_nothing(db_url: str) -> None:
 async def test_taking_an_expired_lease_marks_the_holder_abandoned(db_url: str) -> None:
     """A run still 'running' whose lease expired (its process was killed) ends 'abandoned', set by
     the run that takes the lease over; that run succeeds."""
-    from cost_sync.sync import run_once
+    from cost_sync.run.sync import run_once
 
     hostwinds = FakeHostwinds()
     hostwinds.instances = [instance(1)]

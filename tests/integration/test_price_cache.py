@@ -16,14 +16,15 @@ import pytest_asyncio
 import respx
 from prometheus_client.parser import text_string_to_metric_families
 
-from cost_sync import cli, pricing
-from cost_sync import store as store_module
+from cost_sync.cli import main as cli
+from cost_sync.domain import pricing
+from cost_sync.domain.models import Cycle, Observation
 from cost_sync.errors import HostwindsTransientError
-from cost_sync.hostwinds import HostwindsClient
-from cost_sync.models import Cycle, Observation
+from cost_sync.hostwinds.client import HostwindsClient
+from cost_sync.run.sync import run_once
 from cost_sync.settings import Settings
-from cost_sync.store import Store
-from cost_sync.sync import run_once
+from cost_sync.store import postgres as store_module
+from cost_sync.store.postgres import Store
 from tests.integration.conftest import API_KEY, URL, FakeHostwinds, instance, lease_held, seed, values
 from tests.integration.test_daemon import TOKEN, daemon_settings, start
 

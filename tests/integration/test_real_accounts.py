@@ -13,14 +13,14 @@ import asyncpg
 import httpx
 import pytest
 
-from cost_sync import cli
-from cost_sync import sync as sync_module
-from cost_sync.capture import ReplayServer, load_capture
-from cost_sync.doctor import run_doctor
-from cost_sync.hostwinds import HostwindsClient
-from cost_sync.sandbox import CUSTOM_PLAN_ID, Fleet, SandboxServer, generate_fleet, load_demo_fleet
+from cost_sync.cli import main as cli
+from cost_sync.cli.doctor import run_doctor
+from cost_sync.hostwinds.capture import ReplayServer, load_capture
+from cost_sync.hostwinds.client import HostwindsClient
+from cost_sync.hostwinds.sandbox import CUSTOM_PLAN_ID, Fleet, SandboxServer, generate_fleet, load_demo_fleet
+from cost_sync.run import sync as sync_module
+from cost_sync.run.sync import RunResult, run_once
 from cost_sync.settings import Settings, load_settings
-from cost_sync.sync import RunResult, run_once
 from tests.integration.conftest import seed, values
 
 pytestmark = pytest.mark.db

@@ -18,13 +18,13 @@ import pytest
 import respx
 from structlog.testing import capture_logs
 
-from cost_sync import cli
+from cost_sync.cli import main as cli
+from cost_sync.domain.models import Unpriced
 from cost_sync.errors import DatabaseError
-from cost_sync.hostwinds import HostwindsClient
-from cost_sync.models import Unpriced
-from cost_sync.sandbox import Faults, SandboxServer, load_demo_fleet
+from cost_sync.hostwinds.client import HostwindsClient
+from cost_sync.hostwinds.sandbox import Faults, SandboxServer, load_demo_fleet
+from cost_sync.run.sync import run_once
 from cost_sync.settings import Settings
-from cost_sync.sync import run_once
 from tests.integration.conftest import API_KEY, URL, FakeHostwinds, dump, instance, seed, values
 from tests.integration.test_daemon import TOKEN, daemon_settings, mocked, start, wait_for
 

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from cost_sync import cli
+from cost_sync.cli import main as cli
 from tests.integration.test_attribution import NAMES, T1, V_IDLE, V_SHARED, seed_platform
 
 pytestmark = pytest.mark.db
@@ -214,7 +214,7 @@ async def test_history_walks_back_from_todays_total(
     db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """One point a day from --since; the last is today's total; each run's change is a step."""
-    from cost_sync import report_data
+    from cost_sync.cli import report_data
     from cost_sync.settings import Settings
 
     await seed_history(db_url)

@@ -19,12 +19,12 @@ import pytest
 import respx
 from structlog.testing import capture_logs
 
-from cost_sync import cli
+from cost_sync.cli import main as cli
 from cost_sync.errors import HostwindsResponseError
-from cost_sync.hostwinds import HostwindsClient
-from cost_sync.sandbox import Fleet, SandboxServer, load_demo_fleet
+from cost_sync.hostwinds.client import HostwindsClient
+from cost_sync.hostwinds.sandbox import Fleet, SandboxServer, load_demo_fleet
+from cost_sync.run.sync import run_once
 from cost_sync.settings import Settings
-from cost_sync.sync import run_once
 from tests.integration.conftest import instance, seed, values
 
 pytestmark = pytest.mark.db

@@ -16,9 +16,9 @@ import httpx
 import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 
-from cost_sync.daemon import Daemon, RunState
-from cost_sync.hostwinds import HostwindsClient
-from cost_sync.sandbox import SandboxServer, load_demo_fleet
+from cost_sync.daemon.service import Daemon, RunState
+from cost_sync.hostwinds.client import HostwindsClient
+from cost_sync.hostwinds.sandbox import SandboxServer, load_demo_fleet
 from cost_sync.settings import Settings
 from tests.integration.conftest import seed
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from cost_sync import cli
+from cost_sync.cli import main as cli
 from cost_sync.errors import (
     ConfigError,
     DatabaseError,
@@ -19,9 +19,9 @@ from cost_sync.errors import (
     HostwindsTransientError,
     LockTimeout,
 )
-from cost_sync.hostwinds import HostwindsClient
+from cost_sync.hostwinds.client import HostwindsClient
+from cost_sync.run.sync import run_once
 from cost_sync.settings import Settings
-from cost_sync.sync import run_once
 from tests.integration.conftest import (
     API_KEY,
     URL,

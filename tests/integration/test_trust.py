@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 import respx
 
-from cost_sync import cli
+from cost_sync.cli import main as cli
 from tests.integration.conftest import API_KEY, PLANS, URL, FakeHostwinds, instance, seed, values
 
 pytestmark = pytest.mark.db

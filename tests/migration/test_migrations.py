@@ -13,9 +13,9 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from cost_sync import cli
+from cost_sync.cli import main as cli
 from cost_sync.errors import LockTimeout, MigrationError
-from cost_sync.migrate import MIGRATE_LOCK_KEY, applied, check, discover, migrate, rollback, sql_dir
+from cost_sync.store.migrate import MIGRATE_LOCK_KEY, applied, check, discover, migrate, rollback, sql_dir
 from tests.conftest import FIXTURE_TABLE, Databases
 
 pytestmark = pytest.mark.db

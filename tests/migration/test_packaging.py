@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_wheel_contains_every_sql_file(tmp_path: Path) -> None:
-    """Every file under sql/ is in the wheel under cost_sync/sql/, with the same bytes."""
+    """Every file under sql/ is in the wheel under cost_sync/store/sql/, with the same bytes."""
     subprocess.run(
         [
             sys.executable,
@@ -32,7 +32,7 @@ def test_wheel_contains_every_sql_file(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         for path in sorted((ROOT / "sql").rglob("*.sql")):
-            packaged = f"cost_sync/sql/{path.relative_to(ROOT / 'sql').as_posix()}"
+            packaged = f"cost_sync/store/sql/{path.relative_to(ROOT / 'sql').as_posix()}"
             assert packaged in names, packaged
             assert archive.read(packaged) == path.read_bytes()
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from cost_sync import cli
+from cost_sync.cli import main as cli
 from cost_sync.errors import MigrationError
-from cost_sync.migrate import applied, check, discover, migrate, rollback, rollback_plan, sql_dir
+from cost_sync.store.migrate import applied, check, discover, migrate, rollback, rollback_plan, sql_dir
 from tests.migration.test_migrations import fresh, fresh_url, snapshot
 
 pytestmark = pytest.mark.db

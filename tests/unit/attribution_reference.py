@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from decimal import Decimal
 
-from cost_sync.attribution import (
+from cost_sync.domain.attribution import (
     ZERO,
     Allocation,
     Assignment,

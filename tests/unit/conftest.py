@@ -14,8 +14,8 @@ import pytest
 import pytest_asyncio
 import respx
 
-from cost_sync.hostwinds import HostwindsClient
-from cost_sync.memory_store import MemoryStore
+from cost_sync.hostwinds.client import HostwindsClient
+from cost_sync.store.memory import MemoryStore
 from tests.fakes import API_KEY, URL, FakeHostwinds
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cost_sync.attribution import (
+from cost_sync.domain.attribution import (
     Allocation,
     Assignment,
     Ip,

@@ -14,11 +14,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cost_sync.db import connect, database_errors
 from cost_sync.errors import CostSyncError, DatabaseError, LockTimeout, MigrationError
-from cost_sync.httpserve import AppServer
-from cost_sync.sandbox import FleetFileError
-from cost_sync.signals import stop_on_signals
+from cost_sync.hostwinds.sandbox import FleetFileError
+from cost_sync.runtime.httpserve import AppServer
+from cost_sync.runtime.signals import stop_on_signals
+from cost_sync.store.db import connect, database_errors
 
 
 @pytest.mark.parametrize(

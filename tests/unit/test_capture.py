@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cost_sync.capture import (
+from cost_sync.domain.models import Cycle
+from cost_sync.hostwinds.capture import (
     MANIFEST,
     Answer,
     CaptureError,
@@ -18,8 +19,7 @@ from cost_sync.capture import (
     load_capture,
     write_capture,
 )
-from cost_sync.hostwinds import HostwindsClient
-from cost_sync.models import Cycle
+from cost_sync.hostwinds.client import HostwindsClient
 
 KEY = "capture-test-key-8d7c6b5a"
 

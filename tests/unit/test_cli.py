@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from cost_sync import __version__, cli
+from cost_sync import __version__
+from cost_sync.cli import main as cli
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -126,7 +127,7 @@ def test_help_imports_no_heavy_library() -> None:
     """Building the parser and its help loads no database, HTTP, scheduling or validation library."""
     probe = (
         "import sys\n"
-        "from cost_sync.cli import build_parser\n"
+        "from cost_sync.cli.main import build_parser\n"
         "build_parser().format_help()\n"
         "heavy = ['asyncpg', 'httpx', 'apscheduler', 'starlette', 'uvicorn', 'pydantic', 'structlog',\n"
         "         'prometheus_client', 'shtab', 'importlib.metadata', 'asyncio']\n"

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from cost_sync.demo import DEMO_ROWS
-from cost_sync.sandbox import DEMO_FLEET_PATH
+from cost_sync.cli.demo import DEMO_ROWS
+from cost_sync.hostwinds.sandbox import DEMO_FLEET_PATH
 from cost_sync.settings import load_settings
 from tests.compose_model import ROOT, ComposeError, load, project, project_of, validate_schema
 

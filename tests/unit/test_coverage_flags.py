@@ -9,10 +9,9 @@ from decimal import Decimal
 import httpx
 from prometheus_client import generate_latest
 
-from cost_sync import flags
-from cost_sync.daemon import Metrics
-from cost_sync.hostwinds import HostwindsClient
-from cost_sync.models import (
+from cost_sync.daemon.service import Metrics
+from cost_sync.domain import flags
+from cost_sync.domain.models import (
     Estimate,
     Instance,
     PriceSource,
@@ -22,6 +21,7 @@ from cost_sync.models import (
     UnpricedReason,
     VpsRow,
 )
+from cost_sync.hostwinds.client import HostwindsClient
 from cost_sync.settings import Settings
 
 

@@ -9,10 +9,10 @@ import httpx
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cost_sync.daemon import Metrics, RunRecord
+from cost_sync.daemon.service import Metrics, RunRecord
+from cost_sync.domain.models import RunReport
 from cost_sync.errors import HostwindsAuthError, HostwindsTransientError
-from cost_sync.hostwinds import HostwindsClient
-from cost_sync.models import RunReport
+from cost_sync.hostwinds.client import HostwindsClient
 
 
 async def metrics() -> Metrics:

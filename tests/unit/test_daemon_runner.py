@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from structlog.testing import capture_logs
 
-from cost_sync.daemon import Runner, RunRecord, RunState
+from cost_sync.daemon.schedule import cron_trigger, longest_gap, success_too_old
+from cost_sync.daemon.service import Runner, RunRecord, RunState
+from cost_sync.domain.models import PriceCacheReport, RunReport
 from cost_sync.errors import CostSyncError
-from cost_sync.models import PriceCacheReport, RunReport
-from cost_sync.schedule import cron_trigger, is_stale, longest_gap
 
 
 class SlowSync:
@@ -203,7 +203,7 @@ def test_longest_gap_of_schedules(expression: str, gap: timedelta) -> None:
 def test_staleness_allows_one_missed_run(age: timedelta | None, stale: bool) -> None:
     """Ready while the last success is younger than twice the schedule interval."""
     last = None if age is None else NOW - age
-    reason = is_stale(last, cron_trigger("17 * * * *"), NOW)
+    reason = success_too_old(last, cron_trigger("17 * * * *"), NOW)
     assert (reason is not None) is stale
 
 

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from cost_sync import explain, pricing
-from cost_sync.models import Cycle, Estimate, Instance, Plan, PriceSource, Unpriced, UnpricedReason
+from cost_sync.domain import explain, pricing
+from cost_sync.domain.models import Cycle, Estimate, Instance, Plan, PriceSource, Unpriced, UnpricedReason
 
 AT = datetime(2026, 11, 1, tzinfo=UTC)
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from cost_sync import flags, pricing
-from cost_sync.matching import price_rows
-from cost_sync.models import (
+from cost_sync.domain import flags, matching
+from cost_sync.domain.matching import price_rows
+from cost_sync.domain.models import (
     Cycle,
     Estimate,
     Plan,
@@ -49,10 +49,10 @@ def test_a_server_uuid_on_two_services_names_neither() -> None:
     )
     two = parse_instance({"serviceid": 2, "server_uuid": SHARED.upper(), "product_id": 102})
     three = parse_instance({"serviceid": 3, "server_uuid": "7f3c9a52-0000-4000-8000-000000000003"})
-    assert pricing.shared_server_uuids([one, two, three]) == {SHARED: (1, 2)}
+    assert matching.shared_server_uuids([one, two, three]) == {SHARED: (1, 2)}
     # The same service listed twice with its own uuid is not a shared uuid.
-    assert pricing.shared_server_uuids([one, one, three]) == {}
-    by_serviceid, by_uuid = pricing.index_instances([one, two, three])
+    assert matching.shared_server_uuids([one, one, three]) == {}
+    by_serviceid, by_uuid = matching.index_instances([one, two, three])
     assert SHARED not in by_uuid
     assert by_serviceid[1] is one
     outcomes = price_rows(

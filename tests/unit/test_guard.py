@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from cost_sync import guard
-from cost_sync.models import (
+from cost_sync.domain import guard
+from cost_sync.domain.models import (
     Cycle,
     Estimate,
     Instance,
@@ -19,6 +19,7 @@ from cost_sync.models import (
     Unpriced,
     UnpricedReason,
     VpsRow,
+    changed_states,
 )
 
 LIMIT = Decimal("0.5")
@@ -128,9 +129,9 @@ def test_changed_states_skips_pending_and_unchanged_rows() -> None:
     pending = RowOutcome(
         VpsRow(uuid.uuid4(), "2", "active", None), Instance(serviceid=2), Unpriced(UnpricedReason.PENDING)
     )
-    first = guard.changed_states([priced, pending])
+    first = changed_states([priced, pending])
     assert [s.row_id for s in first] == [priced.row.id]
     seen = dataclasses.replace(priced.row, seen=first[0].key())
-    assert guard.changed_states([RowOutcome(seen, priced.instance, priced.result), pending]) == []
+    assert changed_states([RowOutcome(seen, priced.instance, priced.result), pending]) == []
     upgraded = dataclasses.replace(priced.instance, upgrade_available=True)
-    assert len(guard.changed_states([RowOutcome(seen, upgraded, priced.result)])) == 1
+    assert len(changed_states([RowOutcome(seen, upgraded, priced.result)])) == 1

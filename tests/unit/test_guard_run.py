@@ -10,10 +10,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from cost_sync.errors import GuardRefused
-from cost_sync.hostwinds import HostwindsClient
-from cost_sync.memory_store import MemoryStore
+from cost_sync.hostwinds.client import HostwindsClient
+from cost_sync.run.sync import RunResult, SyncRun
 from cost_sync.settings import Settings
-from cost_sync.sync import RunResult, SyncRun
+from cost_sync.store.memory import MemoryStore
 from tests.fakes import PLANS, FakeHostwinds, instance
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

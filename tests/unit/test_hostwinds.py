@@ -21,15 +21,17 @@ import respx
 import structlog
 from structlog.testing import capture_logs
 
-from cost_sync import hostwinds
+from cost_sync.domain.models import Cycle
 from cost_sync.errors import (
     ForbiddenActionError,
     HostwindsAuthError,
     HostwindsResponseError,
     HostwindsTransientError,
 )
-from cost_sync.hostwinds import AUTH_ERROR_MESSAGE, HostwindsClient, price_cell_text
-from cost_sync.models import Cycle
+from cost_sync.hostwinds import client as hostwinds
+from cost_sync.hostwinds import retry
+from cost_sync.hostwinds.answers import price_cell_text
+from cost_sync.hostwinds.client import AUTH_ERROR_MESSAGE, HostwindsClient
 
 URL = "https://hostwinds.test/cloud/api.php"
 API_KEY = "hw-test-key-5f2b9c1d8e7a6b4c3d2e1f0a"
@@ -334,7 +336,7 @@ async def test_other_4xx_is_a_response_error_without_retry(
 )
 def test_is_transient_classifies_outcomes(outcome: httpx.Response | Exception, expected: bool) -> None:
     """Only timeouts, transport errors, 429 and 5xx are worth repeating."""
-    assert hostwinds.is_transient(outcome) is expected
+    assert retry.is_transient(outcome) is expected
 
 
 # The allow-list and the request
@@ -970,7 +972,7 @@ async def test_other_error_envelopes_are_not_retried(
 
 def test_policy_gives_up_on_the_last_attempt_and_on_a_refused_key() -> None:
     """RetryPolicy.after answers a delay only for a transient outcome before the last attempt."""
-    policy = hostwinds.RetryPolicy(attempts=3, backoff_initial=1.0, backoff_max=2.0)
+    policy = retry.RetryPolicy(attempts=3, backoff_initial=1.0, backoff_max=2.0)
     busy = httpx.Response(503)
     assert policy.after(1, busy) is not None
     assert 0 <= (policy.after(2, busy) or 0) <= 2.0

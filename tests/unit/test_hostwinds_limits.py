@@ -13,11 +13,11 @@ import httpx
 import pytest
 import respx
 
+from cost_sync.domain.models import Cycle, Unpriced, VpsRow
+from cost_sync.domain.pricing import price_row
+from cost_sync.domain.redact import redact
 from cost_sync.errors import HostwindsResponseError, HostwindsTransientError
-from cost_sync.hostwinds import HostwindsClient
-from cost_sync.models import Cycle, Unpriced, VpsRow
-from cost_sync.pricing import price_row
-from cost_sync.redact import redact
+from cost_sync.hostwinds.client import HostwindsClient
 from tests.fakes import instance as raw_instance
 
 API_KEY = "hw-limits-key-0a1b2c3d4e5f"
@@ -183,8 +183,8 @@ def test_malformed_price_cell_detail_is_redacted() -> None:
     """A cycle-price cell {"rootpass": ...} shows in the unpriced detail without its value."""
     import uuid
 
-    from cost_sync.hostwinds import price_cell_text
-    from cost_sync.models import parse_instance
+    from cost_sync.domain.models import parse_instance
+    from cost_sync.hostwinds.answers import price_cell_text
 
     cell = price_cell_text({"rootpass": "hunter2-root", "note": "x"})
     row = VpsRow(id=uuid.uuid4(), hostwinds_instance_id="7", status="active", approximate_cost=None)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from cost_sync import logs
+from cost_sync.runtime import logs
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +32,7 @@ def test_json_lines_carry_run_context_for_every_logger(capsys: pytest.CaptureFix
     """cost-sync's and a library's log lines are both JSON and both carry the bound run_id and trigger."""
     logs.configure(level="info", json_logs=True)
     structlog.contextvars.bind_contextvars(run_id="r-1", trigger="schedule")
-    structlog.get_logger("cost_sync.sync").info("sync.finished", updated=3)
+    structlog.get_logger("cost_sync.run.sync").info("sync.finished", updated=3)
     logging.getLogger("apscheduler.scheduler").warning("Run time of job was missed by %s", "0:00:02")
     first, second = lines(capsys.readouterr().err)
     assert first["event"] == "sync.finished"
@@ -68,7 +68,7 @@ def test_console_format_on_request(capsys: pytest.CaptureFixture[str]) -> None:
 def test_every_log_value_is_bounded_and_one_line(json_logs: bool, capsys: pytest.CaptureFixture[str]) -> None:
     """A 10 MiB value from anywhere is cut to LOG_VALUE_MAX; on a console, escapes are shown escaped."""
     logs.configure(level="info", json_logs=json_logs)
-    structlog.get_logger("cost_sync.sync").warning(
+    structlog.get_logger("cost_sync.run.sync").warning(
         "sync.plan_name_disagrees", product_name="x" * (10 * 1024 * 1024), names=["\x1b[2J" + "y" * 5000]
     )
     err = capsys.readouterr().err

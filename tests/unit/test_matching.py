@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cost_sync import matching
-from cost_sync.matching import fingerprint, is_stale, plan_asks
-from cost_sync.models import AskReason, Instance, Observation, Plan, parse_instance
-from cost_sync.pricing import UNREADABLE_CELL, cacheable_cell, parse_price_cell
+from cost_sync.domain import matching
+from cost_sync.domain.fingerprint import fingerprint, same_fingerprint
+from cost_sync.domain.matching import plan_asks, refresh_due
+from cost_sync.domain.models import AskReason, Cycle, Instance, Observation, Plan, parse_instance
+from cost_sync.domain.pricing import UNREADABLE_CELL, cacheable_cell, parse_price_cell
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 DAY = 86400.0
@@ -66,13 +67,13 @@ def test_managed_setting_changes_the_fingerprint_and_names_do_not() -> None:
 def test_no_observation_outlives_the_max_age(serviceid: int, age: float) -> None:
     """Whatever the service, an observation at least max age old is stale."""
     if age >= DAY:
-        assert is_stale(T0, T0 + timedelta(seconds=age), max_age_seconds=DAY, serviceid=serviceid)
+        assert refresh_due(T0, T0 + timedelta(seconds=age), max_age_seconds=DAY, serviceid=serviceid)
 
 
 @given(serviceid=st.integers(min_value=1, max_value=10**9))
 def test_a_fresh_observation_is_not_stale(serviceid: int) -> None:
     """An observation made this instant is never stale."""
-    assert not is_stale(T0, T0, max_age_seconds=DAY, serviceid=serviceid)
+    assert not refresh_due(T0, T0, max_age_seconds=DAY, serviceid=serviceid)
 
 
 def test_a_fleet_observed_at_once_comes_due_spread_over_the_max_age() -> None:
@@ -83,7 +84,7 @@ def test_a_fleet_observed_at_once_comes_due_spread_over_the_max_age() -> None:
         hour = next(
             h
             for h in range(1, 25)
-            if is_stale(T0, T0 + timedelta(hours=h), max_age_seconds=DAY, serviceid=serviceid)
+            if refresh_due(T0, T0 + timedelta(hours=h), max_age_seconds=DAY, serviceid=serviceid)
         )
         due_at[hour] += 1
     assert sum(due_at.values()) == n
@@ -166,7 +167,7 @@ def test_check_plan_names_counts_each_joined_instance_and_lists_distinct_disagre
 @pytest.mark.parametrize("ahead", [timedelta(seconds=1), timedelta(days=365)])
 def test_an_observation_dated_in_the_future_is_stale(ahead: timedelta) -> None:
     """A clock that ran ahead dated it: its age is unknown, so it is asked again at once."""
-    assert is_stale(T0 + ahead, T0, max_age_seconds=DAY, serviceid=1234567)
+    assert refresh_due(T0 + ahead, T0, max_age_seconds=DAY, serviceid=1234567)
 
 
 def test_a_serviceid_on_another_server_is_another_fingerprint() -> None:
@@ -174,11 +175,53 @@ def test_a_serviceid_on_another_server_is_another_fingerprint() -> None:
     old = inst(server_uuid="738bab29-512f-442b-b385-bcde95321dfe")
     new = inst(server_uuid="0b3a6f0e-7f0c-4a8e-9a55-2d1f3c4b5a69")
     cached = fingerprint(old, managed=False)
-    assert not matching.same_fingerprint(cached, new, managed=False)
+    assert not same_fingerprint(cached, new, managed=False)
     # Second way: the same server spelled in upper case with spaces is the same server.
     spelled = inst(server_uuid=" 738BAB29-512F-442B-B385-BCDE95321DFE ")
-    assert matching.same_fingerprint(cached, spelled, managed=False)
+    assert same_fingerprint(cached, spelled, managed=False)
     # A fingerprint cached before the server_uuid was part of it: the other fields decide.
     legacy = cached.partition(";server_uuid=")[0]
-    assert matching.same_fingerprint(legacy, new, managed=False)
-    assert not matching.same_fingerprint(legacy, inst(product_id=102), managed=False)
+    assert same_fingerprint(legacy, new, managed=False)
+    assert not same_fingerprint(legacy, inst(product_id=102), managed=False)
+
+
+def test_the_one_plan_lookup_joins_in_the_list_of_the_instances_options() -> None:
+    """An instance joins to the row of its product_id in the list asked with its managed flag and
+    disk type, never in another list; no product_id or no such list joins nothing."""
+
+    ssd = {101: Plan(id=101, prices={Cycle.MONTHLY: "5.00"})}
+    nvme = {101: Plan(id=101, prices={Cycle.MONTHLY: "9.00"})}
+    lists = {(False, "ssd"): ssd, (True, "nvme"): nvme}
+    assert matching.joined_plan(inst(disk_type="ssd"), lists, managed=False) is ssd[101]
+    assert matching.joined_plan(inst(disk_type="nvme"), lists, managed=False) is None
+    assert matching.joined_plan(inst(disk_type="nvme"), lists, managed=True) is nvme[101]
+    assert matching.joined_plan(inst(product_id=None), lists, managed=False) is None
+    assert matching.plan_of(inst(product_id=102), ssd) is None
+    assert matching.plan_of(inst(), None) is None
+
+
+def test_one_resolver_names_rows_by_id_instance_id_serviceid_or_uuid() -> None:
+    """RowIndex is what --instance, POST /resync, explain, approve and quote resolve through."""
+    a, b, c = uuid.UUID(int=1), uuid.UUID(int=2), uuid.UUID(int=3)
+    shared = "5b3e0c1e-0000-4000-8000-000000000009"
+    instances = [
+        inst(7, server_uuid="AAAA-1"),
+        inst(8, server_uuid=shared),
+        inst(9, server_uuid=shared.upper()),
+    ]
+    rows = matching.identify(
+        [(a, " 7 ", "active"), (b, "aaaa-1", "decommissioned"), (c, "8", "active")], instances
+    )
+    index = matching.RowIndex(rows)
+    assert [r.id for r in index.named(str(a).upper())] == [a]
+    # Both rows match service 7 (a by serviceid, b by its uuid): naming the instance names both.
+    assert [r.id for r in index.named("7")] == [a, b]
+    assert [r.id for r in index.named(" AAAA-1 ")] == [a, b]
+    assert index.named(shared) == []  # a uuid two services carry names neither
+    assert [r.id for r in index.named("8")] == [c]
+    assert index.named("1" * 5000) == []
+    chosen, problems = index.resolve(["aaaa-1", "nope"], statuses=["active"])
+    assert chosen == {a}
+    assert problems == {"nope": "matches no vps_instances row"}
+    _, problems = index.resolve([str(b)], statuses=["active"])
+    assert problems == {str(b): f"row {b} has status 'decommissioned', which is not in scope"}

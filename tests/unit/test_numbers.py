@@ -8,10 +8,16 @@ from decimal import Decimal
 
 import pytest
 
+from cost_sync.domain.models import Cycle, UnpricedReason
+from cost_sync.domain.pricing import (
+    MAX_CELL_TEXT,
+    TOO_LONG_CELL,
+    bounded_cell,
+    cacheable_cell,
+    parse_price_cell,
+)
 from cost_sync.errors import HostwindsResponseError
-from cost_sync.hostwinds import _loads, read_cycle_prices, read_instances, read_price_list, unwrap
-from cost_sync.models import Cycle, UnpricedReason
-from cost_sync.pricing import MAX_CELL_TEXT, TOO_LONG_CELL, bounded_cell, cacheable_cell, parse_price_cell
+from cost_sync.hostwinds.answers import loads, read_cycle_prices, read_instances, read_price_list, unwrap
 
 
 @pytest.mark.parametrize(
@@ -64,7 +70,7 @@ def test_memory_stays_flat_whatever_numeric_cells_arrive() -> None:
 
 def test_a_5000_digit_integer_is_read_not_refused_as_not_json() -> None:
     """Python's integer-digit limit is not "not JSON": the integer becomes a Decimal."""
-    answer = _loads('{"success": {"monthly": ' + "1" + "0" * 4999 + ', "annually": 12}}')
+    answer = loads('{"success": {"monthly": ' + "1" + "0" * 4999 + ', "annually": 12}}')
     assert answer["success"]["annually"] == 12
     cells = read_cycle_prices(7, answer["success"])
     assert cells[Cycle.MONTHLY] == TOO_LONG_CELL
@@ -74,15 +80,15 @@ def test_a_5000_digit_integer_is_read_not_refused_as_not_json() -> None:
 def test_duplicate_keys_make_the_object_ambiguous_where_it_matters() -> None:
     """Cycle prices with a key twice fail that service; a plan row with one is left out; the same
     value twice is harmless."""
-    answer = _loads('{"monthly": "1.00", "monthly": "999.00"}')
+    answer = loads('{"monthly": "1.00", "monthly": "999.00"}')
     with pytest.raises(HostwindsResponseError, match="monthly twice with different values"):
         read_cycle_prices(7, answer)
-    same = _loads('{"monthly": "1.00", "monthly": "1.00"}')
+    same = loads('{"monthly": "1.00", "monthly": "1.00"}')
     assert read_cycle_prices(7, same) == {Cycle.MONTHLY: "1.00"}
-    nested = _loads('{"monthly": {"price": "1.00", "price": "2.00"}}')
+    nested = loads('{"monthly": {"price": "1.00", "price": "2.00"}}')
     with pytest.raises(HostwindsResponseError, match="price twice"):
         read_cycle_prices(7, nested)
-    plans = _loads('[{"id": 1, "monthly": "1.00", "monthly": "999.00"}, {"id": 2, "monthly": "2.00"}]')
+    plans = loads('[{"id": 1, "monthly": "1.00", "monthly": "999.00"}, {"id": 2, "monthly": "2.00"}]')
     assert sorted(read_price_list(plans)) == [2]
 
 
@@ -96,7 +102,7 @@ def test_an_instance_naming_a_field_twice_is_two_readings_that_conflict() -> Non
         '{"serviceid": 10, "password": "a", "password": "b"}'
         "]}"
     )
-    instances = read_instances(_loads(body, instances=True)["success"])
+    instances = read_instances(loads(body, instances=True)["success"])
     assert [(i.serviceid, i.product_id) for i in instances] == [(7, 101), (7, 102), (10, None)]
 
 
@@ -105,16 +111,16 @@ def test_huge_integers_as_ids_are_unknown_or_refused_never_stored() -> None:
     long is refused at parsing, naming the field (no id that long can be stored)."""
     huge = "1" + "0" * 4999
     body = '{"success": [{"serviceid": 7, "product_id": ' + huge + ', "billingcycle": "Monthly"}]}'
-    [seven] = read_instances(_loads(body, instances=True)["success"])
+    [seven] = read_instances(loads(body, instances=True)["success"])
     assert seven.product_id is None
     with pytest.raises(HostwindsResponseError, match="serviceid"):
-        read_instances(_loads('{"success": [{"serviceid": ' + huge + "}]}", instances=True)["success"])
+        read_instances(loads('{"success": [{"serviceid": ' + huge + "}]}", instances=True)["success"])
     with pytest.raises(HostwindsResponseError, match="id: "):
-        read_price_list(_loads('[{"id": ' + huge + ', "monthly": "1.00"}]'))
+        read_price_list(loads('[{"id": ' + huge + ', "monthly": "1.00"}]'))
 
 
 def test_an_envelope_naming_success_twice_is_refused() -> None:
     """{"success": {...}, "success": {...}} says two things: neither is used."""
-    body = _loads('{"success": {"monthly": "1.00"}, "success": {"monthly": "999.00"}}')
+    body = loads('{"success": {"monthly": "1.00"}, "success": {"monthly": "999.00"}}')
     with pytest.raises(HostwindsResponseError, match="success twice"):
         unwrap(body)

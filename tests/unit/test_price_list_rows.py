@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from cost_sync import matching
+from cost_sync.domain import matching
+from cost_sync.domain.models import Estimate, Instance, PriceList, Unpriced, UnpricedReason, VpsRow
 from cost_sync.errors import HostwindsResponseError
-from cost_sync.hostwinds import read_price_list
-from cost_sync.models import Estimate, Instance, PriceList, Unpriced, UnpricedReason, VpsRow
-from cost_sync.sandbox import custom_plan_row
+from cost_sync.hostwinds.answers import read_price_list
+from cost_sync.hostwinds.sandbox import custom_plan_row
 
 ORDINARY = {"id": 101, "rid": 51, "name": "Fixed", "monthly": "9.99", "annually": "107.88"}
 OPTION_IDS = {11, 12, 21, 22, 31, 41, 1, 2, 3, 4}
@@ -133,7 +133,7 @@ def test_price_list_is_still_a_mapping_of_plans() -> None:
 
 def test_fleet_files_choose_the_openapi_shape_error_form_and_per_service_errors(tmp_path: Any) -> None:
     """The sandbox's new options are read from a fleet file; a wrong value names the key."""
-    from cost_sync.sandbox import FleetFileError, load_fleet
+    from cost_sync.hostwinds.sandbox import FleetFileError, load_fleet
 
     path = tmp_path / "fleet.toml"
     path.write_text(

@@ -1,4 +1,4 @@
-"""Unit tests for cost_sync.pricing: cycles, price cells, rounding, matching and precedence."""
+"""Unit tests for cost_sync.domain.pricing: cycles, price cells, rounding, matching and precedence."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cost_sync.models import (
+from cost_sync.domain.matching import index_instances, match_instance
+from cost_sync.domain.models import (
     PRICED_CYCLES,
     Cycle,
     Estimate,
@@ -24,11 +25,9 @@ from cost_sync.models import (
     UnpricedReason,
     VpsRow,
 )
-from cost_sync.pricing import (
+from cost_sync.domain.pricing import (
     MAX_MONTHLY,
     estimate_instance,
-    index_instances,
-    match_instance,
     monthly_from_cycle,
     normalise_cycle,
     parse_price_cell,

@@ -13,11 +13,9 @@ import httpx
 import pytest
 import respx
 
-from cost_sync.capture import Answer, CaptureError, write_capture
-from cost_sync.hostwinds import HostwindsClient, clean_text, price_cell_text, read_instances, sanitise
-from cost_sync.models import Cycle, Unpriced, VpsRow
-from cost_sync.pricing import price_row
-from cost_sync.redact import (
+from cost_sync.domain.models import Cycle, Unpriced, VpsRow
+from cost_sync.domain.pricing import price_row
+from cost_sync.domain.redact import (
     csv_cell,
     has_secret,
     is_secret_field,
@@ -26,6 +24,10 @@ from cost_sync.redact import (
     secret_shaped,
     terminal_text,
 )
+from cost_sync.hostwinds.answers import price_cell_text, read_instances
+from cost_sync.hostwinds.capture import Answer, CaptureError, write_capture
+from cost_sync.hostwinds.client import HostwindsClient
+from cost_sync.hostwinds.sanitise import clean_text, sanitise
 from tests.fakes import instance as raw_instance
 
 #: Every name either of the two former lists held, and the names seen leaking from captures.

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from cost_sync import report_html
-from cost_sync.reporting import Change, TenantDay, fleet_daily, largest_changes, tenant_series
+from cost_sync.cli import report_html
+from cost_sync.domain.reporting import Change, TenantDay, fleet_daily, largest_changes, tenant_series
 
 pytest.importorskip("matplotlib")
 

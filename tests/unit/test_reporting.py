@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from cost_sync.reporting import ReportRow, build_report, report_csv
+from cost_sync.domain.reporting import ReportRow, build_report, report_csv
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 

@@ -17,10 +17,10 @@ import pytest
 import pytest_asyncio
 from structlog.testing import capture_logs
 
-from cost_sync import pricing
-from cost_sync.hostwinds import HostwindsClient
-from cost_sync.models import Estimate, PriceSource, Unpriced, UnpricedReason
-from cost_sync.sandbox import (
+from cost_sync.domain import pricing
+from cost_sync.domain.models import Estimate, PriceSource, Unpriced, UnpricedReason
+from cost_sync.hostwinds.client import HostwindsClient
+from cost_sync.hostwinds.sandbox import (
     DEMO_FLEET_PATH,
     SANDBOX_API_KEY,
     Container,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cost_sync import cli
+from cost_sync.cli import main as cli
 from cost_sync.errors import ConfigError
 from cost_sync.settings import SECRET_SETTINGS, env_name, load_settings
 

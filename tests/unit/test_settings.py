@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cost_sync import cli
+from cost_sync.cli import main as cli
+from cost_sync.domain.models import Cycle
 from cost_sync.errors import ConfigError
-from cost_sync.models import Cycle
 from cost_sync.settings import load_settings
 
 ISSUE_EXAMPLE = """

@@ -14,12 +14,12 @@ import pytest
 import respx
 from structlog.testing import capture_logs
 
+from cost_sync.domain.models import Estimate
 from cost_sync.errors import HostwindsAuthError, HostwindsTransientError, MissingSchemaError, RunStalled
-from cost_sync.hostwinds import HostwindsClient
-from cost_sync.memory_store import MemoryStore
-from cost_sync.models import Estimate
+from cost_sync.hostwinds.client import HostwindsClient
+from cost_sync.run.sync import Progress, RunResult, SyncRun
 from cost_sync.settings import Settings
-from cost_sync.sync import Progress, RunResult, SyncRun
+from cost_sync.store.memory import MemoryStore
 from tests.fakes import API_KEY, PLANS, URL, FakeHostwinds, instance
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -474,8 +474,8 @@ async def test_failed_snapshot_leaves_the_committed_run_succeeded(
 
 def test_a_run_keeps_one_object_per_distinct_answer_and_fingerprint() -> None:
     """Equal answers and fingerprints share one read-only object, up to the limit; values are unchanged."""
-    from cost_sync.models import Cycle
-    from cost_sync.sync import _Shared
+    from cost_sync.domain.models import Cycle
+    from cost_sync.run.sync import _Shared
 
     shared = _Shared()
     first = shared.prices({Cycle.MONTHLY: "9.99", Cycle.ANNUALLY: "{'rootpass': 'x'}"})
@@ -501,7 +501,7 @@ async def test_a_cold_start_commits_provisional_estimates_within_seconds_then_re
 ) -> None:
     """30 rows with no value at 2 requests/s: the run stops asking after PROVISIONAL_ASK_SECONDS
     (not its 300 s budget), every row has a value after its commit, and the next run refines."""
-    from cost_sync.sync import PROVISIONAL_ASK_SECONDS
+    from cost_sync.run.sync import PROVISIONAL_ASK_SECONDS
 
     hostwinds.instances = [instance(n) for n in range(1, 31)]
     store.rows.clear()

@@ -1,0 +1,1 @@
+src/cost_sync/store/sql

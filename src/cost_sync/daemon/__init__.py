@@ -1,0 +1,1 @@
+"""The long-lived process: the run queue, the admin HTTP API, metrics, scheduling."""

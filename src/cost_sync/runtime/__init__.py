@@ -1,0 +1,1 @@
+"""Process plumbing: logging, signal handling, serving HTTP inside the event loop."""

@@ -1,0 +1,1 @@
+"""The database port: the run's store, the trust and attribution stores, migrations, SQL."""
