@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from cost_sync.domain import attribution
+from cost_sync.domain.gc_pause import gc_paused
 from cost_sync.runtime import logs
 from cost_sync.settings import Settings
 from cost_sync.store import attribution as attribution_store
@@ -83,7 +83,7 @@ async def best_of(runs: int, work: object) -> float:
 
 async def bare_floor(pool: asyncpg.Pool) -> None:
     """The raw read as compute makes it: JIT off, the cyclic garbage collector paused."""
-    with attribution.cyclic_gc_paused():
+    with gc_paused():
         async with pool.acquire() as conn, conn.transaction(readonly=True):
             await conn.execute("SET LOCAL jit = off")
             await conn.fetch(FLOOR)

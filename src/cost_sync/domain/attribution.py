@@ -15,15 +15,15 @@ straightforward Decimal reference).
 
 from __future__ import annotations
 
-import contextlib
-import gc
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from operator import itemgetter
 from typing import NamedTuple, TypeAlias
+
+from cost_sync.domain.gc_pause import gc_paused
 
 ZERO = Decimal("0.00")
 
@@ -422,26 +422,8 @@ def allocate_rows(
     What :mod:`cost_sync.store.attribution` reads from PostgreSQL. IPs of VPS not in ``vps`` are
     ignored; each IP's tenants must be distinct and in ascending order.
     """
-    with cyclic_gc_paused():
+    with gc_paused():
         return _allocate_rows(vps, ips_by_vps, frozenset(idle_ip_statuses), has_ip_cost)
-
-
-@contextlib.contextmanager
-def cyclic_gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection inside (restored on the way out, nested uses included).
-
-    An allocation makes a few objects per line and no cycles, and the collector would otherwise
-    walk the growing heap again and again (about half the time of a 100,000-VPS fleet).
-    Reference counting still frees everything as usual; cycles made meanwhile wait for the next
-    collection after it.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _allocate_rows(

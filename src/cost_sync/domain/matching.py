@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
 import math
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 from cost_sync.domain import pricing
 from cost_sync.domain.fingerprint import same_fingerprint
+from cost_sync.domain.gc_pause import gc_paused
 from cost_sync.domain.models import (
     AskReason,
     Cycle,
@@ -73,19 +73,6 @@ Match = tuple[VpsRow, Instance | None]
 # in one run reaches its refresh slots evenly over the following max age.
 _PHASE_MULTIPLIER = 2654435761
 _PHASE_RANGE = 2**32
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector: pricing allocates two acyclic objects per row, and at
-    100,000 rows the collector's passes over every live object took 40% of the pricing time."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _phase(serviceid: int) -> float:

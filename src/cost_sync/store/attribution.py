@@ -20,6 +20,7 @@ import structlog
 
 from cost_sync.domain import attribution
 from cost_sync.domain.attribution import IpRow, Report, Rules, Vps
+from cost_sync.domain.gc_pause import gc_paused
 from cost_sync.errors import MissingSchemaError
 from cost_sync.settings import Settings
 from cost_sync.store.db import database_errors
@@ -259,7 +260,7 @@ async def compute(pool: asyncpg.Pool, settings: Settings, *, snapshot: bool = Fa
                 raise _schema_error(missing)
             # A fleet's rows become a million short-lived records and as many lines, none in a
             # cycle: the cyclic collector walking them again and again would double the time.
-            with attribution.cyclic_gc_paused():
+            with gc_paused():
                 async with conn.transaction(isolation="repeatable_read", readonly=True):
                     # The reads are large, simple scans and joins: compiling them (JIT) takes
                     # longer than it saves.
