@@ -9,6 +9,7 @@ it was read. Never opens or closes a pool.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
 from typing import Any
 
@@ -18,6 +19,7 @@ from cost_sync.cli import attribution_render, render
 from cost_sync.domain import explain, matching, pricing, reporting
 from cost_sync.domain.fingerprint import instance_from_fingerprint
 from cost_sync.domain.models import Estimate, PriceSource, Unpriced, override_key
+from cost_sync.domain.reporting import ReportRow
 from cost_sync.errors import ConfigError, CostSyncError
 from cost_sync.settings import Settings
 from cost_sync.store import attribution as attribution_store
@@ -33,9 +35,12 @@ def _money(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-async def report_json(trust: TrustStore, settings: Settings, now: datetime) -> dict[str, Any]:
-    """``report --json``'s object, read now."""
-    rows = await trust.report_rows(settings.sync.statuses)
+async def report_json(
+    trust: TrustStore, settings: Settings, now: datetime, rows: Sequence[ReportRow] | None = None
+) -> dict[str, Any]:
+    """``report --json``'s object, read now (over ``rows`` when the caller read them already)."""
+    if rows is None:
+        rows = await trust.report_rows(settings.sync.statuses)
     held = await trust.held()
     oldest = await trust.oldest_observation()
     last_run = await trust.last_fleet_run()
@@ -103,7 +108,7 @@ async def explain_row(trust: TrustStore, settings: Settings, row_id: uuid.UUID) 
             "by": None
             if not state.matched
             else "serviceid"
-            if matching.names_serviceid(hw_id.strip())
+            if matching.names_serviceid(hw_id)
             else "server_uuid",
             "hostwinds_billingcycle": spelled,
             "cycle_alias": f"{derived[0]['cycle_alias']} -> {derived[0]['cycle']}"
@@ -233,7 +238,8 @@ async def html_data(pool: asyncpg.Pool, settings: Settings, *, since: date, now:
     reason in ``attribution_error`` rather than failing the page.
     """
     trust = TrustStore(pool)
-    report = await report_json(trust, settings, now)
+    rows = await trust.report_rows(settings.sync.statuses)
+    report = await report_json(trust, settings, now, rows)
     attribution: dict[str, Any] | None = None
     attribution_error: str | None = None
     try:
@@ -264,7 +270,7 @@ async def html_data(pool: asyncpg.Pool, settings: Settings, *, since: date, now:
         "explanations": explanations,
         "provisional_rows": [
             r.hostwinds_instance_id or str(r.row_id)
-            for r in await trust.report_rows(settings.sync.statuses)
+            for r in rows
             if r.provisional and r.approximate_cost is not None
         ],
         "statuses": list(settings.sync.statuses),
