@@ -323,37 +323,24 @@ class _HostwindsRequests(Collector):
         yield family
 
 
-class _OldestObservation(Collector):
-    """The age of the oldest cached price observation, computed at scrape time."""
+class _AgeSince(Collector):
+    """A gauge of the seconds since ``since``, computed at scrape time (a clock read then, not a
+    value left by the last run); ``unknown`` is exposed while ``since`` is None (None: no sample)."""
 
-    def __init__(self) -> None:
-        #: When the oldest observation was made, as the last run left the cache; None: empty or unknown.
-        self.oldest: datetime | None = None
-
-    def collect(self) -> Iterator[Metric]:
-        if self.oldest is None:
-            return
-        yield GaugeMetricFamily(
-            "cost_sync_price_observation_oldest_age_seconds",
-            "Age of the oldest cached get_billingcycle_prices answer a row in scope relies on.",
-            value=max(0.0, (datetime.now(UTC) - self.oldest).total_seconds()),
-        )
-
-
-class _OldestHeld(Collector):
-    """The age of the oldest held change, computed at scrape time; 0 while nothing is held."""
-
-    def __init__(self) -> None:
-        #: Since when the oldest held change waits, as the last run left the table; None: none held.
+    def __init__(self, name: str, documentation: str, *, unknown: float | None) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._unknown = unknown
+        #: The time the age is counted from, as the last run left it.
         self.since: datetime | None = None
 
     def collect(self) -> Iterator[Metric]:
-        age = 0.0 if self.since is None else max(0.0, (datetime.now(UTC) - self.since).total_seconds())
-        yield GaugeMetricFamily(
-            "cost_sync_changes_held_oldest_age_seconds",
-            "Age of the oldest change held for approval after the last run (0: nothing held).",
-            value=age,
-        )
+        if self.since is not None:
+            age: float | None = max(0.0, (datetime.now(UTC) - self.since).total_seconds())
+        else:
+            age = self._unknown
+        if age is not None:
+            yield GaugeMetricFamily(self._name, self._documentation, value=age)
 
 
 class _RunProgress(Collector):
@@ -392,7 +379,11 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        self.oldest_observation = _OldestObservation()
+        self.oldest_observation = _AgeSince(
+            "cost_sync_price_observation_oldest_age_seconds",
+            "Age of the oldest cached get_billingcycle_prices answer a row in scope relies on.",
+            unknown=None,
+        )
         r.register(self.oldest_observation)
         self.runs = Counter(
             "cost_sync_runs", "Runs by trigger and outcome.", ["trigger", "outcome"], registry=r
@@ -468,7 +459,11 @@ class Metrics:
             "Changes held for approval ([guard] max_change_ratio) after the last run.",
             registry=r,
         )
-        self.held_oldest = _OldestHeld()
+        self.held_oldest = _AgeSince(
+            "cost_sync_changes_held_oldest_age_seconds",
+            "Age of the oldest change held for approval after the last run (0: nothing held).",
+            unknown=0.0,
+        )
         r.register(self.held_oldest)
         self.failed_in_a_row = Gauge(
             "cost_sync_runs_failed_consecutive",
@@ -674,7 +669,7 @@ class Daemon:
             self.known_instances.update(matched)
         # Read what the run left first, then publish it all at once: a scrape never sees the run
         # counted with the fleet total of the run before.
-        oldest = self.metrics.oldest_observation.oldest
+        oldest = self.metrics.oldest_observation.since
         total = held = None
         held_since = self.metrics.held_oldest.since
         with contextlib.suppress(CostSyncError):
@@ -685,7 +680,7 @@ class Daemon:
             held, held_since = await trust.held_summary()
         self.metrics.in_progress.set(0)
         self.metrics.observe(record.trigger, result.report, full=record.instances is None)
-        self.metrics.oldest_observation.oldest = oldest
+        self.metrics.oldest_observation.since = oldest
         if total is not None and held is not None:
             self.metrics.fleet_total.set(float(total))  # float-ok: Prometheus samples are floats
             self.metrics.held.set(held)
