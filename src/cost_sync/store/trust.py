@@ -242,12 +242,6 @@ class TrustStore:
             total: Decimal = await self._pool.fetchval(self._q["fleet_total"], list(statuses))
         return total
 
-    async def held_count(self) -> int:
-        """How many changes are held."""
-        with mapped():
-            count: int = await self._pool.fetchval(self._q["held_count"])
-        return count
-
     async def held_summary(self) -> tuple[int, datetime | None]:
         """How many changes are held, and since when the oldest waits (None: none held)."""
         with mapped():

@@ -76,9 +76,6 @@ SELECT min(observed) FROM cost_sync_price_observations;
 -- name: fleet_total
 SELECT coalesce(sum(approximate_cost), 0) FROM vps_instances WHERE status = ANY($1::text[]);
 
--- name: held_count
-SELECT count(*) FROM cost_sync_held_changes;
-
 -- name: held_summary
 SELECT count(*) AS held, min(since) AS oldest FROM cost_sync_held_changes;
 
