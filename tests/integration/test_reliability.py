@@ -226,38 +226,93 @@ async def test_write_waits_for_a_row_lock_only_as_long_as_lock_timeout(
     assert "database.lock_timeout_seconds" in run["error"]
 
 
-async def test_backend_terminated_during_hostwinds_phase_fails_clearly(
+async def test_idle_connections_terminated_during_hostwinds_phase_cost_nothing(
     hostwinds: FakeHostwinds, pool: asyncpg.Pool, db_url: str
 ) -> None:
-    """pg_terminate_backend of the run's connections while it asks Hostwinds: failed run, rows unchanged."""
+    """pg_terminate_backend of every pooled connection while the run asks Hostwinds.
+
+    The run holds no connection then (its lease is a row, not a session): the pool opens new ones
+    and the run writes its prices under the lease it still holds.
+    """
     hostwinds.instances = [instance(1)]
     await seed(pool, [("1", "active", None)])
     admin = await asyncpg.connect(db_url)
 
     async def kill_then_answer(request: httpx.Request) -> httpx.Response:
         if b"get_price_list" in request.content:
-            await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            pids = await admin.fetchval(
+                "SELECT array_agg(pid) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
-        return hostwinds(request)
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid", pids)
 
-    async def no_sleep(_: float) -> None:
-        return None
+            # Until the backends are gone, and the pool has read their goodbyes.
+            async def gone() -> bool:
+                alive = "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)"
+                return not await admin.fetchval(alive, pids)
+
+            await wait_for(gone)
+            await asyncio.sleep(0.2)
+        return hostwinds(request)
 
     try:
         with respx.mock(assert_all_mocked=True) as mock:
             mock.post(URL).mock(side_effect=kill_then_answer)
             async with httpx.AsyncClient() as http:
-                client = HostwindsClient(http, API_KEY, url=URL, requests_per_second=None, sleep=no_sleep)
+                client = HostwindsClient(http, API_KEY, url=URL, requests_per_second=None)
+                result = await run_once(client=client, pool=pool, settings=Settings())
+        assert len(result.changes) == 1
+        assert (await values(admin))["1"] is not None
+        assert await admin.fetchval("SELECT outcome FROM cost_sync_runs") == "succeeded"
+    finally:
+        await admin.close()
+
+
+async def test_backend_terminated_during_the_write_fails_clearly(
+    hostwinds: FakeHostwinds, pool: asyncpg.Pool, db_url: str
+) -> None:
+    """pg_terminate_backend of the connection the final write runs on: a failed run, rows unchanged."""
+    hostwinds.instances = [instance(1)]
+    await seed(pool, [("1", "active", None)])
+    admin = await asyncpg.connect(db_url)
+    blocker = await asyncpg.connect(db_url)
+    try:
+        # The write waits on this row lock, so its connection is in use when it is terminated.
+        lock = blocker.transaction()
+        await lock.start()
+        await blocker.execute("SELECT 1 FROM vps_instances WHERE hostwinds_instance_id = '1' FOR UPDATE")
+
+        async def writer_waits() -> bool:
+            waiting.extend(
+                await admin.fetch(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND pid NOT IN (pg_backend_pid(), $1)",
+                    blocker.get_server_pid(),
+                )
+            )
+            return bool(waiting)
+
+        async def kill_the_waiting_writer() -> None:
+            await wait_for(writer_waits, timeout=20)
+            await admin.execute("SELECT pg_terminate_backend($1)", waiting[0]["pid"])
+
+        waiting: list[asyncpg.Record] = []
+
+        killer = asyncio.create_task(kill_the_waiting_writer())
+        with respx.mock(assert_all_mocked=True) as mock:
+            mock.post(URL).mock(side_effect=hostwinds)
+            async with httpx.AsyncClient() as http:
+                client = HostwindsClient(http, API_KEY, url=URL, requests_per_second=None)
                 with pytest.raises(DatabaseError) as caught:
-                    await run_once(client=client, pool=pool, settings=Settings())
+                    await asyncio.wait_for(run_once(client=client, pool=pool, settings=Settings()), 30)
+        await asyncio.wait_for(killer, 5)
+        await lock.rollback()
         assert "released back to the pool" not in str(caught.value)
-        # Either the lost connection itself, or the lost run lock found before the write.
         assert "lost" in str(caught.value)
         assert await values(admin) == {"1": None}
         assert await admin.fetchval("SELECT outcome FROM cost_sync_runs") == "failed"
     finally:
+        await blocker.close()
         await admin.close()
 
 
