@@ -44,7 +44,8 @@ import httpx
 from apscheduler.triggers.interval import IntervalTrigger
 
 from child import DATABASE_URL_ENV, RUN_DATABASE_URL_ENV, reset
-from cost_sync.daemon.service import Daemon, RunState
+from cost_sync.daemon.runs import RunState
+from cost_sync.daemon.service import Daemon
 from cost_sync.errors import CostSyncError
 from cost_sync.hostwinds.sandbox import SANDBOX_API_KEY, Faults, SandboxServer
 from cost_sync.run.sync import Progress, SyncRun, open_resources, run_once

@@ -16,7 +16,8 @@ import httpx
 import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 
-from cost_sync.daemon.service import Daemon, RunState
+from cost_sync.daemon.runs import RunState
+from cost_sync.daemon.service import Daemon
 from cost_sync.hostwinds.client import HostwindsClient
 from cost_sync.hostwinds.sandbox import SandboxServer, load_demo_fleet
 from cost_sync.settings import Settings

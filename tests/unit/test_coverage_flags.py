@@ -9,7 +9,7 @@ from decimal import Decimal
 import httpx
 from prometheus_client import generate_latest
 
-from cost_sync.daemon.service import Metrics
+from cost_sync.daemon.metrics import Metrics
 from cost_sync.domain import flags
 from cost_sync.domain.models import (
     Estimate,

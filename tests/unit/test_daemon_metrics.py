@@ -9,7 +9,8 @@ import httpx
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cost_sync.daemon.service import Metrics, RunRecord
+from cost_sync.daemon.metrics import Metrics
+from cost_sync.daemon.runs import RunRecord
 from cost_sync.domain.models import RunReport
 from cost_sync.errors import HostwindsAuthError, HostwindsTransientError
 from cost_sync.hostwinds.client import HostwindsClient

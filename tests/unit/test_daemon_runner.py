@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from structlog.testing import capture_logs
 
+from cost_sync.daemon.runs import Runner, RunRecord, RunState
 from cost_sync.daemon.schedule import cron_trigger, longest_gap, success_too_old
-from cost_sync.daemon.service import Runner, RunRecord, RunState
 from cost_sync.domain.models import PriceCacheReport, RunReport
 from cost_sync.errors import CostSyncError
 
