@@ -534,9 +534,11 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _once(args: argparse.Namespace, settings: Settings) -> int:
     from cost_sync.cli import progress
-    from cost_sync.run.sync import open_resources, run_once
+    from cost_sync.run.request import RunRequest
+    from cost_sync.run.sync import run_once
     from cost_sync.runtime.signals import sigterm_cancels_run
     from cost_sync.store.migrate import require_schema
+    from cost_sync.wiring import open_resources
 
     settings.require("hostwinds.api_key", "database.url")
     async with (
@@ -550,12 +552,14 @@ async def _once(args: argparse.Namespace, settings: Settings) -> int:
             client=client,
             pool=pool,
             settings=settings,
-            trigger="once",
-            targets=getattr(args, "instance", None),
-            dry_run=getattr(args, "dry_run", False),
-            full=getattr(args, "full", False),
+            request=RunRequest(
+                trigger="once",
+                targets=getattr(args, "instance", None),
+                dry_run=getattr(args, "dry_run", False),
+                full=getattr(args, "full", False),
+                accept_changes=getattr(args, "accept_changes", False),
+            ),
             progress=bar,
-            accept_changes=getattr(args, "accept_changes", False),
         )
     print_result(result, as_json=args.json)
     return _committed(result)
@@ -563,8 +567,8 @@ async def _once(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _daemon(args: argparse.Namespace, settings: Settings) -> int:
     from cost_sync.daemon.service import Daemon
-    from cost_sync.run.sync import open_resources
     from cost_sync.runtime.signals import stop_on_signals
+    from cost_sync.wiring import open_resources
 
     settings.require("hostwinds.api_key", "database.url")
     async with stop_on_signals() as stop, open_resources(settings) as (client, pool):
@@ -575,16 +579,16 @@ async def _daemon(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _resync(args: argparse.Namespace, settings: Settings) -> int:
+    from cost_sync.run.request import RunRequest
+
     targets = None if args.all else args.instance
-    # Named instances are asked afresh: that is the after-upgrade case.
-    full = args.full or targets is not None
-    # Ops named these instances to get their new price: apply it, however large the change.
-    accept = args.accept_changes or targets is not None
+    request = RunRequest.resync(targets, full=args.full, accept_changes=args.accept_changes)
     if settings.admin.url is None:
         from cost_sync.cli import progress
-        from cost_sync.run.sync import open_resources, run_once
+        from cost_sync.run.sync import run_once
         from cost_sync.runtime.signals import sigterm_cancels_run
         from cost_sync.store.migrate import require_schema
+        from cost_sync.wiring import open_resources
 
         settings.require("hostwinds.api_key", "database.url")
         async with (
@@ -597,18 +601,17 @@ async def _resync(args: argparse.Namespace, settings: Settings) -> int:
                 client=client,
                 pool=pool,
                 settings=settings,
-                trigger="resync",
-                targets=targets,
-                full=full,
+                request=request,
                 progress=bar,
-                accept_changes=accept,
             )
         print_result(result, as_json=args.json)
         return _committed(result)
     from cost_sync.cli import admin_client as admin
 
     settings.require("admin.token")
-    record = await admin.resync(settings, targets, wait=args.wait, full=full, accept_changes=accept)
+    record = await admin.resync(
+        settings, targets, wait=args.wait, full=request.full, accept_changes=request.accept_changes
+    )
     return admin.show(record, as_json=args.json)
 
 

@@ -15,7 +15,7 @@ import contextlib
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -23,10 +23,8 @@ from types import MappingProxyType
 from typing import Any
 
 import asyncpg
-import httpx
 import structlog
 
-from cost_sync import __version__
 from cost_sync.domain import flags, guard, matching, pricing
 from cost_sync.domain.fingerprint import fingerprint
 from cost_sync.domain.matching import (
@@ -61,8 +59,8 @@ from cost_sync.errors import (
 )
 from cost_sync.hostwinds.client import HostwindsClient
 from cost_sync.run import phases
+from cost_sync.run.request import ONCE, RunRequest
 from cost_sync.settings import Settings
-from cost_sync.store.db import create_pool
 from cost_sync.store.postgres import CachedPriceList, RunStore, Store
 
 __all__ = [
@@ -70,8 +68,6 @@ __all__ = [
     "RunResult",
     "SyncRun",
     "fleet_lease_wait",
-    "open_hostwinds",
-    "open_resources",
     "run_once",
     "store_for",
 ]
@@ -244,37 +240,32 @@ class SyncRun:
         client: HostwindsClient,
         store: RunStore,
         settings: Settings,
-        trigger: str = "once",
-        targets: Sequence[str] | None = None,
-        dry_run: bool = False,
-        full: bool = False,
-        run_id: uuid.UUID | None = None,
-        strict_targets: bool = True,
+        request: RunRequest = ONCE,
         progress: Progress | None = None,
-        accept_changes: bool = False,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
-        lease_wait: float | None = None,
-        served_since: datetime | None = None,
     ) -> None:
         self.client = client
-        #: How long the run waits for the run lease (default: database.lock_timeout_seconds).
-        self.lease_wait = settings.database.lock_timeout_seconds if lease_wait is None else lease_wait
-        #: A scheduled fire's time: the run does not run when a whole-fleet run took the lease since.
-        self.served_since = served_since
-        #: Whether the run's failure is in the ledger already.
-        self._recorded = False
         self.store = store
         self.settings = settings
-        self.trigger = trigger
-        self.targets = list(targets) if targets else None
-        self.dry_run = dry_run
-        self.full = full
-        self.run_id = run_id or uuid.uuid4()
-        self.strict_targets = strict_targets
+        self.request = request
+        #: How long the run waits for the run lease (default: database.lock_timeout_seconds).
+        self.lease_wait = (
+            settings.database.lock_timeout_seconds if request.lease_wait is None else request.lease_wait
+        )
+        #: A scheduled fire's time: the run does not run when a whole-fleet run took the lease since.
+        self.served_since = request.served_since
+        #: Whether the run's failure is in the ledger already.
+        self._recorded = False
+        self.trigger = request.trigger
+        self.targets = list(request.targets) if request.targets else None
+        self.dry_run = request.dry_run
+        self.full = request.full
+        self.run_id = request.run_id or uuid.uuid4()
+        self.strict_targets = request.strict_targets
         self.progress = progress or Progress()
         #: Apply every change without holding it, and skip the vanished-rows checks.
-        self.accept_changes = accept_changes
+        self.accept_changes = request.accept_changes
         self._clock = clock
         self._now = now
         self.started_at = now()
@@ -748,27 +739,21 @@ async def run_once(
     settings: Settings,
     pool: asyncpg.Pool | None = None,
     store: RunStore | None = None,
-    trigger: str = "once",
-    targets: Sequence[str] | None = None,
-    dry_run: bool = False,
-    full: bool = False,
-    run_id: uuid.UUID | None = None,
-    strict_targets: bool = True,
+    request: RunRequest = ONCE,
     progress: Progress | None = None,
-    accept_changes: bool = False,
     now: Callable[[], datetime] | None = None,
-    lease_wait: float | None = None,
-    served_since: datetime | None = None,
 ) -> RunResult:
-    """Run one sync and return its result; on failure record a failed run, write nothing, raise.
+    """Run one sync as ``request`` asks (by default a plain ``--once``) and return its result; on
+    failure record a failed run, write nothing, raise.
 
-    ``full`` asks every service of the run afresh (``--full``; ``resync --instance`` for the named
-    ones). With ``strict_targets`` a target naming no row in scope is a ConfigError before anything
-    is written; without it (triggers coalesced by the daemon) such targets are listed in the
-    report's ``unknown_instances`` and the rest are synced. ``now`` is the wall clock the run
-    dates its work with (tests move it). The run waits ``lease_wait`` seconds for the run lease
-    (default ``database.lock_timeout_seconds``); with ``served_since`` (a scheduled fire's time) it
-    raises RunServed, writing nothing, once a whole-fleet run took the lease since then.
+    ``request.full`` asks every service of the run afresh (``--full``; ``resync --instance`` for
+    the named ones). With ``request.strict_targets`` a target naming no row in scope is a
+    ConfigError before anything is written; without it (triggers coalesced by the daemon) such
+    targets are listed in the report's ``unknown_instances`` and the rest are synced. ``now`` is
+    the wall clock the run dates its work with (tests move it). The run waits
+    ``request.lease_wait`` seconds for the run lease (default ``database.lock_timeout_seconds``);
+    with ``request.served_since`` (a scheduled fire's time) it raises RunServed, writing nothing,
+    once a whole-fleet run took the lease since then.
     """
     if store is None:
         if pool is None:
@@ -778,17 +763,9 @@ async def run_once(
         client=client,
         store=store,
         settings=settings,
-        trigger=trigger,
-        targets=targets,
-        dry_run=dry_run,
-        full=full,
-        run_id=run_id,
-        strict_targets=strict_targets,
+        request=request,
         progress=progress,
-        accept_changes=accept_changes,
         now=now or (lambda: datetime.now(UTC)),
-        lease_wait=lease_wait,
-        served_since=served_since,
     )
     return await run.execute()
 
@@ -810,51 +787,3 @@ def store_for(pool: asyncpg.Pool, settings: Settings) -> Store:
         # A run waits for the lease at most this long: a 'running' row older without it is dead.
         stale_wait_seconds=2 * fleet_lease_wait(settings) + 60,
     )
-
-
-@contextlib.asynccontextmanager
-async def open_hostwinds(settings: Settings, *, purpose: str = "") -> AsyncIterator[HostwindsClient]:
-    """A HostwindsClient configured from ``[hostwinds]``, on an HTTP client closed on exit.
-
-    ``purpose`` is added to the User-Agent (``doctor``), so Hostwinds' logs can tell the callers
-    apart.
-    """
-    settings.require("hostwinds.api_key")
-    hw = settings.hostwinds
-    assert hw.api_key is not None
-    agent = f"cost-sync/{__version__}" + (f" ({purpose})" if purpose else "")
-    # local_address 0.0.0.0: Hostwinds keys are bound to an IPv4 allow-list, so never call over IPv6.
-    transport = httpx.AsyncHTTPTransport(local_address="0.0.0.0", retries=0)  # noqa: S104
-    async with httpx.AsyncClient(
-        transport=transport,
-        timeout=hw.timeout_seconds,
-        limits=httpx.Limits(max_connections=hw.max_concurrency),
-        headers={"User-Agent": agent},
-    ) as http:
-        yield HostwindsClient(
-            http,
-            hw.api_key.get_secret_value(),
-            url=hw.url,
-            requests_per_second=hw.requests_per_second or None,
-            max_concurrency=hw.max_concurrency,
-            attempts=hw.attempts,
-            timeout=hw.timeout_seconds,
-            max_response_bytes=hw.max_response_bytes,
-        )
-
-
-@contextlib.asynccontextmanager
-async def open_resources(settings: Settings) -> AsyncIterator[tuple[HostwindsClient, asyncpg.Pool]]:
-    """The Hostwinds client and the database pool a run needs; both closed on exit."""
-    # Every missing setting is named at once, not one per attempt.
-    settings.require("hostwinds.api_key", "database.url")
-    async with open_hostwinds(settings) as client:
-        pool = await create_pool(
-            settings.database_dsn(),
-            timeout=settings.database.connect_timeout_seconds,
-            statement_cache_size=settings.database.statement_cache_size,
-        )
-        try:
-            yield client, pool
-        finally:
-            await pool.close()
