@@ -27,22 +27,16 @@ from cost_sync.domain.models import (
 from cost_sync.run import phases
 from cost_sync.settings import Settings
 from cost_sync.store.postgres import LastRun
+from tests.fakes import instance
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 PLAN_101 = Plan(id=101, name="Unmanaged Linux 1 CPU / 2 GB", prices={Cycle.MONTHLY: "9.99"})
 LISTS = {(False, "ssd"): {101: PLAN_101}}
 
 
-def inst(serviceid: int, **fields: object) -> Instance:
-    """A monthly ssd instance on plan 101 unless told otherwise."""
-    data: dict[str, object] = {
-        "serviceid": serviceid,
-        "product_id": 101,
-        "billingcycle": "Monthly",
-        "hourly": 0,
-        "disk_type": "ssd",
-    }
-    return parse_instance({**data, **fields})
+def inst(serviceid: int, **fields: Any) -> Instance:
+    """The fake fleet's instance, as the run reads it: monthly, ssd, plan 101 unless told otherwise."""
+    return parse_instance(instance(serviceid, **fields))
 
 
 def row(serviceid: int, cost: str | None = "9.99", *, matched_before: bool = False) -> VpsRow:
