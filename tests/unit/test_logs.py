@@ -75,3 +75,18 @@ def test_every_log_value_is_bounded_and_one_line(json_logs: bool, capsys: pytest
     assert len(err) < 3 * logs.LOG_VALUE_MAX
     assert "\x1b[2J" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_lines_follow_stderr_when_it_is_swapped_after_configure() -> None:
+    """A stream closed after configure (a finished redirect) is never written to: no logging error."""
+    import contextlib
+    import io
+
+    first, second = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(first):
+        logs.configure(level="info", json_logs=True)
+        structlog.get_logger("cost_sync.sync").info("sync.started")
+    first.close()
+    with contextlib.redirect_stderr(second):
+        structlog.get_logger("cost_sync.sync").info("sync.finished")
+    assert [line["event"] for line in lines(second.getvalue())] == ["sync.finished"]

@@ -489,6 +489,18 @@ def test_broken_json_names_the_file_and_the_line(tmp_path: Path) -> None:
         ({"cycle_prices": {"77": {"monthly": "1.00"}}}, r"cycle_prices\.77: no instance"),
         ({"container": "tree"}, r"container"),
         ({"instance": []}, r"unknown top-level key\(s\): instance"),
+        (
+            {"instances": [{"serviceid": 1}], "cycle_prices": {"1": "9.99"}},
+            r"cycle_prices\.1: must be a table",
+        ),
+        ({"cycle_prices": {"x": {}}}, r"cycle_prices\.x: the key must be a serviceid"),
+        ({"cycle_price_errors": {"x": "gone"}}, r"cycle_price_errors\.x: the key must be a serviceid"),
+        ({"cycle_price_errors": {"0077": "gone"}}, r"cycle_price_errors\.0077: no instance has serviceid 77"),
+        ({"instances": [{"serviceid": 1}], "cycle_price_errors": {"1": 5}}, r"1: must be the error message"),
+        ({"cycle_prices": []}, r"cycle_prices: must be a table/object keyed by serviceid"),
+        ({"price_list_shape": "deep"}, r"price_list_shape: must be one of .*, not 'deep'"),
+        ({"error_form": "shout"}, r"error_form: must be one of .*, not 'shout'"),
+        ({"cycle_prices_shape": 3}, r"cycle_prices_shape: must be one of .*, not 3"),
     ],
 )
 def test_fleet_schema_errors_name_the_file_and_the_entry(

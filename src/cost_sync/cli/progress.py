@@ -1,56 +1,84 @@
-"""The live progress bar of a run on a terminal (asked / to ask, rate, ETA), drawn by rich."""
+"""The live progress line of a run on a terminal: asked / to ask, rate, elapsed time and ETA.
+
+Redrawn in place on stderr at most every REDRAW_SECONDS (and on the last answer), cut to the
+terminal's width, and erased when the run ends, so the summary that follows stands alone.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TextIO
 
 from cost_sync.run.sync import Progress
 
-__all__ = ["terminal_bar"]
+__all__ = ["bar_line", "terminal_bar"]
+
+#: The shortest time between two redraws, in seconds.
+REDRAW_SECONDS = 0.1
+#: The bar's width in characters, between its brackets.
+BAR_WIDTH = 20
+#: Moves to the start of the line and erases it.
+_ERASE = "\r\x1b[2K"
+
+
+def _clock(seconds: float) -> str:
+    whole = max(0, int(seconds))
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+def bar_line(progress: Progress, now: float) -> str:
+    """``cycle prices [######------] 120/1000 12.3/s 0:00:10 ETA 0:01:12``.
+
+    Before the first answer the rate is left out and the ETA is ``-:--:--``; while the number to
+    ask is not known yet the bar is empty and the count has no total.
+    """
+    total = progress.to_ask
+    filled = min(BAR_WIDTH, BAR_WIDTH * progress.asked // total) if total else 0
+    parts = [
+        "cycle prices",
+        "[" + "#" * filled + "-" * (BAR_WIDTH - filled) + "]",
+        f"{progress.asked}/{total}" if total else str(progress.asked),
+    ]
+    rate = progress.rate(now)
+    if rate is not None:
+        parts.append(f"{rate:.1f}/s")
+    parts.append(_clock(0 if progress.started is None else now - progress.started))
+    eta = progress.eta_seconds(now)
+    parts.append("ETA " + ("-:--:--" if eta is None else _clock(eta)))
+    return " ".join(parts)
 
 
 @contextlib.asynccontextmanager
-async def terminal_bar() -> AsyncIterator[Progress | None]:
-    """A Progress that draws a bar on stderr while the block runs; None when stderr is no terminal.
-
-    Off a terminal the run logs ``sync.progress`` lines instead.
-    """
-    if not sys.stderr.isatty():
+async def terminal_bar(
+    stream: TextIO | None = None, *, clock: Callable[[], float] = time.monotonic
+) -> AsyncIterator[Progress | None]:
+    """A Progress that draws its line on ``stream`` (stderr) while the block runs; None when the
+    stream is no terminal: off a terminal the run logs ``sync.progress`` lines instead."""
+    out = sys.stderr if stream is None else stream
+    if not out.isatty():
         yield None
         return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.progress import Progress as Bar
+    width = shutil.get_terminal_size().columns
+    drawn: float | None = None  # float-ok: seconds
 
-    with Bar(
-        TextColumn("asking Hostwinds for cycle prices"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        transient=True,
-        redirect_stderr=False,
-        redirect_stdout=False,
-    ) as bar:
-        task = bar.add_task("ask", total=None, rate="")
+    def update(progress: Progress) -> None:
+        nonlocal drawn
+        now = clock()
+        last = progress.asked >= progress.to_ask
+        if drawn is not None and now - drawn < REDRAW_SECONDS and not last:
+            return
+        drawn = now
+        # One column short of the width: a line that fills it wraps on some terminals.
+        out.write(_ERASE + bar_line(progress, now)[: max(0, width - 1)])
+        out.flush()
 
-        def update(progress: Progress) -> None:
-            speed = progress.rate(time.monotonic())
-            bar.update(
-                task,
-                total=progress.to_ask or None,
-                completed=progress.asked,
-                rate="" if speed is None else f"{speed:.1f}/s",
-            )
-
+    try:
         yield Progress(listener=update)
+    finally:
+        if drawn is not None:
+            out.write(_ERASE)
+            out.flush()

@@ -197,3 +197,79 @@ def as_json(report: RunReport, outcomes: Sequence[RowOutcome], held: Sequence[He
         if isinstance(o.result, Unpriced)
     ]
     return json.dumps(data, indent=2)
+
+
+def report_text(data: dict[str, Any]) -> list[str]:
+    lines = [
+        f"fleet monthly total ${data['fleet_monthly_total']} over {data['rows_in_scope']} rows in scope"
+        + (f" ({data['rows_without_value']} without a value)" if data["rows_without_value"] else "")
+        + (
+            f"; {data['provisional']} provisional (price-list estimates their own prices will refine)"
+            if data.get("provisional")
+            else ""
+        )
+    ]
+    for section in ("by_status", "by_plan", "by_cycle", "by_source", "by_region"):
+        rows = [
+            [key, f"${e['total']}", str(e["rows"]), e.get("name") or ""] for key, e in data[section].items()
+        ]
+        lines += ["", section.replace("_", " ") + ":"]
+        lines += ["  " + line for line in table(["", "total", "rows", ""], rows)]
+    if data["unpriced"]:
+        lines += ["", f"unpriced ({len(data['unpriced'])}; value kept):"]
+        rows = [
+            [
+                u["hostwinds_instance_id"] or u["row_id"],
+                u["kept_value"] or "-",
+                u["reason"],
+                u["detail"] or "",
+            ]
+            for u in data["unpriced"]
+        ]
+        lines += ["  " + line for line in table(["row", "kept", "reason", "detail"], rows)]
+    if data["held"]:
+        lines += ["", f"held ({len(data['held'])}):"]
+        rows = [
+            [h["hostwinds_instance_id"] or h["row_id"], h["old"] or "-", h["proposed"], h["ratio"]]
+            for h in data["held"]
+        ]
+        lines += ["  " + line for line in table(["row", "old", "proposed", "ratio"], rows)]
+    if data["drift"]:
+        lines += ["", f"drift against monthly_cost ({len(data['drift'])}, largest first):"]
+        rows = [
+            [
+                d["hostwinds_instance_id"] or d["row_id"],
+                d["approximate_cost"],
+                d["monthly_cost"],
+                d["difference"],
+                f"{d['percent']}%" if d["percent"] is not None else "-",
+            ]
+            for d in data["drift"]
+        ]
+        lines += [
+            "  " + line for line in table(["row", "approximate", "monthly_cost", "difference", "%"], rows)
+        ]
+    if data["upgrade_available"]:
+        names = ", ".join(u["hostwinds_instance_id"] or u["row_id"] for u in data["upgrade_available"])
+        lines += ["", f"upgrade available at Hostwinds: {names}"]
+    age = data["oldest_observation_age_seconds"]
+    lines += [
+        "",
+        f"oldest price observation: {data['oldest_observation'] or 'none'}"
+        + (
+            " (dated in the future: the clock ran ahead; the next run asks it again)"
+            if data["oldest_observation_in_future"]
+            else f" ({age // 3600} h old)"
+            if age is not None
+            else ""
+        ),
+    ]
+    last = data["last_run"]
+    if last is not None:
+        warnings = last["warnings"]
+        lines.append(
+            f"last whole-fleet run {last['run_id']} ({last['trigger']}) finished {last['finished']}: "
+            + (f"{len(warnings)} warning(s)" if warnings else "no warnings")
+        )
+        lines += [f"  warning: {w}" for w in warnings]
+    return lines

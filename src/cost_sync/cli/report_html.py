@@ -487,7 +487,21 @@ def _breakdown_section(report: dict[str, Any]) -> str:
 
 def _attention_section(data: dict[str, Any]) -> str:
     r = data["report"]
-    out = ['<section id="attention"><h2>What needs a person</h2>']
+    parts = [
+        _held_part(r),
+        _unpriced_part(r),
+        _provisional_part(r, data["provisional_rows"]),
+        _drift_part(r),
+        _observation_part(r),
+        _notices_part(r),
+    ]
+    body = "".join(piece for part in parts for piece in part)
+    return f'<section id="attention"><h2>What needs a person</h2>{body}</section>'
+
+
+def _held_part(r: dict[str, Any]) -> list[str]:
+    """Held changes, each with the command that approves it."""
+    out: list[str] = []
     held = r["held"]
     out.append(f"<h3>Held changes ({len(held)})</h3>")
     if held:
@@ -513,6 +527,12 @@ def _attention_section(data: dict[str, Any]) -> str:
         )
     else:
         out.append("<p>None.</p>")
+    return out
+
+
+def _unpriced_part(r: dict[str, Any]) -> list[str]:
+    """Unpriced rows: how many per reason, then each with its kept value."""
+    out: list[str] = []
     unpriced = r["unpriced"]
     out.append(f"<h3>Unpriced rows ({len(unpriced)}; their values are kept)</h3>")
     if unpriced:
@@ -536,7 +556,12 @@ def _attention_section(data: dict[str, Any]) -> str:
         out.append(_table(["row", "reason", "detail", "kept value"], rows, numeric=(3,)))
     else:
         out.append("<p>None.</p>")
-    provisional = data["provisional_rows"]
+    return out
+
+
+def _provisional_part(r: dict[str, Any], provisional: list[str]) -> list[str]:
+    """Rows priced from the price list while their own prices are still to be asked."""
+    out: list[str] = []
     out.append(f"<h3>Provisional values ({_fig('report', ['provisional'], r['provisional'])})</h3>")
     out.append(
         "<p>Price-list estimates given while the instance's own cycle prices are still to be asked; "
@@ -544,6 +569,12 @@ def _attention_section(data: dict[str, Any]) -> str:
         + (": " + ", ".join(f"<code>{_e(p)}</code>" for p in provisional) if provisional else "")
         + ".</p>"
     )
+    return out
+
+
+def _drift_part(r: dict[str, Any]) -> list[str]:
+    """Rows whose value differs from Finance's monthly_cost, largest first."""
+    out: list[str] = []
     drift = r["drift"]
     out.append(f"<h3>Drift against Finance's monthly_cost ({len(drift)}, largest first)</h3>")
     if drift:
@@ -563,6 +594,12 @@ def _attention_section(data: dict[str, Any]) -> str:
         )
     else:
         out.append("<p>None: every row with both values agrees.</p>")
+    return out
+
+
+def _observation_part(r: dict[str, Any]) -> list[str]:
+    """The oldest cached price observation and its age."""
+    out: list[str] = []
     out.append("<h3>Oldest price observation</h3>")
     age = r["oldest_observation_age_seconds"]
     if r["oldest_observation"] is None:
@@ -574,6 +611,12 @@ def _attention_section(data: dict[str, Any]) -> str:
             else f", {age // 3600} h old ({_fig('report', ['oldest_observation_age_seconds'], age)} s)"
         )
         out.append(f"<p>{_fig('report', ['oldest_observation'], r['oldest_observation'])}{note}.</p>")
+    return out
+
+
+def _notices_part(r: dict[str, Any]) -> list[str]:
+    """The last whole-fleet run's warnings, and instances with an upgrade available."""
+    out: list[str] = []
     last = r["last_run"]
     if last is not None and last["warnings"]:
         out.append(f"<h3>Warnings of the last whole-fleet run <code>{_e(last['run_id'])}</code></h3>")
@@ -583,8 +626,7 @@ def _attention_section(data: dict[str, Any]) -> str:
             f"<code>{_e(u['hostwinds_instance_id'] or u['row_id'])}</code>" for u in r["upgrade_available"]
         )
         out.append(f"<h3>Upgrade available at Hostwinds</h3><p>{names}</p>")
-    out.append("</section>")
-    return "".join(out)
+    return out
 
 
 def _quote(text: str) -> str:

@@ -88,8 +88,58 @@ class Metrics:
 
     def __init__(self, client: HostwindsClient) -> None:
         self.registry = CollectorRegistry()
+        self._runs()
+        self._price_cache()
+        self._fleet()
+        self._admin()
+        self._process(client)
+
+    def _runs(self) -> None:
+        """Runs: the schedule, in flight, by outcome, how long, failures in a row, their warnings."""
         r = self.registry
+        self.schedule_interval = Gauge(
+            "cost_sync_schedule_interval_seconds",
+            "The longest gap between the upcoming fires of [sync] schedule.",
+            registry=r,
+        )
         self.in_progress = Gauge("cost_sync_run_in_progress", "1 while a run is in flight.", registry=r)
+        self.runs = Counter(
+            "cost_sync_runs", "Runs by trigger and outcome.", ["trigger", "outcome"], registry=r
+        )
+        self.last_success = Gauge(
+            "cost_sync_last_success_timestamp_seconds", "When the last successful run finished.", registry=r
+        )
+        self.duration = Histogram(
+            "cost_sync_run_duration_seconds",
+            "Wall time of runs.",
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+            registry=r,
+        )
+        self.rows_updated = Counter("cost_sync_rows_updated", "vps_instances rows updated.", registry=r)
+        self.failed_in_a_row = Gauge(
+            "cost_sync_runs_failed_consecutive",
+            "Runs that failed one after another since the last successful run (0 after a success).",
+            registry=r,
+        )
+        self.key_refused = Gauge(
+            "cost_sync_hostwinds_key_refused",
+            "1 when the last run failed because Hostwinds refused the API key, else 0.",
+            registry=r,
+        )
+        self.warnings = Gauge(
+            "cost_sync_run_warnings",
+            "Warnings the last successful run raised, by kind (mostly_unpriced, nothing_matched, "
+            "cycle_prices_unavailable_everywhere, price_list_row_unreadable, ...).",
+            ["kind"],
+            registry=r,
+        )
+        self._warning_kinds = {"mostly_unpriced", "nothing_matched", "cycle_prices_unavailable_everywhere"}
+        for kind in self._warning_kinds:
+            self.warnings.labels(kind=kind).set(0)
+
+    def _price_cache(self) -> None:
+        """The price cache: what it did per service, why it asked, how old its answers are."""
+        r = self.registry
         self.cache_services = Counter(
             "cost_sync_price_cache_services",
             "Services per run by what the price cache did: hit, asked, failed, pending.",
@@ -108,19 +158,15 @@ class Metrics:
             unknown=None,
         )
         r.register(self.oldest_observation)
-        self.runs = Counter(
-            "cost_sync_runs", "Runs by trigger and outcome.", ["trigger", "outcome"], registry=r
-        )
-        self.last_success = Gauge(
-            "cost_sync_last_success_timestamp_seconds", "When the last successful run finished.", registry=r
-        )
-        self.duration = Histogram(
-            "cost_sync_run_duration_seconds",
-            "Wall time of runs.",
-            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+        self.max_price_age = Gauge(
+            "cost_sync_max_price_age_seconds",
+            "[sync] max_price_age_seconds: how old a cached cycle price may be before it is asked again.",
             registry=r,
         )
-        self.rows_updated = Counter("cost_sync_rows_updated", "vps_instances rows updated.", registry=r)
+
+    def _fleet(self) -> None:
+        """The fleet after the last run: priced and unpriced rows, its monthly total, held changes."""
+        r = self.registry
         self.by_source = Gauge(
             "cost_sync_instances_priced",
             "Rows priced in the last full run, by price source.",
@@ -133,13 +179,26 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        build = Gauge(
-            "cost_sync_build_info",
-            "The running cost-sync build: its version and the git revision it was built from; always 1.",
-            ["version", "revision"],
+        self.fleet_total = Gauge(
+            "cost_sync_fleet_monthly_usd",
+            "Sum of approximate_cost over the rows in scope after the last run.",
             registry=r,
         )
-        build.labels(version=__version__, revision=build_revision()).set(1)
+        self.held = Gauge(
+            "cost_sync_changes_held",
+            "Changes held for approval ([guard] max_change_ratio) after the last run.",
+            registry=r,
+        )
+        self.held_oldest = _AgeSince(
+            "cost_sync_changes_held_oldest_age_seconds",
+            "Age of the oldest change held for approval after the last run (0: nothing held).",
+            unknown=0.0,
+        )
+        r.register(self.held_oldest)
+
+    def _admin(self) -> None:
+        """The admin HTTP endpoint's own requests, durations and refused tokens."""
+        r = self.registry
         self.admin_requests = Counter(
             "cost_sync_admin_requests",
             "Requests to the admin HTTP endpoint, by route, method and status code.",
@@ -159,55 +218,20 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+
+    def _process(self, client: HostwindsClient) -> None:
+        """The build, the process (CPU, memory, open files) and the Hostwinds client's requests."""
+        r = self.registry
+        build = Gauge(
+            "cost_sync_build_info",
+            "The running cost-sync build: its version and the git revision it was built from; always 1.",
+            ["version", "revision"],
+            registry=r,
+        )
+        build.labels(version=__version__, revision=build_revision()).set(1)
         # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
         ProcessCollector(registry=r)
         r.register(_HostwindsRequests(client))
-        self.fleet_total = Gauge(
-            "cost_sync_fleet_monthly_usd",
-            "Sum of approximate_cost over the rows in scope after the last run.",
-            registry=r,
-        )
-        self.warnings = Gauge(
-            "cost_sync_run_warnings",
-            "Warnings the last successful run raised, by kind (mostly_unpriced, nothing_matched, "
-            "cycle_prices_unavailable_everywhere, price_list_row_unreadable, ...).",
-            ["kind"],
-            registry=r,
-        )
-        self._warning_kinds = {"mostly_unpriced", "nothing_matched", "cycle_prices_unavailable_everywhere"}
-        for kind in self._warning_kinds:
-            self.warnings.labels(kind=kind).set(0)
-        self.held = Gauge(
-            "cost_sync_changes_held",
-            "Changes held for approval ([guard] max_change_ratio) after the last run.",
-            registry=r,
-        )
-        self.held_oldest = _AgeSince(
-            "cost_sync_changes_held_oldest_age_seconds",
-            "Age of the oldest change held for approval after the last run (0: nothing held).",
-            unknown=0.0,
-        )
-        r.register(self.held_oldest)
-        self.failed_in_a_row = Gauge(
-            "cost_sync_runs_failed_consecutive",
-            "Runs that failed one after another since the last successful run (0 after a success).",
-            registry=r,
-        )
-        self.key_refused = Gauge(
-            "cost_sync_hostwinds_key_refused",
-            "1 when the last run failed because Hostwinds refused the API key, else 0.",
-            registry=r,
-        )
-        self.schedule_interval = Gauge(
-            "cost_sync_schedule_interval_seconds",
-            "The longest gap between the upcoming fires of [sync] schedule.",
-            registry=r,
-        )
-        self.max_price_age = Gauge(
-            "cost_sync_max_price_age_seconds",
-            "[sync] max_price_age_seconds: how old a cached cycle price may be before it is asked again.",
-            registry=r,
-        )
 
     def follow(self, current: Callable[[], RunRecord | None]) -> None:
         """Expose the progress of the run ``current()`` returns (None: no run in flight)."""

@@ -213,11 +213,42 @@ def estimate_instance(
     None when the price list has a row for it that could not be read (``plan_unreadable``,
     ``custom_plan``); without it a missing plan is ``plan_not_found``.
     """
+    named = _named_cycle(instance, aliases)
+    if isinstance(named, Unpriced):
+        return named
+    cycle, alias = named
+    # Hourly has no API-visible rate: the plan's monthly price is the ceiling.
+    priced_cycle = _MONTHLY if cycle is _HOURLY else cycle
+    chosen = _cycle_price(instance, priced_cycle, cycle_prices, plan, plan_missing, failed)
+    if isinstance(chosen, Unpriced):
+        return chosen
+    price, cell, source, fallback = chosen
+    monthly = _monthly_in_range(price, cell, priced_cycle)
+    if isinstance(monthly, Unpriced):
+        return monthly
+    return Estimate(
+        monthly=monthly,
+        source=source,
+        cycle=cycle,
+        cycle_price=price,
+        months=priced_cycle.months,
+        hourly_ceiling=cycle is _HOURLY,
+        product_id=instance.product_id,
+        product_name=instance.product_name or (plan.name if plan is not None else None),
+        cycle_alias=alias,
+        fallback=fallback,
+    )
+
+
+def _named_cycle(
+    instance: Instance, aliases: Mapping[str, Cycle] | None
+) -> tuple[Cycle, str | None] | Unpriced:
+    """The instance's billing cycle, and the spelling an alias named it from (None: its own)."""
     cycle = _cycle_of(instance.billingcycle, instance.hourly)
-    alias: str | None = None
     if cycle is None and aliases and instance.billingcycle is not None:
         cycle = aliases.get(spelling_key(instance.billingcycle))
-        alias = instance.billingcycle if cycle is not None else None
+        if cycle is not None:
+            return cycle, instance.billingcycle
     if cycle is None:
         return Unpriced(
             reason=UnpricedReason.UNKNOWN_CYCLE,
@@ -225,67 +256,67 @@ def estimate_instance(
             if instance.billingcycle is None
             else f"billing cycle {_quote(instance.billingcycle)} is not a known cycle",
         )
-    # Hourly has no API-visible rate: the plan's monthly price is the ceiling.
-    priced_cycle = _MONTHLY if cycle is _HOURLY else cycle
+    return cycle, None
 
-    price: Decimal | None = None
-    source = _CYCLE_PRICES
+
+def _cycle_price(
+    instance: Instance,
+    priced_cycle: Cycle,
+    cycle_prices: Mapping[Cycle, PriceCell] | None,
+    plan: Plan | None,
+    plan_missing: Unpriced | None,
+    failed: tuple[Fallback, str] | None,
+) -> tuple[Decimal, PriceCell | None, PriceSource, Fallback | None] | Unpriced:
+    """The price of one ``priced_cycle``: the service's own cycle price, else the price list's.
+
+    Returns the price, the cell it was read from, its source and, for the price list, why the
+    service's own price was not used.
+    """
     cell = cycle_prices.get(priced_cycle) if cycle_prices is not None else None
     parsed = parse_price_cell(cell)
     if isinstance(parsed, Decimal):
-        price = parsed
-    elif parsed is _INVALID_PRICE:
+        return parsed, cell, _CYCLE_PRICES, None
+    if parsed is _INVALID_PRICE:
         # Fail closed: the per-service price is the most specific; a wrong number is worse
         # than none, so a garbled one must not be papered over by the price list.
         return Unpriced(
             reason=parsed,
             detail=f"service {instance.serviceid} '{priced_cycle}' price is not a price ({_quote(cell)})",
         )
-
     fallback: Fallback | None = None
-    if price is None:
-        source = _PRICE_LIST
+    if failed is not None:
+        fallback = failed[0]
+    elif cycle_prices is not None:
+        fallback = Fallback.CYCLE_MISSING if cycle_prices else Fallback.CYCLE_PRICES_EMPTY
+    listed = _from_plan(instance, plan, priced_cycle, plan_missing)
+    if isinstance(listed, Unpriced):
         if failed is not None:
-            fallback = failed[0]
-        elif cycle_prices is not None:
-            fallback = Fallback.CYCLE_MISSING if cycle_prices else Fallback.CYCLE_PRICES_EMPTY
-        listed = _from_plan(instance, plan, priced_cycle, plan_missing)
-        if isinstance(listed, Unpriced):
-            if failed is not None:
-                # Neither source: the service's own failure is the reason, the list's the rest.
-                return Unpriced(
-                    UnpricedReason.CYCLE_PRICES_UNAVAILABLE,
-                    f"{failed[1]}; the price list cannot price it either: {listed.detail}",
-                )
-            return listed
-        price, cell = listed
+            # Neither source: the service's own failure is the reason, the list's the rest.
+            return Unpriced(
+                UnpricedReason.CYCLE_PRICES_UNAVAILABLE,
+                f"{failed[1]}; the price list cannot price it either: {listed.detail}",
+            )
+        return listed
+    price, listed_cell = listed
+    return price, listed_cell, _PRICE_LIST, fallback
 
+
+def _monthly_in_range(price: Decimal, cell: PriceCell | None, priced_cycle: Cycle) -> Decimal | Unpriced:
+    """``price`` for ``priced_cycle`` as a monthly amount, or why it is not one to store."""
     # Checked before dividing so that a huge price (Decimal takes "1e999999") costs nothing.
     if price >= _MAX_CYCLE_PRICE[priced_cycle]:
         return Unpriced(
             reason=UnpricedReason.OUT_OF_RANGE,
             detail=f"'{priced_cycle}' price {_quote(cell)} is over {MAX_MONTHLY} a month",
         )
-    months = priced_cycle.months
-    monthly = monthly_from_cycle(price, months)
+    monthly = monthly_from_cycle(price, priced_cycle.months)
     if monthly == 0:
         # Never store zero for a real plan.
         return Unpriced(
             reason=UnpricedReason.INVALID_PRICE,
             detail=f"'{priced_cycle}' price {_quote(cell)} is under a cent a month",
         )
-    return Estimate(
-        monthly=monthly,
-        source=source,
-        cycle=cycle,
-        cycle_price=price,
-        months=months,
-        hourly_ceiling=cycle is _HOURLY,
-        product_id=instance.product_id,
-        product_name=instance.product_name or (plan.name if plan is not None else None),
-        cycle_alias=alias,
-        fallback=fallback,
-    )
+    return monthly
 
 
 def _from_plan(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor
@@ -65,13 +65,29 @@ def configure(*, level: str = "info", json_logs: bool | None = None) -> None:
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     for name, lib_level in _LIBRARY_LEVELS.items():
         logging.getLogger(name).setLevel(max(lib_level, root.level))
+
+
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each record to ``sys.stderr`` as it is when the record is written, so a stream
+    swapped after :func:`configure` (a redirect, a test's capture) is followed, never a closed one."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: TextIO) -> None:
+        """Kept for logging's own assignments; the stream is always the current stderr."""
 
 
 _UNTOUCHED = frozenset({"exc_info", "stack_info", "_record", "_from_structlog"})

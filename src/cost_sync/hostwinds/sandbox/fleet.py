@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -185,16 +185,35 @@ def _fleet_from_data(data: Any) -> Fleet:
     api_key = data.get("api_key")
     if not isinstance(api_key, str) or not api_key.strip():
         raise _SchemaError("api_key: a non-empty string is required")
-    container = data.get("container", "list")
-    if container not in _CONTAINERS:
-        raise _SchemaError(f"container: must be one of {', '.join(_CONTAINERS)}, not {container!r}")
-    shape = data.get("cycle_prices_shape", "cycle_keyed")
-    if shape not in _CYCLE_PRICES_SHAPES:
-        raise _SchemaError(
-            f"cycle_prices_shape: must be one of {', '.join(_CYCLE_PRICES_SHAPES)}, not {shape!r}"
-        )
-
     instances = _list_of_tables(data, "instances")
+    serviceids = _check_instances(instances)
+    plans = _list_of_tables(data, "plans")
+    _check_plans(plans)
+    return Fleet(
+        api_key=api_key,
+        instances=instances,
+        plans=plans,
+        cycle_prices=_by_serviceid(data, "cycle_prices", serviceids, dict, "a table/object of cycle prices"),
+        container=_choice(data, "container", "list", _CONTAINERS),
+        cycle_prices_shape=_choice(data, "cycle_prices_shape", "cycle_keyed", _CYCLE_PRICES_SHAPES),
+        price_list_shape=_choice(data, "price_list_shape", "flat", _PRICE_LIST_SHAPES),
+        error_form=_choice(data, "error_form", "list", _ERROR_FORMS),
+        cycle_price_errors=_by_serviceid(
+            data, "cycle_price_errors", serviceids, str, "the error message (a string)"
+        ),
+    )
+
+
+def _choice(data: Mapping[str, Any], key: str, default: str, choices: Sequence[str]) -> Any:
+    """``data[key]`` (``default`` when absent), which must be one of ``choices``."""
+    value = data.get(key, default)
+    if value not in choices:
+        raise _SchemaError(f"{key}: must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def _check_instances(instances: Sequence[Mapping[str, Any]]) -> set[int]:
+    """Every instance has a serviceid of its own; returns them."""
     seen: dict[int, int] = {}
     for index, instance in enumerate(instances):
         serviceid = int_id(instance.get("serviceid"))
@@ -206,8 +225,11 @@ def _fleet_from_data(data: Any) -> Fleet:
                 f"the same serviceid as instances[{seen[serviceid]}]"
             )
         seen[serviceid] = index
+    return set(seen)
 
-    plans = _list_of_tables(data, "plans")
+
+def _check_plans(plans: Sequence[Mapping[str, Any]]) -> None:
+    """Every plan has an id, and no two plans share id, managed and drive_type."""
     listed: dict[tuple[bool, str, int], int] = {}
     for index, plan in enumerate(plans):
         plan_id = int_id(plan.get("id"))
@@ -225,49 +247,25 @@ def _fleet_from_data(data: Any) -> Fleet:
             raise _SchemaError(f"{where}: the same id, managed and drive_type as plans[{listed[key]}]")
         listed[key] = index
 
-    raw_prices = data.get("cycle_prices", {})
-    if not isinstance(raw_prices, dict):
-        raise _SchemaError("cycle_prices: must be a table/object keyed by serviceid")
-    cycle_prices: dict[int, dict[str, Any]] = {}
-    for name, body in raw_prices.items():
+
+def _by_serviceid(
+    data: Mapping[str, Any], key: str, serviceids: set[int], kind: type, what: str
+) -> dict[int, Any]:
+    """``data[key]``, a table keyed by the serviceid of an instance, each value a ``kind``."""
+    raw = data.get(key, {})
+    if not isinstance(raw, dict):
+        raise _SchemaError(f"{key}: must be a table/object keyed by serviceid")
+    found: dict[int, Any] = {}
+    for name, value in raw.items():
         serviceid = int_id(name)
         if serviceid is None:
-            raise _SchemaError(f"cycle_prices.{name}: the key must be a serviceid")
-        if serviceid not in seen:
-            raise _SchemaError(f"cycle_prices.{name}: no instance has serviceid {serviceid}")
-        if not isinstance(body, dict):
-            raise _SchemaError(f"cycle_prices.{name}: must be a table/object of cycle prices")
-        cycle_prices[serviceid] = body
-    list_shape = data.get("price_list_shape", "flat")
-    if list_shape not in _PRICE_LIST_SHAPES:
-        raise _SchemaError(
-            f"price_list_shape: must be one of {', '.join(_PRICE_LIST_SHAPES)}, not {list_shape!r}"
-        )
-    error_form = data.get("error_form", "list")
-    if error_form not in _ERROR_FORMS:
-        raise _SchemaError(f"error_form: must be one of {', '.join(_ERROR_FORMS)}, not {error_form!r}")
-    raw_errors = data.get("cycle_price_errors", {})
-    if not isinstance(raw_errors, dict):
-        raise _SchemaError("cycle_price_errors: must be a table/object keyed by serviceid")
-    errors: dict[int, str] = {}
-    for name, message in raw_errors.items():
-        serviceid = int_id(name)
-        if serviceid is None or serviceid not in seen:
-            raise _SchemaError(f"cycle_price_errors.{name}: no instance has serviceid {name}")
-        if not isinstance(message, str):
-            raise _SchemaError(f"cycle_price_errors.{name}: must be the error message (a string)")
-        errors[serviceid] = message
-    return Fleet(
-        api_key=api_key,
-        instances=instances,
-        plans=plans,
-        cycle_prices=cycle_prices,
-        container=container,
-        cycle_prices_shape=shape,
-        price_list_shape=list_shape,
-        error_form=error_form,
-        cycle_price_errors=errors,
-    )
+            raise _SchemaError(f"{key}.{name}: the key must be a serviceid")
+        if serviceid not in serviceids:
+            raise _SchemaError(f"{key}.{name}: no instance has serviceid {serviceid}")
+        if not isinstance(value, kind):
+            raise _SchemaError(f"{key}.{name}: must be {what}")
+        found[serviceid] = value
+    return found
 
 
 def _list_of_tables(data: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
