@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from cost_sync.domain.redact import for_terminal
 
 if TYPE_CHECKING:
+    from cost_sync.run.request import RunRequest
     from cost_sync.run.sync import RunResult
     from cost_sync.settings import Settings
 
@@ -59,8 +60,21 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _once(args: argparse.Namespace, settings: Settings) -> int:
-    from cost_sync.cli import progress
     from cost_sync.run.request import RunRequest
+
+    request = RunRequest(
+        trigger="once",
+        targets=getattr(args, "instance", None),
+        dry_run=getattr(args, "dry_run", False),
+        full=getattr(args, "full", False),
+        accept_changes=getattr(args, "accept_changes", False),
+    )
+    return await _run_here(request, settings, as_json=args.json)
+
+
+async def _run_here(request: RunRequest, settings: Settings, *, as_json: bool) -> int:
+    """Run ``request`` in this process (a bar on a terminal), print its result, return the exit code."""
+    from cost_sync.cli import progress
     from cost_sync.run.sync import run_once
     from cost_sync.runtime.signals import sigterm_cancels_run
     from cost_sync.store.migrate import require_schema
@@ -74,20 +88,8 @@ async def _once(args: argparse.Namespace, settings: Settings) -> int:
     ):
         # Before the first Hostwinds call: a missing migration is exit 2, "run `cost-sync migrate`".
         await require_schema(pool)
-        result = await run_once(
-            client=client,
-            pool=pool,
-            settings=settings,
-            request=RunRequest(
-                trigger="once",
-                targets=getattr(args, "instance", None),
-                dry_run=getattr(args, "dry_run", False),
-                full=getattr(args, "full", False),
-                accept_changes=getattr(args, "accept_changes", False),
-            ),
-            progress=bar,
-        )
-    print_result(result, as_json=args.json)
+        result = await run_once(client=client, pool=pool, settings=settings, request=request, progress=bar)
+    print_result(result, as_json=as_json)
     return _committed(result)
 
 
@@ -110,28 +112,7 @@ async def _resync(args: argparse.Namespace, settings: Settings) -> int:
     targets = None if args.all else args.instance
     request = RunRequest.resync(targets, full=args.full, accept_changes=args.accept_changes)
     if settings.admin.url is None:
-        from cost_sync.cli import progress
-        from cost_sync.run.sync import run_once
-        from cost_sync.runtime.signals import sigterm_cancels_run
-        from cost_sync.store.migrate import require_schema
-        from cost_sync.wiring import open_resources
-
-        settings.require("hostwinds.api_key", "database.url")
-        async with (
-            sigterm_cancels_run(),
-            open_resources(settings) as (client, pool),
-            progress.terminal_bar() as bar,
-        ):
-            await require_schema(pool)
-            result = await run_once(
-                client=client,
-                pool=pool,
-                settings=settings,
-                request=request,
-                progress=bar,
-            )
-        print_result(result, as_json=args.json)
-        return _committed(result)
+        return await _run_here(request, settings, as_json=args.json)
     from cost_sync.cli import admin_client as admin
 
     settings.require("admin.token")
