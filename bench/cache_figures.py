@@ -48,10 +48,12 @@ from cost_sync.daemon.runs import RunState
 from cost_sync.daemon.service import Daemon
 from cost_sync.errors import CostSyncError
 from cost_sync.hostwinds.sandbox import SANDBOX_API_KEY, Faults, SandboxServer
-from cost_sync.run.sync import Progress, SyncRun, open_resources, run_once
+from cost_sync.run.request import RunRequest
+from cost_sync.run.sync import Progress, SyncRun, run_once
 from cost_sync.runtime import logs
 from cost_sync.settings import Settings
 from cost_sync.store.postgres import Store
+from cost_sync.wiring import open_resources
 from figures import (
     CacheFigures,
     OutageFigures,
@@ -118,7 +120,11 @@ async def outage(sandbox: SandboxServer, settings: Settings, conn: asyncpg.Conne
         progress = Progress(listener=follow)
         try:
             await run_once(
-                client=client, pool=pool, settings=settings, trigger="bench-outage", progress=progress
+                client=client,
+                pool=pool,
+                settings=settings,
+                request=RunRequest(trigger="bench-outage"),
+                progress=progress,
             )
             first_outcome, first_error = "succeeded", None
         except CostSyncError as exc:
@@ -129,7 +135,9 @@ async def outage(sandbox: SandboxServer, settings: Settings, conn: asyncpg.Conne
         first_asks = client.calls.get(CYCLE_PRICES, 0) - before
         valued = await _count(conn, "SELECT count(*) FROM vps_instances WHERE approximate_cost IS NOT NULL")
         kept = await _count(conn, "SELECT count(*) FROM cost_sync_price_observations")
-        second = await run_once(client=client, pool=pool, settings=settings, trigger="bench-after-outage")
+        second = await run_once(
+            client=client, pool=pool, settings=settings, request=RunRequest(trigger="bench-after-outage")
+        )
         second_asks = client.calls.get(CYCLE_PRICES, 0) - before - first_asks
     total = first_asks + second_asks
     return OutageFigures(
@@ -191,7 +199,11 @@ async def simulate(
 
             async def run(trigger: str) -> Any:
                 return await SyncRun(
-                    client=client, store=store, settings=settings, trigger=trigger, now=lambda: clock[0]
+                    client=client,
+                    store=store,
+                    settings=settings,
+                    request=RunRequest(trigger=trigger),
+                    now=lambda: clock[0],
                 ).execute()
 
             cold = await run("bench-simulation-cold")

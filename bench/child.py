@@ -37,9 +37,11 @@ from pathlib import Path
 import asyncpg
 
 from cost_sync.hostwinds.client import HostwindsClient
-from cost_sync.run.sync import open_resources, run_once
+from cost_sync.run.request import RunRequest
+from cost_sync.run.sync import run_once
 from cost_sync.runtime import logs
 from cost_sync.settings import Settings
+from cost_sync.wiring import open_resources
 from figures import CUSTOM_PLAN_EXECUTIONS, PHASES, RunFigures, SizeFigures
 
 #: The write floor: the same final values, one statement, nothing else.
@@ -161,7 +163,7 @@ async def timed_sync(
     history_before = await _history_rows(conn)
     age = await conn.fetchval(CACHE_AGE)
     started = time.perf_counter()
-    result = await run_once(client=client, pool=pool, settings=settings, trigger="bench")
+    result = await run_once(client=client, pool=pool, settings=settings, request=RunRequest(trigger="bench"))
     wall = time.perf_counter() - started
     report = result.report
     del result  # its outcomes are N objects: not kept beyond the run, as in the daemon
@@ -247,9 +249,7 @@ async def measure(
                 client=client,
                 pool=pool,
                 settings=settings,
-                trigger="bench-warmup",
-                targets=[first],
-                dry_run=True,
+                request=RunRequest(trigger="bench-warmup", targets=[first], dry_run=True),
             )
             cold: list[RunFigures] = []
             for _ in range(repeat):
@@ -259,7 +259,12 @@ async def measure(
             if late_run:
                 for _ in range(CUSTOM_PLAN_EXECUTIONS - repeat):
                     await reset(conn)
-                    await run_once(client=client, pool=pool, settings=settings, trigger="bench-filler")
+                    await run_once(
+                        client=client,
+                        pool=pool,
+                        settings=settings,
+                        request=RunRequest(trigger="bench-filler"),
+                    )
                 await reset(conn)
                 late = await timed_sync(conn, client, pool, settings)
             await conn.execute("VACUUM ANALYZE vps_instances")

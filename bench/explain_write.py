@@ -44,10 +44,12 @@ import pgdb
 from child import FLOOR, HISTORY_FLOOR, LAST_HISTORY, reset
 from cost_sync.domain.models import Estimate, RowOutcome, RunReport
 from cost_sync.hostwinds.sandbox import SANDBOX_API_KEY, SandboxServer
-from cost_sync.run.sync import open_resources, run_once
+from cost_sync.run.request import RunRequest
+from cost_sync.run.sync import run_once
 from cost_sync.runtime import logs
 from cost_sync.settings import Settings
 from cost_sync.store import postgres as store
+from cost_sync.wiring import open_resources
 from fleet import generate_fleet, seed_rows
 
 Statement = tuple[str, tuple[Any, ...]]
@@ -255,7 +257,9 @@ async def investigate(server_url: str, n: int) -> None:
             )
             async with open_resources(settings) as (client, pool):
                 # A real cold run: it fills the price cache that section 1 reads.
-                result = await run_once(client=client, pool=pool, settings=settings, trigger="explain")
+                result = await run_once(
+                    client=client, pool=pool, settings=settings, request=RunRequest(trigger="explain")
+                )
         del fleet
         print(f"N = {n:,}: {len(final_values(result.outcomes)[0]):,} rows change in a cold run")
         # Every matched service: what a warm run reads from the cache the cold run filled.

@@ -36,7 +36,7 @@ from cost_sync.daemon.service import Daemon
 from cost_sync.domain.matching import price_rows
 from cost_sync.domain.models import Estimate
 from cost_sync.hostwinds.sandbox import SandboxServer
-from cost_sync.run.sync import open_resources
+from cost_sync.wiring import open_resources
 from fleet import generate_fleet, pricing_inputs, seed_rows
 
 POLL_SECONDS = 0.25

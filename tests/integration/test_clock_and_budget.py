@@ -25,9 +25,10 @@ import pytest
 from cost_sync.cli import main as cli
 from cost_sync.daemon.service import Daemon
 from cost_sync.hostwinds.sandbox import Faults, SandboxServer, load_demo_fleet
-from cost_sync.run.sync import open_hostwinds, run_once
+from cost_sync.run.sync import run_once
 from cost_sync.settings import Settings
 from cost_sync.store.postgres import Store
+from cost_sync.wiring import open_hostwinds
 from tests.integration.conftest import seed, values
 from tests.integration.test_reliability import DEMO_ROWS, cli_env
 

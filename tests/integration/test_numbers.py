@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from cost_sync.hostwinds.client import HostwindsClient
 from cost_sync.hostwinds.sandbox import Fleet, SandboxServer
+from cost_sync.run.request import RunRequest
 from cost_sync.run.sync import run_once
 from cost_sync.settings import Settings
 from tests.integration.conftest import PLANS, FakeHostwinds, instance, seed, values
@@ -65,7 +66,7 @@ async def test_odd_numbers_and_objects_concern_their_row_only(
     await seed(pool, [(sid, "active", "9.00") for sid in ids])
 
     with capture_logs() as logs:
-        first = await run_once(client=client, pool=pool, settings=Settings(), full=True)
+        first = await run_once(client=client, pool=pool, settings=Settings(), request=RunRequest(full=True))
         second = await run_once(client=client, pool=pool, settings=Settings())
     assert first.report.outcome == second.report.outcome == "succeeded"
     # 4 (duplicate key) and 5 (HTML) are unreadable answers: priced from the price list instead.
@@ -130,7 +131,9 @@ async def test_forced_runs_with_distinct_large_cells_keep_memory_flat(pool: asyn
         try:
             for run in range(8):
                 sandbox.fleet = fleet(run)
-                result = await run_once(client=client, pool=pool, settings=settings, full=True)
+                result = await run_once(
+                    client=client, pool=pool, settings=settings, request=RunRequest(full=True)
+                )
                 assert result.report.outcome == "succeeded"
                 gc.collect()
                 sizes.append(tracemalloc.get_traced_memory()[0])

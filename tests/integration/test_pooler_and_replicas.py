@@ -32,6 +32,7 @@ from apscheduler.triggers.cron import CronTrigger
 from cost_sync.daemon.service import Daemon
 from cost_sync.hostwinds.client import HostwindsClient
 from cost_sync.hostwinds.sandbox import Faults, SandboxServer, load_demo_fleet
+from cost_sync.run.request import RunRequest
 from cost_sync.settings import Settings
 from cost_sync.store.db import create_pool
 from cost_sync.store.migrate import discover
@@ -470,11 +471,17 @@ async def test_a_scheduled_fire_stays_served_when_its_replica_runs_late(db_url: 
             pool = await create_pool(db_url)
             try:
                 await run_once(
-                    client=client, pool=pool, settings=Settings(), trigger="schedule", served_since=slot
+                    client=client,
+                    pool=pool,
+                    settings=Settings(),
+                    request=RunRequest(trigger="schedule", served_since=slot),
                 )
                 with pytest.raises(RunServed):
                     await run_once(
-                        client=client, pool=pool, settings=Settings(), trigger="schedule", served_since=slot
+                        client=client,
+                        pool=pool,
+                        settings=Settings(),
+                        request=RunRequest(trigger="schedule", served_since=slot),
                     )
             finally:
                 await pool.close()

@@ -21,6 +21,7 @@ from cost_sync.domain import pricing
 from cost_sync.domain.models import Cycle, Observation
 from cost_sync.errors import HostwindsTransientError
 from cost_sync.hostwinds.client import HostwindsClient
+from cost_sync.run.request import RunRequest
 from cost_sync.run.sync import run_once
 from cost_sync.settings import Settings
 from cost_sync.store import postgres as store_module
@@ -88,7 +89,7 @@ async def test_the_price_list_is_cached_without_secrets_and_a_dry_run_keeps_none
     plans[1]["name"] = "Plan 2 rootpass=hunter3-NEVER-STORE"
     plans[2]["name"] = "Plan\x00 3 \ud800"
     fleet.plans = plans
-    await run_once(client=client, pool=pool, settings=Settings(), dry_run=True)
+    await run_once(client=client, pool=pool, settings=Settings(), request=RunRequest(dry_run=True))
     assert await pool.fetchval("SELECT count(*) FROM cost_sync_price_lists") == 0
     result = await run_once(client=client, pool=pool, settings=Settings())
     (row,) = await pool.fetch("SELECT *, plans::text AS p FROM cost_sync_price_lists")
@@ -327,7 +328,9 @@ async def test_upgrade_and_cycle_change_are_asked_again_and_priced_right(
     fleet.instances[4] = instance(5, cycle="Annually")
     fleet.asked.clear()
     # An upgrade more than doubles the price: accepted, as `resync --instance` does after an upgrade.
-    result = await run_once(client=client, pool=pool, settings=Settings(), accept_changes=True)
+    result = await run_once(
+        client=client, pool=pool, settings=Settings(), request=RunRequest(accept_changes=True)
+    )
     assert sorted(fleet.asked) == [4, 5]
     assert result.report.price_cache.reasons["changed"] == 2
     prices = await values(pool)

@@ -23,6 +23,7 @@ from cost_sync.domain.models import Unpriced
 from cost_sync.errors import DatabaseError
 from cost_sync.hostwinds.client import HostwindsClient
 from cost_sync.hostwinds.sandbox import Faults, SandboxServer, load_demo_fleet
+from cost_sync.run.request import RunRequest
 from cost_sync.run.sync import run_once
 from cost_sync.settings import Settings
 from tests.integration.conftest import API_KEY, URL, FakeHostwinds, dump, instance, seed, values
@@ -108,7 +109,9 @@ async def test_unstorable_instance_fields_do_not_fail_the_fleet(
     )
     with capture_logs() as logs:
         for _ in range(2):
-            result = await run_once(client=client, pool=pool, settings=Settings(), full=True)
+            result = await run_once(
+                client=client, pool=pool, settings=Settings(), request=RunRequest(full=True)
+            )
             assert result.report.outcome == "succeeded"
     assert await values(pool) == {
         "1": Decimal("9.99"),

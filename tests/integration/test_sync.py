@@ -20,6 +20,7 @@ from cost_sync.errors import (
     LockTimeout,
 )
 from cost_sync.hostwinds.client import HostwindsClient
+from cost_sync.run.request import RunRequest
 from cost_sync.run.sync import run_once
 from cost_sync.settings import Settings
 from tests.integration.conftest import (
@@ -235,7 +236,7 @@ async def test_targeted_run_touches_only_named_rows(
         client=client,
         pool=pool,
         settings=settings(),
-        targets=["2", str(ids["4"]), UUID_7, "00000000-0000-0000-0000-000000000001"],
+        request=RunRequest(targets=["2", str(ids["4"]), UUID_7, "00000000-0000-0000-0000-000000000001"]),
     )
     changed = {
         k
@@ -258,7 +259,7 @@ async def test_unknown_target_is_a_usage_error(
     await seed(pool, ROWS)
     before = await dump(pool)
     with pytest.raises(ConfigError, match=target):
-        await run_once(client=client, pool=pool, settings=settings(), targets=[target])
+        await run_once(client=client, pool=pool, settings=settings(), request=RunRequest(targets=[target]))
     assert await dump(pool) == before
 
 
@@ -269,7 +270,7 @@ async def test_dry_run_changes_nothing(
     fleet(hostwinds)
     await seed(pool, ROWS)
     before = await dump(pool)
-    result = await run_once(client=client, pool=pool, settings=settings(), dry_run=True)
+    result = await run_once(client=client, pool=pool, settings=settings(), request=RunRequest(dry_run=True))
     assert await dump(pool) == before
     assert len(result.changes) == 10
     assert result.report.total_after - result.report.total_before == sum(

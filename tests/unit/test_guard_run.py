@@ -11,6 +11,7 @@ from structlog.testing import capture_logs
 
 from cost_sync.errors import GuardRefused
 from cost_sync.hostwinds.client import HostwindsClient
+from cost_sync.run.request import RunRequest
 from cost_sync.run.sync import RunResult, SyncRun
 from cost_sync.settings import Settings
 from cost_sync.store.memory import MemoryStore
@@ -34,8 +35,7 @@ async def run(client: HostwindsClient, store: MemoryStore, minutes: int = 0, **o
         store=store,
         settings=Settings(hostwinds={"max_concurrency": 1}),  # type: ignore[arg-type]
         now=lambda: T0 + timedelta(minutes=minutes),
-        full=True,
-        **options,
+        request=RunRequest(full=True, **options),
     ).execute()
 
 

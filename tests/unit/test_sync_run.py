@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 from cost_sync.domain.models import Estimate
 from cost_sync.errors import HostwindsAuthError, HostwindsTransientError, MissingSchemaError, RunStalled
 from cost_sync.hostwinds.client import HostwindsClient
+from cost_sync.run.request import RunRequest
 from cost_sync.run.sync import Progress, RunResult, SyncRun
 from cost_sync.settings import Settings
 from cost_sync.store.memory import MemoryStore
@@ -54,10 +55,15 @@ async def run(
     clock: Callable[[], float] | None = None,
     **options: Any,
 ) -> RunResult:
-    """One run at wall-clock time ``at``."""
+    """One run at wall-clock time ``at``; ``options`` are the RunRequest's."""
     extra: dict[str, Any] = {"clock": clock} if clock else {}
     return await SyncRun(
-        client=client, store=store, settings=config or settings(), now=lambda: at, **options, **extra
+        client=client,
+        store=store,
+        settings=config or settings(),
+        now=lambda: at,
+        request=RunRequest(**options),
+        **extra,
     ).execute()
 
 

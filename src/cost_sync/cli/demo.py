@@ -28,16 +28,20 @@ from cost_sync.cli import attribution_render, render, report_data, report_html
 from cost_sync.domain.models import Estimate, RowOutcome, Unpriced
 from cost_sync.errors import ConfigError
 from cost_sync.hostwinds.sandbox import SandboxServer, load_demo_fleet
-from cost_sync.run.sync import open_resources, run_once
+from cost_sync.run.request import RunRequest
+from cost_sync.run.sync import run_once
 from cost_sync.runtime.signals import stop_on_signals
 from cost_sync.settings import Settings
 from cost_sync.store import attribution as attribution_store
 from cost_sync.store.db import connect
 from cost_sync.store.migrate import migrate, sql_dir
+from cost_sync.wiring import open_resources
 
 Print = Callable[[str], None]
 
 DATABASE = "penguinmails"
+#: Both demo runs: the whole fleet, labelled ``demo`` in the ledger.
+DEMO = RunRequest(trigger="demo")
 
 #: The sample rows of vps_instances: (hostwinds_instance_id, status, approximate_cost before).
 #: Two rows name their instance by server_uuid, the rest by serviceid.
@@ -239,12 +243,12 @@ async def run_demo(*, keep: bool, as_json: bool = False, out: Print = print, htm
             attribution={"enabled": True},
         )
         async with open_resources(settings) as (client, pool):
-            first = await run_once(client=client, pool=pool, settings=settings, trigger="demo")
+            first = await run_once(client=client, pool=pool, settings=settings, request=DEMO)
             show("")
             show("\n".join(await _table(dsn, first.outcomes)))
             show("")
             show("\n".join(render.summary(first.report)))
-            second = await run_once(client=client, pool=pool, settings=settings, trigger="demo")
+            second = await run_once(client=client, pool=pool, settings=settings, request=DEMO)
             show("")
             show(
                 f"Second run on the same prices: {second.report.updated} rows written, "

@@ -34,11 +34,11 @@ from cost_sync.errors import (
 from cost_sync.hostwinds.answers import PlanKey, read_cycle_prices, read_instances, read_price_list, unwrap
 from cost_sync.hostwinds.capture import Answer, CaptureError, write_capture
 from cost_sync.hostwinds.client import HostwindsClient, price_list_params
-from cost_sync.run.sync import open_hostwinds
 from cost_sync.settings import CONFIG_ENV, Settings, load_settings
 from cost_sync.store.db import connect, describe_dsn
 from cost_sync.store.migrate import MIGRATE_HINT, NO_PLATFORM_TABLE, check, discover
 from cost_sync.store.postgres import queries
+from cost_sync.wiring import open_hostwinds
 
 __all__ = ["DEFAULT_SAMPLE", "NEEDED_COLUMNS", "Check", "DoctorReport", "Status", "run_doctor"]
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from cost_sync.domain.redact import for_terminal
 
 if TYPE_CHECKING:
+    from cost_sync.run.request import RunRequest
     from cost_sync.run.sync import RunResult
     from cost_sync.settings import Settings
 
@@ -59,10 +60,25 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _once(args: argparse.Namespace, settings: Settings) -> int:
+    from cost_sync.run.request import RunRequest
+
+    request = RunRequest(
+        trigger="once",
+        targets=getattr(args, "instance", None),
+        dry_run=getattr(args, "dry_run", False),
+        full=getattr(args, "full", False),
+        accept_changes=getattr(args, "accept_changes", False),
+    )
+    return await _run_here(request, settings, as_json=args.json)
+
+
+async def _run_here(request: RunRequest, settings: Settings, *, as_json: bool) -> int:
+    """Run ``request`` in this process (a bar on a terminal), print its result, return the exit code."""
     from cost_sync.cli import progress
-    from cost_sync.run.sync import open_resources, run_once
+    from cost_sync.run.sync import run_once
     from cost_sync.runtime.signals import sigterm_cancels_run
     from cost_sync.store.migrate import require_schema
+    from cost_sync.wiring import open_resources
 
     settings.require("hostwinds.api_key", "database.url")
     async with (
@@ -72,25 +88,15 @@ async def _once(args: argparse.Namespace, settings: Settings) -> int:
     ):
         # Before the first Hostwinds call: a missing migration is exit 2, "run `cost-sync migrate`".
         await require_schema(pool)
-        result = await run_once(
-            client=client,
-            pool=pool,
-            settings=settings,
-            trigger="once",
-            targets=getattr(args, "instance", None),
-            dry_run=getattr(args, "dry_run", False),
-            full=getattr(args, "full", False),
-            progress=bar,
-            accept_changes=getattr(args, "accept_changes", False),
-        )
-    print_result(result, as_json=args.json)
+        result = await run_once(client=client, pool=pool, settings=settings, request=request, progress=bar)
+    print_result(result, as_json=as_json)
     return _committed(result)
 
 
 async def _daemon(args: argparse.Namespace, settings: Settings) -> int:
     from cost_sync.daemon.service import Daemon
-    from cost_sync.run.sync import open_resources
     from cost_sync.runtime.signals import stop_on_signals
+    from cost_sync.wiring import open_resources
 
     settings.require("hostwinds.api_key", "database.url")
     async with stop_on_signals() as stop, open_resources(settings) as (client, pool):
@@ -101,40 +107,18 @@ async def _daemon(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _resync(args: argparse.Namespace, settings: Settings) -> int:
-    targets = None if args.all else args.instance
-    # Named instances are asked afresh: that is the after-upgrade case.
-    full = args.full or targets is not None
-    # Ops named these instances to get their new price: apply it, however large the change.
-    accept = args.accept_changes or targets is not None
-    if settings.admin.url is None:
-        from cost_sync.cli import progress
-        from cost_sync.run.sync import open_resources, run_once
-        from cost_sync.runtime.signals import sigterm_cancels_run
-        from cost_sync.store.migrate import require_schema
+    from cost_sync.run.request import RunRequest
 
-        settings.require("hostwinds.api_key", "database.url")
-        async with (
-            sigterm_cancels_run(),
-            open_resources(settings) as (client, pool),
-            progress.terminal_bar() as bar,
-        ):
-            await require_schema(pool)
-            result = await run_once(
-                client=client,
-                pool=pool,
-                settings=settings,
-                trigger="resync",
-                targets=targets,
-                full=full,
-                progress=bar,
-                accept_changes=accept,
-            )
-        print_result(result, as_json=args.json)
-        return _committed(result)
+    targets = None if args.all else args.instance
+    request = RunRequest.resync(targets, full=args.full, accept_changes=args.accept_changes)
+    if settings.admin.url is None:
+        return await _run_here(request, settings, as_json=args.json)
     from cost_sync.cli import admin_client as admin
 
     settings.require("admin.token")
-    record = await admin.resync(settings, targets, wait=args.wait, full=full, accept_changes=accept)
+    record = await admin.resync(
+        settings, targets, wait=args.wait, full=request.full, accept_changes=request.accept_changes
+    )
     return admin.show(record, as_json=args.json)
 
 

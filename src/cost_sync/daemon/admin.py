@@ -27,6 +27,7 @@ from cost_sync.errors import (
     CostSyncError,
     DatabaseError,
 )
+from cost_sync.run.request import RunRequest
 from cost_sync.store.db import database_errors
 
 if TYPE_CHECKING:
@@ -226,14 +227,10 @@ class AdminApi:
             return JSONResponse({"error": '"full" must be true or false'}, status_code=400)
         if not isinstance(accept, bool):
             return JSONResponse({"error": '"accept_changes" must be true or false'}, status_code=400)
+        wanted = RunRequest.resync(instances, full=full, accept_changes=accept)
         try:
-            # Named instances are asked afresh: that is the after-upgrade case.
-            # Named instances apply their new price too, however large the change.
             record = self.daemon.runner.request(
-                instances,
-                "resync",
-                full=full or instances is not None,
-                accept_changes=accept or instances is not None,
+                instances, wanted.trigger, full=wanted.full, accept_changes=wanted.accept_changes
             )
         except CostSyncError as exc:
             return JSONResponse({"error": str(exc)}, status_code=503)

@@ -42,6 +42,7 @@ from cost_sync.errors import (
     RunStalled,
 )
 from cost_sync.hostwinds.client import HostwindsClient
+from cost_sync.run.request import RunRequest
 from cost_sync.run.sync import fleet_lease_wait, run_once, store_for
 from cost_sync.runtime.httpserve import AppServer
 from cost_sync.settings import Settings
@@ -104,16 +105,17 @@ class Daemon:
                 client=self.client,
                 store=self.store,
                 settings=self.settings,
-                trigger=record.trigger,
-                targets=record.instances,
-                full=record.full,
-                run_id=record.run_id,
-                strict_targets=False,
+                request=RunRequest.queued(
+                    record.trigger,
+                    record.instances,
+                    run_id=record.run_id,
+                    full=record.full,
+                    accept_changes=record.accept_changes,
+                    lease_wait=fleet_lease_wait(self.settings),
+                    served_since=record.served_since,
+                ),
                 progress=record.progress,
-                accept_changes=record.accept_changes,
                 now=self._now,
-                lease_wait=fleet_lease_wait(self.settings),
-                served_since=record.served_since,
             )
         except BaseException as exc:
             if isinstance(exc, RunStalled):

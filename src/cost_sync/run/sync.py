@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,41 +23,28 @@ from types import MappingProxyType
 from typing import Any
 
 import asyncpg
-import httpx
 import structlog
 
-from cost_sync import __version__
 from cost_sync.domain import flags, guard, matching, pricing
 from cost_sync.domain.fingerprint import fingerprint
 from cost_sync.domain.matching import (
     PriceListKey,
-    PricePlan,
-    check_plan_names,
-    joined_plan,
-    match_rows,
-    plan_asks,
-    price_matched,
     resolve_targets,
-    wanted_instances,
 )
 from cost_sync.domain.models import (
-    AskReason,
     Cycle,
     Estimate,
     Fallback,
     HeldChange,
     Instance,
     Observation,
-    Plan,
     PriceCacheReport,
     PriceCell,
-    PriceSource,
     RowOutcome,
     RunReport,
     Unpriced,
     UnpricedReason,
     changed_states,
-    override_key,
 )
 from cost_sync.domain.redact import redact
 from cost_sync.errors import (
@@ -72,8 +58,9 @@ from cost_sync.errors import (
     RunStalled,
 )
 from cost_sync.hostwinds.client import HostwindsClient
+from cost_sync.run import phases
+from cost_sync.run.request import ONCE, RunRequest
 from cost_sync.settings import Settings
-from cost_sync.store.db import create_pool
 from cost_sync.store.postgres import CachedPriceList, RunStore, Store
 
 __all__ = [
@@ -81,8 +68,6 @@ __all__ = [
     "RunResult",
     "SyncRun",
     "fleet_lease_wait",
-    "open_hostwinds",
-    "open_resources",
     "run_once",
     "store_for",
 ]
@@ -101,8 +86,6 @@ _LEDGER_ERROR_MAX = 1000
 PROVISIONAL_ASK_SECONDS = 10.0
 #: Off a terminal, the least time between two ``sync.progress`` log lines.
 PROGRESS_LOG_SECONDS = 10.0
-# Asked first when the budget cannot cover every service: an upgraded plan before a routine refresh.
-_ASK_ORDER = {AskReason.FORCED: 0, AskReason.CHANGED: 1, AskReason.NEW: 2, AskReason.STALE: 3}
 
 
 @dataclass(frozen=True)
@@ -169,15 +152,6 @@ class Progress:
         if now - self._logged >= PROGRESS_LOG_SECONDS or self.asked == self.to_ask:
             self._logged = now
             log.info("sync.progress", **self.as_json())
-
-
-@dataclass
-class _Fetched:
-    price_lists: dict[PriceListKey, dict[int, Plan]] = field(default_factory=dict)
-    answers: dict[int, Observation] = field(default_factory=dict)
-    #: serviceid -> why its cycle prices could not be used: an error envelope or an unreadable answer.
-    failed: dict[int, tuple[Fallback, str]] = field(default_factory=dict)
-    pending: list[int] = field(default_factory=list)
 
 
 class _ObservationWriter:
@@ -266,37 +240,32 @@ class SyncRun:
         client: HostwindsClient,
         store: RunStore,
         settings: Settings,
-        trigger: str = "once",
-        targets: Sequence[str] | None = None,
-        dry_run: bool = False,
-        full: bool = False,
-        run_id: uuid.UUID | None = None,
-        strict_targets: bool = True,
+        request: RunRequest = ONCE,
         progress: Progress | None = None,
-        accept_changes: bool = False,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
-        lease_wait: float | None = None,
-        served_since: datetime | None = None,
     ) -> None:
         self.client = client
-        #: How long the run waits for the run lease (default: database.lock_timeout_seconds).
-        self.lease_wait = settings.database.lock_timeout_seconds if lease_wait is None else lease_wait
-        #: A scheduled fire's time: the run does not run when a whole-fleet run took the lease since.
-        self.served_since = served_since
-        #: Whether the run's failure is in the ledger already.
-        self._recorded = False
         self.store = store
         self.settings = settings
-        self.trigger = trigger
-        self.targets = list(targets) if targets else None
-        self.dry_run = dry_run
-        self.full = full
-        self.run_id = run_id or uuid.uuid4()
-        self.strict_targets = strict_targets
+        self.request = request
+        #: How long the run waits for the run lease (default: database.lock_timeout_seconds).
+        self.lease_wait = (
+            settings.database.lock_timeout_seconds if request.lease_wait is None else request.lease_wait
+        )
+        #: A scheduled fire's time: the run does not run when a whole-fleet run took the lease since.
+        self.served_since = request.served_since
+        #: Whether the run's failure is in the ledger already.
+        self._recorded = False
+        self.trigger = request.trigger
+        self.targets = list(request.targets) if request.targets else None
+        self.dry_run = request.dry_run
+        self.full = request.full
+        self.run_id = request.run_id or uuid.uuid4()
+        self.strict_targets = request.strict_targets
         self.progress = progress or Progress()
         #: Apply every change without holding it, and skip the vanished-rows checks.
-        self.accept_changes = accept_changes
+        self.accept_changes = request.accept_changes
         self._clock = clock
         self._now = now
         self.started_at = now()
@@ -364,21 +333,55 @@ class SyncRun:
             return await self._after_commit(result)
 
     async def _run(self) -> RunResult:
+        """List, match, decide, fetch, price, guard, commit: each step one method or pure function."""
         settings = self.settings
         self._deadline = self._clock() + settings.sync.max_run_seconds
-        statuses = settings.sync.statuses
-        managed = settings.hostwinds.managed
+        listed = await self._list()
+        with self.phase("pricing"):
+            matched = phases.match(listed, settings.overrides)
+        with self.phase("database"):
+            last = await self.store.last_good_run()
+        # The last good run the guards compare with; none when the run accepts every change.
+        guarded = None if self.accept_changes else last
+        self._refuse_if(phases.unmatched_refusal(matched, guarded, settings.guard))
+        decision = await self._decide(matched)
+        with self.phase("hostwinds"):
+            fetched = await self._fetch(matched.wanted, decision)
+        self._fail_without_progress(fetched)
+        # Only a whole-fleet run asks every price list the plans in use are on.
+        if self.targets is None:
+            self._refuse_if(phases.plans_refusal(guarded, fetched, settings.guard))
+        with self.phase("pricing"):
+            priced = phases.price(listed, matched, decision.plan, fetched, settings)
+        held = await self._guard(priced.outcomes)
+        self._log_outcomes(priced, fetched)
+        raised = phases.run_flags(listed, matched, fetched, priced.outcomes, held, settings)
+        for flag in raised:
+            log.warning("sync.flagged", kind=flag.kind, message=flag.message)
+        cache = phases.cache_report(decision.plan, fetched)
+        draft = self._report(priced.outcomes, unknown=listed.unknown, cache=cache, held=held).model_copy(
+            update={
+                "warnings": [flag.message for flag in raised],
+                "warning_kinds": [flag.kind for flag in raised],
+                "rows_sharing_instance": sum(len(r) for r in matched.shared.values()),
+                "plans_in_use": priced.plans_in_use,
+                "plan_names": priced.names.counts(),
+            }
+        )
+        final = draft if self.dry_run else await self._commit(draft, priced.outcomes, held)
+        self._log_finished(final)
+        return RunResult(report=final, outcomes=priced.outcomes, held=held)
 
+    async def _list(self) -> phases.Listed:
+        """Hostwinds' instances, then the rows in scope (the targets' only, when the run names some)."""
+        statuses = self.settings.sync.statuses
         # Instances first: parsing a large answer is the run's memory peak, best met without the rows.
         with self.phase("hostwinds"):
-            instances = await self.client.get_instances()
-        instances_listed = len(instances)
-        instances, conflicting = flags.conflicting_instances(instances)
-        shared_uuids = matching.shared_server_uuids(instances)
+            listed = await self.client.get_instances()
+        instances, conflicting = flags.conflicting_instances(listed)
         with self.phase("database"):
             rows = await self.store.read_rows(statuses)
-        unused = flags.unused_overrides(settings.overrides, rows)
-
+        unused = flags.unused_overrides(self.settings.overrides, rows)
         unknown: dict[str, str] = {}
         if self.targets:
             with self.phase("database"):
@@ -387,127 +390,58 @@ class SyncRun:
             if unknown and self.strict_targets:
                 raise ConfigError("; ".join(f"--instance {t}: {why}" for t, why in unknown.items()))
             rows = [row for row in rows if row.id in chosen]
+        return phases.Listed(
+            instances=instances,
+            instances_listed=len(listed),
+            conflicting=conflicting,
+            shared_uuids=matching.shared_server_uuids(instances),
+            rows=rows,
+            unused=unused,
+            unknown=unknown,
+        )
 
-        with self.phase("pricing"):
-            matches = match_rows(rows, instances)
-            wanted = wanted_instances(matches, settings.overrides)
-            shared = flags.shared_instances(matches)
-        for serviceid in conflicting:
-            # Fail closed for that service: neither twin's plan is trusted, nothing is asked.
-            wanted.pop(serviceid, None)
+    async def _decide(self, matched: phases.Matched) -> phases.Decision:
+        """Read the cached observations of the wanted services and decide which to ask."""
         with self.phase("database"):
-            last = await self.store.last_good_run()
-        if last is not None and not self.accept_changes:
-            self._refuse_if(
-                guard.check_unmatched(
-                    matches,
-                    max_unmatched_ratio=settings.guard.max_unmatched_ratio,
-                    last_run=last.describe(),
-                )
-            )
-        with self.phase("database"):
-            observations = await self.store.read_observations(sorted(wanted))
-        plan = plan_asks(
-            wanted,
+            observations = await self.store.read_observations(sorted(matched.wanted))
+        return phases.decide(
+            matched,
             observations,
+            self.settings,
             now=self._now(),
-            max_age_seconds=settings.sync.max_price_age_seconds,
-            managed=managed,
             full=self.full,
+            provisional_seconds=PROVISIONAL_ASK_SECONDS,
         )
 
-        with self.phase("hostwinds"):
-            fetched = await self._fetch(wanted, plan, cold=self._cold_rows(matches, plan))
-        self._fail_without_progress(fetched)
-        # Only a whole-fleet run asks every price list the plans in use are on.
-        if last is not None and not self.accept_changes and self.targets is None:
-            self._refuse_if(
-                guard.check_plans(
-                    last.plans_in_use,
-                    (plan_id for plans in fetched.price_lists.values() for plan_id in plans),
-                    max_unmatched_ratio=settings.guard.max_unmatched_ratio,
-                    last_run=last.describe(),
-                )
-            )
-
-        cycle_prices = {sid: o.prices for sid, o in plan.hits.items()}
-        cycle_prices.update({sid: o.prices for sid, o in fetched.answers.items()})
-        # A service whose cycle prices failed falls back to the price list (matching.price_matched).
-        failed = {sid: (kind, f"service {sid}: {why}") for sid, (kind, why) in fetched.failed.items()}
-        withheld = {
-            sid: Unpriced(UnpricedReason.PENDING, "not reached within this run's time budget")
-            for sid in fetched.pending
-        }
-        withheld.update(
-            {
-                sid: Unpriced(
-                    UnpricedReason.DUPLICATE_INSTANCE,
-                    f"Hostwinds listed service {sid} more than once with different data",
-                )
-                for sid in conflicting
-            }
-        )
-        with self.phase("pricing"):
-            outcomes = price_matched(
-                matches,
-                overrides=settings.overrides,
-                cycle_prices=cycle_prices,
-                price_lists=fetched.price_lists,
-                managed=managed,
-                withheld=withheld,
-                aliases=settings.hostwinds.cycle_aliases,
-                shared_uuids=shared_uuids,
-                failed=failed,
-            )
-            names = check_plan_names(
-                (i for _, i in matches if i is not None), fetched.price_lists, managed=managed
-            )
-
+    async def _guard(self, outcomes: Sequence[RowOutcome]) -> list[HeldChange]:
+        """The changes held for a person, compared with the rows' history; logged once per run."""
+        guard_settings = self.settings.guard
         references: dict[uuid.UUID, guard.Reference] = {}
         if not self.accept_changes:
             # Only changed Hostwinds prices can be held: their rows' history is all that is read.
-            changed = [
-                o.row.id
-                for o in outcomes
-                if isinstance(o.result, Estimate)
-                and o.changed
-                and o.result.source is not PriceSource.OVERRIDE
-            ]
             with self.phase("database"):
                 references = await self.store.price_references(
-                    changed, window_seconds=settings.guard.drift_window_days * 86400
+                    phases.changed_hostwinds_prices(outcomes),
+                    window_seconds=guard_settings.drift_window_days * 86400,
                 )
-            if not settings.guard.drift_window_days:
-                references = {k: replace(v, anchor=None) for k, v in references.items()}
-        held = guard.hold_changes(
-            outcomes,
-            max_change_ratio=settings.guard.max_change_ratio,
-            accept=self.accept_changes,
-            references=references,
-        )
+        held = phases.hold(outcomes, references, guard_settings, accept=self.accept_changes)
         if held:
             # Once per run, not per row: a glitch at Hostwinds can hold the whole fleet.
             log.warning(
                 "sync.changes_held",
                 held=len(held),
-                max_change_ratio=str(settings.guard.max_change_ratio),
+                max_change_ratio=str(guard_settings.max_change_ratio),
                 examples=[
                     {"row_id": str(h.row_id), "old": str(h.old), "proposed": str(h.proposed.monthly)}
                     for h in held[:5]
                 ],
                 note="review with `cost-sync held`, apply with `cost-sync approve`",
             )
-        plans_in_use = sorted(
-            {
-                instance.product_id
-                for _, instance in matches
-                if instance is not None
-                and instance.product_id is not None
-                and instance.product_id in fetched.price_lists.get((managed, instance.disk_type), {})
-            }
-        )
+        return held
 
-        for outcome in outcomes:
+    def _log_outcomes(self, priced: phases.Priced, fetched: phases.Fetched) -> None:
+        """Log every unpriced row, every distinct plan-name disagreement and the rows left pending."""
+        for outcome in priced.outcomes:
             if isinstance(outcome.result, Unpriced) and outcome.result.reason is not UnpricedReason.PENDING:
                 log.warning(
                     "sync.unpriced",
@@ -516,11 +450,11 @@ class SyncRun:
                     reason=outcome.result.reason.value,
                     detail=outcome.result.detail,
                 )
-        for row_id, product_name, plan_name in names.disagreements:
+        for row_id, product_name, plan_name in priced.names.disagreements:
             # Logged once per distinct pair: a wrong plan_key would otherwise log every instance.
             log.warning(
                 "sync.plan_name_disagrees",
-                plan_key=settings.hostwinds.plan_key,
+                plan_key=self.settings.hostwinds.plan_key,
                 product_id=row_id,
                 product_name=product_name,
                 plan_name=plan_name,
@@ -530,84 +464,33 @@ class SyncRun:
             log.info(
                 "sync.pending",
                 services=len(fetched.pending),
-                max_run_seconds=settings.sync.max_run_seconds,
+                max_run_seconds=self.settings.sync.max_run_seconds,
                 note="the next run continues where this one stopped",
             )
 
-        cache = PriceCacheReport(
-            hits=len(plan.hits),
-            asked=len(fetched.answers) + len(fetched.failed),
-            reasons={
-                reason.value: sum(
-                    1
-                    for sid, why in plan.asks.items()
-                    if why is reason and (sid in fetched.answers or sid in fetched.failed)
-                )
-                for reason in AskReason
-            },
-            failed=len(fetched.failed),
-            pending=len(fetched.pending),
-        )
-        raised = flags.price_list_flags(fetched.price_lists)
-        everywhere = unavailable_everywhere(fetched.failed, asked=len(fetched.answers) + len(fetched.failed))
-        if everywhere is not None:
-            raised.append(everywhere)
-        raised += flags.result_flags(
-            outcomes,
-            instances_listed=instances_listed,
-            shared=shared,
-            unused=unused,
-            conflicting=conflicting,
-            shared_uuids=shared_uuids,
-            held={h.row_id for h in held},
-        )
-        raised += flags.coverage_flags(
-            outcomes,
-            instances_listed=instances_listed,
-            max_unpriced_ratio=settings.guard.max_unpriced_ratio,
-            plan_key=settings.hostwinds.plan_key,
-            plan_keys={
-                "id": {p.id for plans in fetched.price_lists.values() for p in plans.values()},
-                "rid": {
-                    p.rid
-                    for plans in fetched.price_lists.values()
-                    for p in plans.values()
-                    if p.rid is not None
-                },
-            },
-        )
-        for flag in raised:
-            log.warning("sync.flagged", kind=flag.kind, message=flag.message)
-        draft = self._report(outcomes, unknown=unknown, cache=cache, held=held).model_copy(
-            update={
-                "warnings": [flag.message for flag in raised],
-                "warning_kinds": [flag.kind for flag in raised],
-                "rows_sharing_instance": sum(len(r) for r in shared.values()),
-                "plans_in_use": plans_in_use,
-                "plan_names": names.counts(),
-            }
-        )
-        if self.dry_run:
-            final = draft
-        else:
-            with self.phase("database"):
-                final = await self.store.commit_run(
-                    self.run_id,
-                    outcomes,
-                    statuses=statuses,
-                    finish=lambda updated: draft.model_copy(
-                        update={"updated": updated, "finished_at": self._now()}
-                    ),
-                    held=held,
-                    decided=[
-                        o.row.id
-                        for o in outcomes
-                        if not (isinstance(o.result, Unpriced) and o.result.reason is UnpricedReason.PENDING)
-                    ],
-                    row_states=changed_states(outcomes),
-                )
-            final = final.model_copy(update={"phase_seconds": self._phase_seconds()})
+    async def _commit(
+        self, draft: RunReport, outcomes: Sequence[RowOutcome], held: Sequence[HeldChange]
+    ) -> RunReport:
+        """Write the changes, the held ones and the ledger row in one transaction."""
+        with self.phase("database"):
+            final = await self.store.commit_run(
+                self.run_id,
+                outcomes,
+                statuses=self.settings.sync.statuses,
+                finish=lambda updated: draft.model_copy(
+                    update={"updated": updated, "finished_at": self._now()}
+                ),
+                held=held,
+                decided=[
+                    o.row.id
+                    for o in outcomes
+                    if not (isinstance(o.result, Unpriced) and o.result.reason is UnpricedReason.PENDING)
+                ],
+                row_states=changed_states(outcomes),
+            )
+        return final.model_copy(update={"phase_seconds": self._phase_seconds()})
 
+    def _log_finished(self, final: RunReport) -> None:
         log.info(
             "sync.finished",
             dry_run=self.dry_run,
@@ -624,9 +507,8 @@ class SyncRun:
             plan_names=final.plan_names,
             duration_seconds=round(final.duration_seconds, 3),
         )
-        return RunResult(report=final, outcomes=outcomes, held=held)
 
-    def _fail_without_progress(self, fetched: _Fetched) -> None:
+    def _fail_without_progress(self, fetched: phases.Fetched) -> None:
         """Fail a run that had services to ask and asked none: its budget was gone before asking.
 
         Reporting every row pending would repeat forever, each run stopping at the same place.
@@ -661,49 +543,16 @@ class SyncRun:
             return replace(result, attribution_error=exc)
         return result
 
-    def _cold_rows(self, matches: Sequence[tuple[Any, Instance | None]], plan: PricePlan) -> list[Instance]:
-        """The instances of rows with no value that wait for per-service prices, when this run
-        cannot ask every service within PROVISIONAL_ASK_SECONDS at the configured rate (a cold
-        start, or many new instances); else none."""
-        rate = self.settings.hostwinds.requests_per_second
-        if not rate or len(plan.asks) <= PROVISIONAL_ASK_SECONDS * rate:
-            return []
-        overrides = self.settings.overrides
-        return [
-            instance
-            for row, instance in matches
-            if row.approximate_cost is None
-            and instance is not None
-            and instance.serviceid in plan.asks
-            and not (overrides and overrides.get(override_key(row.hostwinds_instance_id)) is not None)
-        ]
-
-    def _list_prices_any(
-        self, instances: Sequence[Instance], price_lists: Mapping[PriceListKey, Any]
-    ) -> bool:
-        """True when the price lists give at least one of these instances an estimate."""
-        managed = self.settings.hostwinds.managed
-        aliases = self.settings.hostwinds.cycle_aliases
-        for instance in instances:
-            plan = joined_plan(instance, price_lists, managed=managed)
-            if plan is not None and isinstance(
-                pricing.estimate_instance(instance, cycle_prices=None, plan=plan, aliases=aliases), Estimate
-            ):
-                return True
-        return False
-
-    async def _fetch(
-        self, wanted: Mapping[int, Instance], plan: PricePlan, *, cold: Sequence[Instance] = ()
-    ) -> _Fetched:
+    async def _fetch(self, wanted: Mapping[int, Instance], decision: phases.Decision) -> phases.Fetched:
         """The price lists and the planned cycle prices, asked side by side until the budget is spent.
 
         A TaskGroup: when any fetch fails the run, the others are cancelled at once, so nothing
         keeps calling Hostwinds after the run has failed and released its lock.
         """
-        fetched = _Fetched()
+        fetched = phases.Fetched()
         managed = self.settings.hostwinds.managed
         keys = sorted({(managed, i.disk_type) for i in wanted.values()}, key=lambda k: (k[0], k[1] or ""))
-        order = sorted(plan.asks, key=lambda sid: (_ASK_ORDER[plan.asks[sid]], sid))
+        order, cold = decision.order, decision.cold
         queue = iter(order)
         writer = _ObservationWriter(self.store, enabled=not self.dry_run)
         self.progress.to_ask = len(order)
@@ -717,7 +566,7 @@ class SyncRun:
 
         def lists_arrived() -> None:
             nonlocal deadline
-            if cold and self._list_prices_any(cold, fetched.price_lists):
+            if cold and phases.list_prices_any(cold, fetched.price_lists, self.settings):
                 deadline = min(deadline, started + PROVISIONAL_ASK_SECONDS)
 
         async def price_list(key: PriceListKey) -> None:
@@ -760,7 +609,7 @@ class SyncRun:
         return fetched
 
     async def _ask(
-        self, serviceid: int, instance: Instance, fetched: _Fetched, writer: _ObservationWriter
+        self, serviceid: int, instance: Instance, fetched: phases.Fetched, writer: _ObservationWriter
     ) -> None:
         """Ask one service's cycle prices; an error answer or unreadable body fails that row alone."""
         try:
@@ -884,53 +733,27 @@ class SyncRun:
             raise
 
 
-_SERVICE_ID = re.compile(r"service \d+")
-
-
-def unavailable_everywhere(failed: Mapping[int, tuple[Fallback, str]], *, asked: int) -> flags.Flag | None:
-    """The ``cycle_prices_unavailable_everywhere`` warning when every service asked this run failed
-    the same way (one kind, one message but for the service id); None otherwise."""
-    if not failed or len(failed) < asked:
-        return None
-    kinds = {(kind, _SERVICE_ID.sub("service N", why)) for kind, why in failed.values()}
-    if len(kinds) != 1:
-        return None
-    [(kind, why)] = kinds
-    return flags.Flag(
-        "cycle_prices_unavailable_everywhere",
-        f"cycle_prices_unavailable_everywhere: all {len(failed)} service(s) asked answered "
-        f"get_billingcycle_prices the same way ({why}); every row is priced from the price list "
-        f"(fallback {kind.value}); `cost-sync doctor` says the likely cause and the fix",
-    )
-
-
 async def run_once(
     *,
     client: HostwindsClient,
     settings: Settings,
     pool: asyncpg.Pool | None = None,
     store: RunStore | None = None,
-    trigger: str = "once",
-    targets: Sequence[str] | None = None,
-    dry_run: bool = False,
-    full: bool = False,
-    run_id: uuid.UUID | None = None,
-    strict_targets: bool = True,
+    request: RunRequest = ONCE,
     progress: Progress | None = None,
-    accept_changes: bool = False,
     now: Callable[[], datetime] | None = None,
-    lease_wait: float | None = None,
-    served_since: datetime | None = None,
 ) -> RunResult:
-    """Run one sync and return its result; on failure record a failed run, write nothing, raise.
+    """Run one sync as ``request`` asks (by default a plain ``--once``) and return its result; on
+    failure record a failed run, write nothing, raise.
 
-    ``full`` asks every service of the run afresh (``--full``; ``resync --instance`` for the named
-    ones). With ``strict_targets`` a target naming no row in scope is a ConfigError before anything
-    is written; without it (triggers coalesced by the daemon) such targets are listed in the
-    report's ``unknown_instances`` and the rest are synced. ``now`` is the wall clock the run
-    dates its work with (tests move it). The run waits ``lease_wait`` seconds for the run lease
-    (default ``database.lock_timeout_seconds``); with ``served_since`` (a scheduled fire's time) it
-    raises RunServed, writing nothing, once a whole-fleet run took the lease since then.
+    ``request.full`` asks every service of the run afresh (``--full``; ``resync --instance`` for
+    the named ones). With ``request.strict_targets`` a target naming no row in scope is a
+    ConfigError before anything is written; without it (triggers coalesced by the daemon) such
+    targets are listed in the report's ``unknown_instances`` and the rest are synced. ``now`` is
+    the wall clock the run dates its work with (tests move it). The run waits
+    ``request.lease_wait`` seconds for the run lease (default ``database.lock_timeout_seconds``);
+    with ``request.served_since`` (a scheduled fire's time) it raises RunServed, writing nothing,
+    once a whole-fleet run took the lease since then.
     """
     if store is None:
         if pool is None:
@@ -940,17 +763,9 @@ async def run_once(
         client=client,
         store=store,
         settings=settings,
-        trigger=trigger,
-        targets=targets,
-        dry_run=dry_run,
-        full=full,
-        run_id=run_id,
-        strict_targets=strict_targets,
+        request=request,
         progress=progress,
-        accept_changes=accept_changes,
         now=now or (lambda: datetime.now(UTC)),
-        lease_wait=lease_wait,
-        served_since=served_since,
     )
     return await run.execute()
 
@@ -972,51 +787,3 @@ def store_for(pool: asyncpg.Pool, settings: Settings) -> Store:
         # A run waits for the lease at most this long: a 'running' row older without it is dead.
         stale_wait_seconds=2 * fleet_lease_wait(settings) + 60,
     )
-
-
-@contextlib.asynccontextmanager
-async def open_hostwinds(settings: Settings, *, purpose: str = "") -> AsyncIterator[HostwindsClient]:
-    """A HostwindsClient configured from ``[hostwinds]``, on an HTTP client closed on exit.
-
-    ``purpose`` is added to the User-Agent (``doctor``), so Hostwinds' logs can tell the callers
-    apart.
-    """
-    settings.require("hostwinds.api_key")
-    hw = settings.hostwinds
-    assert hw.api_key is not None
-    agent = f"cost-sync/{__version__}" + (f" ({purpose})" if purpose else "")
-    # local_address 0.0.0.0: Hostwinds keys are bound to an IPv4 allow-list, so never call over IPv6.
-    transport = httpx.AsyncHTTPTransport(local_address="0.0.0.0", retries=0)  # noqa: S104
-    async with httpx.AsyncClient(
-        transport=transport,
-        timeout=hw.timeout_seconds,
-        limits=httpx.Limits(max_connections=hw.max_concurrency),
-        headers={"User-Agent": agent},
-    ) as http:
-        yield HostwindsClient(
-            http,
-            hw.api_key.get_secret_value(),
-            url=hw.url,
-            requests_per_second=hw.requests_per_second or None,
-            max_concurrency=hw.max_concurrency,
-            attempts=hw.attempts,
-            timeout=hw.timeout_seconds,
-            max_response_bytes=hw.max_response_bytes,
-        )
-
-
-@contextlib.asynccontextmanager
-async def open_resources(settings: Settings) -> AsyncIterator[tuple[HostwindsClient, asyncpg.Pool]]:
-    """The Hostwinds client and the database pool a run needs; both closed on exit."""
-    # Every missing setting is named at once, not one per attempt.
-    settings.require("hostwinds.api_key", "database.url")
-    async with open_hostwinds(settings) as client:
-        pool = await create_pool(
-            settings.database_dsn(),
-            timeout=settings.database.connect_timeout_seconds,
-            statement_cache_size=settings.database.statement_cache_size,
-        )
-        try:
-            yield client, pool
-        finally:
-            await pool.close()

@@ -20,10 +20,12 @@ from cost_sync.domain import guard
 from cost_sync.domain.models import RunReport
 from cost_sync.domain.redact import for_terminal
 from cost_sync.domain.reporting import HeldRow
-from cost_sync.run.sync import open_resources, run_once, store_for
+from cost_sync.run.request import RunRequest
+from cost_sync.run.sync import run_once, store_for
 from cost_sync.settings import Settings
 from cost_sync.store.migrate import require_schema
 from cost_sync.store.trust import TrustStore
+from cost_sync.wiring import open_resources
 
 log = structlog.get_logger("cost_sync.trust_cli")
 
@@ -111,12 +113,7 @@ async def _approve_as(run_id: uuid.UUID, args: argparse.Namespace, settings: Set
                     client=client,
                     store=store,
                     settings=settings,
-                    trigger="approve",
-                    targets=[str(h.row_id) for h in shown],
-                    dry_run=True,
-                    strict_targets=False,
-                    accept_changes=True,
-                    run_id=run_id,
+                    request=RunRequest.recheck([h.row_id for h in shown], run_id=run_id),
                 )
                 # The recheck unbinds the run's context when it ends; the approval goes on under it.
                 structlog.contextvars.bind_contextvars(run_id=str(run_id), trigger="approve")

@@ -12,10 +12,10 @@ from cost_sync.domain.matching import match_rows, resolve_targets, shared_uuid_u
 from cost_sync.domain.models import override_key
 from cost_sync.domain.redact import terminal_text
 from cost_sync.errors import ConfigError, CostSyncError
-from cost_sync.run.sync import open_resources
 from cost_sync.settings import Settings
 from cost_sync.store.migrate import require_schema
 from cost_sync.store.postgres import Store
+from cost_sync.wiring import open_resources
 
 
 async def _quote(args: argparse.Namespace, settings: Settings) -> int:
