@@ -24,7 +24,7 @@ from cost_sync.domain.models import (
     RunReport,
     VpsRow,
 )
-from cost_sync.errors import LockTimeout
+from cost_sync.errors import LockTimeout, RunServed
 from cost_sync.settings import Settings
 from cost_sync.store.protocols import CachedPriceList
 from cost_sync.store.sqlfiles import queries
@@ -453,3 +453,35 @@ async def test_attribution_without_tenants_writes_every_vps_in_scope_unallocated
     await backend.add_row("gone", "decommissioned", "1.00")
     await backend.add_row("unknown")
     assert await backend.store.write_attribution(Settings(), uuid.uuid4()) == 4
+
+
+async def test_a_scheduled_fire_a_whole_fleet_run_took_the_lock_after_is_served(backend: Backend) -> None:
+    """RunServed names the whole-fleet run that took the lock at or after the fire, even while it
+    still holds it; a targeted run, a discarded run or a later fire serves nothing."""
+    other = backend.another_store()
+    fire = datetime.now(UTC) - timedelta(seconds=1)
+    targeted, discarded, serving, late = (uuid.uuid4() for _ in range(4))
+    await backend.store.begin_run(targeted, "api", datetime.now(UTC), ["1"])
+    async with backend.store.lock(timeout=1, run_id=targeted):
+        pass
+    await commit(backend, run_id=targeted, instances=["1"])
+    await backend.store.begin_run(discarded, "schedule", datetime.now(UTC), None)
+    async with backend.store.lock(timeout=1, run_id=discarded, served_since=fire):
+        pass
+    await backend.store.discard_run(discarded)
+    await backend.store.begin_run(serving, "schedule", datetime.now(UTC), None)
+    await backend.store.begin_run(late, "schedule", datetime.now(UTC), None)
+    async with backend.store.lock(timeout=1, run_id=serving, served_since=fire):
+        with pytest.raises(RunServed) as caught:
+            async with other.lock(timeout=5, run_id=late, served_since=fire):
+                pass
+        assert caught.value.served_by == str(serving)
+        assert str(caught.value).startswith(
+            f"run {serving} took the run lease at or after this scheduled fire"
+        )
+    await commit(backend, run_id=serving)
+    with pytest.raises(RunServed):
+        async with other.lock(timeout=1, run_id=late, served_since=fire):
+            pass
+    async with other.lock(timeout=1, run_id=late, served_since=datetime.now(UTC) + timedelta(seconds=5)):
+        pass

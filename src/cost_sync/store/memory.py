@@ -5,10 +5,10 @@
 They keep the real stores' guarantees that a run relies on: only rows in scope whose value differs
 from the one the run read are updated, with one history entry each; the changes and the ledger row
 are applied together or not at all; observations and price lists are kept apart from that; one run
-holds the lock at a time. ``tests/contract`` holds them to the real stores' observable behaviour.
-Not modelled: the lease's expiry, takeover and fencing, scheduled fires served by another run,
-tenant tables (attribution sees every VPS unallocated) and the row columns cost-sync does not write
-(region, monthly_cost).
+holds the lock at a time, and a scheduled fire a whole-fleet run took the lock after is served.
+``tests/contract`` holds them to the real stores' observable behaviour. Not modelled: the lease's
+expiry, takeover and fencing (a run that dies is not abandoned), tenant tables (attribution sees
+every VPS unallocated) and the row columns cost-sync does not write (region, monthly_cost).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from cost_sync.domain.reporting import Change, HeldRow, LastFleetRun, ReportRow,
 from cost_sync.errors import LockTimeout
 from cost_sync.settings import Settings
 from cost_sync.store.db import Conn
-from cost_sync.store.postgres import price_list_from_json, price_list_to_json
+from cost_sync.store.postgres import price_list_from_json, price_list_to_json, run_served
 from cost_sync.store.protocols import (
     CachedObservation,
     CachedPriceList,
@@ -43,6 +43,9 @@ from cost_sync.store.protocols import (
 )
 
 __all__ = ["HeldEntry", "HistoryEntry", "MemoryStore", "MemoryTrustStore"]
+
+#: How often a run waiting for the lock asks again.
+_LOCK_POLL_SECONDS = 0.01
 
 
 def _now() -> datetime:
@@ -95,6 +98,10 @@ class MemoryStore:
     attributions: list[uuid.UUID] = field(default_factory=list)
     #: Raised by :meth:`write_attribution` when set (the snapshot's tables missing, say).
     attribution_fault: Exception | None = None
+    #: The ledger's 'running' runs (begun, not yet recorded): the instances each was asked for.
+    running: dict[uuid.UUID, list[str] | None] = field(default_factory=dict)
+    #: When each run in the ledger took the lock (the lease's ``lease_taken``).
+    lease_taken: dict[uuid.UUID, datetime] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     def add_row(
@@ -124,23 +131,51 @@ class MemoryStore:
         run_id: uuid.UUID | None = None,
         served_since: datetime | None = None,
     ) -> AsyncIterator[None]:
-        """Hold the run lock; wait up to ``timeout`` seconds, then raise LockTimeout."""
-        try:
-            await asyncio.wait_for(self._lock.acquire(), timeout=timeout)
-        except TimeoutError:
-            raise LockTimeout(f"another run is in progress (waited {timeout:g} s for it to finish)") from None
+        """Hold the run lock; wait up to ``timeout`` seconds, then raise LockTimeout.
+
+        With ``served_since``, raise RunServed instead once a whole-fleet run took the lock at or
+        after that time, as the real store does (asked again while waiting).
+        """
+        run_id = run_id or uuid.uuid4()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            served = None if served_since is None else self._served_by(served_since, run_id)
+            if served is not None and served_since is not None:
+                raise run_served(served, served_since)
+            if not self._lock.locked():
+                await self._lock.acquire()  # free: returns at once
+                break
+            if loop.time() >= deadline:
+                raise LockTimeout(f"another run is in progress (waited {timeout:g} s for it to finish)")
+            await asyncio.sleep(_LOCK_POLL_SECONDS)
+        if run_id in self.running or any(r.run_id == run_id for r in self.runs):
+            self.lease_taken.setdefault(run_id, _now())
         try:
             yield
         finally:
             self._lock.release()
 
+    def _served_by(self, since: datetime, run_id: uuid.UUID) -> uuid.UUID | None:
+        """The first whole-fleet run other than ``run_id`` that took the lock at or after ``since``."""
+        whole = {r.run_id for r in self.runs if not r.instances}
+        whole |= {i for i, instances in self.running.items() if not instances}
+        taken = sorted(
+            (at, i) for i, at in self.lease_taken.items() if i in whole and i != run_id and at >= since
+        )
+        return taken[0][1] if taken else None
+
     async def begin_run(
         self, run_id: uuid.UUID, trigger: str, started: datetime, instances: Sequence[str] | None
     ) -> None:
-        """A run's ledger entry is kept when it ends (``runs``): nothing to do when it starts."""
+        """Put the run in the ledger as running (``running``); ``runs`` keeps it once it ends."""
+        self.running[run_id] = list(instances) if instances else None
 
     async def discard_run(self, run_id: uuid.UUID) -> None:
-        """Nothing was kept of a run that has not ended."""
+        """Take a run that has not ended out of the ledger."""
+        if run_id in self.running:
+            del self.running[run_id]
+            self.lease_taken.pop(run_id, None)
 
     async def read_rows(self, statuses: Sequence[str]) -> list[VpsRow]:
         """Every row whose status is in scope, by id."""
@@ -269,6 +304,7 @@ class MemoryStore:
     def _record(self, report: RunReport) -> None:
         """Keep a ledger row; a run already in the ledger keeps the row it has."""
         if all(r.run_id != report.run_id for r in self.runs):
+            self.running.pop(report.run_id, None)
             self.runs.append(report)
 
     async def record_run(self, report: RunReport) -> None:

@@ -64,6 +64,7 @@ __all__ = [
     "price_list_to_json",
     "prices_from_json",
     "queries",
+    "run_served",
     "write_transaction",
 ]
 
@@ -109,6 +110,15 @@ async def write_transaction(
             f"{writer} waited {lock_timeout:g} s for vps_instances rows locked by another transaction "
             f"and gave up; nothing was {undone} (database.lock_timeout_seconds)"
         ) from None
+
+
+def run_served(served: uuid.UUID, served_since: datetime) -> RunServed:
+    """Why a scheduled fire is not run: run ``served`` took the lease at or after it."""
+    return RunServed(
+        f"run {served} took the run lease at or after this scheduled fire "
+        f"({served_since.isoformat(timespec='seconds')}): it serves the fire",
+        served_by=str(served),
+    )
 
 
 def holder_identity() -> str:
@@ -196,11 +206,7 @@ class Store:
                 age = (datetime.now(UTC) - served_since).total_seconds()
                 served = await conn.fetchval(self._q["served_since"], age, run_id)
                 if served is not None:
-                    raise RunServed(
-                        f"run {served} took the run lease at or after this scheduled fire "
-                        f"({served_since.isoformat(timespec='seconds')}): it serves the fire",
-                        served_by=str(served),
-                    )
+                    raise run_served(served, served_since)
             if not row["free"]:
                 return None
             taken = await conn.fetchrow(self._q["lease_take"], run_id, holder_identity(), self._lease_seconds)
