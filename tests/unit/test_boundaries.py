@@ -18,7 +18,8 @@ from cost_sync.errors import CostSyncError, DatabaseError, LockTimeout, Migratio
 from cost_sync.hostwinds.sandbox import FleetFileError
 from cost_sync.runtime.httpserve import AppServer
 from cost_sync.runtime.signals import stop_on_signals
-from cost_sync.store.db import connect, database_errors
+from cost_sync.store.db import connect, database_errors, maps_errors
+from cost_sync.store.sqlfiles import queries, sql_dir
 
 
 @pytest.mark.parametrize(
@@ -56,6 +57,48 @@ async def test_boundary_never_maps_cancellation() -> None:
     """CancelledError passes through the boundary untouched."""
     with pytest.raises(asyncio.CancelledError), database_errors("anything"):
         raise asyncio.CancelledError
+
+
+async def test_a_mapped_method_maps_its_whole_body_once() -> None:
+    """``maps_errors`` maps a driver error anywhere in the coroutine, lets its own DatabaseError and
+    cancellation through unchanged, and keeps the function's name and result."""
+    mapped = maps_errors("the run failed in PostgreSQL")
+
+    async def raises(raised: BaseException) -> int:
+        await asyncio.sleep(0)
+        raise raised
+
+    fails = mapped(raises)
+
+    @mapped
+    async def answers(value: int) -> int:
+        return value
+
+    with pytest.raises(DatabaseError, match=r"^the run failed in PostgreSQL: timed out$"):
+        await fails(TimeoutError())
+    with pytest.raises(LockTimeout, match=r"^held$"):
+        await fails(LockTimeout("held"))
+    with pytest.raises(asyncio.CancelledError):
+        await fails(asyncio.CancelledError())
+    with pytest.raises(MigrationError, match=r"^migrating: "):
+        await maps_errors("migrating", error=MigrationError)(raises)(OSError(5, "I/O error"))
+    assert await answers(3) == 3
+    assert answers.__name__ == "answers"
+
+
+@pytest.mark.parametrize("group", sorted(p.stem for p in (sql_dir() / "queries").glob("*.sql")))
+def test_every_named_query_has_one_name_and_a_statement(group: str) -> None:
+    """In each ``sql/queries`` file a name starts one query only (a second would replace the first)."""
+    text = (sql_dir() / "queries" / f"{group}.sql").read_text(encoding="utf-8")
+    names = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("-- name:")]
+    assert len(names) == len(set(names)), names
+    loaded = queries(group)
+    assert list(loaded) == names
+    for name, body in loaded.items():
+        statement = [
+            line for line in body.splitlines() if line.strip() and not line.lstrip().startswith("--")
+        ]
+        assert statement, name
 
 
 async def test_unparsable_url_at_connect_is_a_database_error_without_the_password() -> None:

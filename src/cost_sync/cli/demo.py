@@ -35,6 +35,7 @@ from cost_sync.settings import Settings
 from cost_sync.store import attribution as attribution_store
 from cost_sync.store.db import connect
 from cost_sync.store.migrate import migrate, sql_dir
+from cost_sync.store.sqlfiles import queries
 from cost_sync.wiring import open_resources
 
 Print = Callable[[str], None]
@@ -92,11 +93,7 @@ async def _prepare(dsn: str) -> None:
     try:
         await conn.execute((sql_dir() / "fixtures" / "vps_instances.sql").read_text(encoding="utf-8"))
         await migrate(conn)
-        await conn.executemany(
-            "INSERT INTO vps_instances (hostwinds_instance_id, status, approximate_cost, region)"
-            " VALUES ($1, $2, $3::numeric, 'demo')",
-            DEMO_ROWS,
-        )
+        await conn.executemany(queries("demo")["insert_row"], DEMO_ROWS)
         await _seed_tenants(conn)
     finally:
         await conn.close()
@@ -110,34 +107,22 @@ async def _seed_tenants(conn: asyncpg.Connection) -> None:
     fixtures = sql_dir() / "fixtures"
     for name in ("tenants.sql", "smtp_ip_addresses_approximate_cost.sql"):
         await conn.execute((fixtures / name).read_text(encoding="utf-8"))
+    q = queries("demo")
     domains = {}
     for tenant, domain in DEMO_TENANTS.items():
         # Ids derived from names: the same ids, so the same cent tie-breaks, on every demo run.
-        tenant_id = await conn.fetchval(
-            "INSERT INTO tenants (id, name) VALUES ($1, $2) RETURNING id",
-            uuid.uuid5(uuid.NAMESPACE_DNS, domain),
-            tenant,
-        )
-        domains[tenant] = await conn.fetchval(
-            "INSERT INTO domains (tenant_id, domain) VALUES ($1, $2) RETURNING id", tenant_id, domain
-        )
+        tenant_id = await conn.fetchval(q["insert_tenant"], uuid.uuid5(uuid.NAMESPACE_DNS, domain), tenant)
+        domains[tenant] = await conn.fetchval(q["insert_domain"], tenant_id, domain)
     for address, vps, status, assignments in DEMO_IPS:
         ip_id = await conn.fetchval(
-            "INSERT INTO smtp_ip_addresses (id, vps_instance_id, ip_address, status)"
-            " SELECT $4, id, $2, $3 FROM vps_instances WHERE hostwinds_instance_id = $1 RETURNING id",
+            q["insert_ip"],
             vps,
             address,
             status,
             uuid.uuid5(uuid.NAMESPACE_DNS, address),
         )
         for tenant, assignment_status in assignments:
-            await conn.execute(
-                "INSERT INTO domain_ip_assignments (domain_id, smtp_ip_address_id, status)"
-                " VALUES ($1, $2, $3)",
-                domains[tenant],
-                ip_id,
-                assignment_status,
-            )
+            await conn.execute(q["insert_assignment"], domains[tenant], ip_id, assignment_status)
 
 
 def _source(outcome: RowOutcome) -> str:
@@ -151,10 +136,7 @@ async def _table(dsn: str, outcomes: list[RowOutcome]) -> list[str]:
     by_row = {o.row.id: o for o in outcomes}
     conn = await connect(dsn)
     try:
-        rows = await conn.fetch(
-            "SELECT id, hostwinds_instance_id, status, approximate_cost FROM vps_instances"
-            " ORDER BY hostwinds_instance_id"
-        )
+        rows = await conn.fetch(queries("demo")["rows"])
     finally:
         await conn.close()
     cells = []

@@ -37,7 +37,7 @@ from cost_sync.hostwinds.client import HostwindsClient, price_list_params
 from cost_sync.settings import CONFIG_ENV, Settings, load_settings
 from cost_sync.store.db import connect, describe_dsn
 from cost_sync.store.migrate import MIGRATE_HINT, NO_PLATFORM_TABLE, check, discover
-from cost_sync.store.postgres import queries
+from cost_sync.store.sqlfiles import queries
 from cost_sync.wiring import open_hostwinds
 
 __all__ = ["DEFAULT_SAMPLE", "NEEDED_COLUMNS", "Check", "DoctorReport", "Status", "run_doctor"]
@@ -169,20 +169,15 @@ async def _database_checks(report: DoctorReport, settings: Settings) -> _Databas
         report.add("database", "fail", str(exc), "check COST_SYNC_DATABASE_URL and that PostgreSQL is up")
         return database
     try:
-        version = await conn.fetchval("SHOW server_version")
+        q = queries("doctor")
+        version = await conn.fetchval(q["server_version"])
         report.add("database", "pass", f"PostgreSQL {version} answers at {describe_dsn(dsn)}")
         # Before doctor makes its own session read-only: what a run's session would be.
         await _writes_check(report, conn)
         # A read-only transaction, not a session setting: doctor cannot write, whatever a check's
         # SQL does, and through a pooler in transaction mode nothing of it outlives the checks.
         await conn.execute("BEGIN READ ONLY")
-        columns = {
-            r["column_name"]
-            for r in await conn.fetch(
-                "SELECT column_name FROM information_schema.columns"
-                " WHERE table_schema = current_schema() AND table_name = 'vps_instances'"
-            )
-        }
+        columns = {r["column_name"] for r in await conn.fetch(q["vps_columns"])}
         missing = [c for c in NEEDED_COLUMNS if c not in columns]
         if not columns:
             report.add(
@@ -202,7 +197,7 @@ async def _database_checks(report: DoctorReport, settings: Settings) -> _Databas
                 "run `cost-sync migrate`" if missing == ["approximate_cost"] else "check the database",
             )
         else:
-            count = await conn.fetchval("SELECT count(*) FROM vps_instances")
+            count = await conn.fetchval(q["row_count"])
             report.add("vps_instances", "pass", f"has {', '.join(NEEDED_COLUMNS)}; {count} rows")
         problems = await check(conn)
         total = len(discover())
@@ -212,13 +207,15 @@ async def _database_checks(report: DoctorReport, settings: Settings) -> _Databas
         else:
             report.add("migrations", "pass", f"all {total} migrations applied and verified")
         if not missing and columns:
-            q = queries("sync")
-            records = await conn.fetch(q["read_rows"], list(settings.sync.statuses))
+            sync = queries("sync")
+            records = await conn.fetch(sync["read_rows"], list(settings.sync.statuses))
             database.rows = [
                 VpsRow(r["id"], r["hostwinds_instance_id"], r["status"], r["approximate_cost"])
                 for r in records
             ]
-            database.identities = [r["hostwinds_instance_id"] for r in await conn.fetch(q["read_identities"])]
+            database.identities = [
+                r["hostwinds_instance_id"] for r in await conn.fetch(sync["read_identities"])
+            ]
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
         report.add("database", "fail", f"a read failed: {type(exc).__name__}", "check the database")
     except CostSyncError as exc:  # a migration file that cannot be read, say
@@ -246,7 +243,8 @@ _WRITES = (
 
 async def _writes_check(report: DoctorReport, conn: asyncpg.Connection) -> None:
     """Whether a run could write, without writing: read-write sessions, not a standby, privileges."""
-    if await conn.fetchval("SELECT pg_is_in_recovery()"):
+    q = queries("doctor")
+    if await conn.fetchval(q["in_recovery"]):
         report.add(
             "writes",
             "fail",
@@ -254,7 +252,7 @@ async def _writes_check(report: DoctorReport, conn: asyncpg.Connection) -> None:
             "point COST_SYNC_DATABASE_URL at the primary",
         )
         return
-    if await conn.fetchval("SHOW default_transaction_read_only") == "on":
+    if await conn.fetchval(q["read_only_sessions"]) == "on":
         report.add(
             "writes",
             "fail",
@@ -265,10 +263,10 @@ async def _writes_check(report: DoctorReport, conn: asyncpg.Connection) -> None:
         return
     missing = []
     for table, privileges in _WRITES:
-        if await conn.fetchval("SELECT to_regclass($1)", table) is None:
+        if await conn.fetchval(q["table_exists"], table) is None:
             continue  # a missing table is the vps_instances or migrations check's to report
         for privilege in privileges:
-            if not await conn.fetchval("SELECT has_table_privilege($1, $2)", table, privilege):
+            if not await conn.fetchval(q["has_privilege"], table, privilege):
                 missing.append(f"{privilege} on {table}")
     if missing:
         report.add(

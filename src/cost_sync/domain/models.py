@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 from pydantic.dataclasses import dataclass as pydantic_dataclass
@@ -409,6 +409,16 @@ class RowState:
     unpriced_reason: str | None = None
     unpriced_detail: str | None = None
     upgrade_available: bool = False
+
+    #: The fields :meth:`key` compares, in its order (the store reads ``seen`` by these names).
+    KEY_FIELDS: ClassVar[tuple[str, ...]] = (
+        "matched",
+        "serviceid",
+        "product_id",
+        "unpriced_reason",
+        "unpriced_detail",
+        "upgrade_available",
+    )
 
     @classmethod
     def of(cls, outcome: RowOutcome) -> RowState:

@@ -3,19 +3,31 @@
 :func:`database_errors` is the one place where asyncpg's and the socket layer's exceptions become
 :class:`~cost_sync.errors.DatabaseError` (like httpx's ``map_httpcore_exceptions``): code that
 talks to PostgreSQL wraps the talk in it instead of catching driver exceptions itself.
+:func:`maps_errors` does the same for a whole coroutine function: a store maps once per method.
 Cancellation is never mapped: ``asyncio.CancelledError`` always passes through.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
 from cost_sync.errors import DatabaseError
 from cost_sync.settings import URL_ENCODING_HINT, password_in_host
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+#: A connection of its own or one borrowed from a pool.
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 #: What the driver and the network raise when PostgreSQL cannot be reached or refuses a statement.
 DRIVER_ERRORS: tuple[type[BaseException], ...] = (
@@ -85,6 +97,23 @@ def database_errors(
         raise
     except DRIVER_ERRORS as exc:
         raise error(f"{what}: {explain(exc, dsn)}") from None
+
+
+def maps_errors(
+    what: str, *, error: type[DatabaseError] = DatabaseError
+) -> Callable[[Callable[_P, Awaitable[_T]]], Callable[_P, Coroutine[Any, Any, _T]]]:
+    """Decorate a coroutine function: its driver and network errors leave as ``error("<what>: <reason>")``,
+    as :func:`database_errors` maps them around its whole body."""
+
+    def decorate(function: Callable[_P, Awaitable[_T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
+        @functools.wraps(function)
+        async def mapped(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+            with database_errors(what, error=error):
+                return await function(*args, **kwargs)
+
+        return mapped
+
+    return decorate
 
 
 def _connect_errors(dsn: str) -> contextlib.AbstractContextManager[None]:

@@ -26,7 +26,7 @@ import structlog
 
 from cost_sync.errors import LockTimeout, MigrationError, MissingSchemaError
 from cost_sync.store.db import database_errors
-from cost_sync.store.sqlfiles import sql_dir
+from cost_sync.store.sqlfiles import queries, sql_dir
 
 __all__ = [
     "MIGRATE_HINT",
@@ -70,6 +70,7 @@ LOCK_TIMEOUT_SECONDS = 30.0
 _LOCK_POLL_SECONDS = 0.2
 _NAME = re.compile(r"^(?P<version>\d{4})_[a-z0-9_]+\.sql$")
 _RAISED = re.compile(r'invalid input syntax for type integer: "cost-sync: (?P<message>.*)"', re.S)
+_Q = queries("migrate")
 
 
 @dataclass(frozen=True)
@@ -125,9 +126,9 @@ def _ledger_sql(folder: Path | None = None) -> str:
 
 async def applied(conn: _Conn) -> dict[str, str]:
     """Applied migration name -> checksum; empty when the ledger does not exist yet."""
-    if await conn.fetchval("SELECT to_regclass('cost_sync_migrations')") is None:
+    if await conn.fetchval(_Q["ledger_exists"]) is None:
         return {}
-    rows = await conn.fetch("SELECT name, checksum FROM cost_sync_migrations")
+    rows = await conn.fetch(_Q["applied"])
     return {row["name"]: row["checksum"] for row in rows}
 
 
@@ -158,7 +159,7 @@ async def _locked(conn: asyncpg.Connection, timeout: float) -> AsyncIterator[Non
             tx = conn.transaction()
             await tx.start()
             try:
-                got = await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", MIGRATE_LOCK_KEY)
+                got = await conn.fetchval(_Q["try_lock"], MIGRATE_LOCK_KEY)
             except BaseException:
                 await tx.rollback()
                 raise
@@ -186,7 +187,7 @@ async def require_platform_table(conn: _Conn) -> None:
     """Return when the platform's ``vps_instances`` table is visible; else raise
     :class:`~cost_sync.errors.MissingSchemaError` (exit 2) with :data:`NO_PLATFORM_TABLE`."""
     with database_errors("cannot look for the vps_instances table"):
-        found = await conn.fetchval("SELECT to_regclass('vps_instances') IS NOT NULL")
+        found = await conn.fetchval(_Q["platform_table_exists"])
     if not found:
         raise MissingSchemaError(NO_PLATFORM_TABLE)
 
@@ -217,17 +218,11 @@ async def migrate(
                 f"{migration.name}.sql failed, nothing of it was applied", error=MigrationError
             ):
                 # Another `migrate` may have applied it since the ledger was read.
-                if await conn.fetchval(
-                    "SELECT checksum FROM cost_sync_migrations WHERE name = $1", migration.name
-                ):
+                if await conn.fetchval(_Q["applied_checksum"], migration.name):
                     continue
                 try:
                     await conn.execute(migration.sql)
-                    await conn.execute(
-                        "INSERT INTO cost_sync_migrations (name, checksum) VALUES ($1, $2)",
-                        migration.name,
-                        migration.checksum,
-                    )
+                    await conn.execute(_Q["record_applied"], migration.name, migration.checksum)
                 except asyncpg.PostgresError as exc:
                     # A guard's own words (raised as a cast error, see _RAISED) name what to fix.
                     raise _explain(migration, exc) from None
@@ -371,18 +366,13 @@ async def _drops(conn: _Conn, rollback_sql: str) -> list[Drop]:
     drops: list[Drop] = []
     for match in _DROP_TABLE.finditer(rollback_sql):
         table = match["table"]
-        if await conn.fetchval("SELECT to_regclass($1)", table) is None:
+        if await conn.fetchval(_Q["table_exists"], table) is None:
             continue
         rows = await conn.fetchval(f'SELECT count(*) FROM "{table}"')
         drops.append(Drop("table", table, int(rows)))
     for match in _DROP_COLUMN.finditer(rollback_sql):
         table, column = match["table"], match["column"]
-        exists = await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
-            " AND table_name = $1 AND column_name = $2)",
-            table,
-            column,
-        )
+        exists = await conn.fetchval(_Q["column_exists"], table, column)
         if not exists:
             continue
         values = await conn.fetchval(f'SELECT count("{column}") FROM "{table}"')
@@ -424,6 +414,6 @@ async def rollback(
         assert migration.rollback is not None
         with database_errors(f"rollback of {migration.name}.sql failed", error=MigrationError):
             await conn.execute(migration.rollback)
-            await conn.execute("DELETE FROM cost_sync_migrations WHERE name = $1", migration.name)
+            await conn.execute(_Q["forget_applied"], migration.name)
     log.info("migrate.rolled_back", migration=migration.name)
     return migration.name

@@ -17,18 +17,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import cache
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Protocol, TypeAlias
+from typing import TYPE_CHECKING
 
 import asyncpg
 import structlog
@@ -50,13 +48,9 @@ from cost_sync.domain.redact import redact
 from cost_sync.errors import DatabaseError, LeaseLost, LockTimeout, RunServed
 from cost_sync.settings import Settings
 from cost_sync.store import attribution as attribution_store
-from cost_sync.store.db import database_errors
-from cost_sync.store.sqlfiles import sql_dir
-
-if TYPE_CHECKING:
-    from contextlib import AbstractAsyncContextManager
-
-    from asyncpg.pool import PoolConnectionProxy
+from cost_sync.store.db import Conn, maps_errors
+from cost_sync.store.protocols import CachedPriceList, LastRun, RunStore
+from cost_sync.store.sqlfiles import queries
 
 __all__ = [
     "CachedPriceList",
@@ -66,11 +60,12 @@ __all__ = [
     "Store",
     "holder_identity",
     "insert_run",
-    "mapped",
     "price_list_from_json",
     "price_list_to_json",
     "prices_from_json",
     "queries",
+    "run_served",
+    "write_transaction",
 ]
 
 _log = structlog.get_logger("cost_sync.store")
@@ -87,138 +82,43 @@ _PLAN_NAME_MAX = 200
 #: How long recording a failed run may take: the database may be what failed.
 _RECORD_TIMEOUT_SECONDS = 5.0
 
-#: A connection of its own or one borrowed from a pool.
-Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
-
-_QUERY_NAME = re.compile(r"^-- name: (\w+)\s*$", re.M)
 _CYCLES = {cycle.value: cycle for cycle in Cycle}
+#: The columns of ``read_rows`` that hold what the last run saw of a row, as :meth:`RowState.key`.
+_SEEN = RowState.KEY_FIELDS
+
+#: Driver and network errors of the run's statements, as the run's DatabaseError (once per method).
+_run_errors = maps_errors("the run failed in PostgreSQL")
 
 
-@cache
-def queries(group: str = "sync") -> dict[str, str]:
-    """The named queries of ``sql/queries/<group>.sql`` (``-- name: NAME`` starts each one)."""
-    text = (sql_dir() / "queries" / f"{group}.sql").read_text(encoding="utf-8")
-    parts = _QUERY_NAME.split(text)
-    # parts: [preamble, name1, body1, name2, body2, ...]
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+@asynccontextmanager
+async def write_transaction(
+    pool: asyncpg.Pool, *, lock_timeout: float | None, writer: str, undone: str
+) -> AsyncIterator[Conn]:
+    """A transaction on a connection of ``pool`` whose row locks are waited for ``lock_timeout``
+    seconds at most (None: unbounded); a wait that gives up raises DatabaseError saying that
+    ``writer`` gave up and nothing was ``undone``."""
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            if lock_timeout is not None:
+                # PostgreSQL reads 0 as "no limit": the least bound is 1 ms.
+                await conn.execute(queries("sync")["lock_timeout"], str(max(1, round(lock_timeout * 1000))))
+            yield conn
+    except asyncpg.LockNotAvailableError:
+        if lock_timeout is None:
+            raise
+        raise DatabaseError(
+            f"{writer} waited {lock_timeout:g} s for vps_instances rows locked by another transaction "
+            f"and gave up; nothing was {undone} (database.lock_timeout_seconds)"
+        ) from None
 
 
-def _mapped() -> AbstractContextManager[None]:
-    """Driver and network errors of the run's statements, as the run's DatabaseError."""
-    return database_errors("the run failed in PostgreSQL")
-
-
-@dataclass(frozen=True, slots=True)
-class LastRun:
-    """The last successful whole-fleet run, as the guards compare with it."""
-
-    run_id: uuid.UUID
-    finished: datetime
-    plans_in_use: list[int] | None
-
-    def describe(self) -> str:
-        """``run <id> at <time>`` for a message."""
-        return f"run {self.run_id} at {self.finished.isoformat(timespec='seconds')}"
-
-
-@dataclass(frozen=True, slots=True)
-class CachedPriceList:
-    """One get_price_list answer as the cache keeps it: the plans by their join key, when, which run."""
-
-    managed: bool
-    drive_type: str | None
-    plan_key: str
-    plans: Mapping[int, Plan]
-    observed_at: datetime
-    run_id: uuid.UUID
-
-
-#: For the other database readers (cost_sync.store.trust): the same error mapping.
-mapped = _mapped
-
-
-class RunStore(Protocol):
-    """What a sync run needs of a database; :class:`Store` is the real one."""
-
-    def lock(
-        self,
-        *,
-        timeout: float,
-        run_id: uuid.UUID | None = None,
-        served_since: datetime | None = None,
-    ) -> AbstractAsyncContextManager[None]:
-        """Hold the run lease; wait up to ``timeout`` seconds, then raise LockTimeout.
-
-        With ``served_since``, raise RunServed instead once a whole-fleet run took the lease at or
-        after that time (a scheduled fire another replica served).
-        """
-        ...
-
-    async def begin_run(
-        self, run_id: uuid.UUID, trigger: str, started: datetime, instances: Sequence[str] | None
-    ) -> None:
-        """Put the run in the ledger as 'running', before it waits for the lease."""
-        ...
-
-    async def discard_run(self, run_id: uuid.UUID) -> None:
-        """Take a run that did nothing a ledger keeps (bad arguments, a served fire) out of it."""
-        ...
-
-    async def read_rows(self, statuses: Sequence[str]) -> list[VpsRow]:
-        """Every ``vps_instances`` row whose status is in scope, with what the last run saw of it."""
-        ...
-
-    async def read_identities(self) -> list[tuple[uuid.UUID, str | None, str | None]]:
-        """(id, hostwinds_instance_id, status) of every row."""
-        ...
-
-    async def read_observations(self, serviceids: Sequence[int]) -> dict[int, Observation]:
-        """The cached observations of these services."""
-        ...
-
-    async def save_observations(self, observations: Sequence[Observation]) -> None:
-        """Commit a batch of observations now, apart from any run transaction."""
-        ...
-
-    async def save_price_list(self, cached: CachedPriceList) -> None:
-        """Commit one price list now, apart from any run transaction."""
-        ...
-
-    async def last_good_run(self) -> LastRun | None:
-        """The last successful whole-fleet run, if any."""
-        ...
-
-    async def price_references(
-        self, row_ids: Sequence[uuid.UUID], *, window_seconds: float
-    ) -> dict[uuid.UUID, Reference]:
-        """What cost-sync's history says of these rows (rows without history are left out)."""
-        ...
-
-    async def commit_run(
-        self,
-        run_id: uuid.UUID,
-        outcomes: Sequence[RowOutcome],
-        *,
-        statuses: Sequence[str],
-        finish: Callable[[int], RunReport],
-        held: Sequence[HeldChange] = (),
-        decided: Sequence[uuid.UUID] = (),
-        row_states: Sequence[RowState] = (),
-    ) -> RunReport:
-        """Write the changed estimates and the ledger row ``finish(updated)`` in one transaction.
-
-        ``held`` changes are stored as held (not applied); any other held change of a row in
-        ``decided`` is cleared; ``row_states`` replace the rows' kept states.
-        """
-        ...
-
-    async def record_run(self, report: RunReport) -> None:
-        """Write one ledger row on its own (a failed run's)."""
-        ...
-
-    async def write_attribution(self, settings: Settings, run_id: uuid.UUID) -> int:
-        """After a committed run: replace the tenant attribution snapshot; return rows written."""
-        ...
+def run_served(served: uuid.UUID, served_since: datetime) -> RunServed:
+    """Why a scheduled fire is not run: run ``served`` took the lease at or after it."""
+    return RunServed(
+        f"run {served} took the run lease at or after this scheduled fire "
+        f"({served_since.isoformat(timespec='seconds')}): it serves the fire",
+        served_by=str(served),
+    )
 
 
 def holder_identity() -> str:
@@ -275,8 +175,7 @@ class Store:
         run_id = run_id or uuid.uuid4()
         deadline = time.monotonic() + timeout
         while True:
-            with _mapped():
-                taken = await self._try_take(run_id, served_since)
+            taken = await self._try_take(run_id, served_since)
             if taken is not None:
                 break
             if time.monotonic() >= deadline:
@@ -292,6 +191,7 @@ class Store:
             await asyncio.gather(beat, return_exceptions=True)
             await self._release(lease)
 
+    @_run_errors
     async def _try_take(
         self, run_id: uuid.UUID, served_since: datetime | None
     ) -> tuple[int, datetime] | None:
@@ -306,11 +206,7 @@ class Store:
                 age = (datetime.now(UTC) - served_since).total_seconds()
                 served = await conn.fetchval(self._q["served_since"], age, run_id)
                 if served is not None:
-                    raise RunServed(
-                        f"run {served} took the run lease at or after this scheduled fire "
-                        f"({served_since.isoformat(timespec='seconds')}): it serves the fire",
-                        served_by=str(served),
-                    )
+                    raise run_served(served, served_since)
             if not row["free"]:
                 return None
             taken = await conn.fetchrow(self._q["lease_take"], run_id, holder_identity(), self._lease_seconds)
@@ -333,10 +229,7 @@ class Store:
         while True:
             await asyncio.sleep(self._lease_seconds / 3)
             try:
-                with _mapped():
-                    renewed = await self._pool.fetchval(
-                        self._q["lease_renew"], lease.run_id, lease.token, self._lease_seconds
-                    )
+                renewed = await self._renew(lease)
             except DatabaseError as exc:
                 # The next beat retries; the final write's fencing decides whether the run may commit.
                 _log.warning("store.lease_not_renewed", error=str(exc))
@@ -346,16 +239,27 @@ class Store:
                 _log.error("store.lease_lost", reason=lease.lost, note="the run's write will be refused")
                 return
 
+    @_run_errors
+    async def _renew(self, lease: _Lease) -> datetime | None:
+        """Extend the lease; None: it was lost."""
+        renewed: datetime | None = await self._pool.fetchval(
+            self._q["lease_renew"], lease.run_id, lease.token, self._lease_seconds
+        )
+        return renewed
+
+    @_run_errors
+    async def _give_up(self, lease: _Lease) -> None:
+        await asyncio.shield(
+            asyncio.wait_for(
+                self._pool.execute(self._q["lease_release"], lease.run_id, lease.token),
+                timeout=_RECORD_TIMEOUT_SECONDS,
+            )
+        )
+
     async def _release(self, lease: _Lease) -> None:
         """Give the lease up at once (best effort: an unreleased lease expires on its own)."""
         try:
-            with _mapped():
-                await asyncio.shield(
-                    asyncio.wait_for(
-                        self._pool.execute(self._q["lease_release"], lease.run_id, lease.token),
-                        timeout=_RECORD_TIMEOUT_SECONDS,
-                    )
-                )
+            await self._give_up(lease)
         except (DatabaseError, asyncio.CancelledError) as exc:
             # Saying so must not hide the error the run itself is failing with.
             _log.warning(
@@ -380,58 +284,62 @@ class Store:
             )
         await conn.execute(self._q["mark_taken"], lease.run_id, lease.taken_at)
 
+    @_run_errors
     async def begin_run(
         self, run_id: uuid.UUID, trigger: str, started: datetime, instances: Sequence[str] | None
     ) -> None:
         """Insert the run's ledger row as 'running' (finished NULL) before it waits for the lease."""
-        with _mapped():
-            await self._pool.execute(
-                self._q["begin_run"],
-                run_id,
-                trigger,
-                started,
-                list(instances) if instances else None,
-                holder_identity(),
-            )
+        await self._pool.execute(
+            self._q["begin_run"],
+            run_id,
+            trigger,
+            started,
+            list(instances) if instances else None,
+            holder_identity(),
+        )
 
     async def discard_run(self, run_id: uuid.UUID) -> None:
         """Delete the run's ledger row while it is still 'running' (best effort)."""
         try:
-            with _mapped():
-                await self._pool.execute(self._q["discard_run"], run_id, timeout=_RECORD_TIMEOUT_SECONDS)
+            await self._discard(run_id)
         except DatabaseError as exc:
             _log.warning("store.run_not_discarded", run_id=str(run_id), error=str(exc))
 
+    @_run_errors
+    async def _discard(self, run_id: uuid.UUID) -> None:
+        await self._pool.execute(self._q["discard_run"], run_id, timeout=_RECORD_TIMEOUT_SECONDS)
+
+    @_run_errors
     async def expired_holder(self) -> tuple[uuid.UUID, datetime] | None:
         """The run still 'running' whose lease expired (its process died), and when it expired on
         this process's clock (the database's time, moved by the two clocks' difference)."""
-        with _mapped():
-            row = await self._pool.fetchrow(self._q["expired_holder"])
+        row = await self._pool.fetchrow(self._q["expired_holder"])
         if row is None:
             return None
         return row["holder_run"], datetime.now(UTC) - timedelta(seconds=row["age"])
 
+    @_run_errors
     async def read_rows(self, statuses: Sequence[str]) -> list[VpsRow]:
         """Every ``vps_instances`` row whose status is in scope."""
-        with _mapped():
-            records = await self._pool.fetch(self._q["read_rows"], list(statuses))
+        records = await self._pool.fetch(self._q["read_rows"], list(statuses))
         return [
             VpsRow(
                 id=r["id"],
                 hostwinds_instance_id=r["hostwinds_instance_id"],
                 status=r["status"],
                 approximate_cost=r["approximate_cost"],
-                seen=None if r["matched"] is None else tuple(r.values())[4:],
+                seen=None if r["matched"] is None else tuple([r[column] for column in _SEEN]),
             )
             for r in records
         ]
 
+    @_run_errors
     async def read_identities(self) -> list[tuple[uuid.UUID, str | None, str | None]]:
         """(id, hostwinds_instance_id, status) of every row, to resolve ``--instance`` arguments."""
-        with _mapped():
-            records = await self._pool.fetch(self._q["read_identities"])
+        records = await self._pool.fetch(self._q["read_identities"])
         return [(r["id"], r["hostwinds_instance_id"], r["status"]) for r in records]
 
+    @_run_errors
     async def read_observations(self, serviceids: Sequence[int]) -> dict[int, Observation]:
         """The cached observations of these services (absent: never asked, or forgotten)."""
         if not serviceids:
@@ -445,10 +353,9 @@ class Store:
         ids = list(serviceids)
         # In chunks: the raw records of one chunk at a time are all that is held beside the result.
         for start in range(0, len(ids), _OBSERVATION_CHUNK):
-            with _mapped():
-                records = await self._pool.fetch(
-                    self._q["read_observations"], ids[start : start + _OBSERVATION_CHUNK]
-                )
+            records = await self._pool.fetch(
+                self._q["read_observations"], ids[start : start + _OBSERVATION_CHUNK]
+            )
             for r in records:
                 text = r["prices"]
                 parsed = prices.get(text)
@@ -463,47 +370,47 @@ class Store:
                 )
         return observations
 
+    @_run_errors
     async def save_observations(self, observations: Sequence[Observation]) -> None:
         """Upsert a batch of observations in a transaction of its own."""
         if not observations:
             return
-        with _mapped():
-            await self._pool.execute(
-                self._q["save_observations"],
-                [o.serviceid for o in observations],
-                [_prices_to_json(o) for o in observations],
-                [o.fingerprint for o in observations],
-                [o.observed_at for o in observations],
-                [o.run_id for o in observations],
-            )
+        await self._pool.execute(
+            self._q["save_observations"],
+            [o.serviceid for o in observations],
+            [_prices_to_json(o) for o in observations],
+            [o.fingerprint for o in observations],
+            [o.observed_at for o in observations],
+            [o.run_id for o in observations],
+        )
 
+    @_run_errors
     async def save_price_list(self, cached: CachedPriceList) -> None:
         """Upsert one price list in a transaction of its own."""
-        with _mapped():
-            await self._pool.execute(
-                self._q["save_price_list"],
-                cached.managed,
-                cached.drive_type or "",
-                cached.plan_key,
-                price_list_to_json(cached.plans),
-                cached.observed_at,
-                cached.run_id,
-            )
+        await self._pool.execute(
+            self._q["save_price_list"],
+            cached.managed,
+            cached.drive_type or "",
+            cached.plan_key,
+            price_list_to_json(cached.plans),
+            cached.observed_at,
+            cached.run_id,
+        )
 
+    @_run_errors
     async def oldest_observation(self, statuses: Sequence[str]) -> datetime | None:
         """When the oldest cached observation a row in scope relies on was made; None: there is none."""
-        with _mapped():
-            oldest: datetime | None = await self._pool.fetchval(self._q["oldest_observation"], list(statuses))
+        oldest: datetime | None = await self._pool.fetchval(self._q["oldest_observation"], list(statuses))
         return oldest
 
+    @_run_errors
     async def price_references(
         self, row_ids: Sequence[uuid.UUID], *, window_seconds: float
     ) -> dict[uuid.UUID, Reference]:
         """What cost-sync's history says of these rows (rows without history are left out)."""
         if not row_ids:
             return {}
-        with _mapped():
-            records = await self._pool.fetch(self._q["price_references"], list(row_ids), window_seconds)
+        records = await self._pool.fetch(self._q["price_references"], list(row_ids), window_seconds)
         return {
             r["id"]: Reference(
                 last_written=r["last_written"],
@@ -514,15 +421,16 @@ class Store:
             if r["last_written"] is not None
         }
 
+    @_run_errors
     async def last_good_run(self) -> LastRun | None:
         """The last successful whole-fleet run, if any."""
-        with _mapped():
-            record = await self._pool.fetchrow(self._q["last_good_run"])
+        record = await self._pool.fetchrow(self._q["last_good_run"])
         if record is None:
             return None
         plans = record["plans_in_use"]
         return LastRun(record["id"], record["finished"], None if plans is None else list(plans))
 
+    @_run_errors
     async def commit_run(
         self,
         run_id: uuid.UUID,
@@ -539,31 +447,19 @@ class Store:
         Held changes are stored instead of applied, held changes the run no longer proposes are
         cleared, and changed row states are written, all in the same transaction.
         """
-        wait = self._write_lock_timeout
-        try:
-            with _mapped():
-                async with self._pool.acquire() as conn, conn.transaction():
-                    if wait is not None:
-                        # PostgreSQL reads 0 as "no limit": the least bound is 1 ms.
-                        await conn.execute(f"SET LOCAL lock_timeout = {max(1, round(wait * 1000))}")
-                    report = await self._commit(
-                        conn,
-                        run_id,
-                        outcomes,
-                        statuses=statuses,
-                        finish=finish,
-                        held=held,
-                        decided=decided,
-                        row_states=row_states,
-                    )
-        except DatabaseError as exc:
-            if isinstance(exc.__cause__ or exc.__context__, asyncpg.LockNotAvailableError):
-                raise DatabaseError(
-                    f"the write waited {wait:g} s for vps_instances rows locked by another transaction "
-                    "and gave up; nothing was written (database.lock_timeout_seconds)"
-                ) from None
-            raise
-        return report
+        async with write_transaction(
+            self._pool, lock_timeout=self._write_lock_timeout, writer="the write", undone="written"
+        ) as conn:
+            return await self._commit(
+                conn,
+                run_id,
+                outcomes,
+                statuses=statuses,
+                finish=finish,
+                held=held,
+                decided=decided,
+                row_states=row_states,
+            )
 
     async def _commit(
         self,
@@ -589,11 +485,11 @@ class Store:
         await self._insert_run(conn, report)
         return report
 
+    @_run_errors
     async def record_run(self, report: RunReport) -> None:
         """Write a ledger row on its own connection, within a few seconds or not at all."""
-        with _mapped():
-            async with self._pool.acquire(timeout=_RECORD_TIMEOUT_SECONDS) as conn:
-                await self._insert_run(conn, report, timeout=_RECORD_TIMEOUT_SECONDS)
+        async with self._pool.acquire(timeout=_RECORD_TIMEOUT_SECONDS) as conn:
+            await self._insert_run(conn, report, timeout=_RECORD_TIMEOUT_SECONDS)
 
     async def write_attribution(self, settings: Settings, run_id: uuid.UUID) -> int:
         """Replace cost_sync_tenant_costs from the committed state, in a transaction of its own."""
@@ -678,7 +574,7 @@ class Store:
         basis_columns = [list(column) for column in zip(*bases, strict=True)]
         # asyncpg prepares and caches statements; after five executions PostgreSQL may switch to a
         # generic plan that cannot see the arrays' sizes and joins them badly. Plan each run afresh.
-        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        await conn.execute(self._q["plan_each_run"])
         status = await conn.execute(
             self._q["write_estimates"], run_id, ids, costs, refs, *basis_columns, list(statuses)
         )
@@ -766,3 +662,8 @@ def price_list_from_json(text: str) -> dict[int, Plan]:
         except (KeyError, TypeError, ValueError):
             continue
     return plans
+
+
+if TYPE_CHECKING:
+    # mypy holds the store to its protocol.
+    _run_store: type[RunStore] = Store

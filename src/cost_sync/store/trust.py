@@ -10,73 +10,53 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 from cost_sync.domain.explain import HistoryRecord
 from cost_sync.domain.matching import RowIdentity, RowIndex
-from cost_sync.domain.models import Cycle, RowState, RunReport
+from cost_sync.domain.models import RowState, RunReport
 from cost_sync.domain.redact import redact
 from cost_sync.domain.reporting import Change, HeldRow, LastFleetRun, ReportRow, TenantDay
-from cost_sync.errors import DatabaseError
+from cost_sync.store.db import Conn, maps_errors
 from cost_sync.store.postgres import (
-    CachedPriceList,
-    Conn,
     insert_run,
-    mapped,
     price_list_from_json,
     prices_from_json,
     queries,
+    write_transaction,
 )
+from cost_sync.store.protocols import CachedObservation, CachedPriceList, RowView, TrustStoreProtocol
 
-__all__ = ["CachedObservation", "RowView", "TrustStore"]
+__all__ = ["CachedObservation", "RowView", "TrustStore", "TrustStoreProtocol"]
 
-
-@dataclass(frozen=True, slots=True)
-class RowView:
-    """One ``vps_instances`` row as explain shows it."""
-
-    row_id: uuid.UUID
-    hostwinds_instance_id: str | None
-    status: str | None
-    region: str | None
-    approximate_cost: Decimal | None
-    monthly_cost: Decimal | None
-
-
-@dataclass(frozen=True, slots=True)
-class CachedObservation:
-    """A cached ``get_billingcycle_prices`` answer as explain uses it."""
-
-    prices: dict[Cycle, str]
-    fingerprint: str
-    observed: datetime
-    run_id: uuid.UUID
+#: Driver and network errors, as the run store maps them (once per method).
+_mapped = maps_errors("the run failed in PostgreSQL")
 
 
 class TrustStore:
-    """Reads (and the approve write) on an asyncpg pool it does not own."""
+    """Reads (and the approve write) on an asyncpg pool it does not own; a :class:`TrustStoreProtocol`."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self._q = queries("trust")
 
+    @_mapped
     async def identities(self) -> RowIndex:
         """Every row as an ID argument can name it, with the instance it matched at the last run."""
-        with mapped():
-            records = await self._pool.fetch(self._q["read_identities"])
+        records = await self._pool.fetch(self._q["read_identities"])
         return RowIndex(
             RowIdentity(r["id"], r["hostwinds_instance_id"], r["status"], r["serviceid"], r["server_uuid"])
             for r in records
         )
 
+    @_mapped
     async def row(self, row_id: uuid.UUID) -> RowView | None:
         """The row, if it exists."""
-        with mapped():
-            r = await self._pool.fetchrow(self._q["read_row"], row_id)
+        r = await self._pool.fetchrow(self._q["read_row"], row_id)
         if r is None:
             return None
         return RowView(
@@ -88,10 +68,10 @@ class TrustStore:
             r["monthly_cost"],
         )
 
+    @_mapped
     async def history(self, row_id: uuid.UUID) -> list[HistoryRecord]:
         """The row's history, newest first."""
-        with mapped():
-            records = await self._pool.fetch(self._q["read_history"], row_id)
+        records = await self._pool.fetch(self._q["read_history"], row_id)
         return [
             HistoryRecord(
                 run_id=r["run_id"],
@@ -114,10 +94,10 @@ class TrustStore:
             for r in records
         ]
 
+    @_mapped
     async def row_state(self, row_id: uuid.UUID) -> RowState | None:
         """What the last run that decided the row saw of it."""
-        with mapped():
-            r = await self._pool.fetchrow(self._q["read_row_state"], row_id)
+        r = await self._pool.fetchrow(self._q["read_row_state"], row_id)
         if r is None:
             return None
         return RowState(
@@ -131,30 +111,30 @@ class TrustStore:
             upgrade_available=r["upgrade_available"],
         )
 
+    @_mapped
     async def observation(self, serviceid: int) -> CachedObservation | None:
         """The cached cycle prices of one service."""
-        with mapped():
-            r = await self._pool.fetchrow(self._q["read_observation"], serviceid)
+        r = await self._pool.fetchrow(self._q["read_observation"], serviceid)
         if r is None:
             return None
         return CachedObservation(prices_from_json(r["prices"]), r["fingerprint"], r["observed"], r["run_id"])
 
+    @_mapped
     async def price_list(
         self, managed: bool, drive_type: str | None, plan_key: str
     ) -> CachedPriceList | None:
         """The cached price list a run read with these options, if any."""
-        with mapped():
-            r = await self._pool.fetchrow(self._q["read_price_list"], managed, drive_type or "", plan_key)
+        r = await self._pool.fetchrow(self._q["read_price_list"], managed, drive_type or "", plan_key)
         if r is None:
             return None
         return CachedPriceList(
             managed, drive_type, plan_key, price_list_from_json(r["plans"]), r["observed"], r["run_id"]
         )
 
+    @_mapped
     async def held(self, row_ids: Sequence[uuid.UUID] | None = None) -> list[HeldRow]:
         """Held changes (None: all), oldest first."""
-        with mapped():
-            records = await self._pool.fetch(self._q["read_held"], None if row_ids is None else list(row_ids))
+        records = await self._pool.fetch(self._q["read_held"], None if row_ids is None else list(row_ids))
         return [
             HeldRow(
                 row_id=r["vps_instance_id"],
@@ -170,10 +150,10 @@ class TrustStore:
             for r in records
         ]
 
+    @_mapped
     async def report_rows(self, statuses: Sequence[str]) -> list[ReportRow]:
         """Every row in scope with its latest basis and kept state."""
-        with mapped():
-            records = await self._pool.fetch(self._q["report_rows"], list(statuses))
+        records = await self._pool.fetch(self._q["report_rows"], list(statuses))
         return [
             ReportRow(
                 row_id=r["id"],
@@ -194,26 +174,26 @@ class TrustStore:
             for r in records
         ]
 
+    @_mapped
     async def oldest_observation(self) -> datetime | None:
         """When the oldest cached observation was made."""
-        with mapped():
-            oldest: datetime | None = await self._pool.fetchval(self._q["oldest_observation"])
+        oldest: datetime | None = await self._pool.fetchval(self._q["oldest_observation"])
         return oldest
 
+    @_mapped
     async def last_fleet_run(self) -> LastFleetRun | None:
         """The last successful whole-fleet sync and what it flagged; None before the first.
 
         The same run the guards compare with (the sync queries' ``last_good_run``)."""
-        with mapped():
-            r = await self._pool.fetchrow(queries("sync")["last_good_run"])
+        r = await self._pool.fetchrow(queries("sync")["last_good_run"])
         if r is None:
             return None
         return LastFleetRun(r["id"], r["trigger"], r["finished"], tuple(r["warnings"]))
 
+    @_mapped
     async def history_since(self, statuses: Sequence[str], since: datetime) -> list[Change]:
         """Every change to a row in scope since ``since``, oldest first."""
-        with mapped():
-            records = await self._pool.fetch(self._q["history_since"], list(statuses), since)
+        records = await self._pool.fetch(self._q["history_since"], list(statuses), since)
         return [
             Change(
                 run_id=r["run_id"],
@@ -228,27 +208,28 @@ class TrustStore:
             for r in records
         ]
 
+    @_mapped
     async def tenant_days(self, since: date) -> list[TenantDay]:
         """The per-day tenant attribution kept since ``since`` (migration 0011)."""
-        with mapped():
-            records = await self._pool.fetch(self._q["tenant_daily_since"], since)
+        records = await self._pool.fetch(self._q["tenant_daily_since"], since)
         return [
             TenantDay(r["day"], r["tenant_ref"], _stored_text(r["tenant_name"]), r["total"]) for r in records
         ]
 
+    @_mapped
     async def fleet_total(self, statuses: Sequence[str]) -> Decimal:
         """The sum of the stored values of the rows in scope."""
-        with mapped():
-            total: Decimal = await self._pool.fetchval(self._q["fleet_total"], list(statuses))
+        total: Decimal = await self._pool.fetchval(self._q["fleet_total"], list(statuses))
         return total
 
+    @_mapped
     async def held_summary(self) -> tuple[int, datetime | None]:
         """How many changes are held, and since when the oldest waits (None: none held)."""
-        with mapped():
-            r = await self._pool.fetchrow(self._q["held_summary"])
+        r = await self._pool.fetchrow(self._q["held_summary"])
         assert r is not None
         return r["held"], r["oldest"]
 
+    @_mapped
     async def approve(
         self,
         run_id: uuid.UUID,
@@ -266,32 +247,22 @@ class TrustStore:
         is waited for ``lock_timeout`` seconds at most, then nothing is applied. ``fence`` (the run
         store's) refuses the transaction when the run lease was lost meanwhile.
         """
-        try:
-            with mapped():
-                async with self._pool.acquire() as conn, conn.transaction():
-                    if lock_timeout is not None:
-                        # PostgreSQL reads 0 as "no limit": the least bound is 1 ms.
-                        await conn.execute(f"SET LOCAL lock_timeout = {max(1, round(lock_timeout * 1000))}")
-                    records = await conn.fetch(
-                        self._q["approve"],
-                        run_id,
-                        [row for row, _, _ in shown],
-                        list(statuses),
-                        [run for _, run, _ in shown],
-                        [value for _, _, value in shown],
-                    )
-                    applied = [r["vps_instance_id"] for r in records]
-                    await insert_run(conn, report.model_copy(update={"updated": len(applied)}))
-                    if fence is not None:
-                        # Before the commit, after the ledger row is in: it gets its lease_taken.
-                        await fence(conn)
-        except DatabaseError as exc:
-            if isinstance(exc.__cause__ or exc.__context__, asyncpg.LockNotAvailableError):
-                raise DatabaseError(
-                    f"approve waited {lock_timeout:g} s for vps_instances rows locked by another "
-                    "transaction and gave up; nothing was approved (database.lock_timeout_seconds)"
-                ) from None
-            raise
+        async with write_transaction(
+            self._pool, lock_timeout=lock_timeout, writer="approve", undone="approved"
+        ) as conn:
+            records = await conn.fetch(
+                self._q["approve"],
+                run_id,
+                [row for row, _, _ in shown],
+                list(statuses),
+                [run for _, run, _ in shown],
+                [value for _, _, value in shown],
+            )
+            applied = [r["vps_instance_id"] for r in records]
+            await insert_run(conn, report.model_copy(update={"updated": len(applied)}))
+            if fence is not None:
+                # Before the commit, after the ledger row is in: it gets its lease_taken.
+                await fence(conn)
         return applied
 
 
@@ -299,3 +270,8 @@ def _stored_text(value: str | None) -> str | None:
     """Text from Hostwinds as stored, as ``report`` and ``explain`` show it: redacted and short
     (rows written before text was cleaned at parsing may hold a secret or 10 MiB)."""
     return None if value is None else redact(value)
+
+
+if TYPE_CHECKING:
+    # mypy holds the store to its protocol.
+    _trust_store: type[TrustStoreProtocol] = TrustStore

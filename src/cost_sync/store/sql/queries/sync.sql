@@ -254,3 +254,12 @@ SET matched = excluded.matched, serviceid = excluded.serviceid, server_uuid = ex
     product_id = excluded.product_id, unpriced_reason = excluded.unpriced_reason,
     unpriced_detail = excluded.unpriced_detail, upgrade_available = excluded.upgrade_available,
     run_id = excluded.run_id, updated = excluded.updated;
+
+-- name: lock_timeout
+-- The write transaction's bound on waiting for a row lock ($1: milliseconds, as text), as SET LOCAL.
+SELECT set_config('lock_timeout', $1, true);
+
+-- name: plan_each_run
+-- asyncpg prepares and caches statements; after five executions PostgreSQL may switch to a generic
+-- plan that cannot see the arrays' sizes and joins them badly: the write is planned afresh each run.
+SET LOCAL plan_cache_mode = force_custom_plan;
