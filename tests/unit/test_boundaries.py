@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from cost_sync.errors import CostSyncError, DatabaseError, LockTimeout, MigrationError
 from cost_sync.hostwinds.sandbox import FleetFileError
-from cost_sync.runtime.httpserve import AppServer
+from cost_sync.runtime.httpserve import AppServer, form_fields
 from cost_sync.runtime.signals import stop_on_signals
 from cost_sync.store.db import connect, database_errors, maps_errors
 from cost_sync.store.sqlfiles import queries, sql_dir
@@ -164,3 +164,16 @@ async def test_stop_absorbs_only_its_own_cancellation_of_a_server_that_never_sta
     await server.start()
     await server.stop()
     await server.stop()
+
+
+def test_the_servers_read_a_form_as_hostwinds_does() -> None:
+    """The sandbox and the replay server share one form reader: the first value of a repeated name,
+    blank values kept, percent-escapes and ``+`` decoded, bytes that are not UTF-8 replaced."""
+    body = b"action=get_instances&API=k%2By+z&action=upgrade_instance&serviceid=&note=caf\xe9"
+    assert form_fields(body) == {
+        "action": "get_instances",
+        "API": "k+y z",
+        "serviceid": "",
+        "note": "caf\ufffd",
+    }
+    assert form_fields(b"") == {}

@@ -8,7 +8,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cost_sync.domain.redact import for_terminal
 
@@ -131,7 +131,6 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
 async def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     from cost_sync.errors import ConfigError
     from cost_sync.hostwinds import sandbox
-    from cost_sync.runtime.signals import stop_on_signals
 
     if args.replay is not None:
         if args.price_list_shape is not None or args.error_form is not None:
@@ -148,62 +147,74 @@ async def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     shape = {"price_list_shape": args.price_list_shape, "error_form": args.error_form}
     fleet = dataclasses.replace(fleet, **{k: v for k, v in shape.items() if v is not None})
     server = sandbox.SandboxServer(fleet, host=args.host, port=args.port)
-    async with stop_on_signals() as stop:
-        try:
-            await server.start()
-        except OSError as exc:
-            raise ConfigError(exc.strerror or str(exc)) from None
-        try:
-            if args.json:
-                listening: dict[str, Any] = {"outcome": "listening", "url": server.url}
-                listening |= {
+
+    def listening(url: str) -> str:
+        if args.json:
+            return json.dumps(
+                {
+                    "outcome": "listening",
+                    "url": url,
                     "api_key": fleet.api_key,
                     "instances": len(fleet.instances),
                     "plans": len(fleet.plans),
                 }
-                print(json.dumps(listening), flush=True)
-            else:
-                print(
-                    f"SANDBOX Hostwinds API (made-up data, not Hostwinds) listening on {server.url}\n"
-                    f"  {len(fleet.instances)} instances, {len(fleet.plans)} price-list rows\n"
-                    f"  COST_SYNC_HOSTWINDS_URL={server.url} COST_SYNC_HOSTWINDS_API_KEY={fleet.api_key}\n"
-                    "  Ctrl-C to stop",
-                    flush=True,
-                )
-            await stop.wait()
-        finally:
-            await server.stop()
-    return 0
+            )
+        return (
+            f"SANDBOX Hostwinds API (made-up data, not Hostwinds) listening on {url}\n"
+            f"  {len(fleet.instances)} instances, {len(fleet.plans)} price-list rows\n"
+            f"  COST_SYNC_HOSTWINDS_URL={url} COST_SYNC_HOSTWINDS_API_KEY={fleet.api_key}\n"
+            "  Ctrl-C to stop"
+        )
+
+    return await _serve_until_stopped(server, listening)
 
 
 async def _replay(args: argparse.Namespace) -> int:
     from cost_sync.errors import ConfigError
     from cost_sync.hostwinds.capture import CaptureError, ReplayServer, load_capture
-    from cost_sync.runtime.signals import stop_on_signals
 
     try:
         capture = load_capture(args.replay)
     except CaptureError as exc:
         raise ConfigError(str(exc)) from None
     server = ReplayServer(capture, api_key=args.api_key, host=args.host, port=args.port)
+
+    def listening(url: str) -> str:
+        if args.json:
+            return json.dumps({"outcome": "listening", "url": url, "answers": len(capture.bodies)})
+        key = "only the key given with --api-key" if args.api_key else "any API key"
+        return (
+            f"REPLAY of {args.replay} (captured answers, not Hostwinds) listening on {url}\n"
+            f"  {len(capture.bodies)} answers; accepts {key}\n"
+            f"  COST_SYNC_HOSTWINDS_URL={url}\n"
+            "  Ctrl-C to stop"
+        )
+
+    return await _serve_until_stopped(server, listening)
+
+
+class _Served(Protocol):
+    @property
+    def url(self) -> str: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def _serve_until_stopped(server: _Served, listening: Callable[[str], str]) -> int:
+    """Start ``server``, print ``listening(url)`` (a JSON line or the banner), serve until SIGINT or
+    SIGTERM, stop; a port that cannot be bound is a ConfigError (exit 2) with the reason."""
+    from cost_sync.errors import ConfigError
+    from cost_sync.runtime.signals import stop_on_signals
+
     async with stop_on_signals() as stop:
         try:
             await server.start()
         except OSError as exc:
             raise ConfigError(exc.strerror or str(exc)) from None
         try:
-            if args.json:
-                listening = {"outcome": "listening", "url": server.url, "answers": len(capture.bodies)}
-                print(json.dumps(listening), flush=True)
-            else:
-                key = "only the key given with --api-key" if args.api_key else "any API key"
-                print(
-                    f"REPLAY of {args.replay} (captured answers, not Hostwinds) listening on {server.url}\n"
-                    f"  {len(capture.bodies)} answers; accepts {key}\n"
-                    f"  COST_SYNC_HOSTWINDS_URL={server.url}\n"
-                    "  Ctrl-C to stop",
-                    flush=True,
-                )
+            print(listening(server.url), flush=True)
             await stop.wait()
         finally:
             await server.stop()

@@ -33,7 +33,6 @@ from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import parse_qs
 
 import structlog
 from starlette.applications import Starlette
@@ -46,7 +45,7 @@ from cost_sync.domain.redact import secret_shaped, secret_spellings
 from cost_sync.hostwinds.client import READ_ONLY_ACTIONS
 from cost_sync.hostwinds.sandbox import API_PATH, WRITE_ACTIONS
 from cost_sync.hostwinds.sanitise import DENY_FIELDS
-from cost_sync.runtime.httpserve import AppServer
+from cost_sync.runtime.httpserve import AppServer, form_fields
 
 __all__ = [
     "FORMAT",
@@ -335,11 +334,6 @@ def load_capture(directory: Path) -> Capture:
     return Capture(directory=directory, bodies=bodies, statuses=statuses)
 
 
-def _form(body: bytes) -> dict[str, str]:
-    fields = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
-    return {name: values[0] for name, values in fields.items()}
-
-
 def _error(action: str, message: str) -> Response:
     return Response(json.dumps([{"result": "error", "action": action, "message": message}]), media_type=_JSON)
 
@@ -408,7 +402,7 @@ class ReplayServer:
         await self.stop()
 
     async def _api(self, request: Request) -> Response:
-        form = _form(await request.body())
+        form = form_fields(await request.body())
         action = form.pop("action", "")
         given = form.pop("API", "")
         self.requests[action] = self.requests.get(action, 0) + 1

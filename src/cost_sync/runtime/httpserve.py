@@ -23,6 +23,7 @@ import socket
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qs
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -187,6 +188,13 @@ def bind(host: str, port: int) -> socket.socket:
             message = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
         raise OSError(exc.errno, message) from None
     return sock
+
+
+def form_fields(body: bytes) -> dict[str, str]:
+    """An ``application/x-www-form-urlencoded`` body as one value per name (the first), as the
+    Hostwinds API reads it: the sandbox and the replay server both answer such forms."""
+    fields = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+    return {name: values[0] for name, values in fields.items()}
 
 
 class AppServer:

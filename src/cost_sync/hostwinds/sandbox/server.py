@@ -12,7 +12,6 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import parse_qs
 
 import structlog
 from starlette.applications import Starlette
@@ -23,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cost_sync.hostwinds.sandbox.faults import Faults
 from cost_sync.hostwinds.sandbox.fleet import Container, Fleet, int_id
-from cost_sync.runtime.httpserve import AppServer
+from cost_sync.runtime.httpserve import AppServer, form_fields
 
 __all__ = [
     "API_PATH",
@@ -229,7 +228,7 @@ class SandboxServer:
     # -- the API endpoint ------------------------------------------------------------------------
 
     async def _api(self, request: Request) -> Response:
-        form = _parse_form(await request.body())
+        form = form_fields(await request.body())
         action = form.get("action", "")
         self.requests[action] += 1
         if "API" in request.query_params:
@@ -382,12 +381,6 @@ async def serve(fleet: Fleet, *, host: str, port: int, faults: Faults | None = N
 # ----------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------
-
-
-def _parse_form(body: bytes) -> dict[str, str]:
-    """An ``application/x-www-form-urlencoded`` body as one value per name (the first)."""
-    fields = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
-    return {name: values[0] for name, values in fields.items()}
 
 
 def _flag(value: str | None, *, default: bool) -> bool:
