@@ -248,24 +248,17 @@ class SyncRun:
         self.client = client
         self.store = store
         self.settings = settings
+        #: What was asked (trigger, targets, dry run, full, accept changes, ...); read, never copied.
         self.request = request
         #: How long the run waits for the run lease (default: database.lock_timeout_seconds).
         self.lease_wait = (
             settings.database.lock_timeout_seconds if request.lease_wait is None else request.lease_wait
         )
-        #: A scheduled fire's time: the run does not run when a whole-fleet run took the lease since.
-        self.served_since = request.served_since
         #: Whether the run's failure is in the ledger already.
         self._recorded = False
-        self.trigger = request.trigger
         self.targets = list(request.targets) if request.targets else None
-        self.dry_run = request.dry_run
-        self.full = request.full
         self.run_id = request.run_id or uuid.uuid4()
-        self.strict_targets = request.strict_targets
         self.progress = progress or Progress()
-        #: Apply every change without holding it, and skip the vanished-rows checks.
-        self.accept_changes = request.accept_changes
         self._clock = clock
         self._now = now
         self.started_at = now()
@@ -295,15 +288,15 @@ class SyncRun:
         The failure is recorded in the ledger; saying it (once) is the caller's: the command line
         prints it, the daemon logs ``sync.failed``.
         """
-        structlog.contextvars.bind_contextvars(run_id=str(self.run_id), trigger=self.trigger)
+        structlog.contextvars.bind_contextvars(run_id=str(self.run_id), trigger=self.request.trigger)
         try:
-            if self.dry_run:
+            if self.request.dry_run:
                 # A dry run writes nothing, so it need not wait for (or block) a real run.
                 return await self._locked(contextlib.nullcontext())
             # In the ledger from the moment it starts: a run killed while it waits or runs is seen.
-            await self.store.begin_run(self.run_id, self.trigger, self.started_at, self.targets)
+            await self.store.begin_run(self.run_id, self.request.trigger, self.started_at, self.targets)
             lease = self.store.lock(
-                timeout=self.lease_wait, run_id=self.run_id, served_since=self.served_since
+                timeout=self.lease_wait, run_id=self.run_id, served_since=self.request.served_since
             )
             try:
                 return await self._locked(lease)
@@ -324,7 +317,7 @@ class SyncRun:
             try:
                 result = await self._run()
             except (Exception, asyncio.CancelledError) as exc:
-                if not self.dry_run and not isinstance(exc, ConfigError):
+                if not self.request.dry_run and not isinstance(exc, ConfigError):
                     # Under the lease: nobody marks the run abandoned while its failure is written.
                     await self._record_failure(exc)
                 raise
@@ -342,7 +335,7 @@ class SyncRun:
         with self.phase("database"):
             last = await self.store.last_good_run()
         # The last good run the guards compare with; none when the run accepts every change.
-        guarded = None if self.accept_changes else last
+        guarded = None if self.request.accept_changes else last
         self._refuse_if(phases.unmatched_refusal(matched, guarded, settings.guard))
         decision = await self._decide(matched)
         with self.phase("hostwinds"):
@@ -368,7 +361,7 @@ class SyncRun:
                 "plan_names": priced.names.counts(),
             }
         )
-        final = draft if self.dry_run else await self._commit(draft, priced.outcomes, held)
+        final = draft if self.request.dry_run else await self._commit(draft, priced.outcomes, held)
         self._log_finished(final)
         return RunResult(report=final, outcomes=priced.outcomes, held=held)
 
@@ -387,7 +380,7 @@ class SyncRun:
             with self.phase("database"):
                 identities = await self.store.read_identities()
             chosen, unknown = resolve_targets(self.targets, identities, instances, statuses)
-            if unknown and self.strict_targets:
+            if unknown and self.request.strict_targets:
                 raise ConfigError("; ".join(f"--instance {t}: {why}" for t, why in unknown.items()))
             rows = [row for row in rows if row.id in chosen]
         return phases.Listed(
@@ -409,7 +402,7 @@ class SyncRun:
             observations,
             self.settings,
             now=self._now(),
-            full=self.full,
+            full=self.request.full,
             provisional_seconds=PROVISIONAL_ASK_SECONDS,
         )
 
@@ -417,14 +410,14 @@ class SyncRun:
         """The changes held for a person, compared with the rows' history; logged once per run."""
         guard_settings = self.settings.guard
         references: dict[uuid.UUID, guard.Reference] = {}
-        if not self.accept_changes:
+        if not self.request.accept_changes:
             # Only changed Hostwinds prices can be held: their rows' history is all that is read.
             with self.phase("database"):
                 references = await self.store.price_references(
                     phases.changed_hostwinds_prices(outcomes),
                     window_seconds=guard_settings.drift_window_days * 86400,
                 )
-        held = phases.hold(outcomes, references, guard_settings, accept=self.accept_changes)
+        held = phases.hold(outcomes, references, guard_settings, accept=self.request.accept_changes)
         if held:
             # Once per run, not per row: a glitch at Hostwinds can hold the whole fleet.
             log.warning(
@@ -493,7 +486,7 @@ class SyncRun:
     def _log_finished(self, final: RunReport) -> None:
         log.info(
             "sync.finished",
-            dry_run=self.dry_run,
+            dry_run=self.request.dry_run,
             rows_in_scope=final.rows_in_scope,
             matched=final.matched,
             priced_by_source=final.priced_by_source,
@@ -534,7 +527,7 @@ class SyncRun:
 
         A failure is logged as ``attribution.failed`` and handed back in the result, never raised.
         """
-        if self.dry_run or not self.settings.attribution.enabled:
+        if self.request.dry_run or not self.settings.attribution.enabled:
             return result
         try:
             await self.store.write_attribution(self.settings, self.run_id)
@@ -554,7 +547,7 @@ class SyncRun:
         keys = sorted({(managed, i.disk_type) for i in wanted.values()}, key=lambda k: (k[0], k[1] or ""))
         order, cold = decision.order, decision.cold
         queue = iter(order)
-        writer = _ObservationWriter(self.store, enabled=not self.dry_run)
+        writer = _ObservationWriter(self.store, enabled=not self.request.dry_run)
         self.progress.to_ask = len(order)
         self.progress.started = time.monotonic()
 
@@ -577,7 +570,7 @@ class SyncRun:
             lists_left -= 1
             if lists_left == 0:
                 lists_arrived()
-            if not self.dry_run:
+            if not self.request.dry_run:
                 # Kept for `explain`, committed now as observations are (a failed run keeps it).
                 await self.store.save_price_list(
                     CachedPriceList(key[0], key[1], plan_key, plans, self._now(), self.run_id)
@@ -678,9 +671,9 @@ class SyncRun:
         )
         return RunReport(
             run_id=self.run_id,
-            trigger=self.trigger,
+            trigger=self.request.trigger,
             outcome="succeeded",
-            dry_run=self.dry_run,
+            dry_run=self.request.dry_run,
             started_at=self.started_at,
             finished_at=self._now(),
             rows_in_scope=len(outcomes),
@@ -714,7 +707,7 @@ class SyncRun:
         )
         report = RunReport(
             run_id=self.run_id,
-            trigger=self.trigger,
+            trigger=self.request.trigger,
             outcome="failed",
             started_at=self.started_at,
             finished_at=self._now(),
