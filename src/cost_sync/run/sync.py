@@ -443,12 +443,12 @@ class SyncRun:
                     reason=outcome.result.reason.value,
                     detail=outcome.result.detail,
                 )
-        for row_id, product_name, plan_name in priced.names.disagreements:
+        for product_id, product_name, plan_name in priced.names.disagreements:
             # Logged once per distinct pair: a wrong plan_key would otherwise log every instance.
             log.warning(
                 "sync.plan_name_disagrees",
                 plan_key=self.settings.hostwinds.plan_key,
-                product_id=row_id,
+                product_id=product_id,
                 product_name=product_name,
                 plan_name=plan_name,
                 note="priced anyway; `cost-sync doctor` shows which plan_key the data supports",
