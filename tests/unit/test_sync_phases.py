@@ -26,7 +26,7 @@ from cost_sync.domain.models import (
 )
 from cost_sync.run import phases
 from cost_sync.settings import Settings
-from cost_sync.store.postgres import LastRun
+from cost_sync.store.protocols import LastRun
 from tests.fakes import instance
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

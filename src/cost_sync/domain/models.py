@@ -437,15 +437,13 @@ class RowState:
         )
 
     def key(self) -> tuple[object, ...]:
-        """What a run compares to decide whether the kept state changed (server_uuid follows serviceid)."""
-        return (
-            self.matched,
-            self.serviceid,
-            self.product_id,
-            self.unpriced_reason,
-            self.unpriced_detail,
-            self.upgrade_available,
-        )
+        """What a run compares to decide whether the kept state changed (server_uuid follows serviceid):
+        the :attr:`KEY_FIELDS`, in their order."""
+        key: tuple[object, ...] = _ROW_STATE_KEY(self)
+        return key
+
+
+_ROW_STATE_KEY = operator.attrgetter(*RowState.KEY_FIELDS)
 
 
 def changed_states(outcomes: Iterable[RowOutcome]) -> list[RowState]:

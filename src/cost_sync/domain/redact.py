@@ -45,6 +45,7 @@ __all__ = [
     "scrub_secrets",
     "secret_shaped",
     "secret_spellings",
+    "stored_text",
     "terminal_text",
 ]
 
@@ -207,6 +208,12 @@ def redact(value: object, *, limit: int = 200, secrets: Iterable[str] = ()) -> s
     if len(text) > limit:
         text = text[: max(limit - 3, 0)] + "..."
     return text
+
+
+def stored_text(value: str | None) -> str | None:
+    """Text from Hostwinds as a store hands it out (``report``, ``explain``): redacted and short,
+    since rows written before text was cleaned at parsing may hold a secret or 10 MiB."""
+    return None if value is None else redact(value)
 
 
 _NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\e"}

@@ -44,7 +44,7 @@ from cost_sync.domain.models import (
     override_key,
 )
 from cost_sync.settings import GuardSettings, Settings
-from cost_sync.store.postgres import LastRun
+from cost_sync.store.protocols import LastRun
 
 __all__ = [
     "Decision",

@@ -61,7 +61,8 @@ from cost_sync.hostwinds.client import HostwindsClient
 from cost_sync.run import phases
 from cost_sync.run.request import ONCE, RunRequest
 from cost_sync.settings import Settings
-from cost_sync.store.postgres import CachedPriceList, RunStore, Store
+from cost_sync.store.postgres import Store
+from cost_sync.store.protocols import CachedPriceList, RunStore
 
 __all__ = [
     "Progress",

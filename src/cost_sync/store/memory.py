@@ -27,7 +27,7 @@ from cost_sync.domain.explain import HistoryRecord
 from cost_sync.domain.guard import Reference
 from cost_sync.domain.matching import RowIdentity, RowIndex
 from cost_sync.domain.models import Estimate, HeldChange, Observation, RowOutcome, RowState, RunReport, VpsRow
-from cost_sync.domain.redact import redact
+from cost_sync.domain.redact import stored_text
 from cost_sync.domain.reporting import Change, HeldRow, LastFleetRun, ReportRow, TenantDay
 from cost_sync.errors import LockTimeout
 from cost_sync.settings import Settings
@@ -432,7 +432,7 @@ class MemoryTrustStore:
                     source=latest.source if latest is not None else None,
                     cycle=est.cycle.value if est and est.cycle else None,
                     product_id=est.product_id if est else None,
-                    product_name=_stored_text(est.product_name) if est else None,
+                    product_name=stored_text(est.product_name) if est else None,
                     unpriced_reason=state.unpriced_reason if state else None,
                     unpriced_detail=state.unpriced_detail if state else None,
                     upgrade_available=state.upgrade_available if state else False,
@@ -549,10 +549,6 @@ def _lower(text: str | None) -> str | None:
     return None if text is None else text.lower()
 
 
-def _stored_text(value: str | None) -> str | None:
-    return None if value is None else redact(value)
-
-
 def _record(e: HistoryEntry) -> HistoryRecord:
     est = e.estimate
     return HistoryRecord(
@@ -566,7 +562,7 @@ def _record(e: HistoryEntry) -> HistoryRecord:
         months=est.months if est else None,
         hourly_ceiling=est.hourly_ceiling if est else False,
         product_id=est.product_id if est else None,
-        product_name=_stored_text(est.product_name) if est else None,
+        product_name=stored_text(est.product_name) if est else None,
         approved=e.approved,
         proposed_by=e.proposed_by,
         cycle_alias=est.cycle_alias if est else None,

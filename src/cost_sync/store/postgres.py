@@ -64,6 +64,7 @@ __all__ = [
     "price_list_to_json",
     "prices_from_json",
     "queries",
+    "run_errors",
     "run_served",
     "write_transaction",
 ]
@@ -87,7 +88,7 @@ _CYCLES = {cycle.value: cycle for cycle in Cycle}
 _SEEN = RowState.KEY_FIELDS
 
 #: Driver and network errors of the run's statements, as the run's DatabaseError (once per method).
-_run_errors = maps_errors("the run failed in PostgreSQL")
+run_errors = maps_errors("the run failed in PostgreSQL")
 
 
 @asynccontextmanager
@@ -191,7 +192,7 @@ class Store:
             await asyncio.gather(beat, return_exceptions=True)
             await self._release(lease)
 
-    @_run_errors
+    @run_errors
     async def _try_take(
         self, run_id: uuid.UUID, served_since: datetime | None
     ) -> tuple[int, datetime] | None:
@@ -239,7 +240,7 @@ class Store:
                 _log.error("store.lease_lost", reason=lease.lost, note="the run's write will be refused")
                 return
 
-    @_run_errors
+    @run_errors
     async def _renew(self, lease: _Lease) -> datetime | None:
         """Extend the lease; None: it was lost."""
         renewed: datetime | None = await self._pool.fetchval(
@@ -247,7 +248,7 @@ class Store:
         )
         return renewed
 
-    @_run_errors
+    @run_errors
     async def _give_up(self, lease: _Lease) -> None:
         await asyncio.shield(
             asyncio.wait_for(
@@ -284,7 +285,7 @@ class Store:
             )
         await conn.execute(self._q["mark_taken"], lease.run_id, lease.taken_at)
 
-    @_run_errors
+    @run_errors
     async def begin_run(
         self, run_id: uuid.UUID, trigger: str, started: datetime, instances: Sequence[str] | None
     ) -> None:
@@ -305,11 +306,11 @@ class Store:
         except DatabaseError as exc:
             _log.warning("store.run_not_discarded", run_id=str(run_id), error=str(exc))
 
-    @_run_errors
+    @run_errors
     async def _discard(self, run_id: uuid.UUID) -> None:
         await self._pool.execute(self._q["discard_run"], run_id, timeout=_RECORD_TIMEOUT_SECONDS)
 
-    @_run_errors
+    @run_errors
     async def expired_holder(self) -> tuple[uuid.UUID, datetime] | None:
         """The run still 'running' whose lease expired (its process died), and when it expired on
         this process's clock (the database's time, moved by the two clocks' difference)."""
@@ -318,7 +319,7 @@ class Store:
             return None
         return row["holder_run"], datetime.now(UTC) - timedelta(seconds=row["age"])
 
-    @_run_errors
+    @run_errors
     async def read_rows(self, statuses: Sequence[str]) -> list[VpsRow]:
         """Every ``vps_instances`` row whose status is in scope."""
         records = await self._pool.fetch(self._q["read_rows"], list(statuses))
@@ -333,13 +334,13 @@ class Store:
             for r in records
         ]
 
-    @_run_errors
+    @run_errors
     async def read_identities(self) -> list[tuple[uuid.UUID, str | None, str | None]]:
         """(id, hostwinds_instance_id, status) of every row, to resolve ``--instance`` arguments."""
         records = await self._pool.fetch(self._q["read_identities"])
         return [(r["id"], r["hostwinds_instance_id"], r["status"]) for r in records]
 
-    @_run_errors
+    @run_errors
     async def read_observations(self, serviceids: Sequence[int]) -> dict[int, Observation]:
         """The cached observations of these services (absent: never asked, or forgotten)."""
         if not serviceids:
@@ -370,7 +371,7 @@ class Store:
                 )
         return observations
 
-    @_run_errors
+    @run_errors
     async def save_observations(self, observations: Sequence[Observation]) -> None:
         """Upsert a batch of observations in a transaction of its own."""
         if not observations:
@@ -384,7 +385,7 @@ class Store:
             [o.run_id for o in observations],
         )
 
-    @_run_errors
+    @run_errors
     async def save_price_list(self, cached: CachedPriceList) -> None:
         """Upsert one price list in a transaction of its own."""
         await self._pool.execute(
@@ -397,13 +398,13 @@ class Store:
             cached.run_id,
         )
 
-    @_run_errors
+    @run_errors
     async def oldest_observation(self, statuses: Sequence[str]) -> datetime | None:
         """When the oldest cached observation a row in scope relies on was made; None: there is none."""
         oldest: datetime | None = await self._pool.fetchval(self._q["oldest_observation"], list(statuses))
         return oldest
 
-    @_run_errors
+    @run_errors
     async def price_references(
         self, row_ids: Sequence[uuid.UUID], *, window_seconds: float
     ) -> dict[uuid.UUID, Reference]:
@@ -421,7 +422,7 @@ class Store:
             if r["last_written"] is not None
         }
 
-    @_run_errors
+    @run_errors
     async def last_good_run(self) -> LastRun | None:
         """The last successful whole-fleet run, if any."""
         record = await self._pool.fetchrow(self._q["last_good_run"])
@@ -430,7 +431,7 @@ class Store:
         plans = record["plans_in_use"]
         return LastRun(record["id"], record["finished"], None if plans is None else list(plans))
 
-    @_run_errors
+    @run_errors
     async def commit_run(
         self,
         run_id: uuid.UUID,
@@ -485,7 +486,7 @@ class Store:
         await self._insert_run(conn, report)
         return report
 
-    @_run_errors
+    @run_errors
     async def record_run(self, report: RunReport) -> None:
         """Write a ledger row on its own connection, within a few seconds or not at all."""
         async with self._pool.acquire(timeout=_RECORD_TIMEOUT_SECONDS) as conn:

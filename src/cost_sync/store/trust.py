@@ -19,22 +19,20 @@ import asyncpg
 from cost_sync.domain.explain import HistoryRecord
 from cost_sync.domain.matching import RowIdentity, RowIndex
 from cost_sync.domain.models import RowState, RunReport
-from cost_sync.domain.redact import redact
+from cost_sync.domain.redact import stored_text
 from cost_sync.domain.reporting import Change, HeldRow, LastFleetRun, ReportRow, TenantDay
-from cost_sync.store.db import Conn, maps_errors
+from cost_sync.store.db import Conn
 from cost_sync.store.postgres import (
     insert_run,
     price_list_from_json,
     prices_from_json,
-    queries,
+    run_errors,
     write_transaction,
 )
 from cost_sync.store.protocols import CachedObservation, CachedPriceList, RowView, TrustStoreProtocol
+from cost_sync.store.sqlfiles import queries
 
 __all__ = ["CachedObservation", "RowView", "TrustStore", "TrustStoreProtocol"]
-
-#: Driver and network errors, as the run store maps them (once per method).
-_mapped = maps_errors("the run failed in PostgreSQL")
 
 
 class TrustStore:
@@ -44,7 +42,7 @@ class TrustStore:
         self._pool = pool
         self._q = queries("trust")
 
-    @_mapped
+    @run_errors
     async def identities(self) -> RowIndex:
         """Every row as an ID argument can name it, with the instance it matched at the last run."""
         records = await self._pool.fetch(self._q["read_identities"])
@@ -53,7 +51,7 @@ class TrustStore:
             for r in records
         )
 
-    @_mapped
+    @run_errors
     async def row(self, row_id: uuid.UUID) -> RowView | None:
         """The row, if it exists."""
         r = await self._pool.fetchrow(self._q["read_row"], row_id)
@@ -68,7 +66,7 @@ class TrustStore:
             r["monthly_cost"],
         )
 
-    @_mapped
+    @run_errors
     async def history(self, row_id: uuid.UUID) -> list[HistoryRecord]:
         """The row's history, newest first."""
         records = await self._pool.fetch(self._q["read_history"], row_id)
@@ -84,7 +82,7 @@ class TrustStore:
                 months=r["months"],
                 hourly_ceiling=r["hourly_ceiling"],
                 product_id=r["product_id"],
-                product_name=_stored_text(r["product_name"]),
+                product_name=stored_text(r["product_name"]),
                 approved=r["approved"],
                 proposed_by=r["proposed_by"],
                 cycle_alias=r["cycle_alias"],
@@ -94,7 +92,7 @@ class TrustStore:
             for r in records
         ]
 
-    @_mapped
+    @run_errors
     async def row_state(self, row_id: uuid.UUID) -> RowState | None:
         """What the last run that decided the row saw of it."""
         r = await self._pool.fetchrow(self._q["read_row_state"], row_id)
@@ -111,7 +109,7 @@ class TrustStore:
             upgrade_available=r["upgrade_available"],
         )
 
-    @_mapped
+    @run_errors
     async def observation(self, serviceid: int) -> CachedObservation | None:
         """The cached cycle prices of one service."""
         r = await self._pool.fetchrow(self._q["read_observation"], serviceid)
@@ -119,7 +117,7 @@ class TrustStore:
             return None
         return CachedObservation(prices_from_json(r["prices"]), r["fingerprint"], r["observed"], r["run_id"])
 
-    @_mapped
+    @run_errors
     async def price_list(
         self, managed: bool, drive_type: str | None, plan_key: str
     ) -> CachedPriceList | None:
@@ -131,7 +129,7 @@ class TrustStore:
             managed, drive_type, plan_key, price_list_from_json(r["plans"]), r["observed"], r["run_id"]
         )
 
-    @_mapped
+    @run_errors
     async def held(self, row_ids: Sequence[uuid.UUID] | None = None) -> list[HeldRow]:
         """Held changes (None: all), oldest first."""
         records = await self._pool.fetch(self._q["read_held"], None if row_ids is None else list(row_ids))
@@ -150,7 +148,7 @@ class TrustStore:
             for r in records
         ]
 
-    @_mapped
+    @run_errors
     async def report_rows(self, statuses: Sequence[str]) -> list[ReportRow]:
         """Every row in scope with its latest basis and kept state."""
         records = await self._pool.fetch(self._q["report_rows"], list(statuses))
@@ -165,7 +163,7 @@ class TrustStore:
                 source=r["source"],
                 cycle=r["cycle"],
                 product_id=r["product_id"],
-                product_name=_stored_text(r["product_name"]),
+                product_name=stored_text(r["product_name"]),
                 unpriced_reason=r["unpriced_reason"],
                 unpriced_detail=r["unpriced_detail"],
                 upgrade_available=r["upgrade_available"],
@@ -174,13 +172,13 @@ class TrustStore:
             for r in records
         ]
 
-    @_mapped
+    @run_errors
     async def oldest_observation(self) -> datetime | None:
         """When the oldest cached observation was made."""
         oldest: datetime | None = await self._pool.fetchval(self._q["oldest_observation"])
         return oldest
 
-    @_mapped
+    @run_errors
     async def last_fleet_run(self) -> LastFleetRun | None:
         """The last successful whole-fleet sync and what it flagged; None before the first.
 
@@ -190,7 +188,7 @@ class TrustStore:
             return None
         return LastFleetRun(r["id"], r["trigger"], r["finished"], tuple(r["warnings"]))
 
-    @_mapped
+    @run_errors
     async def history_since(self, statuses: Sequence[str], since: datetime) -> list[Change]:
         """Every change to a row in scope since ``since``, oldest first."""
         records = await self._pool.fetch(self._q["history_since"], list(statuses), since)
@@ -208,28 +206,28 @@ class TrustStore:
             for r in records
         ]
 
-    @_mapped
+    @run_errors
     async def tenant_days(self, since: date) -> list[TenantDay]:
         """The per-day tenant attribution kept since ``since`` (migration 0011)."""
         records = await self._pool.fetch(self._q["tenant_daily_since"], since)
         return [
-            TenantDay(r["day"], r["tenant_ref"], _stored_text(r["tenant_name"]), r["total"]) for r in records
+            TenantDay(r["day"], r["tenant_ref"], stored_text(r["tenant_name"]), r["total"]) for r in records
         ]
 
-    @_mapped
+    @run_errors
     async def fleet_total(self, statuses: Sequence[str]) -> Decimal:
         """The sum of the stored values of the rows in scope."""
         total: Decimal = await self._pool.fetchval(self._q["fleet_total"], list(statuses))
         return total
 
-    @_mapped
+    @run_errors
     async def held_summary(self) -> tuple[int, datetime | None]:
         """How many changes are held, and since when the oldest waits (None: none held)."""
         r = await self._pool.fetchrow(self._q["held_summary"])
         assert r is not None
         return r["held"], r["oldest"]
 
-    @_mapped
+    @run_errors
     async def approve(
         self,
         run_id: uuid.UUID,
@@ -264,12 +262,6 @@ class TrustStore:
                 # Before the commit, after the ledger row is in: it gets its lease_taken.
                 await fence(conn)
         return applied
-
-
-def _stored_text(value: str | None) -> str | None:
-    """Text from Hostwinds as stored, as ``report`` and ``explain`` show it: redacted and short
-    (rows written before text was cleaned at parsing may hold a secret or 10 MiB)."""
-    return None if value is None else redact(value)
 
 
 if TYPE_CHECKING:
