@@ -53,17 +53,12 @@ from cost_sync.store.protocols import CachedPriceList, LastRun, RunStore
 from cost_sync.store.sqlfiles import queries
 
 __all__ = [
-    "CachedPriceList",
-    "Conn",
-    "LastRun",
-    "RunStore",
     "Store",
     "holder_identity",
     "insert_run",
     "price_list_from_json",
     "price_list_to_json",
     "prices_from_json",
-    "queries",
     "run_errors",
     "run_served",
     "write_transaction",
