@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import io
+import logging
+import sys
+
+import pytest
+import structlog
 
 from cost_sync.cli.progress import BAR_WIDTH, bar_line, terminal_bar
 from cost_sync.run.sync import Progress
+from cost_sync.runtime import logs
+
+ERASE = "\r\x1b[2K"
 
 
 class Tty(io.StringIO):
@@ -58,3 +66,34 @@ async def test_off_a_terminal_there_is_no_bar() -> None:
     async with terminal_bar(out) as progress:
         assert progress is None
     assert out.getvalue() == ""
+
+
+async def test_a_log_line_during_the_run_stands_on_a_line_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warning logged while the bar is up (a service failing, say) erases the bar first, so the
+    record is not glued to it; the next answer draws the bar again after the record."""
+    out = Tty()
+    monkeypatch.setattr(sys, "stderr", out)
+    root = logging.getLogger()
+    kept = (root.handlers[:], root.level)
+    logs.configure(level="info", json_logs=True)
+    try:
+        async with terminal_bar(out, clock=lambda: 0.0) as progress:
+            assert progress is not None
+            progress.to_ask = 3
+            progress.started = 0.0
+            progress.tick()
+            structlog.get_logger("cost_sync.sync").warning("sync.cycle_prices_unavailable", serviceid=7)
+            progress.tick()  # too soon after the first draw, yet drawn: the record took its place
+    finally:
+        root.handlers[:], level = kept
+        root.setLevel(level)
+    text = out.getvalue()
+    before, record, after = text.partition('{"serviceid": 7')
+    assert record
+    assert before.endswith(ERASE), "the bar is erased before the record is written"
+    assert "1/3" in before
+    record_line, _, rest = after.partition("\n")
+    assert "sync.cycle_prices_unavailable" in record_line
+    assert "cycle prices [" not in record_line
+    assert "2/3" in rest
+    assert rest.endswith(ERASE)

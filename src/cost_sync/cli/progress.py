@@ -7,6 +7,8 @@ terminal's width, and erased when the run ends, so the summary that follows stan
 from __future__ import annotations
 
 import contextlib
+import io
+import os
 import shutil
 import sys
 import time
@@ -14,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TextIO
 
 from cost_sync.run.sync import Progress
+from cost_sync.runtime import logs
 
 __all__ = ["bar_line", "terminal_bar"]
 
@@ -62,11 +65,12 @@ async def terminal_bar(
     if not out.isatty():
         yield None
         return
-    width = shutil.get_terminal_size().columns
+    width = _columns(out)
     drawn: float | None = None  # float-ok: seconds
+    shown = False
 
     def update(progress: Progress) -> None:
-        nonlocal drawn
+        nonlocal drawn, shown
         now = clock()
         last = progress.asked >= progress.to_ask
         if drawn is not None and now - drawn < REDRAW_SECONDS and not last:
@@ -75,10 +79,28 @@ async def terminal_bar(
         # One column short of the width: a line that fills it wraps on some terminals.
         out.write(_ERASE + bar_line(progress, now)[: max(0, width - 1)])
         out.flush()
+        shown = True
 
-    try:
-        yield Progress(listener=update)
-    finally:
-        if drawn is not None:
+    def erase() -> None:
+        # A log line is about to be written: it starts on the bar's line, which the next answer
+        # draws again below it.
+        nonlocal drawn, shown
+        if shown:
             out.write(_ERASE)
             out.flush()
+            shown = False
+            drawn = None
+
+    try:
+        with logs.before_each_record(erase):
+            yield Progress(listener=update)
+    finally:
+        erase()
+
+
+def _columns(out: TextIO) -> int:
+    """The width of the terminal ``out`` writes to (not stdout's, which may be redirected)."""
+    try:
+        return os.get_terminal_size(out.fileno()).columns
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return shutil.get_terminal_size().columns

@@ -6,8 +6,10 @@ JSON lines when stderr is not a terminal, readable console lines when it is. Con
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 import structlog
@@ -88,6 +90,26 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, _: TextIO) -> None:
         """Kept for logging's own assignments; the stream is always the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        for clear in tuple(_BEFORE_RECORD):
+            clear()
+        super().emit(record)
+
+
+#: Called before each log line is written to stderr: a live progress line erases itself there.
+_BEFORE_RECORD: list[Callable[[], None]] = []
+
+
+@contextlib.contextmanager
+def before_each_record(clear: Callable[[], None]) -> Iterator[None]:
+    """Call ``clear`` before each log line reaches stderr while the block runs, so a line drawn in
+    place (the ``--once`` progress bar) is erased first and the record starts on a line of its own."""
+    _BEFORE_RECORD.append(clear)
+    try:
+        yield
+    finally:
+        _BEFORE_RECORD.remove(clear)
 
 
 _UNTOUCHED = frozenset({"exc_info", "stack_info", "_record", "_from_structlog"})
