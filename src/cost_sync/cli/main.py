@@ -2,8 +2,8 @@
 
 Exit codes: 0 done; 1 the work failed (nothing was written); 2 bad configuration or usage.
 
-Each verb is one ``_verb_*`` function that registers its parser and names its handler; adding a
-verb is adding such a function to :data:`VERBS`. Handlers import what they need when they run, so
+The verbs are registered in :mod:`cost_sync.cli.parsers` and run by
+:mod:`cost_sync.cli.handlers`. Handlers import what they need when they run, so
 ``cost-sync --help`` loads no database, HTTP or scheduling library. Every failure is printed once:
 one ``cost-sync: error: ...`` line on stderr and, with ``--json``, one object on stdout::
 

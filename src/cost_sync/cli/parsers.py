@@ -5,13 +5,13 @@ function to :data:`VERBS`."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
-    from cost_sync.settings import Settings
+    pass
 
 from cost_sync.cli.handlers import (
     _attribution,
@@ -24,8 +24,6 @@ from cost_sync.cli.handlers import (
     _sandbox,
     _trust,
 )
-
-Handler = Callable[[argparse.Namespace, "Settings"], Coroutine[Any, Any, int]]
 
 #: Exit code of a usage error or a bad setting (as ConfigError's).
 USAGE = 2

@@ -29,6 +29,7 @@ from cost_sync.errors import (
 )
 from cost_sync.run.request import RunRequest
 from cost_sync.store.db import database_errors
+from cost_sync.store.sqlfiles import queries
 
 if TYPE_CHECKING:
     from cost_sync.daemon.service import Daemon
@@ -109,12 +110,7 @@ class AdminApi:
         try:
             with database_errors("database does not answer"):
                 async with self.daemon.pool.acquire(timeout=2) as conn:
-                    ledger = await conn.fetchrow(
-                        "SELECT finished, EXTRACT(EPOCH FROM now() - coalesce(lease_taken, created))::float8"
-                        " AS age FROM cost_sync_runs WHERE outcome = 'succeeded'"
-                        " ORDER BY coalesce(lease_taken, created) DESC, created DESC LIMIT 1",
-                        timeout=2,
-                    )
+                    ledger = await conn.fetchrow(queries("trust")["last_success_age"], timeout=2)
         except DatabaseError as exc:
             return JSONResponse({"ready": False, "reason": str(exc)}, status_code=503)
         # (age in seconds, the finish time the run recorded) of each success readiness can trust.

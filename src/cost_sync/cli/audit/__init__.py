@@ -22,7 +22,7 @@ __all__ = ["HANDLERS"]
 
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
-#: Verb name -> handler, for :mod:`cost_sync.cli.main`.
+#: Verb name -> handler, for :func:`cost_sync.cli.handlers._trust`.
 HANDLERS: dict[str, Handler] = {
     "explain": _explain,
     "held": _held,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncpg
 
@@ -39,8 +38,3 @@ def one_row(index: RowIndex, key: str) -> uuid.UUID:
     if len(found) > 1:
         raise ConfigError(f"{key}: matches {len(found)} rows; name one by its row id")
     return found[0]
-
-
-def text_or_none(value: Any) -> str | None:
-    """``value`` as JSON shows an amount: its text, or None."""
-    return None if value is None else str(value)

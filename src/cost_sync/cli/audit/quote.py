@@ -6,7 +6,6 @@ import argparse
 import json
 
 from cost_sync.cli import render
-from cost_sync.cli.audit.common import text_or_none
 from cost_sync.domain import explain, matching, pricing
 from cost_sync.domain.matching import match_rows, resolve_targets, shared_uuid_unpriced
 from cost_sync.domain.models import override_key
@@ -66,7 +65,7 @@ async def _quote(args: argparse.Namespace, settings: Settings) -> int:
     data["row_id"] = str(row.id)
     data["hostwinds_instance_id"] = row.hostwinds_instance_id
     override = settings.overrides.get(override_key(row.hostwinds_instance_id))
-    data["override"] = text_or_none(override)
+    data["override"] = None if override is None else str(override)
     if args.json:
         print(json.dumps(data, indent=2))
     elif data["monthly"] is None:

@@ -1,6 +1,6 @@
--- The read-mostly queries of `cost-sync explain`, `held`, `approve` and `report`, loaded by name
--- (`-- name: NAME` starts a query) by cost_sync.trust_store. None of them calls Hostwinds; only
--- `approve` writes.
+-- The read-mostly queries of `cost-sync explain`, `held`, `approve` and `report`, and of the
+-- daemon's readiness, loaded by name (`-- name: NAME` starts a query) by cost_sync.store.trust and
+-- cost_sync.daemon.admin. None of them calls Hostwinds; only `approve` writes.
 
 -- name: read_identities
 -- What an ID argument can name each row by (matching.RowIndex): the row id, its
@@ -131,3 +131,12 @@ SELECT day, bucket, tenant_ref::text AS tenant_ref, tenant_name, total
 FROM cost_sync_tenant_daily
 WHERE day >= $1
 ORDER BY day, bucket, tenant_ref;
+
+-- name: last_success_age
+-- The newest successful run in the ledger (as the guards order runs: by when it took the lease),
+-- with its age in seconds by the database's clock; for GET /readyz.
+SELECT finished, EXTRACT(EPOCH FROM now() - coalesce(lease_taken, created))::float8 AS age
+FROM cost_sync_runs
+WHERE outcome = 'succeeded'
+ORDER BY coalesce(lease_taken, created) DESC, created DESC
+LIMIT 1;
